@@ -1,0 +1,323 @@
+"""A crowd of viewers in one process: many cheap silent viewers and a few probe viewers.
+
+- Silent viewers read only: after the `join` reply they count frames and check that `seq`
+  grows by one per channel using `framescan` (no decoding), so thousands fit in one process.
+- Probe viewers decode every frame: each stamped delivery is timed (metric named after the
+  stamp's kind: `event`, `mirror`...), `ts`-based push latency goes to `push`, and the ids they
+  got are reported so that the coordinator can count every expected event that never came.
+
+Joins follow an open-loop schedule; `join` latency runs from each viewer's scheduled time to
+the `ok` with the snapshot (TCP connect + websocket handshake + auth + join), as DESIGN.md §7.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from client_sdk.protocol import SUBPROTOCOL_MSGPACK, Frame, Op, decode, encode
+from loadtest.credentials import TokenSource
+from loadtest.framescan import scan_seqs
+from loadtest.metrics import Metrics
+from loadtest.schedule import OpenLoop
+from loadtest.session import RequestError, Session
+from loadtest.stamps import Clock, read_stamp
+from loadtest.watchdog import Watchdog
+
+JOIN = "join"
+PUSH = "push"
+
+
+@dataclass
+class CrowdSpec:
+    """What one process's crowd does; plain data so it can cross a process boundary."""
+
+    url: str
+    target: dict[str, str]  # {"room": id} or {"group": id}
+    silent: int
+    probes: int
+    offsets: list[int]  # join schedule, ns after start_ns; probes take the first slots
+    start_ns: int
+    t0_ns: int
+    room: str = "demo"
+    secret: str | None = None
+    tokens: list[str] = field(default_factory=list)  # used when there is no secret
+    role: str = "viewer"
+    first_index: int = 0
+    run_id: str = "lt"
+    clock: str = "mono"
+    join_timeout_s: float = 10.0
+    label: str = "crowd"
+    group_join: bool = False  # members become group members (`group_join`) before `join`
+
+
+class CrowdControl(Protocol):
+    def progress(self, data: dict[str, Any]) -> None: ...
+    def stop_requested(self) -> bool: ...
+
+
+@dataclass
+class ProbeReport:
+    joined_ns: int
+    received: dict[str, list[int]]
+
+
+class SeqTracker:
+    """Per-channel `seq` continuity: gaps and duplicates are counted, never ignored."""
+
+    def __init__(self) -> None:
+        self.last: dict[str, int] = {}
+        self.gaps = 0
+        self.dups = 0
+
+    def baseline(self, ch: str, seq: int) -> None:
+        self.last[ch] = seq
+
+    def see(self, ch: str, seq: int) -> None:
+        prev = self.last.get(ch)
+        if prev is not None:
+            if seq > prev + 1:
+                self.gaps += seq - prev - 1
+            elif seq <= prev:
+                self.dups += 1
+                return
+        self.last[ch] = seq
+
+
+def _channel(target: dict[str, str]) -> str:
+    if "group" in target:
+        return f"group:{target['group']}"
+    return f"room:{target['room']}"
+
+
+class Crowd:
+    def __init__(self, spec: CrowdSpec, control: CrowdControl, metrics: Metrics) -> None:
+        self.spec = spec
+        self.control = control
+        self.metrics = metrics
+        self.clock = Clock(spec.clock)
+        self.channel = _channel(spec.target)
+        self.joined = 0
+        self.failed = 0
+        self.frames = 0
+        self.silent_seq: list[SeqTracker] = []
+        self.sockets: list[ClientConnection] = []
+        self.sessions: list[Session] = []
+        self.probe_reports: list[ProbeReport] = []
+        self.readers: set[asyncio.Task[None]] = set()
+
+    # viewers -------------------------------------------------------------------------
+    def _token(self, index: int) -> str:
+        s = self.spec
+        if s.secret is not None:
+            src = TokenSource(s.url, s.room, s.secret, s.run_id)
+            return src.mint(s.role, s.first_index + index)
+        return s.tokens[index % len(s.tokens)]
+
+    async def _join_probe(self, index: int, scheduled_ns: int) -> None:
+        received: dict[str, list[int]] = {}
+        seq = SeqTracker()
+        report = ProbeReport(0, received)
+
+        def on_event(ev: Frame, now: int) -> None:
+            ch, n = ev.get("ch"), ev.get("seq")
+            if isinstance(ch, str) and isinstance(n, int):
+                seq.see(ch, n)
+            ts = ev.get("ts")
+            if isinstance(ts, int):
+                self.metrics.record(PUSH, max(0, self.clock_wall_ms(now) - ts) * 1_000_000, now)
+            st = read_stamp(ev.get("text"))
+            if st is not None and ev.get("ch") == self.channel:
+                kind, ident, at = st
+                self.metrics.record(kind, self.clock.since(at, now), now)
+                received.setdefault(kind, []).append(ident)
+
+        try:
+            s = await Session.open(self.spec.url, self._token(index), on_event=on_event,
+                                   timeout_s=self.spec.join_timeout_s)
+            if self.spec.group_join and "group" in self.spec.target:
+                await s.request(Op.GROUP_JOIN, group=self.spec.target["group"])
+            reply = await s.request(Op.JOIN, timeout_s=self.spec.join_timeout_s, **self.spec.target)
+        except TimeoutError:
+            self.metrics.timeout(JOIN)
+            self.failed += 1
+            return
+        except RequestError as exc:
+            self.metrics.error(JOIN, exc.code)
+            self.failed += 1
+            return
+        except (OSError, ConnectionError, ConnectionClosed, ValueError) as exc:
+            self.metrics.error(JOIN, type(exc).__name__)
+            self.failed += 1
+            return
+        now = time.monotonic_ns()
+        self.metrics.record(JOIN, now - scheduled_ns, now)
+        snap = reply.get("snapshot")
+        if isinstance(snap, dict) and isinstance(snap.get("seq"), int):
+            seq.baseline(self.channel, snap["seq"])
+        report.joined_ns = now
+        self.probe_reports.append(report)
+        self.sessions.append(s)
+        self.silent_seq.append(seq)
+        self.joined += 1
+
+    @staticmethod
+    def clock_wall_ms(mono_ns: int) -> int:
+        return (time.time_ns() - (time.monotonic_ns() - mono_ns)) // 1_000_000
+
+    async def _join_silent(self, index: int, scheduled_ns: int) -> None:
+        s = self.spec
+        try:
+            ws = await asyncio.wait_for(
+                connect(s.url, subprotocols=[SUBPROTOCOL_MSGPACK],  # type: ignore[list-item]
+                        compression=None, open_timeout=s.join_timeout_s, ping_interval=None,
+                        max_size=2**22),
+                s.join_timeout_s,
+            )
+        except TimeoutError:
+            self.metrics.timeout(JOIN)
+            self.failed += 1
+            return
+        except (OSError, ConnectionClosed, ValueError) as exc:
+            self.metrics.error(JOIN, type(exc).__name__)
+            self.failed += 1
+            return
+        try:
+            reply = await asyncio.wait_for(self._silent_handshake(ws, index), s.join_timeout_s)
+        except TimeoutError:
+            self.metrics.timeout(JOIN)
+            self.failed += 1
+            await ws.close()
+            return
+        except (ConnectionClosed, ValueError, RequestError) as exc:
+            self.metrics.error(JOIN, getattr(exc, "code", type(exc).__name__))
+            self.failed += 1
+            await ws.close()
+            return
+        now = time.monotonic_ns()
+        self.metrics.record(JOIN, now - scheduled_ns, now)
+        self.joined += 1
+        tracker = SeqTracker()
+        snap = reply.get("snapshot")
+        if isinstance(snap, dict) and isinstance(snap.get("seq"), int):
+            tracker.baseline(self.channel, snap["seq"])
+        self.silent_seq.append(tracker)
+        self.sockets.append(ws)
+        t = asyncio.create_task(self._silent_read(ws, tracker))
+        self.readers.add(t)
+
+    async def _silent_handshake(self, ws: ClientConnection, index: int) -> Frame:
+        """auth (+ group_join) + join, each reply decoded; returns the join reply."""
+        steps: list[Frame] = [{"op": Op.AUTH, "token": self._token(index)}]
+        if self.spec.group_join and "group" in self.spec.target:
+            steps.append({"op": Op.GROUP_JOIN, "group": self.spec.target["group"]})
+        steps.append({"op": Op.JOIN, **self.spec.target})
+        reply: Frame = {}
+        for rid, step in enumerate(steps, 1):
+            await ws.send(encode({**step, "rid": rid}, SUBPROTOCOL_MSGPACK))
+            while True:
+                frame = decode(await ws.recv(), SUBPROTOCOL_MSGPACK)
+                if frame["op"] in (Op.OK, Op.ERROR) and frame.get("rid") == rid:
+                    break
+            if frame["op"] == Op.ERROR:
+                raise RequestError(str(frame.get("code")), str(frame.get("message", "")))
+            reply = frame
+        return reply
+
+    async def _silent_read(self, ws: ClientConnection, tracker: SeqTracker) -> None:
+        try:
+            async for data in ws:
+                self.frames += 1
+                if not isinstance(data, bytes):
+                    continue
+                pairs = scan_seqs(data)
+                if pairs is None:
+                    pairs = _decode_pairs(data)
+                for ch, seq in pairs:
+                    tracker.see(ch, seq)
+        except ConnectionClosed:
+            pass
+
+    # running ---------------------------------------------------------------------------
+    async def run(self) -> dict[str, Any]:
+        s = self.spec
+        total = s.silent + s.probes
+
+        async def join(i: int, scheduled_ns: int) -> None:
+            if i < s.probes:
+                await self._join_probe(i, scheduled_ns)
+            else:
+                await self._join_silent(i, scheduled_ns)
+
+        watchdog = Watchdog(self.metrics, label=s.label)
+        watchdog.start()
+        reporter = asyncio.create_task(self._report_progress(total))
+        try:
+            await OpenLoop(s.offsets[:total], join, self.metrics).run(s.start_ns)
+            self.control.progress(self._progress(total, joining_done=True))
+            # the stop signal may come from another process (a multiprocessing.Event): poll it
+            while not self.control.stop_requested():  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        finally:
+            reporter.cancel()
+            await watchdog.stop()
+            await self._close_all()
+        gaps = sum(t.gaps for t in self.silent_seq)
+        dups = sum(t.dups for t in self.silent_seq)
+        self.metrics.count("frames", self.frames)
+        self.metrics.count("seq_gaps", gaps)
+        self.metrics.count("seq_dups", dups)
+        last = Counter(t.last.get(self.channel, -1) for t in self.silent_seq)
+        return {
+            "label": s.label,
+            "metrics": self.metrics.to_dict(),
+            "probes": [asdict(p) for p in self.probe_reports],
+            "last_seq": {str(k): v for k, v in last.items()},
+            "cpu": {s.label: watchdog.cpu},
+            "joined": self.joined,
+            "failed": self.failed,
+        }
+
+    def _progress(self, total: int, joining_done: bool = False) -> dict[str, Any]:
+        return {
+            "label": self.spec.label,
+            "planned": total,
+            "joined": self.joined,
+            "failed": self.failed,
+            "frames": self.frames,
+            "joining_done": joining_done,
+        }
+
+    async def _report_progress(self, total: int) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            self.control.progress(self._progress(total))
+
+    async def _close_all(self) -> None:
+        for t in self.readers:
+            t.cancel()
+        closers = [ws.close() for ws in self.sockets] + [x.close() for x in self.sessions]
+        if closers:
+            tasks = [asyncio.ensure_future(c) for c in closers]
+            _, pending = await asyncio.wait(tasks, timeout=10.0)
+            for t in pending:
+                t.cancel()
+
+
+def _decode_pairs(data: bytes) -> list[tuple[str, int]]:
+    try:
+        frame = decode(data, SUBPROTOCOL_MSGPACK)
+    except ValueError:
+        return []
+    items = frame.get("items", []) if frame["op"] == Op.BATCH else [frame]
+    out = []
+    for ev in items:
+        if isinstance(ev, dict) and isinstance(ev.get("ch"), str) and isinstance(ev.get("seq"), int):
+            out.append((ev["ch"], ev["seq"]))
+    return out

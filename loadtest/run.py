@@ -1,0 +1,217 @@
+"""One load-test run: its configuration, the context scenarios act through, and the result."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from loadtest.credentials import TokenSource
+from loadtest.crowd import CrowdSpec
+from loadtest.metrics import Metrics
+from loadtest.session import EventHandler, Session
+from loadtest.slo import Slo, SloResult, evaluate
+from loadtest.verdict import Check, Verdict, decide
+from loadtest.watchdog import LAG_METRIC, SCHED_METRIC, Watchdog, assess
+from loadtest.workers import CrowdPool, split
+
+GENERATOR_METRICS = (LAG_METRIC, SCHED_METRIC, "push")
+
+
+@dataclass
+class Config:
+    """Everything a run needs; profile values fill what the command line left out."""
+
+    scenario: str
+    url: str
+    secret: str | None = None
+    room: str = "demo"
+    viewers: int = 20
+    rate: float = 50.0
+    duration_s: float = 2.0
+    probes: int = 5
+    workers: int = 1
+    profile: str = "small"
+    slos: list[str] = field(default_factory=list)
+    report_dir: str | None = None
+    clock: str = "mono"
+    join_timeout_s: float = 10.0
+    event_timeout_s: float = 5.0
+    extra: dict[str, float] = field(default_factory=dict)  # scenario knobs from the profile
+    live: bool = True  # show the rich live display
+    run_id: str = field(default_factory=lambda: "lt" + uuid.uuid4().hex[:8])
+
+
+class Scenario:
+    """A scenario drives actors in the coordinator and viewers through the crowd pool."""
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    metrics: ClassVar[tuple[str, ...]] = ()
+    profiles: ClassVar[dict[str, dict[str, float]]] = {}
+
+    async def run(self, ctx: RunContext) -> None:
+        raise NotImplementedError
+
+    def actor_sockets(self, config: Config) -> int:
+        """How many sockets the coordinator itself opens (for the open-file check)."""
+        return 1
+
+
+@dataclass(frozen=True)
+class Expected:
+    """An event a probe should receive: its stamp id and scheduled send time (monotonic)."""
+
+    ident: int
+    sent_ns: int
+
+
+class RunContext:
+    def __init__(self, config: Config, metrics: Metrics) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.t0_ns = metrics.t0_ns
+        self.tokens = TokenSource(config.url, config.room, config.secret, config.run_id)
+        self.checks: list[Check] = []
+        self.notes: list[str] = []
+        self.pools: list[CrowdPool] = []
+        self.sessions: list[Session] = []
+        self.cpu: dict[str, list[float]] = {}
+        self.last_seq: dict[str, int] = {}
+        self.phase = "starting"
+
+    def knob(self, name: str, default: float) -> float:
+        return float(self.config.extra.get(name, default))
+
+    def check(self, name: str, ok: bool, detail: str = "") -> None:
+        self.checks.append(Check(name, ok, detail))
+
+    async def session(self, role: str, index: int, on_event: EventHandler | None = None) -> Session:
+        token = (await self.tokens.tokens(role, 1, first=index))[0]
+        s = await Session.open(self.config.url, token, on_event=on_event,
+                               timeout_s=self.config.join_timeout_s)
+        self.sessions.append(s)
+        return s
+
+    async def start_crowd(
+        self,
+        target: dict[str, str],
+        viewers: int,
+        probes: int,
+        offsets: list[int],
+        start_ns: int,
+        *,
+        role: str = "viewer",
+        first_index: int = 0,
+        group_join: bool = False,
+        label: str = "crowd",
+    ) -> CrowdPool:
+        """Start `viewers` (of which `probes` decode fully), split over the worker processes."""
+        cfg = self.config
+        workers = max(1, cfg.workers)
+        parts = min(workers, max(1, viewers))
+        counts = split(viewers, parts)
+        probe_counts = split(min(probes, viewers), parts)
+        tokens: list[str] = []
+        if cfg.secret is None:
+            tokens = await self.tokens.tokens(role, viewers)
+        specs = []
+        taken = 0
+        for i, (n, p) in enumerate(zip(counts, probe_counts, strict=True)):
+            # worker i takes every parts-th arrival, so each sees the whole schedule's shape
+            mine = offsets[i::parts][:n]
+            specs.append(CrowdSpec(
+                url=cfg.url, target=target, silent=n - p, probes=p, offsets=mine,
+                start_ns=start_ns, t0_ns=self.t0_ns, room=cfg.room, secret=cfg.secret,
+                tokens=tokens[taken:taken + n], role=role, first_index=first_index + taken,
+                run_id=cfg.run_id, clock=cfg.clock, join_timeout_s=cfg.join_timeout_s,
+                label=f"{label}{i}", group_join=group_join,
+            ))
+            taken += n
+        pool = CrowdPool(workers if workers > 1 else 1)
+        pool.start(specs)
+        self.pools.append(pool)
+        return pool
+
+    async def wait_joined(self, pool: CrowdPool, schedule_s: float) -> None:
+        """Wait for the join schedule to play out; each join is bounded by its own timeout."""
+        await pool.wait_joined(schedule_s + self.config.join_timeout_s + 30.0)
+
+    async def finish_crowd(self, pool: CrowdPool, expected: dict[str, list[Expected]]) -> None:
+        """Stop the crowd, merge its metrics, and count every expected event that never came."""
+        results = await pool.finish()
+        for res in results:
+            self.metrics.merge(Metrics.from_dict(res["metrics"]))
+            self.cpu.update(res["cpu"])
+            for probe in res["probes"]:
+                for kind, exp in expected.items():
+                    got = set(probe["received"].get(kind, ()))
+                    missing = sum(1 for e in exp if e.sent_ns >= probe["joined_ns"] and e.ident not in got)
+                    self.metrics.timeout(kind, missing)
+            for seq, n in res["last_seq"].items():
+                self.last_seq[seq] = self.last_seq.get(seq, 0) + int(n)
+        if self.last_seq:
+            top = max(int(k) for k in self.last_seq)
+            behind = sum(n for k, n in self.last_seq.items() if int(k) < top)
+            self.metrics.count("viewers_behind", behind)
+
+    async def close(self) -> None:
+        for s in self.sessions:
+            try:
+                await asyncio.wait_for(s.close(), 2.0)
+            except (TimeoutError, OSError):
+                pass
+
+
+@dataclass
+class Result:
+    config: Config
+    scenario: Scenario
+    metrics: Metrics
+    slo_results: list[SloResult]
+    checks: list[Check]
+    generator: list[str]
+    verdict: Verdict
+    cpu: dict[str, list[float]]
+    notes: list[str]
+    started_at: float
+    wall_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        from loadtest.report import result_dict
+
+        return result_dict(self)
+
+
+async def run(
+    config: Config,
+    scenario: Scenario,
+    slos: list[Slo],
+    on_tick: Callable[[RunContext], Coroutine[Any, Any, None]] | None = None,
+) -> Result:
+    """Run one scenario end to end and judge it."""
+    metrics = Metrics()
+    ctx = RunContext(config, metrics)
+    started = time.time()
+    watchdog = Watchdog(metrics, label=f"coordinator(pid {os.getpid()})")
+    watchdog.start()
+    ticker = asyncio.create_task(on_tick(ctx)) if on_tick is not None else None
+    try:
+        for name in scenario.metrics:
+            metrics.declare(name)
+        await scenario.run(ctx)
+    finally:
+        if ticker is not None:
+            ticker.cancel()
+        await watchdog.stop()
+        await ctx.close()
+    ctx.cpu[watchdog.label] = watchdog.cpu
+    generator = assess(metrics, ctx.cpu)
+    results = evaluate(slos, metrics)
+    verdict = decide(results, ctx.checks, generator)
+    return Result(config, scenario, metrics, results, ctx.checks, generator, verdict, ctx.cpu,
+                  ctx.notes, started, time.time() - started)

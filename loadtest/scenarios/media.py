@@ -1,0 +1,172 @@
+"""`media`: K aiortc WebRTC viewers `watch` a published stream.
+
+Measured: time to first frame (`first_frame`, from the scheduled `watch` to the first decoded
+video frame, DESIGN.md §7), frames received (`media_frames`), and the added latency read from
+the pixels (`media_latency`) when the media package's stamped test source and sink are
+installed (`media.testing`, built by the media issue). Without them the publisher sends
+aiortc's plain test pattern and `media_latency` is reported as not measured.
+
+All WebRTC traffic stays on loopback: no ICE servers, host candidates pinned to 127.0.0.1
+(aioice offers no loopback candidate by default), as RESEARCH.md requires for tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import time
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from client_sdk.protocol import Op
+from loadtest.run import RunContext, Scenario
+from loadtest.schedule import OpenLoop, spike, steady
+from loadtest.session import RequestError, Session
+
+StampReader = Callable[[Any], int | None]
+
+
+def pin_loopback_ice() -> None:
+    """aioice offers only 127.0.0.1 from here on (this process is a test client)."""
+    import aioice.ice
+
+    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
+
+
+def stamped_testing() -> tuple[Callable[[], Any] | None, StampReader | None]:
+    """The media package's stamped source and its reader, when `media.testing` provides them.
+
+    Looked up by the names the media issue describes; a missing piece yields None, and the
+    scenario falls back to aiortc's test pattern (no added-latency measurement).
+    """
+    try:
+        mod = importlib.import_module("media.testing")
+    except ImportError:
+        return None, None
+    source = next((getattr(mod, n) for n in ("StampedVideoTrack", "StampedSource", "stamped_track")
+                   if hasattr(mod, n)), None)
+    reader = next((getattr(mod, n) for n in ("read_stamp", "read_stamp_ms", "decode_stamp")
+                   if hasattr(mod, n)), None)
+    return source, reader
+
+
+def _stamp_latency_ns(stamp_ms: int, recv_mono_ns: int) -> int:
+    """Stamps above 1e12 are wall-clock ms (same host), smaller ones monotonic ms."""
+    if stamp_ms > 1_000_000_000_000:
+        wall_recv = time.time_ns() - (time.monotonic_ns() - recv_mono_ns)
+        return wall_recv - stamp_ms * 1_000_000
+    return recv_mono_ns - stamp_ms * 1_000_000
+
+
+async def publish(ctx: RunContext, streamer: Session, make_track: Callable[[], Any] | None) -> Any:
+    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
+
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    track = make_track() if make_track is not None else VideoStreamTrack()
+    pc.addTransceiver(track, direction="sendonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    reply = await streamer.request(Op.PUBLISH, room=ctx.config.room, sdp=pc.localDescription.sdp,
+                                   timeout_s=ctx.config.join_timeout_s)
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=str(reply["sdp"]), type="answer"))
+    return pc
+
+
+async def watch_one(ctx: RunContext, viewer: Session, scheduled_ns: int, hold_s: float,
+                    reader: StampReader | None, pcs: list[Any]) -> None:
+    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    pcs.append(pc)
+    pc.addTransceiver("video", direction="recvonly")
+    first: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    pumps: list[asyncio.Future[None]] = []
+
+    @pc.on("track")
+    def on_track(track: Any) -> None:
+        async def pump() -> None:
+            while True:
+                try:
+                    frame = await track.recv()
+                except Exception:
+                    return
+                now = time.monotonic_ns()
+                ctx.metrics.count("media_frames")
+                if not first.done():
+                    first.set_result(now)
+                if reader is not None:
+                    try:
+                        st = reader(frame)
+                    except Exception:
+                        st = None
+                    if isinstance(st, int):
+                        ctx.metrics.record("media_latency", max(0, _stamp_latency_ns(st, now)), now)
+
+        pumps.append(asyncio.ensure_future(pump()))
+
+    try:
+        await pc.setLocalDescription(await pc.createOffer())
+        reply = await viewer.request(Op.WATCH, room=ctx.config.room, sdp=pc.localDescription.sdp,
+                                     timeout_s=ctx.config.join_timeout_s)
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=str(reply["sdp"]), type="answer"))
+        got = await asyncio.wait_for(first, ctx.config.join_timeout_s)
+    except RequestError as exc:
+        ctx.metrics.error("first_frame", exc.code)
+        return
+    except TimeoutError:
+        ctx.metrics.timeout("first_frame")
+        return
+    except (ConnectionError, OSError, ValueError) as exc:
+        ctx.metrics.error("first_frame", type(exc).__name__)
+        return
+    ctx.metrics.record("first_frame", got - scheduled_ns, got)
+    await asyncio.sleep(hold_s)
+
+
+async def media_viewers(ctx: RunContext, streamer: Session, k: int, rate: float, burst: bool,
+                        hold_s: float, first_index: int = 6_000_000) -> list[str]:
+    """Publish, then K viewers watch (a burst, or open-loop at `rate`); returns notes."""
+    from loadtest.scenarios.buyers import connect_actors
+
+    pin_loopback_ice()
+    make_track, reader = stamped_testing()
+    notes = []
+    if make_track is None or reader is None:
+        notes.append("media.testing (stamped source + reader) not installed: media_latency not measured")
+    pub = await publish(ctx, streamer, make_track)
+    viewers = await connect_actors(ctx, k, 100.0, first_index=first_index)
+    pcs: list[Any] = []
+    offsets = spike(len(viewers), 0.0) if burst else steady(len(viewers), rate)
+
+    async def go(i: int, scheduled_ns: int) -> None:
+        await watch_one(ctx, viewers[i], scheduled_ns, hold_s, reader, pcs)
+
+    try:
+        await OpenLoop(offsets, go, ctx.metrics).run()
+    finally:
+        await asyncio.gather(*(pc.close() for pc in pcs), return_exceptions=True)
+        await pub.close()
+    return notes
+
+
+class MediaScenario(Scenario):
+    name = "media"
+    summary = "K aiortc viewers watch a stream: time to first frame, frames, added latency"
+    metrics = ("join", "first_frame", "media_latency")
+    profiles: ClassVar[dict[str, dict[str, float]]] = {
+        "small": {"viewers": 3, "rate": 10, "duration_s": 1, "probes": 0, "burst": 0},
+        "full": {"viewers": 50, "rate": 10, "duration_s": 10, "probes": 0, "burst": 1},
+    }
+
+    def actor_sockets(self, config: object) -> int:
+        return int(getattr(config, "viewers", 3)) * 2 + 4
+
+    async def run(self, ctx: RunContext) -> None:
+        cfg = ctx.config
+        streamer = await ctx.session("streamer", 0)
+        await streamer.request(Op.JOIN, room=cfg.room)
+        ctx.phase = f"{cfg.viewers} WebRTC viewers"
+        ctx.notes.extend(await media_viewers(ctx, streamer, cfg.viewers, cfg.rate,
+                                             bool(ctx.knob("burst", 0)), cfg.duration_s))
+        s = ctx.metrics.summary("first_frame")
+        ctx.check("every viewer got a first frame", s.count == cfg.viewers,
+                  f"{s.count} of {cfg.viewers}")

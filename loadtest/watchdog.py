@@ -1,0 +1,95 @@
+"""The generator watches itself, so that its own overload is never blamed on the server.
+
+Every latency a load generator measures includes its own event-loop delays. The watchdog
+samples the loop's lag (how late a short timer fires) and this process's CPU. If the
+generator was saturated (CPU near one full core, or loop lag large enough to matter against
+the SLOs), the verdict is "inconclusive": the run proves nothing about the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+
+from loadtest.metrics import Metrics
+
+LAG_METRIC = "loop_lag"
+SCHED_METRIC = "sched_lag"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """When the generator counts as the bottleneck (defaults: generous, documented)."""
+
+    lag_p99_ms: float = 50.0
+    lag_max_ms: float = 250.0
+    sched_p99_ms: float = 50.0
+    cpu_pct: float = 90.0  # of one core, for this process
+    cpu_busy_fraction: float = 0.25  # share of seconds above cpu_pct that makes it inconclusive
+
+
+@dataclass
+class Watchdog:
+    metrics: Metrics
+    interval_s: float = 0.05
+    label: str = "main"
+    cpu: list[float] = field(default_factory=list)
+    _task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def _run(self) -> None:
+        proc = psutil.Process()
+        proc.cpu_percent(None)
+        next_cpu = time.monotonic() + 1.0
+        while True:
+            before = time.monotonic_ns()
+            await asyncio.sleep(self.interval_s)
+            lag = time.monotonic_ns() - before - int(self.interval_s * 1e9)
+            self.metrics.record(LAG_METRIC, max(lag, 0))
+            if time.monotonic() >= next_cpu:
+                self.cpu.append(proc.cpu_percent(None))
+                next_cpu += 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "cpu": self.cpu}
+
+
+def assess(metrics: Metrics, cpu_by_process: dict[str, list[float]], limits: Limits = Limits()) -> list[str]:
+    """Reasons the generator was the bottleneck; an empty list means it kept up."""
+    reasons: list[str] = []
+    lag = metrics.summary(LAG_METRIC)
+    if lag.count:
+        p99 = lag.percentiles_ms[99.0]
+        if p99 > limits.lag_p99_ms:
+            reasons.append(f"generator event-loop lag p99 {p99:.1f} ms > {limits.lag_p99_ms:.0f} ms")
+        if lag.max_ms > limits.lag_max_ms:
+            reasons.append(f"generator event-loop lag max {lag.max_ms:.1f} ms > {limits.lag_max_ms:.0f} ms")
+    sched = metrics.summary(SCHED_METRIC)
+    if sched.count and sched.percentiles_ms[99.0] > limits.sched_p99_ms:
+        reasons.append(
+            f"generator started actions late: p99 {sched.percentiles_ms[99.0]:.1f} ms > {limits.sched_p99_ms:.0f} ms"
+        )
+    for label, samples in cpu_by_process.items():
+        if not samples:
+            continue
+        busy = sum(1 for c in samples if c >= limits.cpu_pct) / len(samples)
+        if busy > limits.cpu_busy_fraction:
+            reasons.append(
+                f"generator process {label} above {limits.cpu_pct:.0f}% CPU in {busy:.0%} of seconds"
+            )
+    return reasons

@@ -1,0 +1,195 @@
+"""Spreading viewers over processes (`--workers N`) and merging what they measured.
+
+One Python process saturates one core long before 10,000 websockets do, and may hold at most
+20,000 open files (RLIMIT_NOFILE; soft = hard on this machine). Crowds therefore run in
+worker processes (spawned, each with its own uvloop); the coordinator process keeps the
+actors that drive the scenario (streamer, buyers, askers). Workers report progress over a
+queue, stop when the coordinator sets an event, and return their metrics as plain data: the
+HDR histograms merge exactly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing as mp
+import queue
+import resource
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict
+from typing import Any
+
+from loadtest.crowd import Crowd, CrowdSpec
+from loadtest.metrics import Metrics
+
+FD_RESERVE = 64  # stdio, the loop, psutil, log files, the coordinator's own sockets
+EPHEMERAL_PORTS = 28_000  # per (source, destination) address pair on this kernel's range
+
+
+class CapacityError(ValueError):
+    """The requested crowd cannot fit in the processes' open-file limits."""
+
+
+def open_file_limit() -> int:
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return int(soft) if soft != resource.RLIM_INFINITY else 1_000_000
+
+
+def check_capacity(viewers: int, workers: int, coordinator_sockets: int) -> None:
+    """Refuse a configuration whose sockets do not fit (one fd per websocket)."""
+    limit = open_file_limit()
+    per_worker = -(-viewers // max(workers, 1))
+    if workers <= 1:
+        per_worker += coordinator_sockets
+    if per_worker + FD_RESERVE > limit:
+        need = -(-viewers // (limit - FD_RESERVE - 1))
+        raise CapacityError(
+            f"{per_worker} sockets per process exceed the open-file limit {limit} "
+            f"(RLIMIT_NOFILE, minus {FD_RESERVE} reserved): use --workers {max(need, 2)} or more"
+        )
+    if coordinator_sockets + FD_RESERVE > limit:
+        raise CapacityError(f"{coordinator_sockets} actor sockets exceed the open-file limit {limit}")
+    if viewers + coordinator_sockets > EPHEMERAL_PORTS:
+        raise CapacityError(
+            f"{viewers + coordinator_sockets} connections to one server address exceed the "
+            f"~{EPHEMERAL_PORTS} ephemeral ports of one source address"
+        )
+
+
+def split(total: int, parts: int) -> list[int]:
+    base, extra = divmod(total, parts)
+    return [base + (1 if i < extra else 0) for i in range(parts)]
+
+
+# --- in-process control -------------------------------------------------------------------
+class LocalControl:
+    def __init__(self, sink: Callable[[dict[str, Any]], None]) -> None:
+        self.sink = sink
+        self.stop = False
+
+    def progress(self, data: dict[str, Any]) -> None:
+        self.sink(data)
+
+    def stop_requested(self) -> bool:
+        return self.stop
+
+
+# --- worker process side ------------------------------------------------------------------
+_queue: Any = None
+_stop: Any = None
+
+
+class _ProcessControl:
+    def progress(self, data: dict[str, Any]) -> None:
+        try:
+            _queue.put_nowait(data)
+        except queue.Full:
+            pass
+
+    def stop_requested(self) -> bool:
+        return bool(_stop.is_set())
+
+
+def _init_worker(q: Any, stop: Any) -> None:
+    global _queue, _stop
+    _queue, _stop = q, stop
+
+
+def _crowd_process(spec_data: dict[str, Any]) -> dict[str, Any]:
+    import uvloop
+
+    spec = CrowdSpec(**spec_data)
+
+    async def main() -> dict[str, Any]:
+        return await Crowd(spec, _ProcessControl(), Metrics(spec.t0_ns)).run()
+
+    return uvloop.run(main())
+
+
+class CrowdPool:
+    """Runs crowds in-process (workers <= 1) or one per worker process; same interface."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self.latest: dict[str, dict[str, Any]] = {}
+        self._local: list[LocalControl] = []
+        self._futures: list[asyncio.Future[dict[str, Any]]] = []
+        self._executor: ProcessPoolExecutor | None = None
+        self._ctx = mp.get_context("spawn")
+        self._queue: Any = None
+        self._stop: Any = None
+        self.expected = 0
+
+    def _sink(self, data: dict[str, Any]) -> None:
+        self.latest[str(data.get("label"))] = data
+
+    def start(self, specs: list[CrowdSpec]) -> None:
+        loop = asyncio.get_running_loop()
+        self.expected = len(specs)
+        if self.workers <= 1:
+            for spec in specs:
+                control = LocalControl(self._sink)
+                self._local.append(control)
+                crowd = Crowd(spec, control, Metrics(spec.t0_ns))
+                self._futures.append(asyncio.ensure_future(crowd.run()))
+            return
+        self._queue = self._ctx.Queue(maxsize=10_000)
+        self._stop = self._ctx.Event()
+        self._executor = ProcessPoolExecutor(
+            max_workers=len(specs), mp_context=self._ctx,
+            initializer=_init_worker, initargs=(self._queue, self._stop),
+        )
+        for spec in specs:
+            self._futures.append(loop.run_in_executor(self._executor, _crowd_process, asdict(spec)))
+
+    def poll(self) -> None:
+        """Drain worker progress messages (cheap; call it from the progress loop)."""
+        if self._queue is None:
+            return
+        while True:
+            try:
+                self._sink(self._queue.get_nowait())
+            except queue.Empty:
+                return
+
+    def all_joined(self) -> bool:
+        self.poll()
+        done = [d for d in self.latest.values() if d.get("joining_done")]
+        return len(done) >= self.expected
+
+    def failed(self) -> BaseException | None:
+        for f in self._futures:
+            if f.done() and f.exception() is not None:
+                return f.exception()
+        return None
+
+    def totals(self) -> dict[str, int]:
+        self.poll()
+        out = {"planned": 0, "joined": 0, "failed": 0, "frames": 0}
+        for d in self.latest.values():
+            for k in out:
+                out[k] += int(d.get(k, 0))
+        return out
+
+    async def wait_joined(self, timeout_s: float) -> bool:
+        """Wait until every crowd has finished its join schedule (success or failure)."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while not self.all_joined():
+            exc = self.failed()
+            if exc is not None:
+                raise exc
+            if asyncio.get_running_loop().time() > deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
+    async def finish(self) -> list[dict[str, Any]]:
+        for c in self._local:
+            c.stop = True
+        if self._stop is not None:
+            self._stop.set()
+        try:
+            return list(await asyncio.gather(*self._futures))
+        finally:
+            if self._executor is not None:
+                self._executor.shutdown(wait=False, cancel_futures=True)
