@@ -1,0 +1,8 @@
+"""Souk Python SDK: `Client` for the websocket protocol, `mint_token` for backends."""
+
+from client_sdk.client import Client, EventStream
+from client_sdk.errors import ConnectionLost, SoukError
+from client_sdk.protocol import Close, Code, Op
+from client_sdk.tokens import mint_token
+
+__all__ = ["Client", "Close", "Code", "ConnectionLost", "EventStream", "Op", "SoukError", "mint_token"]

@@ -159,7 +159,7 @@ def decode(data: bytes | str, subprotocol: str) -> Frame:
         if subprotocol == SUBPROTOCOL_MSGPACK:
             if isinstance(data, str):
                 raise DecodeError("msgpack frames must be binary")
-            obj = msgpack.unpackb(data, raw=False, strict_map_key=True, max_buffer_size=len(data) + 16)
+            obj = msgpack.unpackb(data, raw=False, strict_map_key=True)
         else:
             obj = orjson.loads(data)
     except DecodeError:

@@ -1,0 +1,310 @@
+"""Wiring: one App holds the config, the bus, the hub, the rooms and the feature services.
+
+The App is the only object that knows every part; ops and HTTP routes reach features through
+it. Features that are optional at run time (media, connectors) are plain attributes that
+may be None.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sqlite3
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import NegotiationError
+from websockets.http11 import Request, Response
+from websockets.typing import Subprotocol
+
+from client_sdk.protocol import SUBPROTOCOLS, Close, Code, Role, room_channel
+from client_sdk.tokens import mint_token
+from server.auth import Identity
+from server.bus.local import LocalBus
+from server.config import Config
+from server.domain.room import Room
+from server.errors import SoukError
+from server.fanout import Hub
+from server.gateway import Gateway
+from server.http import HttpRoutes, bearer, json_response
+from server.metrics import Metrics
+from server.ops import fields
+from server.rooms import Rooms
+from server.session import Session
+from server.store.sqlite import SqliteDatabase
+
+log = logging.getLogger("souk.app")
+
+ROOMS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS rooms (
+    id TEXT PRIMARY KEY,
+    title TEXT NOT NULL DEFAULT '',
+    shop TEXT NOT NULL DEFAULT 'default',
+    state TEXT NOT NULL DEFAULT 'idle',
+    pinned TEXT
+);
+"""
+
+PAGES = {"studio": "studio.html", "live": "live.html", "group": "group.html", "dashboard": "dashboard.html"}
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def select_subprotocol(connection: ServerConnection, offered: Sequence[Subprotocol]) -> Subprotocol | None:
+    """The client's first supported choice; none offered means JSON (browsers, curl)."""
+    if not offered:
+        return None
+    for sp in offered:
+        if sp in SUBPROTOCOLS:
+            return sp
+    raise NegotiationError("unsupported subprotocol; offer souk.v1.msgpack or souk.v1.json")
+
+
+class App:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.clock_ms = wall_ms
+        self.metrics = Metrics()
+        self.hub = Hub(tick_s=cfg.tick_ms / 1000, soft_limit=cfg.soft_limit, hard_limit=cfg.hard_limit)
+        self.bus = LocalBus(self.hub, self.clock_ms, history=cfg.history)
+        self.rooms = Rooms(self.bus, likes_interval_s=cfg.likes_interval_s,
+                           viewers_interval_s=cfg.viewers_interval_s)
+        self.sessions: set[Session] = set()
+        self.gateway = Gateway(self)
+        self.http = HttpRoutes(self)
+        self.db = SqliteDatabase(cfg.db_path)
+        self.db.add_schema(ROOMS_SCHEMA)
+        self.draining = False
+        self.server: Server | None = None
+        self.commerce: Any = None
+        self.community: Any = None
+        self.media: Any = None
+        self._register_api()
+
+    # ---- lifecycle ------------------------------------------------------------------
+    async def start(self) -> None:
+        self.db.start()
+        self._load_rooms()
+        self.rooms.start()
+        if self.cfg.demo:
+            await self._seed_demo()
+        self.server = await serve(
+            self.gateway.handle,
+            self.cfg.host,
+            self.cfg.port,
+            process_request=self.http,
+            select_subprotocol=select_subprotocol,
+            subprotocols=[Subprotocol(s) for s in SUBPROTOCOLS],
+            compression=None,
+            max_size=self.cfg.max_ws_bytes,
+            max_queue=32,
+            ping_interval=20,
+            ping_timeout=20,
+            close_timeout=2,
+            reuse_port=self.cfg.workers > 1,
+            server_header="Souk",
+        )
+        sock = next(iter(self.server.sockets))
+        self.cfg.port = sock.getsockname()[1]
+
+    async def drain(self) -> None:
+        """SIGTERM: refuse new clients, tell connected ones to go elsewhere (1012), flush."""
+        if self.draining:
+            return
+        self.draining = True
+        log.info("draining", extra={"connections": len(self.sessions)})
+        if self.server is not None:
+            self.server.close(close_connections=False)
+        for s in list(self.sessions):
+            s.close(Close.RESTARTING, "server restarting: reconnect and resume")
+        deadline = time.monotonic() + self.cfg.drain_timeout_s
+        while self.sessions and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await self.stop()
+
+    async def stop(self) -> None:
+        await self.rooms.stop()
+        for feature in (self.media, self.community, self.commerce):
+            if feature is not None:
+                with contextlib.suppress(Exception):
+                    await feature.stop()
+        if self.server is not None:
+            self.server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.server.wait_closed(), 2)
+        await self.db.close()
+
+    async def run_forever(self) -> None:
+        await self.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await self.drain()
+
+    # ---- subscriptions --------------------------------------------------------------
+    def subscribe(self, s: Session, ch: str) -> None:
+        s.channels.add(ch)
+        self.hub.subscribe(ch, s)
+
+    def unsubscribe(self, s: Session, ch: str) -> None:
+        s.channels.discard(ch)
+        self.hub.unsubscribe(ch, s)
+
+    def leave(self, s: Session, ch: str) -> None:
+        if ch not in s.channels:
+            return
+        self.unsubscribe(s, ch)
+        room = self.rooms.get(ch)
+        if room is not None and s.identity is not None:
+            room.exit(s.identity.id)
+            self.rooms.dirty_viewers.add(ch)
+
+    def expel(self, user_id: str, ch: str) -> None:
+        """Take a banned or removed user out of a channel on every connection it has."""
+        self.hub.flush(ch)  # the `banned` event reaches them before they go
+        for s in list(self.sessions):
+            if s.identity is not None and s.identity.id == user_id and ch in s.channels:
+                self.leave(s, ch)
+                s.send({"op": "event", "ch": ch, "type": "expelled", "ts": self.clock_ms()})
+
+    async def disconnect(self, s: Session) -> None:
+        for ch in list(s.channels):
+            self.leave(s, ch)
+        if self.media is not None and s.media:
+            for kind, room in list(s.media):
+                with contextlib.suppress(Exception):
+                    if kind == "publish":
+                        await self.media.unpublish(room)
+                    else:
+                        assert s.identity is not None
+                        await self.media.unwatch(room, f"{s.identity.id}#{s.id}")
+
+    async def may_enter_group(self, ident: Identity, group: str) -> bool:
+        if ident.token_lists_group(group):
+            return True
+        if self.community is not None:
+            return bool(self.community.is_member(ident.id, group))
+        return False
+
+    # ---- feature hooks --------------------------------------------------------------
+    async def snapshot(self, ch: str) -> dict[str, Any]:
+        kind, _, key = ch.partition(":")
+        snap: dict[str, Any] = {}
+        room = self.rooms.get(ch)
+        if room is not None:
+            snap.update(room.snapshot())
+        if kind == "room":
+            snap.setdefault("questions", [])
+            snap.setdefault("sales", [])
+            snap.setdefault("teambuys", [])
+            if self.commerce is not None:
+                snap.update(self.commerce.room_snapshot(key))
+            if self.community is not None:
+                snap.update(self.community.room_snapshot(key))
+        elif kind == "group" and self.community is not None:
+            snap.update(self.community.group_snapshot(key))
+        epoch, seq = self.bus.head(ch)
+        snap["epoch"] = epoch
+        snap["seq"] = seq
+        return snap
+
+    def check_text(self, text: str, ident: Identity) -> None:
+        if self.community is not None:
+            self.community.check_text(text, ident.role)
+
+    async def after_chat(self, ch: str, room: Room, ident: Identity, msg: dict[str, Any]) -> None:
+        if room.kind == "group" and self.community is not None:
+            await self.community.on_group_chat(room.id, ident.public(), msg)
+
+    async def product_card(self, product_id: str) -> dict[str, Any]:
+        if self.commerce is not None:
+            product = self.commerce.product(product_id)
+            if product is None:
+                raise SoukError(Code.NOT_FOUND, f"no product {product_id}")
+            return dict(product)
+        return {"id": product_id}
+
+    async def room_ended(self, room: Room) -> None:
+        if self.media is not None:
+            with contextlib.suppress(Exception):
+                await self.media.close_room(room.id)
+
+    async def save_room(self, room: Room) -> None:
+        pinned = orjson.dumps(room.pinned).decode() if room.pinned is not None else None
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO rooms (id, title, shop, state, pinned) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT(id) DO UPDATE SET title=excluded.title, shop=excluded.shop, "
+                "state=excluded.state, pinned=excluded.pinned",
+                (room.id, room.title, room.shop, room.state, pinned),
+            )
+
+        await self.db.write(write)
+
+    def _load_rooms(self) -> None:
+        rows = self.db.read_sync(lambda c: c.execute("SELECT * FROM rooms").fetchall())
+        for row in rows:
+            room = self.rooms.room(row["id"])
+            room.title, room.shop, room.state = row["title"], row["shop"], row["state"]
+            room.pinned = orjson.loads(row["pinned"]) if row["pinned"] else None
+
+    # ---- HTTP -----------------------------------------------------------------------
+    def page_for(self, path: str) -> str | None:
+        if path in ("/", "/index.html"):
+            return "index.html"
+        parts = [p for p in path.split("/") if p]
+        if parts and parts[0] in PAGES and len(parts) <= 2:
+            return PAGES[parts[0]]
+        return None
+
+    def demo_token(self, query: dict[str, list[str]]) -> dict[str, Any]:
+        role = (query.get("role") or ["viewer"])[0]
+        if role not in Role.ALL:
+            raise SoukError(Code.INVALID, f"role must be one of {', '.join(Role.ALL)}")
+        room = (query.get("room") or ["demo"])[0]
+        if not fields.ID_RE.match(room):
+            raise SoukError(Code.INVALID, "bad room id")
+        name = (query.get("name") or [""])[0][:32]
+        sub = (query.get("sub") or [""])[0][:64]
+        if not sub or not fields.ID_RE.match(sub):
+            sub = f"{role}-{int(time.time() * 1000) % 10_000_000:07d}-{len(self.sessions)}"
+        token = mint_token(self.cfg.secret, sub, name=name or sub, role=role, rooms=[room, "*"] if role == "admin" else [room],
+                           groups=["*"], ttl_s=12 * 3600)
+        return {"token": token, "user": {"id": sub, "name": name or sub, "role": role}, "room": room}
+
+    def _register_api(self) -> None:
+        async def room_info(request: Request, query: dict[str, list[str]], parts: list[str]) -> Response:
+            ident = bearer(self, request, query)
+            key = parts[1]
+            if not ident.may_enter_room(key):
+                raise SoukError(Code.FORBIDDEN, "your token does not admit you to this room")
+            room = self.rooms.get(room_channel(key))
+            if room is None:
+                raise SoukError(Code.NOT_FOUND, "no such room")
+            return json_response(await self.snapshot(room_channel(key)))
+
+        self.http.api["rooms/*"] = room_info
+
+    def refresh_metrics(self) -> None:
+        st = self.hub.stats
+        self.metrics.events.set(st.events)
+        self.metrics.writes.set(st.writes)
+        self.metrics.dropped.set(st.dropped)
+        self.metrics.overflows.set(st.overflows)
+        self.metrics.rooms.set(len(self.rooms.by_channel))
+
+    async def _seed_demo(self) -> None:
+        room = self.rooms.room("demo")
+        if not room.title:
+            room.title = "Souk demo live room"
+            await self.save_room(room)

@@ -1,0 +1,115 @@
+"""Server settings: each flag of `souk serve` also read from a SOUK_* environment variable."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+DEMO_SECRET = "souk-demo-secret-change-me-not-for-production"
+
+
+@dataclass
+class Config:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: Path = Path("data")
+    secret: str = ""
+    demo: bool = False
+    log_level: str = "info"
+    # protocol limits
+    max_frame_bytes: int = 64 * 1024  # above: `too_large` error frame
+    max_ws_bytes: int = 1024 * 1024  # above: close 1009 by the transport
+    auth_timeout_s: float = 10.0
+    ops_per_s: float = 20.0
+    ops_burst: float = 40.0
+    chat_per_s: float = 1.0
+    chat_burst: float = 5.0
+    max_channels: int = 32
+    strike_limit: int = 30
+    strike_window_s: float = 10.0
+    # fan-out
+    tick_ms: float = 10.0
+    soft_limit: int = 256 * 1024
+    hard_limit: int = 2 * 1024 * 1024
+    history: int = 1000
+    # timers
+    likes_interval_s: float = 0.5
+    viewers_interval_s: float = 1.0
+    drain_timeout_s: float = 4.0
+    # media
+    rtc_host: str = "127.0.0.1"
+    stun_url: list[str] = field(default_factory=list)
+    turn_url: list[str] = field(default_factory=list)
+    turn_secret: str = ""
+    # connectors / scale-out
+    webhook_port: int = 0
+    redis: str = ""
+    postgres: str = ""
+    workers: int = 1
+    answer_target_s: int = 300
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "souk.sqlite3"
+
+
+_FLAGS: dict[str, dict[str, Any]] = {
+    "host": {"help": "address to listen on"},
+    "port": {"type": int, "help": "port for HTTP and websockets"},
+    "data_dir": {"type": Path, "help": "where the SQLite database lives"},
+    "secret": {"help": "HS256 secret that signs access tokens"},
+    "demo": {"action": "store_true", "help": "serve demo tokens and a demo room"},
+    "log_level": {"choices": ["debug", "info", "warning", "error"]},
+    "rtc_host": {"help": "the only host ICE candidate address offered (public IP in production)"},
+    "stun_url": {"action": "append", "help": "STUN server handed to clients (repeatable)"},
+    "turn_url": {"action": "append", "help": "TURN server handed to clients (repeatable)"},
+    "turn_secret": {"help": "coturn static-auth-secret for time-limited TURN credentials"},
+    "webhook_port": {"type": int, "help": "port for inbound signed connector webhooks (0: off)"},
+    "redis": {"help": "redis:// URL: run as a node of a cluster"},
+    "postgres": {"help": "postgresql:// DSN for orders in cluster mode"},
+    "workers": {"type": int, "help": "worker processes sharing the port (needs --redis)"},
+    "answer_target_s": {"type": int, "help": "seconds before an open question is flagged"},
+    "tick_ms": {"type": float, "help": "fan-out coalescing tick in milliseconds"},
+}
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    for name, kw in _FLAGS.items():
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, default=None, **kw)
+
+
+def _coerce(value: str, default: Any) -> Any:
+    if isinstance(default, bool):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    if isinstance(default, int):
+        return int(value)
+    if isinstance(default, float):
+        return float(value)
+    if isinstance(default, Path):
+        return Path(value)
+    if isinstance(default, list):
+        return [v for v in value.split(",") if v]
+    return value
+
+
+def config_from(args: argparse.Namespace | None = None, env: dict[str, str] | None = None) -> Config:
+    """Flags win over SOUK_* variables, which win over defaults."""
+    env = dict(os.environ) if env is None else env
+    cfg = Config()
+    for f in fields(cfg):
+        key = "SOUK_" + f.name.upper()
+        if key in env:
+            setattr(cfg, f.name, _coerce(env[key], getattr(cfg, f.name)))
+        if args is not None:
+            value = getattr(args, f.name, None)
+            if value is not None and value is not False:
+                setattr(cfg, f.name, value)
+    if not cfg.secret:
+        if cfg.demo:
+            cfg.secret = DEMO_SECRET
+        else:
+            raise SystemExit("souk: --secret (or SOUK_SECRET) is required unless --demo is given")
+    return cfg

@@ -1,0 +1,206 @@
+"""A live room or a community group as a conversation: presence, chat, likes, pin, moderation.
+
+Sans-I/O: methods take the acting user and `now_ms`, validate, change state and return the
+event to publish as `(type, fields)`. The adapter (server/rooms.py) publishes and runs timers.
+Rooms and groups share this class because a group is "everything the room has, reused".
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from client_sdk.protocol import Code
+from server.errors import SoukError
+
+ROOM_STATES = ("idle", "live", "paused", "ended")
+MAX_CHAT_CHARS = 500
+MAX_TITLE_CHARS = 200
+MAX_LIKES_PER_OP = 100
+MAX_MUTE_S = 7 * 24 * 3600
+
+Event = tuple[str, dict[str, Any]]
+
+
+@dataclass(slots=True)
+class Actor:
+    """Who acts: enough of the token to decide and to label events."""
+
+    id: str
+    name: str
+    role: str
+
+    @property
+    def is_staff(self) -> bool:
+        return self.role in ("streamer", "moderator", "admin")
+
+
+@dataclass
+class Room:
+    """State of one channel-backed conversation (`room:<id>` or `group:<id>`)."""
+
+    id: str
+    kind: str = "room"  # "room" | "group"
+    title: str = ""
+    shop: str = "default"
+    state: str = "idle"
+    history_limit: int = 50
+    pinned: dict[str, Any] | None = None
+    likes: int = 0
+    likes_published: int = 0
+    presence: dict[str, int] = field(default_factory=dict)  # user id -> open sessions
+    chat: deque[dict[str, Any]] = field(default_factory=deque)
+    muted_until: dict[str, int] = field(default_factory=dict)
+    banned: set[str] = field(default_factory=set)
+    next_msg: int = 1
+    viewers_published: int = -1
+
+    # ---- presence -------------------------------------------------------------------
+    @property
+    def viewers(self) -> int:
+        return len(self.presence)
+
+    def enter(self, actor: Actor) -> None:
+        if actor.id in self.banned:
+            raise SoukError(Code.BANNED, "you are banned from this room")
+        self.presence[actor.id] = self.presence.get(actor.id, 0) + 1
+
+    def exit(self, user_id: str) -> None:
+        n = self.presence.get(user_id, 0)
+        if n <= 1:
+            self.presence.pop(user_id, None)
+        else:
+            self.presence[user_id] = n - 1
+
+    def viewers_changed(self) -> Event | None:
+        """The throttled presence event, if the count moved since the last one."""
+        if self.viewers == self.viewers_published:
+            return None
+        self.viewers_published = self.viewers
+        return ("viewers", {"count": self.viewers})
+
+    # ---- chat -----------------------------------------------------------------------
+    def check_may_speak(self, actor: Actor, now_ms: int) -> None:
+        if actor.id in self.banned:
+            raise SoukError(Code.BANNED, "you are banned from this room")
+        until = self.muted_until.get(actor.id)
+        if until is not None:
+            if until > now_ms:
+                raise SoukError(Code.MUTED, "you are muted", until=until)
+            del self.muted_until[actor.id]
+        if self.state == "ended" and not actor.is_staff:
+            raise SoukError(Code.CONFLICT, "the room has ended")
+
+    def chat_message(self, actor: Actor, text: Any, reply_to: Any, now_ms: int) -> Event:
+        self.check_may_speak(actor, now_ms)
+        if not isinstance(text, str) or not text.strip():
+            raise SoukError(Code.INVALID, "text must be a non-empty string")
+        if len(text) > MAX_CHAT_CHARS:
+            raise SoukError(Code.INVALID, f"text is longer than {MAX_CHAT_CHARS} characters")
+        if reply_to is not None and (not isinstance(reply_to, str) or len(reply_to) > 64):
+            raise SoukError(Code.INVALID, "reply_to must be a message id")
+        msg = {
+            "id": f"m{self.next_msg}",
+            "user": actor.id,
+            "name": actor.name,
+            "role": actor.role,
+            "text": text,
+            "reply_to": reply_to,
+            "at": now_ms,
+        }
+        self.next_msg += 1
+        self.chat.append(msg)
+        while len(self.chat) > self.history_limit:
+            self.chat.popleft()
+        return ("chat", msg)
+
+    def delete_message(self, actor: Actor, message_id: Any) -> Event:
+        _require_staff(actor)
+        if not isinstance(message_id, str):
+            raise SoukError(Code.INVALID, "message must be a message id")
+        for msg in self.chat:
+            if msg["id"] == message_id:
+                self.chat.remove(msg)
+                break
+        return ("message_deleted", {"id": message_id, "by": actor.id})
+
+    # ---- likes ----------------------------------------------------------------------
+    def like(self, count: Any) -> None:
+        """Count likes; they are published aggregated by the adapter, never one per tap."""
+        if count is None:
+            count = 1
+        if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_LIKES_PER_OP:
+            raise SoukError(Code.INVALID, f"count must be an integer 1..{MAX_LIKES_PER_OP}")
+        self.likes += count
+
+    def likes_changed(self) -> Event | None:
+        if self.likes == self.likes_published:
+            return None
+        self.likes_published = self.likes
+        return ("likes", {"total": self.likes})
+
+    # ---- streamer controls ----------------------------------------------------------
+    def set_title(self, actor: Actor, title: Any) -> None:
+        _require_staff(actor)
+        if not isinstance(title, str) or len(title) > MAX_TITLE_CHARS:
+            raise SoukError(Code.INVALID, f"title must be a string of at most {MAX_TITLE_CHARS} characters")
+        self.title = title
+
+    def set_state(self, actor: Actor, state: Any) -> Event:
+        _require_staff(actor)
+        if state not in ROOM_STATES or state == "idle":
+            raise SoukError(Code.INVALID, "state must be live, paused or ended")
+        self.state = state
+        return ("state", {"state": state})
+
+    def pin(self, actor: Actor, product: dict[str, Any] | None) -> Event:
+        _require_staff(actor)
+        self.pinned = product
+        return ("pinned", {"product": product})
+
+    # ---- moderation -----------------------------------------------------------------
+    def mute(self, actor: Actor, user_id: Any, seconds: Any, now_ms: int) -> Event:
+        _require_staff(actor)
+        target = _target(user_id)
+        if seconds is None:
+            seconds = 300
+        if not isinstance(seconds, int) or isinstance(seconds, bool) or not 1 <= seconds <= MAX_MUTE_S:
+            raise SoukError(Code.INVALID, f"seconds must be an integer 1..{MAX_MUTE_S}")
+        until = now_ms + seconds * 1000
+        self.muted_until[target] = until
+        return ("muted", {"user": target, "until": until, "by": actor.id})
+
+    def ban(self, actor: Actor, user_id: Any) -> Event:
+        _require_staff(actor)
+        target = _target(user_id)
+        if target == actor.id:
+            raise SoukError(Code.INVALID, "you cannot ban yourself")
+        self.banned.add(target)
+        self.presence.pop(target, None)
+        self.chat = deque(m for m in self.chat if m["user"] != target)
+        return ("banned", {"user": target, "by": actor.id})
+
+    # ---- snapshot -------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "title": self.title,
+            "state": self.state,
+            "viewers": self.viewers,
+            "likes": self.likes,
+            "pinned": self.pinned,
+            "chat": list(self.chat),
+        }
+
+
+def _require_staff(actor: Actor) -> None:
+    if not actor.is_staff:
+        raise SoukError(Code.FORBIDDEN, "only the streamer or a moderator may do this")
+
+
+def _target(user_id: Any) -> str:
+    if not isinstance(user_id, str) or not 1 <= len(user_id) <= 128:
+        raise SoukError(Code.INVALID, "user must be a user id")
+    return user_id

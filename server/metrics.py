@@ -1,0 +1,31 @@
+"""Prometheus metrics, one registry per App so several servers can live in one test process."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.connections = Gauge("souk_connections", "Open websocket connections", registry=r)
+        self.connections_total = Counter("souk_accepted_connections", "Accepted websocket connections", registry=r)
+        self.frames_in = Counter("souk_frames_in_total", "Frames received", ["op"], registry=r)
+        self.errors = Counter("souk_errors_total", "Error frames sent", ["code"], registry=r)
+        self.op_seconds = Histogram(
+            "souk_op_seconds",
+            "Time to handle an op",
+            ["op"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+            registry=r,
+        )
+        self.events = Gauge("souk_fanout_events", "Events fanned out (cumulative)", registry=r)
+        self.writes = Gauge("souk_fanout_writes", "Frames written to subscribers (cumulative)", registry=r)
+        self.dropped = Gauge("souk_fanout_dropped", "Droppable frames skipped for slow consumers", registry=r)
+        self.overflows = Gauge("souk_fanout_overflows", "Connections closed as slow consumers", registry=r)
+        self.rooms = Gauge("souk_rooms", "Rooms and groups in memory", registry=r)
+        self.closed = Counter("souk_closed_total", "Connections closed by the server", ["code"], registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,86 @@
+"""The asyncio side of rooms and groups: holds the Room state machines and runs their timers.
+
+Likes and viewer counts are the two things that must never become one broadcast per tap or
+per join: they are marked dirty here and published by one periodic task, at most every
+`likes_interval_s` and `viewers_interval_s`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+
+from client_sdk.protocol import group_channel, room_channel
+from server.bus.base import Publish
+from server.domain.room import Room
+
+
+class Rooms:
+    def __init__(
+        self,
+        publish: Publish,
+        *,
+        likes_interval_s: float = 0.5,
+        viewers_interval_s: float = 1.0,
+        on_create: Callable[[Room], None] | None = None,
+    ) -> None:
+        self.publish = publish
+        self.likes_interval_s = likes_interval_s
+        self.viewers_interval_s = viewers_interval_s
+        self.by_channel: dict[str, Room] = {}
+        self.dirty_likes: set[str] = set()
+        self.dirty_viewers: set[str] = set()
+        self.on_create = on_create
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def room(self, room_id: str) -> Room:
+        return self._get(room_channel(room_id), room_id, "room")
+
+    def group(self, group_id: str) -> Room:
+        return self._get(group_channel(group_id), group_id, "group")
+
+    def get(self, ch: str) -> Room | None:
+        return self.by_channel.get(ch)
+
+    def _get(self, ch: str, ident: str, kind: str) -> Room:
+        room = self.by_channel.get(ch)
+        if room is None:
+            room = self.by_channel[ch] = Room(ident, kind=kind)
+            if self.on_create is not None:
+                self.on_create(room)
+        return room
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._every(self.likes_interval_s, self._flush_likes)),
+            loop.create_task(self._every(self.viewers_interval_s, self._flush_viewers)),
+        ]
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        self._tasks = []
+
+    async def _every(self, interval: float, fn: Callable[[], None]) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            fn()
+
+    def _flush_likes(self) -> None:
+        dirty, self.dirty_likes = self.dirty_likes, set()
+        for ch in dirty:
+            room = self.by_channel.get(ch)
+            if room is not None and (ev := room.likes_changed()) is not None:
+                self.publish(ch, ev[0], ev[1], droppable=True)
+
+    def _flush_viewers(self) -> None:
+        dirty, self.dirty_viewers = self.dirty_viewers, set()
+        for ch in dirty:
+            room = self.by_channel.get(ch)
+            if room is not None and (ev := room.viewers_changed()) is not None:
+                self.publish(ch, ev[0], ev[1], droppable=True)

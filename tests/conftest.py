@@ -1,0 +1,160 @@
+"""Shared fixtures: real servers on 127.0.0.1 (in-process or as a subprocess), tokens, clients."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvloop
+
+from client_sdk import Client, mint_token
+from server.app import App
+from server.config import Config
+
+SECRET = "test-secret-0123456789-0123456789-abcdef"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def event_loop_policy() -> uvloop.EventLoopPolicy:
+    return uvloop.EventLoopPolicy()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def token(sub: str, role: str = "viewer", *, rooms: list[str] | None = None,
+          groups: list[str] | None = None, name: str | None = None, ttl_s: int = 3600,
+          secret: str = SECRET, **kw: Any) -> str:
+    return mint_token(secret, sub, name=name or sub, role=role, rooms=rooms or ["*"],
+                      groups=groups if groups is not None else [], ttl_s=ttl_s, **kw)
+
+
+@dataclass
+class Running:
+    """An in-process server and how to reach it."""
+
+    app: App
+    url: str
+    http: str
+
+    def client(self, sub: str, role: str = "viewer", **kw: Any) -> Client:
+        encoding = kw.pop("encoding", "msgpack")
+        reconnect = kw.pop("reconnect", True)
+        return Client(self.url, token(sub, role, **kw), encoding=encoding, reconnect=reconnect)
+
+
+def make_config(tmp_path: Path, **overrides: Any) -> Config:
+    cfg = Config(host="127.0.0.1", port=0, data_dir=tmp_path / "data", secret=SECRET)
+    for k, v in overrides.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[Running]:
+    app = App(make_config(tmp_path))
+    await app.start()
+    try:
+        yield Running(app, f"ws://127.0.0.1:{app.cfg.port}/ws", f"http://127.0.0.1:{app.cfg.port}")
+    finally:
+        await app.stop()
+
+
+@pytest.fixture
+async def server_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+    """Start in-process servers with config overrides; all are stopped at the end."""
+    apps: list[App] = []
+
+    async def start(**overrides: Any) -> Running:
+        sub = tmp_path / f"srv{len(apps)}"
+        app = App(make_config(sub, **overrides))
+        await app.start()
+        apps.append(app)
+        return Running(app, f"ws://127.0.0.1:{app.cfg.port}/ws", f"http://127.0.0.1:{app.cfg.port}")
+
+    yield start
+    for app in apps:
+        await app.stop()
+
+
+class ServerProcess:
+    """`python -m server serve` as a real child process (for kill -9, SIGTERM, memory)."""
+
+    def __init__(self, data_dir: Path, port: int | None = None, *extra: str, env: dict[str, str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.extra = list(extra)
+        self.env = {**os.environ, "SOUK_SECRET": SECRET, **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = data_dir.parent / f"server-{self.port}.log"
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> ServerProcess:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "server", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+             "--data-dir", str(self.data_dir), *self.extra],
+            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.log_path.read_text()[-3000:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("server did not start in time")
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def terminate(self, timeout: float = 10.0) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def server_process(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+    procs: list[ServerProcess] = []
+
+    def start(*extra: str, port: int | None = None, data_dir: Path | None = None,
+              env: dict[str, str] | None = None) -> ServerProcess:
+        p = ServerProcess(data_dir or tmp_path / "data", port, *extra, env=env).start()
+        procs.append(p)
+        return p
+
+    yield start
+    for p in procs:
+        p.stop()
