@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from rich.console import Console
 
 from loadtest.credentials import TokenError
-from loadtest.run import GENERATOR_METRICS, Config, Result, Scenario, run
+from loadtest.run import GENERATOR_METRICS, Config, Result, Scenario, ScenarioUnsupported, run
 from loadtest.scenarios import SCENARIOS
 from loadtest.slo import Slo, SloError, default_slos, parse_slos
 from loadtest.stamps import CLOCKS
@@ -166,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         console.print(f"[red]bad configuration:[/] {exc}")
         return BAD_CONFIG
-    except TokenError as exc:
+    except (TokenError, ScenarioUnsupported) as exc:
         console.print(f"[red]bad configuration:[/] {exc}")
         return BAD_CONFIG
     except KeyboardInterrupt:

@@ -111,6 +111,7 @@ class Crowd:
         self.sessions: list[Session] = []
         self.probe_reports: list[ProbeReport] = []
         self.readers: set[asyncio.Task[None]] = set()
+        self.joining_done = False
 
     # viewers -------------------------------------------------------------------------
     def _token(self, index: int) -> str:
@@ -260,9 +261,10 @@ class Crowd:
         reporter = asyncio.create_task(self._report_progress(total))
         try:
             await OpenLoop(s.offsets[:total], join, self.metrics).run(s.start_ns)
-            self.control.progress(self._progress(total, joining_done=True))
+            self.joining_done = True
+            self.control.progress(self._progress(total))
             # the stop signal may come from another process (a multiprocessing.Event): poll it
-            while not self.control.stop_requested():  # noqa: ASYNC110
+            while not self.control.stop_requested():
                 await asyncio.sleep(0.05)
         finally:
             reporter.cancel()
@@ -284,14 +286,14 @@ class Crowd:
             "failed": self.failed,
         }
 
-    def _progress(self, total: int, joining_done: bool = False) -> dict[str, Any]:
+    def _progress(self, total: int) -> dict[str, Any]:
         return {
             "label": self.spec.label,
             "planned": total,
             "joined": self.joined,
             "failed": self.failed,
             "frames": self.frames,
-            "joining_done": joining_done,
+            "joining_done": self.joining_done,
         }
 
     async def _report_progress(self, total: int) -> None:

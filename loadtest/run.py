@@ -10,16 +10,21 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from client_sdk.protocol import Code
 from loadtest.credentials import TokenSource
 from loadtest.crowd import CrowdSpec
 from loadtest.metrics import Metrics
-from loadtest.session import EventHandler, Session
+from loadtest.session import EventHandler, RequestError, Session
 from loadtest.slo import Slo, SloResult, evaluate
 from loadtest.verdict import Check, Verdict, decide
 from loadtest.watchdog import LAG_METRIC, SCHED_METRIC, Watchdog, assess
 from loadtest.workers import CrowdPool, split
 
 GENERATOR_METRICS = (LAG_METRIC, SCHED_METRIC, "push")
+
+
+class ScenarioUnsupported(Exception):
+    """The server does not implement an op the scenario needs (exit 3: wrong test, not a fail)."""
 
 
 @dataclass
@@ -139,7 +144,8 @@ class RunContext:
 
     async def wait_joined(self, pool: CrowdPool, schedule_s: float) -> None:
         """Wait for the join schedule to play out; each join is bounded by its own timeout."""
-        await pool.wait_joined(schedule_s + self.config.join_timeout_s + 30.0)
+        if not await pool.wait_joined(schedule_s + self.config.join_timeout_s * 2 + 5.0):
+            self.notes.append("the crowd's join schedule did not finish in time; went on regardless")
 
     async def finish_crowd(self, pool: CrowdPool, expected: dict[str, list[Expected]]) -> None:
         """Stop the crowd, merge its metrics, and count every expected event that never came."""
@@ -203,7 +209,18 @@ async def run(
     try:
         for name in scenario.metrics:
             metrics.declare(name)
-        await scenario.run(ctx)
+        try:
+            await scenario.run(ctx)
+        except RequestError as exc:
+            if exc.code == Code.UNKNOWN_OP:
+                raise ScenarioUnsupported(
+                    f"the server does not implement what scenario {scenario.name!r} needs: {exc.message}"
+                ) from exc
+            ctx.check("scenario setup accepted by the server", False, f"{exc.code}: {exc.message}")
+        finally:
+            for pool in ctx.pools:
+                if not pool.finished:
+                    await pool.finish()
     finally:
         if ticker is not None:
             ticker.cancel()

@@ -119,6 +119,7 @@ class CrowdPool:
         self._queue: Any = None
         self._stop: Any = None
         self.expected = 0
+        self.finished = False
 
     def _sink(self, data: dict[str, Any]) -> None:
         self.latest[str(data.get("label"))] = data
@@ -184,6 +185,7 @@ class CrowdPool:
         return True
 
     async def finish(self) -> list[dict[str, Any]]:
+        self.finished = True
         for c in self._local:
             c.stop = True
         if self._stop is not None:

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from client_sdk.protocol import Op
+from client_sdk.protocol import Code, Op
 from loadtest.run import RunContext, Scenario
 from loadtest.schedule import OpenLoop, spike, steady
 from loadtest.session import RequestError, Session
@@ -71,55 +71,82 @@ async def publish(ctx: RunContext, streamer: Session, make_track: Callable[[], A
     return pc
 
 
-async def watch_one(ctx: RunContext, viewer: Session, scheduled_ns: int, hold_s: float,
-                    reader: StampReader | None, pcs: list[Any]) -> None:
-    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+class MediaViewer:
+    """One WebRTC viewer; its peer connection and offer are made before its scheduled time.
 
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    pcs.append(pc)
-    pc.addTransceiver("video", direction="recvonly")
-    first: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-    pumps: list[asyncio.Future[None]] = []
+    Time to first frame runs from the first signalling frame (`watch`) to the first decoded
+    frame (DESIGN.md §7). Creating the peer connection (a DTLS certificate, ICE gathering) is
+    the viewer's own CPU work, so it happens up front and cannot stall other viewers' clocks.
+    """
 
-    @pc.on("track")
-    def on_track(track: Any) -> None:
-        async def pump() -> None:
-            while True:
+    def __init__(self, ctx: RunContext, session: Session, reader: StampReader | None) -> None:
+        self.ctx = ctx
+        self.session = session
+        self.reader = reader
+        self.pc: Any = None
+        self.first: asyncio.Future[int] | None = None
+        self.pumps: list[asyncio.Future[None]] = []
+
+    async def prepare(self) -> None:
+        from aiortc import RTCConfiguration, RTCPeerConnection
+
+        self.first = asyncio.get_running_loop().create_future()
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.pc.addTransceiver("video", direction="recvonly")
+        self.pc.on("track", self._on_track)
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+
+    def _on_track(self, track: Any) -> None:
+        self.pumps.append(asyncio.ensure_future(self._pump(track)))
+
+    async def _pump(self, track: Any) -> None:
+        metrics = self.ctx.metrics
+        while True:
+            try:
+                frame = await track.recv()
+            except Exception:
+                return
+            now = time.monotonic_ns()
+            metrics.count("media_frames")
+            if self.first is not None and not self.first.done():
+                self.first.set_result(now)
+            if self.reader is not None:
                 try:
-                    frame = await track.recv()
+                    st = self.reader(frame)
                 except Exception:
-                    return
-                now = time.monotonic_ns()
-                ctx.metrics.count("media_frames")
-                if not first.done():
-                    first.set_result(now)
-                if reader is not None:
-                    try:
-                        st = reader(frame)
-                    except Exception:
-                        st = None
-                    if isinstance(st, int):
-                        ctx.metrics.record("media_latency", max(0, _stamp_latency_ns(st, now)), now)
+                    st = None
+                if isinstance(st, int):
+                    metrics.record("media_latency", max(0, _stamp_latency_ns(st, now)), now)
 
-        pumps.append(asyncio.ensure_future(pump()))
+    async def watch(self, scheduled_ns: int, hold_s: float) -> None:
+        from aiortc import RTCSessionDescription
 
-    try:
-        await pc.setLocalDescription(await pc.createOffer())
-        reply = await viewer.request(Op.WATCH, room=ctx.config.room, sdp=pc.localDescription.sdp,
-                                     timeout_s=ctx.config.join_timeout_s)
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=str(reply["sdp"]), type="answer"))
-        got = await asyncio.wait_for(first, ctx.config.join_timeout_s)
-    except RequestError as exc:
-        ctx.metrics.error("first_frame", exc.code)
-        return
-    except TimeoutError:
-        ctx.metrics.timeout("first_frame")
-        return
-    except (ConnectionError, OSError, ValueError) as exc:
-        ctx.metrics.error("first_frame", type(exc).__name__)
-        return
-    ctx.metrics.record("first_frame", got - scheduled_ns, got)
-    await asyncio.sleep(hold_s)
+        cfg = self.ctx.config
+        assert self.first is not None
+        try:
+            reply = await self.session.request(Op.WATCH, room=cfg.room, sdp=self.pc.localDescription.sdp,
+                                               timeout_s=cfg.join_timeout_s)
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=str(reply["sdp"]), type="answer"))
+            got = await asyncio.wait_for(self.first, cfg.join_timeout_s)
+        except RequestError as exc:
+            if exc.code == Code.UNKNOWN_OP:
+                raise
+            self.ctx.metrics.error("first_frame", exc.code)
+            return
+        except TimeoutError:
+            self.ctx.metrics.timeout("first_frame")
+            return
+        except (ConnectionError, OSError, ValueError, KeyError) as exc:
+            self.ctx.metrics.error("first_frame", type(exc).__name__)
+            return
+        self.ctx.metrics.record("first_frame", got - scheduled_ns, got)
+        await asyncio.sleep(hold_s)
+
+    async def close(self) -> None:
+        for p in self.pumps:
+            p.cancel()
+        if self.pc is not None:
+            await self.pc.close()
 
 
 async def media_viewers(ctx: RunContext, streamer: Session, k: int, rate: float, burst: bool,
@@ -132,19 +159,29 @@ async def media_viewers(ctx: RunContext, streamer: Session, k: int, rate: float,
     notes = []
     if make_track is None or reader is None:
         notes.append("media.testing (stamped source + reader) not installed: media_latency not measured")
-    pub = await publish(ctx, streamer, make_track)
-    viewers = await connect_actors(ctx, k, 100.0, first_index=first_index)
-    pcs: list[Any] = []
+    sessions = await connect_actors(ctx, k, 100.0, first_index=first_index)
+    viewers = [MediaViewer(ctx, s, reader) for s in sessions]
+    for v in viewers:
+        await v.prepare()
     offsets = spike(len(viewers), 0.0) if burst else steady(len(viewers), rate)
+    failures: list[BaseException] = []
+    pub: Any = None
 
     async def go(i: int, scheduled_ns: int) -> None:
-        await watch_one(ctx, viewers[i], scheduled_ns, hold_s, reader, pcs)
+        try:
+            await viewers[i].watch(scheduled_ns, hold_s)
+        except RequestError as exc:
+            failures.append(exc)
 
     try:
+        pub = await publish(ctx, streamer, make_track)
         await OpenLoop(offsets, go, ctx.metrics).run()
     finally:
-        await asyncio.gather(*(pc.close() for pc in pcs), return_exceptions=True)
-        await pub.close()
+        await asyncio.gather(*(v.close() for v in viewers), return_exceptions=True)
+        if pub is not None:
+            await pub.close()
+    if failures:
+        raise failures[0]
     return notes
 
 
