@@ -17,7 +17,7 @@ from loadtest.metrics import Metrics
 from loadtest.session import EventHandler, RequestError, Session
 from loadtest.slo import Slo, SloResult, evaluate
 from loadtest.verdict import Check, Verdict, decide
-from loadtest.watchdog import LAG_METRIC, SCHED_METRIC, Watchdog, assess
+from loadtest.watchdog import LAG_METRIC, SCHED_METRIC, Health, Watchdog, assess
 from loadtest.workers import CrowdPool, split
 
 GENERATOR_METRICS = (LAG_METRIC, SCHED_METRIC, "push")
@@ -88,6 +88,14 @@ class RunContext:
         self.cpu: dict[str, list[float]] = {}
         self.last_seq: dict[str, int] = {}
         self.phase = "starting"
+
+    def drain_s(self) -> float:
+        """Grace after the last action for deliveries in flight (knob `drain_s`, default 1 s).
+
+        An expected event not received by then is a timeout; one arriving later but before
+        the crowd stops still counts, with its full latency.
+        """
+        return min(self.config.event_timeout_s, self.knob("drain_s", 1.0))
 
     def knob(self, name: str, default: float) -> float:
         return float(self.config.extra.get(name, default))
@@ -180,7 +188,7 @@ class Result:
     metrics: Metrics
     slo_results: list[SloResult]
     checks: list[Check]
-    generator: list[str]
+    generator: Health
     verdict: Verdict
     cpu: dict[str, list[float]]
     notes: list[str]

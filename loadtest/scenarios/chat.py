@@ -16,7 +16,7 @@ class ChatScenario(Scenario):
     summary = "a chat storm: --rate messages/s from many senders (knob senders), probes time deliveries"
     metrics = ("join", "event", "chat_ack")
     profiles: ClassVar[dict[str, dict[str, float]]] = {
-        "small": {"viewers": 20, "rate": 20, "duration_s": 2, "probes": 4, "senders": 10,
+        "small": {"viewers": 20, "rate": 20, "duration_s": 1.5, "probes": 4, "senders": 10,
                   "join_rate": 100},
         "full": {"viewers": 2000, "rate": 200, "duration_s": 20, "probes": 20, "senders": 400,
                  "join_rate": 500, "workers": 2},
@@ -40,7 +40,7 @@ class ChatScenario(Scenario):
             rate=cfg.rate, fields=lambda i: {"room": cfg.room},
         )
         ctx.phase = "draining"
-        await asyncio.sleep(min(cfg.event_timeout_s, 2.0))
+        await asyncio.sleep(ctx.drain_s())
         await ctx.finish_crowd(pool, {"event": expected})
         refused = ctx.metrics.summary("chat_ack").errors
         if refused:

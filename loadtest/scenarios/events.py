@@ -16,7 +16,7 @@ class EventsScenario(Scenario):
     summary = "viewers connected; the streamer publishes at --rate events/s; probes time each delivery"
     metrics = ("join", "event", "publish")
     profiles: ClassVar[dict[str, dict[str, float]]] = {
-        "small": {"viewers": 30, "rate": 10, "duration_s": 2, "probes": 5, "join_rate": 100},
+        "small": {"viewers": 30, "rate": 10, "duration_s": 1.5, "probes": 5, "join_rate": 100},
         "full": {"viewers": 10000, "rate": 1, "duration_s": 30, "probes": 50, "join_rate": 500,
                  "workers": 2},
     }
@@ -38,7 +38,7 @@ class EventsScenario(Scenario):
             rate=cfg.rate, fields=lambda i: {"room": cfg.room},
         )
         ctx.phase = "draining"
-        await asyncio.sleep(min(cfg.event_timeout_s, 2.0))
+        await asyncio.sleep(ctx.drain_s())
         await ctx.finish_crowd(pool, {"event": expected})
         ctx.check("every publish accepted", len(expected) == count,
                   f"{len(expected)} of {count} chat events acknowledged")

@@ -66,7 +66,7 @@ class MirrorScenario(Scenario):
             fields=lambda i: {"room": cfg.room},
         )
         ctx.phase = "draining"
-        await asyncio.sleep(min(cfg.event_timeout_s, 2.0))
+        await asyncio.sleep(ctx.drain_s())
         for p in pools:
             await ctx.finish_crowd(p, {"mirror": expected})
         ctx.check("every question accepted", len(expected) == count, f"{len(expected)} of {count}")

@@ -48,7 +48,7 @@ class MixedScenario(Scenario):
     metrics = ("join", "event", "question", "chat_ack", "ask", "like", "buy", "team", "first_frame",
                "media_latency")
     profiles: ClassVar[dict[str, dict[str, float]]] = {
-        "small": {"viewers": 30, "rate": 50, "duration_s": 3, "probes": 4, "chatters": 6,
+        "small": {"viewers": 30, "rate": 50, "duration_s": 2, "probes": 4, "chatters": 6,
                   "chat_rate": 6, "ask_rate": 2, "like_rate": 10, "buyers": 20, "units": 5,
                   "size": 3, "window_s": 2, "media": 2},
         "full": {"viewers": 5000, "rate": 200, "duration_s": 30, "probes": 30, "chatters": 200,
@@ -130,5 +130,5 @@ class MixedScenario(Scenario):
         chat_expected: list[Expected] = results[0] if isinstance(results[0], list) else []
         ask_expected: list[Expected] = results[1] if isinstance(results[1], list) else []
         ctx.phase = "draining"
-        await asyncio.sleep(min(cfg.event_timeout_s, 2.0))
+        await asyncio.sleep(ctx.drain_s())
         await ctx.finish_crowd(pool, {"event": chat_expected, "question": ask_expected})
