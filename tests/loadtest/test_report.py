@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import ClassVar
 
 from loadtest.metrics import Metrics
 from loadtest.report import load_report, write_report
@@ -21,8 +22,8 @@ S = 1_000_000_000
 class _Strict(HTMLParser):
     """Checks balanced tags and collects what a self-contained report must (not) have."""
 
-    VOID = {"meta", "br", "img", "hr", "input", "link"}
-    SVG_VOID = {"line", "rect", "polyline", "path", "circle"}
+    VOID: ClassVar[set[str]] = {"meta", "br", "img", "hr", "input", "link"}
+    SVG_VOID: ClassVar[set[str]] = {"line", "rect", "polyline", "path", "circle"}
 
     def __init__(self) -> None:
         super().__init__()
