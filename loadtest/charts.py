@@ -74,7 +74,8 @@ def latency_over_time(title: str, series: Sequence[dict[str, float]], slo_ms: fl
     def y(v: float) -> float:
         return H - PAD_B - (H - PAD_T - PAD_B) * min(v, ymax) / ymax
 
-    ticks = [(x(t_max * i / 4), f"{t_max * i / 4:.0f}") for i in range(5)]
+    fmt = "{:.0f}" if t_max >= 20 else "{:.1f}"
+    ticks = [(x(t_max * i / 4), fmt.format(t_max * i / 4)) for i in range(5)]
     body = _axes(ymax, ticks)
     for key, color in COLORS.items():
         pts = [f"{x(p['t'] + 0.5):.1f},{y(p[key]):.1f}" for p in series if math.isfinite(p[key])]
