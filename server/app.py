@@ -176,6 +176,12 @@ class App:
                 self.leave(s, ch)
                 s.send({"op": "event", "ch": ch, "type": "expelled", "ts": self.clock_ms()})
 
+    def evict(self, s: Session) -> None:
+        """A slow consumer past its bound: out of every channel now (presence included)."""
+        self.metrics.closed.labels(str(Close.SLOW_CONSUMER)).inc()
+        for ch in list(s.channels):
+            self.leave(s, ch)
+
     async def disconnect(self, s: Session) -> None:
         for ch in list(s.channels):
             self.leave(s, ch)
