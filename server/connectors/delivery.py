@@ -14,7 +14,7 @@ import contextlib
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +23,7 @@ import aiohttp
 from server.connectors.formats import Connector, accepted, render
 from server.connectors.signing import signed_headers
 
-DeadLetterHook = Callable[[Connector, dict[str, Any], str, int], Awaitable[None]]
+DeadLetterHook = Callable[[Connector, dict[str, Any], str, int], Coroutine[Any, Any, None]]
 
 
 class SlidingWindow:
@@ -178,7 +178,7 @@ class Delivery:
                 async with self._session.post(url, data=body, headers=headers) as resp:
                     reply = await resp.content.read(64 * 1024)
                     verdict = accepted(conn.platform, resp.status, dict(resp.headers), reply)
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 error, retryable = f"{type(exc).__name__}: {exc}"[:300], True
             else:
                 if verdict.ok:

@@ -66,8 +66,13 @@ class Connector:
 
     def to_dict(self, *, with_secret: bool = False) -> dict[str, Any]:
         out = {
-            "id": self.id, "shop": self.shop, "room": self.room, "platform": self.platform,
-            "url": self.url, "created_at": self.created_at, "config": dict(self.config),
+            "id": self.id,
+            "shop": self.shop,
+            "room": self.room,
+            "platform": self.platform,
+            "url": self.url,
+            "created_at": self.created_at,
+            "config": dict(self.config),
         }
         if with_secret:
             out["secret"] = self.secret
@@ -105,9 +110,12 @@ def parse_connector(cid: str, shop: str, fields: Any, secret: str, now_ms: int) 
     rate = fields.get("rate")
     if rate is not None:
         if (
-            not isinstance(rate, list) or len(rate) != 2
-            or not isinstance(rate[0], int) or not isinstance(rate[1], int | float)
-            or not 1 <= rate[0] <= 1000 or not 0 < rate[1] <= 3600
+            not isinstance(rate, list)
+            or len(rate) != 2
+            or not isinstance(rate[0], int)
+            or not isinstance(rate[1], int | float)
+            or not 1 <= rate[0] <= 1000
+            or not 0 < rate[1] <= 3600
         ):
             raise SoukError("invalid", "rate must be [messages, window_seconds]")
         config["rate"] = [rate[0], float(rate[1])]

@@ -65,7 +65,7 @@ class Verifier:
 
     def _forget(self, now_ms: int) -> None:
         while self._seen:
-            sig, ts = next(iter(self._seen.items()))
+            _sig, ts = next(iter(self._seen.items()))
             if ts >= now_ms - self.window_ms and len(self._seen) < self.max_remembered:
                 break
             self._seen.popitem(last=False)

@@ -32,10 +32,10 @@ STAFF_ROLES = frozenset({"streamer", "moderator", "admin"})
 def _text(value: Any, what: str, limit: int) -> str:
     if not isinstance(value, str) or not value.strip():
         raise SoukError("invalid", f"{what} must be a non-empty string")
-    value = value.strip()
-    if len(value) > limit:
+    text: str = value.strip()
+    if len(text) > limit:
         raise SoukError("invalid", f"{what} is longer than {limit} characters")
-    return value
+    return text
 
 
 def _opt_text(value: Any, what: str, limit: int) -> str | None:
@@ -75,7 +75,12 @@ class Member:
     joined_at: int
 
     def to_dict(self) -> dict[str, Any]:
-        return {"user": self.user, "name": self.name, "role": self.role, "joined_at": self.joined_at}
+        return {
+            "user": self.user,
+            "name": self.name,
+            "role": self.role,
+            "joined_at": self.joined_at,
+        }
 
 
 @dataclass
@@ -206,7 +211,9 @@ class Directory:
                 return JoinResult(g, g.members[uid], already_member=True)
         if target is not None and uid in target.removed:
             raise SoukError("forbidden", "you were removed from this group")
-        candidates = ([target] if target is not None else []) + [g for g in family if g is not target]
+        candidates = ([target] if target is not None else []) + [
+            g for g in family if g is not target
+        ]
         landing = next((g for g in candidates if not g.full and uid not in g.removed), None)
         created = None
         if landing is None:

@@ -149,7 +149,9 @@ class Mirror:
         for copy in copies:
             if copy.group == skip_group:
                 continue
-            events.append(Event(f"group:{copy.group}", "question", self.copy_fields(q, copy), droppable))
+            events.append(
+                Event(f"group:{copy.group}", "question", self.copy_fields(q, copy), droppable)
+            )
         return events
 
     def notice_targets(self, room: str, directory: Directory) -> list[str]:

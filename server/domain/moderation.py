@@ -23,9 +23,13 @@ _TLDS = (
     "live|ltd|hk|tw|jp|uk|de|ru|in|us|ly|gl|gg|to|tk|ml|ga|cf|work|fun|icu|wang|ink|pub"
 )
 _URL = re.compile(r"(?:https?|ftp)://|www\.|t\.me/|wa\.me/")
-_DOMAIN = re.compile(rf"\b[a-z0-9][a-z0-9-]{{0,62}}(?:\.[a-z0-9-]{{1,63}})*(?:\.|\s*(?:点|dot)\s*)(?:{_TLDS})\b")
+_DOMAIN = re.compile(
+    rf"\b[a-z0-9][a-z0-9-]{{0,62}}(?:\.[a-z0-9-]{{1,63}})*(?:\.|\s*(?:点|dot)\s*)(?:{_TLDS})\b"
+)
 # Chinese mobile numbers (11 digits starting 1[3-9]) and any run of 10+ digits, with separators
-_PHONE = re.compile(r"(?<!\d)(?:\+?86[\s-]?)?1[3-9](?:[\s-]?\d){9}(?!\d)|(?<!\d)\d(?:[\s-]?\d){9,}(?!\d)")
+_PHONE = re.compile(
+    r"(?<!\d)(?:\+?86[\s-]?)?1[3-9](?:[\s-]?\d){9}(?!\d)|(?<!\d)\d(?:[\s-]?\d){9,}(?!\d)"
+)
 _CONTACT = re.compile(
     r"(?:微信|威信|薇信|卫星|v信|vx|wx|weixin|wechat|加v|加微|私聊|qq|扣扣|telegram|tg|whatsapp|line)"
     r"\s*(?:号|id)?\s*[:=是]?\s*[a-z0-9][-_a-z0-9]{4,19}"
@@ -53,7 +57,9 @@ class FilterConfig:
     def from_dict(raw: dict[str, Any]) -> FilterConfig:
         def words(key: str) -> tuple[str, ...]:
             value = raw.get(key, ())
-            if not isinstance(value, list | tuple) or not all(isinstance(w, str) and w for w in value):
+            if not isinstance(value, list | tuple) or not all(
+                isinstance(w, str) and w for w in value
+            ):
                 raise SoukError("invalid", f"{key} must be a list of non-empty strings")
             return tuple(normalise(w) for w in value)
 
@@ -102,6 +108,7 @@ class LinkFilter:
 
 
 # -- the escalation ladder -------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Action:

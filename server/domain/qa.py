@@ -87,7 +87,11 @@ class QuestionBoard:
     """The questions of one room, with the room's answer target (seconds)."""
 
     def __init__(self, room: str, *, target_s: int = DEFAULT_ANSWER_TARGET_S) -> None:
-        if not isinstance(target_s, int) or isinstance(target_s, bool) or not 10 <= target_s <= 86_400:
+        if (
+            not isinstance(target_s, int)
+            or isinstance(target_s, bool)
+            or not 10 <= target_s <= 86_400
+        ):
             raise SoukError("invalid", "answer target must be 10..86400 seconds")
         self.room = room
         self.target_s = target_s

@@ -88,9 +88,20 @@ def _upsert_question(conn: sqlite3.Connection, q: Question) -> None:
         "answered_at=excluded.answered_at, on_stream=excluded.on_stream, "
         "overdue_flagged=excluded.overdue_flagged",
         (
-            q.id, q.room, q.user, q.name, q.text, q.asked_at, q.votes, _dumps(sorted(q.voters)),
-            q.status, q.answer, _dumps(q.answered_by) if q.answered_by else None, q.answered_at,
-            int(q.on_stream), int(q.overdue_flagged),
+            q.id,
+            q.room,
+            q.user,
+            q.name,
+            q.text,
+            q.asked_at,
+            q.votes,
+            _dumps(sorted(q.voters)),
+            q.status,
+            q.answer,
+            _dumps(q.answered_by) if q.answered_by else None,
+            q.answered_at,
+            int(q.on_stream),
+            int(q.overdue_flagged),
         ),
     )
 
@@ -135,15 +146,22 @@ class CommunityStore:
 
         await self.db.write(fn)
 
-    async def remove_member(self, group_id: str, member: Member, now_ms: int, removed: bool) -> None:
+    async def remove_member(
+        self, group_id: str, member: Member, now_ms: int, removed: bool
+    ) -> None:
         def fn(c: sqlite3.Connection) -> None:
-            c.execute("DELETE FROM group_members WHERE group_id=? AND user_id=?", (group_id, member.user))
+            c.execute(
+                "DELETE FROM group_members WHERE group_id=? AND user_id=?", (group_id, member.user)
+            )
             c.execute(
                 "INSERT INTO group_exits VALUES (?,?,?,?,?)",
                 (group_id, member.user, member.joined_at, now_ms, int(removed)),
             )
             if removed:
-                c.execute("INSERT OR REPLACE INTO group_removed VALUES (?,?,?)", (group_id, member.user, now_ms))
+                c.execute(
+                    "INSERT OR REPLACE INTO group_removed VALUES (?,?,?)",
+                    (group_id, member.user, now_ms),
+                )
 
         await self.db.write(fn)
 
@@ -162,7 +180,15 @@ class CommunityStore:
         await self.db.write(
             lambda c: c.execute(
                 "INSERT OR IGNORE INTO group_messages VALUES (?,?,?,?,?,?,?)",
-                (msg["id"], group_id, msg["user"], msg["name"], msg["text"], msg.get("reply_to"), msg["ts"]),
+                (
+                    msg["id"],
+                    group_id,
+                    msg["user"],
+                    msg["name"],
+                    msg["text"],
+                    msg.get("reply_to"),
+                    msg["ts"],
+                ),
             )
         )
 
@@ -203,8 +229,14 @@ class CommunityStore:
             lambda c: c.execute(
                 "INSERT INTO connectors VALUES (?,?,?,?,?,?,?,?)",
                 (
-                    conn["id"], conn["shop"], conn["room"], conn["platform"], conn["url"],
-                    conn["secret"], _dumps(conn.get("config", {})), conn["created_at"],
+                    conn["id"],
+                    conn["shop"],
+                    conn["room"],
+                    conn["platform"],
+                    conn["url"],
+                    conn["secret"],
+                    _dumps(conn.get("config", {})),
+                    conn["created_at"],
                 ),
             )
         )
@@ -246,8 +278,13 @@ class CommunityStore:
                 args = (connector_id,)
             return [
                 {
-                    "id": r[0], "connector": r[1], "room": r[2], "item": orjson.loads(r[3]),
-                    "error": r[4], "attempts": r[5], "ts": r[6],
+                    "id": r[0],
+                    "connector": r[1],
+                    "room": r[2],
+                    "item": orjson.loads(r[3]),
+                    "error": r[4],
+                    "attempts": r[5],
+                    "ts": r[6],
                 }
                 for r in c.execute(sql + " ORDER BY id", args).fetchall()
             ]
@@ -256,7 +293,11 @@ class CommunityStore:
 
     async def exits(self, group_id: str) -> int:
         return await self.db.read(
-            lambda c: int(c.execute("SELECT COUNT(*) FROM group_exits WHERE group_id=?", (group_id,)).fetchone()[0])
+            lambda c: int(
+                c.execute(
+                    "SELECT COUNT(*) FROM group_exits WHERE group_id=?", (group_id,)
+                ).fetchone()[0]
+            )
         )
 
     def load(
@@ -269,9 +310,13 @@ class CommunityStore:
         """Rebuild the domain from the file (blocking, at start-up); returns the connectors."""
 
         def fn(c: sqlite3.Connection) -> list[dict[str, Any]]:
-            for r in c.execute("SELECT id, shop, tier, topic, title, cap, created_at FROM groups ORDER BY created_at"):
+            for r in c.execute(
+                "SELECT id, shop, tier, topic, title, cap, created_at FROM groups ORDER BY created_at"
+            ):
                 directory.groups[r[0]] = Group(r[0], r[1], r[2], r[3], r[5], r[6], r[4])
-            for r in c.execute("SELECT group_id, user_id, name, role, joined_at FROM group_members"):
+            for r in c.execute(
+                "SELECT group_id, user_id, name, role, joined_at FROM group_members"
+            ):
                 if r[0] in directory.groups:
                     directory.groups[r[0]].members[r[1]] = Member(r[1], r[2], r[3], r[4])
             for r in c.execute("SELECT group_id, user_id FROM group_removed"):
@@ -281,7 +326,9 @@ class CommunityStore:
             for r in horizon_rows:
                 if r[0] in directory.groups:
                     directory.groups[r[0]].notices_at.append(r[1])
-            for r in c.execute("SELECT shop, user_id, bought, big_customer, source, invited_by FROM member_tags"):
+            for r in c.execute(
+                "SELECT shop, user_id, bought, big_customer, source, invited_by FROM member_tags"
+            ):
                 directory.tags[(r[0], r[1])] = Tags(orjson.loads(r[2]), bool(r[3]), r[4], r[5])
             targets = dict(c.execute("SELECT room, target_s FROM qa_rooms").fetchall())
             for r in c.execute(
@@ -292,10 +339,20 @@ class CommunityStore:
                 if room not in boards:
                     boards[room] = QuestionBoard(room, target_s=targets.get(room, default_target_s))
                 q = Question(
-                    id=r[0], room=room, user=r[2], name=r[3], text=r[4], asked_at=r[5], votes=r[6],
-                    voters=set(orjson.loads(r[7])), status=r[8], answer=r[9],
-                    answered_by=orjson.loads(r[10]) if r[10] else None, answered_at=r[11],
-                    on_stream=bool(r[12]), overdue_flagged=bool(r[13]),
+                    id=r[0],
+                    room=room,
+                    user=r[2],
+                    name=r[3],
+                    text=r[4],
+                    asked_at=r[5],
+                    votes=r[6],
+                    voters=set(orjson.loads(r[7])),
+                    status=r[8],
+                    answer=r[9],
+                    answered_by=orjson.loads(r[10]) if r[10] else None,
+                    answered_at=r[11],
+                    on_stream=bool(r[12]),
+                    overdue_flagged=bool(r[13]),
                 )
                 boards[room].add(q)
             for room, target in targets.items():
@@ -307,8 +364,14 @@ class CommunityStore:
                 mirror.add_copy(Copy(r[0], r[3], r[1], r[2]))
             return [
                 {
-                    "id": r[0], "shop": r[1], "room": r[2], "platform": r[3], "url": r[4],
-                    "secret": r[5], "config": orjson.loads(r[6]), "created_at": r[7],
+                    "id": r[0],
+                    "shop": r[1],
+                    "room": r[2],
+                    "platform": r[3],
+                    "url": r[4],
+                    "secret": r[5],
+                    "config": orjson.loads(r[6]),
+                    "created_at": r[7],
                 }
                 for r in c.execute(
                     "SELECT id, shop, room, platform, url, secret, config, created_at FROM connectors"
