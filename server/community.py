@@ -77,6 +77,7 @@ class Community:
         overdue_check_s: float = 1.0,
         connector_max_attempts: int = 5,
         connector_backoff_s: float = 0.5,
+        connector_max_backoff_s: float = 60.0,
     ) -> None:
         self.db = db
         self.store = CommunityStore(db)
@@ -94,6 +95,7 @@ class Community:
             self._dead_letter,
             max_attempts=connector_max_attempts,
             base_backoff_s=connector_backoff_s,
+            max_backoff_s=connector_max_backoff_s,
         )
         self.webhook_host = webhook_host
         self.webhook_port = webhook_port
