@@ -25,7 +25,9 @@ class Collector:
     def __init__(self) -> None:
         self.events: list[tuple[str, str, dict[str, Any], bool]] = []
 
-    def __call__(self, ch: str, type: str, fields: dict[str, Any], *, droppable: bool = False) -> None:
+    def __call__(
+        self, ch: str, type: str, fields: dict[str, Any], *, droppable: bool = False
+    ) -> None:
         self.events.append((ch, type, fields, droppable))
 
     def on(self, ch: str, type: str | None = None) -> list[dict[str, Any]]:
@@ -47,7 +49,9 @@ def member(n: int) -> dict[str, str]:
     return {"id": f"u{n}", "name": f"Member {n}", "role": "member"}
 
 
-async def open_community(path: Path, clock: Clock, pub: Collector, **kw: Any) -> tuple[SqliteDatabase, Community]:
+async def open_community(
+    path: Path, clock: Clock, pub: Collector, **kw: Any
+) -> tuple[SqliteDatabase, Community]:
     db = SqliteDatabase(path)
     c = Community(db, pub, clock, overdue_check_s=3600, **kw)
     await c.start()
@@ -74,13 +78,17 @@ async def linked_setup(c: Community) -> dict[str, str]:
     return {"core": core["id"], "norm": norm["id"], "welf": welf["id"]}
 
 
-async def test_question_mirrors_and_group_answer_flows_back_without_echo(tmp_path: Path, clock: Clock) -> None:
+async def test_question_mirrors_and_group_answer_flows_back_without_echo(
+    tmp_path: Path, clock: Clock
+) -> None:
     pub = Collector()
     db, c = await open_community(tmp_path / "souk.db", clock, pub)
     try:
         g = await linked_setup(c)
         pub.clear()
-        q = await c.ask("r1", {"id": "v1", "name": "Viewer", "role": "viewer"}, "is the tea organic?")
+        q = await c.ask(
+            "r1", {"id": "v1", "name": "Viewer", "role": "viewer"}, "is the tea organic?"
+        )
         assert [e["id"] for e in pub.on("room:r1", "question")] == [q["id"]]
         core_copy = pub.on(f"group:{g['core']}", "question")
         norm_copy = pub.on(f"group:{g['norm']}", "question")
@@ -100,7 +108,11 @@ async def test_question_mirrors_and_group_answer_flows_back_without_echo(tmp_pat
         assert room_ev[0]["answered_by"]["name"] == "Member 1"
         assert room_ev[0]["answered_by"]["group"] == g["core"]
         other = pub.on(f"group:{g['norm']}", "question")
-        assert len(other) == 1 and other[0]["status"] == "answered" and other[0]["id"] == norm_copy[0]["id"]
+        assert (
+            len(other) == 1
+            and other[0]["status"] == "answered"
+            and other[0]["id"] == norm_copy[0]["id"]
+        )
         assert pub.on(f"group:{g['core']}") == []  # no echo to where the answer came from
 
         # the same chat delivered twice (retry/replay) does nothing more
@@ -120,7 +132,9 @@ async def test_question_mirrors_and_group_answer_flows_back_without_echo(tmp_pat
         await close(db, c)
 
 
-async def test_streamer_answer_updates_every_copy_and_upvotes_flow(tmp_path: Path, clock: Clock) -> None:
+async def test_streamer_answer_updates_every_copy_and_upvotes_flow(
+    tmp_path: Path, clock: Clock
+) -> None:
     pub = Collector()
     db, c = await open_community(tmp_path / "souk.db", clock, pub)
     try:
@@ -140,13 +154,17 @@ async def test_streamer_answer_updates_every_copy_and_upvotes_flow(tmp_path: Pat
         # a late group reply to an answered question stays a chat message
         pub.clear()
         copy_id = c.group_snapshot(g["norm"])["questions"][0]["id"]
-        await c.on_group_chat(g["norm"], member(2), {"id": "chat-9", "text": "me too", "reply_to": copy_id})
+        await c.on_group_chat(
+            g["norm"], member(2), {"id": "chat-9", "text": "me too", "reply_to": copy_id}
+        )
         assert pub.events == []
     finally:
         await close(db, c)
 
 
-async def test_restart_keeps_groups_members_tags_questions_mirrors(tmp_path: Path, clock: Clock) -> None:
+async def test_restart_keeps_groups_members_tags_questions_mirrors(
+    tmp_path: Path, clock: Clock
+) -> None:
     path = tmp_path / "souk.db"
     pub = Collector()
     db, c = await open_community(path, clock, pub)
@@ -168,7 +186,10 @@ async def test_restart_keeps_groups_members_tags_questions_mirrors(tmp_path: Pat
         assert c2.is_member("u1", g["core"]) and c2.is_member("u3", g["norm"])
         members = {m["user"]: m for m in c2.group_members(g["norm"])}
         assert members["u3"]["tags"] == {
-            "bought": ["tea-42"], "big_customer": True, "source": "live", "invited_by": "u2",
+            "bought": ["tea-42"],
+            "big_customer": True,
+            "source": "live",
+            "invited_by": "u2",
         }
         assert [x["id"] for x in c2.room_snapshot("r1")["questions"]] == [q["id"]]
         for gid, before in copies_before.items():
@@ -236,11 +257,15 @@ async def test_filter_overdue_and_sale_notices(tmp_path: Path, clock: Clock) -> 
 
         for i in range(3):
             await c.notice(ADMIN, "coupon", f"coupon {i}", group=g["welf"])
-        res = await c.on_sale_started("r1", {"id": "sale1", "title": "Oolong", "price": 1999, "currency": "CNY"})
+        res = await c.on_sale_started(
+            "r1", {"id": "sale1", "title": "Oolong", "price": 1999, "currency": "CNY"}
+        )
         assert sorted(res["sent"]) == sorted([g["core"], g["norm"]])
         assert res["skipped"] == [{"group": g["welf"], "code": "cap_reached"}]
         notice = pub.on(f"group:{g['core']}", "notice")[0]
-        assert notice["kind"] == "sale" and "19.99 CNY" in notice["text"] and notice["sale"] == "sale1"
+        assert (
+            notice["kind"] == "sale" and "19.99 CNY" in notice["text"] and notice["sale"] == "sale1"
+        )
         with pytest.raises(SoukError) as cap:
             await c.notice(ADMIN, "sale", "one more", group=g["welf"])
         assert cap.value.code == "cap_reached"

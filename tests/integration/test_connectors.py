@@ -36,7 +36,9 @@ class Collector:
     def __init__(self) -> None:
         self.events: list[tuple[str, str, dict[str, Any]]] = []
 
-    def __call__(self, ch: str, type: str, fields: dict[str, Any], *, droppable: bool = False) -> None:
+    def __call__(
+        self, ch: str, type: str, fields: dict[str, Any], *, droppable: bool = False
+    ) -> None:
         self.events.append((ch, type, fields))
 
     def on(self, ch: str, type: str) -> list[dict[str, Any]]:
@@ -78,7 +80,9 @@ class Platform:
 
     async def _record(self, name: str, request: web.Request) -> tuple[bytes, int]:
         raw = await request.read()
-        self.received.setdefault(name, []).append((time.monotonic(), orjson.loads(raw), dict(request.headers)))
+        self.received.setdefault(name, []).append(
+            (time.monotonic(), orjson.loads(raw), dict(request.headers))
+        )
         left = self.fail_first.get(name, 0)
         if left:
             self.fail_first[name] = left - 1
@@ -90,9 +94,13 @@ class Platform:
         try:  # the receiver verifies Souk's signature with the secret it shares
             self.verifier.verify(SECRET, raw, request.headers, now_ms())
         except Exception as exc:
-            self.received.setdefault(name + ":rejected", []).append((time.monotonic(), {"error": str(exc)}, {}))
+            self.received.setdefault(name + ":rejected", []).append(
+                (time.monotonic(), {"error": str(exc)}, {})
+            )
             return web.Response(status=401, text=str(exc))
-        self.received.setdefault(name, []).append((time.monotonic(), orjson.loads(raw), dict(request.headers)))
+        self.received.setdefault(name, []).append(
+            (time.monotonic(), orjson.loads(raw), dict(request.headers))
+        )
         left = self.fail_first.get(name, 0)
         if name == "always500" or left:
             self.fail_first[name] = max(0, left - 1)
@@ -133,8 +141,14 @@ async def community(tmp_path: Path) -> AsyncIterator[tuple[Community, Collector]
     pub = Collector()
     db = SqliteDatabase(tmp_path / "souk.db")
     c = Community(
-        db, pub, now_ms, webhook_port=0, overdue_check_s=3600,
-        connector_max_attempts=3, connector_backoff_s=0.05, connector_max_backoff_s=0.5,
+        db,
+        pub,
+        now_ms,
+        webhook_port=0,
+        overdue_check_s=3600,
+        connector_max_attempts=3,
+        connector_backoff_s=0.05,
+        connector_max_backoff_s=0.5,
     )
     await c.start()
     yield c, pub
@@ -142,18 +156,29 @@ async def community(tmp_path: Path) -> AsyncIterator[tuple[Community, Collector]
     await db.close()
 
 
-async def wait_for(cond: Any, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
+async def wait_for(cond: Any, within_s: float = 5.0) -> None:
+    deadline = time.monotonic() + within_s
     while not cond():
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.01)
 
 
-async def test_generic_signed_delivery_with_retries(platform: Platform, community: tuple[Community, Collector]) -> None:
+async def test_generic_signed_delivery_with_retries(
+    platform: Platform, community: tuple[Community, Collector]
+) -> None:
     c, pub = community
     platform.fail_first["flaky"] = 2
-    await c.connector_create("shop", {"room": "r1", "platform": "generic", "url": platform.url("/generic/flaky"), "secret": SECRET}, ADMIN)
+    await c.connector_create(
+        "shop",
+        {
+            "room": "r1",
+            "platform": "generic",
+            "url": platform.url("/generic/flaky"),
+            "secret": SECRET,
+        },
+        ADMIN,
+    )
     q = await c.ask("r1", {"id": "v1", "name": "Viewer", "role": "viewer"}, "is it organic?")
     await wait_for(lambda: c.delivery.stats.delivered == 1)
     bodies = platform.got("flaky")
@@ -164,25 +189,37 @@ async def test_generic_signed_delivery_with_retries(platform: Platform, communit
     assert c.delivery.stats.retries == 2 and pub.on("staff:r1", "connector_dead_letter") == []
 
 
-async def test_429_retry_after_is_honoured(platform: Platform, community: tuple[Community, Collector]) -> None:
+async def test_429_retry_after_is_honoured(
+    platform: Platform, community: tuple[Community, Collector]
+) -> None:
     c, _ = community
-    await c.connector_create("shop", {"room": "r1", "url": platform.url("/generic/limited"), "secret": SECRET}, ADMIN)
+    await c.connector_create(
+        "shop", {"room": "r1", "url": platform.url("/generic/limited"), "secret": SECRET}, ADMIN
+    )
     await c.ask("r1", {"id": "v1", "name": "V", "role": "viewer"}, "when?")
     await wait_for(lambda: c.delivery.stats.delivered == 1)
     (t1, _, _), (t2, _, _) = platform.received["limited"]
     assert t2 - t1 >= 0.28
 
 
-async def test_dead_letter_persisted_and_published(platform: Platform, community: tuple[Community, Collector]) -> None:
+async def test_dead_letter_persisted_and_published(
+    platform: Platform, community: tuple[Community, Collector]
+) -> None:
     c, pub = community
-    conn = await c.connector_create("shop", {"room": "r1", "url": platform.url("/generic/always500"), "secret": SECRET}, ADMIN)
+    conn = await c.connector_create(
+        "shop", {"room": "r1", "url": platform.url("/generic/always500"), "secret": SECRET}, ADMIN
+    )
     q = await c.ask("r1", {"id": "v1", "name": "V", "role": "viewer"}, "anyone?")
     await wait_for(lambda: pub.on("staff:r1", "connector_dead_letter") != [])
     flag = pub.on("staff:r1", "connector_dead_letter")[0]
     assert flag["connector"] == conn["id"] and flag["attempts"] == 3 and "500" in flag["error"]
     assert flag["item"]["question"] == q["id"]
     stored = await c.store.dead_letters(conn["id"])
-    assert len(stored) == 1 and stored[0]["item"]["question"] == q["id"] and stored[0]["id"] == flag["id"]
+    assert (
+        len(stored) == 1
+        and stored[0]["item"]["question"] == q["id"]
+        and stored[0]["id"] == flag["id"]
+    )
     assert len(platform.got("always500")) == 3
 
 
@@ -190,7 +227,11 @@ async def test_outbound_signature_rejected_by_receiver_becomes_dead_letter(
     platform: Platform, community: tuple[Community, Collector]
 ) -> None:
     c, pub = community
-    await c.connector_create("shop", {"room": "r1", "url": platform.url("/generic/strict"), "secret": "a-different-secret-9999"}, ADMIN)
+    await c.connector_create(
+        "shop",
+        {"room": "r1", "url": platform.url("/generic/strict"), "secret": "a-different-secret-9999"},
+        ADMIN,
+    )
     await c.ask("r1", {"id": "v1", "name": "V", "role": "viewer"}, "signed?")
     await wait_for(lambda: pub.on("staff:r1", "connector_dead_letter") != [])
     assert platform.got("strict") == []
@@ -202,10 +243,35 @@ async def test_outbound_signature_rejected_by_receiver_becomes_dead_letter(
 async def test_platform_formats(platform: Platform, community: tuple[Community, Collector]) -> None:
     c, _ = community
     platform.fail_first["wecom:K1"] = 1
-    await c.connector_create("shop", {"room": "r1", "platform": "slack", "url": platform.url("/slack")}, ADMIN)
-    await c.connector_create("shop", {"room": "r1", "platform": "discord", "url": platform.url("/discord"), "username": "Souk"}, ADMIN)
-    await c.connector_create("shop", {"room": "r1", "platform": "telegram", "url": platform.url("/tg"), "bot_token": "123:abc", "chat_id": -100}, ADMIN)
-    await c.connector_create("shop", {"room": "r1", "platform": "wecom", "url": platform.url("/wecom/send?key=K1"), "rate": [20, 1]}, ADMIN)
+    await c.connector_create(
+        "shop", {"room": "r1", "platform": "slack", "url": platform.url("/slack")}, ADMIN
+    )
+    await c.connector_create(
+        "shop",
+        {"room": "r1", "platform": "discord", "url": platform.url("/discord"), "username": "Souk"},
+        ADMIN,
+    )
+    await c.connector_create(
+        "shop",
+        {
+            "room": "r1",
+            "platform": "telegram",
+            "url": platform.url("/tg"),
+            "bot_token": "123:abc",
+            "chat_id": -100,
+        },
+        ADMIN,
+    )
+    await c.connector_create(
+        "shop",
+        {
+            "room": "r1",
+            "platform": "wecom",
+            "url": platform.url("/wecom/send?key=K1"),
+            "rate": [20, 1],
+        },
+        ADMIN,
+    )
     await c.ask("r1", {"id": "v1", "name": "Ann", "role": "viewer"}, "红茶还有货吗？")
     await wait_for(lambda: c.delivery.stats.delivered == 4)
     slack = platform.got("slack")[0]
@@ -220,9 +286,15 @@ async def test_platform_formats(platform: Platform, community: tuple[Community, 
     assert wecom[1]["msgtype"] == "text" and "红茶还有货吗？" in wecom[1]["text"]["content"]
 
 
-async def test_pacing_to_the_rate_limit(platform: Platform, community: tuple[Community, Collector]) -> None:
+async def test_pacing_to_the_rate_limit(
+    platform: Platform, community: tuple[Community, Collector]
+) -> None:
     c, _ = community
-    await c.connector_create("shop", {"room": "r1", "url": platform.url("/generic/paced"), "secret": SECRET, "rate": [2, 0.4]}, ADMIN)
+    await c.connector_create(
+        "shop",
+        {"room": "r1", "url": platform.url("/generic/paced"), "secret": SECRET, "rate": [2, 0.4]},
+        ADMIN,
+    )
     for i in range(5):
         await c.ask("r1", {"id": f"v{i}", "name": "V", "role": "viewer"}, f"q{i}?")
     await wait_for(lambda: c.delivery.stats.delivered == 5)
@@ -231,7 +303,9 @@ async def test_pacing_to_the_rate_limit(platform: Platform, community: tuple[Com
         assert times[i] - times[i - 2] >= 0.38
 
 
-async def post_answer(url: str, secret: str, body: dict[str, Any], *, ts: int | None = None, sig: str | None = None) -> tuple[int, dict[str, Any]]:
+async def post_answer(
+    url: str, secret: str, body: dict[str, Any], *, ts: int | None = None, sig: str | None = None
+) -> tuple[int, dict[str, Any]]:
     raw = orjson.dumps(body)
     headers = signed_headers(secret, raw, ts if ts is not None else now_ms())
     if sig is not None:
@@ -240,12 +314,18 @@ async def post_answer(url: str, secret: str, body: dict[str, Any], *, ts: int | 
         return r.status, await r.json()
 
 
-async def test_inbound_answer_flows_into_room_and_groups(platform: Platform, community: tuple[Community, Collector]) -> None:
+async def test_inbound_answer_flows_into_room_and_groups(
+    platform: Platform, community: tuple[Community, Collector]
+) -> None:
     c, pub = community
     core = await c.group_create("shop", {"tier": "core", "topic": "tea"})
     await c.link_groups("r1", [core["id"]])
-    other = await c.connector_create("shop", {"room": "r1", "url": platform.url("/generic/other"), "secret": SECRET}, ADMIN)
-    conn = await c.connector_create("shop", {"room": "r1", "url": platform.url("/generic/ext"), "secret": SECRET}, ADMIN)
+    other = await c.connector_create(
+        "shop", {"room": "r1", "url": platform.url("/generic/other"), "secret": SECRET}, ADMIN
+    )
+    conn = await c.connector_create(
+        "shop", {"room": "r1", "url": platform.url("/generic/ext"), "secret": SECRET}, ADMIN
+    )
     assert other["inbound_url"].startswith("http://127.0.0.1:")
     url = conn["inbound_url"]
     q = await c.ask("r1", {"id": "v1", "name": "Ann", "role": "viewer"}, "does it ship today?")
@@ -258,8 +338,14 @@ async def test_inbound_answer_flows_into_room_and_groups(platform: Platform, com
     assert (await post_answer(url, "not-the-secret-at-all!!", body))[0] == 401
     assert c.room_snapshot("r1")["questions"][0]["status"] == "open"
     # bad bodies: 400; unknown connector: 404
-    assert (await post_answer(url, SECRET, {"type": "answer", "question": q["id"], "text": ""}))[0] == 400
-    assert (await post_answer(url, SECRET, {"type": "answer", "question": q["id"], "text": "x", "name": 5}))[0] == 400
+    assert (await post_answer(url, SECRET, {"type": "answer", "question": q["id"], "text": ""}))[
+        0
+    ] == 400
+    assert (
+        await post_answer(
+            url, SECRET, {"type": "answer", "question": q["id"], "text": "x", "name": 5}
+        )
+    )[0] == 400
     assert (await post_answer(url.rsplit("/", 1)[0] + "/cnope", SECRET, body))[0] == 404
     assert (await post_answer(url, SECRET, {**body, "question": "qnope"}))[0] == 404
 
@@ -271,7 +357,9 @@ async def test_inbound_answer_flows_into_room_and_groups(platform: Platform, com
             assert (await r.json())["question"]["status"] == "answered"
         async with s.post(url, data=raw, headers=headers) as r:  # the very same request again
             assert r.status == 401  # replay refused
-        async with s.post(url, data=b"not json", headers=signed_headers(SECRET, b"not json", now_ms())) as r:
+        async with s.post(
+            url, data=b"not json", headers=signed_headers(SECRET, b"not json", now_ms())
+        ) as r:
             assert r.status == 400
     room = pub.on("room:r1", "question")[-1]
     assert room["status"] == "answered" and room["answered_by"]["name"] == "Li (WeCom)"
@@ -301,5 +389,7 @@ async def test_connector_fields_validated(community: tuple[Community, Collector]
             await c.connector_create("shop", fields, ADMIN)
         assert err.value.code == "invalid"
     with pytest.raises(SoukError) as forb:
-        await c.connector_create("shop", {"room": "r1", "url": "http://x"}, {"id": "v", "role": "viewer"})
+        await c.connector_create(
+            "shop", {"room": "r1", "url": "http://x"}, {"id": "v", "role": "viewer"}
+        )
     assert forb.value.code == "forbidden"
