@@ -151,10 +151,8 @@ class Community:
         return b
 
     async def set_answer_target(self, room: str, target_s: int) -> None:
-        """A room's response target in seconds (default 300)."""
-        b = self.board(room)
-        self.boards[room] = nb = QuestionBoard(room, target_s=target_s)
-        nb.questions, nb.answer_times_ms, nb.asked = b.questions, b.answer_times_ms, b.asked
+        """A room's response target in seconds (default 300), kept across restarts."""
+        self.board(room).set_target(target_s)
         await self.store.set_answer_target(room, target_s)
 
     # -- moderation -------------------------------------------------------------------

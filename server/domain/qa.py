@@ -99,6 +99,11 @@ class QuestionBoard:
         self.answer_times_ms: list[int] = []
         self.asked = 0
 
+    def set_target(self, target_s: int) -> None:
+        if not isinstance(target_s, int) or isinstance(target_s, bool) or not 10 <= target_s <= 86_400:
+            raise SoukError("invalid", "answer target must be 10..86400 seconds")
+        self.target_s = target_s
+
     # -- commands ---------------------------------------------------------------------
     def ask(self, qid: str, user: str, name: str, text: Any, now_ms: int) -> Question:
         if qid in self.questions:

@@ -177,6 +177,7 @@ async def test_restart_keeps_groups_members_tags_questions_mirrors(
     await c.on_group_chat(g["core"], member(1), {"id": "m-1", "text": "hello group", "ts": T0})
     for _ in range(3):
         await c.notice(ADMIN, "coupon", "10% off", group=g["welf"])
+    await c.set_answer_target("r1", 120)
     copies_before = {gid: c.group_snapshot(gid)["questions"] for gid in (g["core"], g["norm"])}
     await close(db, c)
 
@@ -205,6 +206,7 @@ async def test_restart_keeps_groups_members_tags_questions_mirrors(
         await c2.ask("r1", member(9), "after restart?")
         assert len(pub2.on(f"group:{g['core']}", "question")) == 1
         stats = await c2.room_stats("r1")
+        assert stats["answer_target_s"] == 120
         assert stats["questions_asked"] == 3 and stats["questions_answered"] == 1
     finally:
         await close(db2, c2)
@@ -274,3 +276,35 @@ async def test_filter_overdue_and_sale_notices(tmp_path: Path, clock: Clock) -> 
         assert forb.value.code == "forbidden"
     finally:
         await close(db, c)
+
+
+async def test_offence_ladder_removes_and_removal_survives_restart(
+    tmp_path: Path, clock: Clock
+) -> None:
+    path = tmp_path / "souk.db"
+    pub = Collector()
+    db, c = await open_community(path, clock, pub)
+    grp = await c.group_create("shop", {"tier": "normal", "topic": "tea"})
+    await c.group_join(member(1), grp["id"])
+    scope = f"group:{grp['id']}"
+    assert (await c.offence(scope, "u1"))["action"] == "warn"
+    assert (await c.offence(scope, "u1")) == {"action": "mute", "seconds": 600, "offences": 2}
+    assert c.is_member("u1", grp["id"])
+    assert (await c.offence(scope, "u1"))["action"] == "remove"
+    assert not c.is_member("u1", grp["id"])
+    assert pub.on(f"group:{grp['id']}", "member_left")[-1] == {
+        "user": "u1",
+        "members": 0,
+        "removed": True,
+    }
+    with pytest.raises(SoukError):
+        await c.group_remove(member(2), "u1", grp["id"])  # members cannot remove
+    await close(db, c)
+    db2, c2 = await open_community(path, clock, Collector())
+    try:
+        with pytest.raises(SoukError) as err:
+            await c2.group_join(member(1), grp["id"])
+        assert err.value.code == "forbidden"
+        assert await c2.store.exits(grp["id"]) == 1
+    finally:
+        await close(db2, c2)
