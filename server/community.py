@@ -369,9 +369,21 @@ class Community:
         try:
             await self.store.save_question(q)
         except Exception:
-            q.status, q.answer, q.answered_by, q.answered_at = "open", None, None, None
-            self.boards[q.room].answer_times_ms.pop()
+            self._undo_answer(q)
             raise
+        self._publish_answer(q, skip_group=skip_group, skip_connector=skip_connector)
+
+    def _undo_answer(self, q: Question) -> None:
+        """Roll the domain back when the answer could not be made durable."""
+        q.status, q.answer, q.answered_by, q.answered_at = "open", None, None, None
+        q.on_stream = False
+        times = self.boards[q.room].answer_times_ms
+        if times:
+            times.pop()
+
+    def _publish_answer(
+        self, q: Question, *, skip_group: str | None, skip_connector: str | None
+    ) -> None:
         self._emit(self.mirror.question_events(q, skip_group=skip_group))
         self._to_connectors(q.room, self._answer_item(q), skip=skip_connector)
 
@@ -397,23 +409,34 @@ class Community:
             self._seen_messages.popitem(last=False)
         reply_to = message.get("reply_to")
         ts = message.get("ts")
-        await self.store.add_message(
-            group_id,
-            {
-                "id": mid,
-                "user": uid,
-                "name": name,
-                "text": text[:MAX_MESSAGE_CHARS],
-                "reply_to": reply_to if isinstance(reply_to, str) else None,
-                "ts": ts if isinstance(ts, int) else self.clock_ms(),
-            },
-        )
+        record = {
+            "id": mid,
+            "user": uid,
+            "name": name,
+            "text": text[:MAX_MESSAGE_CHARS],
+            "reply_to": reply_to if isinstance(reply_to, str) else None,
+            "ts": ts if isinstance(ts, int) else self.clock_ms(),
+        }
+        q = self._answer_by_reply(group_id, uid, name, text, reply_to)
+        try:  # the message and the answer it gives are one transaction: one commit, not two
+            await self.store.add_message(group_id, record, answered=q)
+        except Exception:
+            if q is not None:
+                self._undo_answer(q)
+            raise
+        if q is not None:
+            self._publish_answer(q, skip_group=group_id, skip_connector=None)
+
+    def _answer_by_reply(
+        self, group_id: str, uid: str, name: str, text: str, reply_to: Any
+    ) -> Question | None:
+        """Apply a group reply to a mirrored question in the domain; None if it is just chat."""
         copy = self.mirror.resolve_reply(group_id, reply_to)
         if copy is None:
-            return
+            return None
         board = self.boards.get(copy.room)
         if board is None or copy.question not in board.questions:
-            return
+            return None
         group = self.directory.groups.get(group_id)
         by = {
             "user": uid,
@@ -424,10 +447,9 @@ class Community:
         }
         try:
             body = clean_text(text, "answer", MAX_ANSWER_CHARS)
-            q = board.answer(copy.question, by, body, self.clock_ms())
+            return board.answer(copy.question, by, body, self.clock_ms())
         except SoukError:
-            return  # already answered or dismissed: the reply stays a chat message
-        await self._answered(q, skip_group=group_id, skip_connector=None)
+            return None  # already answered or dismissed: the reply stays a chat message
 
     async def answer_from_connector(self, conn: Connector, data: dict[str, Any]) -> dict[str, Any]:
         """An answer posted (signed) by an external group: answers the room question."""

@@ -176,9 +176,13 @@ class CommunityStore:
             )
         )
 
-    async def add_message(self, group_id: str, msg: dict[str, Any]) -> None:
-        await self.db.write(
-            lambda c: c.execute(
+    async def add_message(
+        self, group_id: str, msg: dict[str, Any], *, answered: Question | None = None
+    ) -> None:
+        """Keep a group message and, in the same transaction, the question it answered."""
+
+        def fn(c: sqlite3.Connection) -> None:
+            c.execute(
                 "INSERT OR IGNORE INTO group_messages VALUES (?,?,?,?,?,?,?)",
                 (
                     msg["id"],
@@ -190,7 +194,10 @@ class CommunityStore:
                     msg["ts"],
                 ),
             )
-        )
+            if answered is not None:
+                _upsert_question(c, answered)
+
+        await self.db.write(fn)
 
     async def set_answer_target(self, room: str, target_s: int) -> None:
         await self.db.write(
