@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from server.domain.community import Directory
 from server.domain.mirror import Mirror
@@ -83,3 +85,57 @@ def test_link_validation() -> None:
     assert m.link("r1", ["core"], d, "shop") == []  # already linked
     assert m.notice_targets("r1", d) == ["core", "norm", "welf"]
     assert m.rooms_of("norm") == ["r1"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["ask", "replay", "reply", "answer", "link"]),
+            st.integers(0, 9),
+            st.integers(0, 3),
+        ),
+        max_size=40,
+    )
+)
+def test_invariants_under_any_sequence(ops: list[tuple[str, int, int]]) -> None:
+    """Whatever happens: ≤ 1 copy per (question, group), unique copy ids, no echo."""
+    d = Directory()
+    for i in range(4):
+        d.create_group(
+            f"g{i}", "shop", {"tier": ["core", "normal", "welfare", "normal"][i], "topic": "t"}, T0
+        )
+    m = Mirror()
+    m.link("r1", ["g0", "g1", "g2"], d, "shop")
+    b = QuestionBoard("r1")
+    n = itertools.count(1)
+    asked: list[str] = []
+    for op, qi, gi in ops:
+        if op == "ask":
+            q = b.ask(f"q{len(asked)}", "u1", "A", "?", T0)
+            asked.append(q.id)
+            m.mirror_question(q, d, lambda: f"m{next(n)}")
+        elif op == "link":
+            m.link("r1", [f"g{gi}"], d, "shop")
+        elif asked:
+            q = b.get(asked[qi % len(asked)])
+            if op == "replay":
+                m.mirror_question(q, d, lambda: f"m{next(n)}")
+            elif op == "reply":
+                gid = f"g{gi}"
+                copies = [c for c in m.copies_of("r1", q.id) if c.group == gid]
+                copy = m.resolve_reply(gid, copies[0].id if copies else q.id)
+                if copy is not None and q.status == "open":
+                    b.answer(q.id, {"via": "group", "group": gid}, "yes", T0)
+                    events = m.question_events(q, skip_group=gid)
+                    assert f"group:{gid}" not in [e.ch for e in events]
+                    assert events[0].ch == "room:r1"
+            elif op == "answer" and q.status == "open":
+                b.answer(q.id, {"via": "room"}, "ok", T0)
+    ids = list(m.by_id)
+    assert len(ids) == len(set(ids))
+    for (room, qid), per_group in m.copies.items():
+        assert room == "r1" and qid in asked
+        assert all(d.groups[g].tier in ("core", "normal") for g in per_group)
+        assert all(c.group == g and c.question == qid for g, c in per_group.items())
+    assert sum(len(v) for v in m.copies.values()) == len(ids)
