@@ -227,10 +227,19 @@ class Community:
             if result.created is not None:
                 self.directory.groups.pop(result.created.id, None)
             raise
-        if result.created is not None and group_id is not None:
-            # a spill-over group inherits the links of the group it spilled from
-            for room in self.mirror.rooms_of(group_id):
-                self.mirror.link(room, [group.id], self.directory, None)
+        if result.created is not None:
+            # a spill-over group inherits the room links of its siblings (same tier and topic)
+            rooms = {
+                room
+                for sib in self.directory.siblings(group.shop, group.tier, group.topic)
+                for room in self.mirror.rooms_of(sib.id)
+            }
+            for room in sorted(rooms):
+                try:
+                    self.mirror.link(room, [group.id], self.directory, None)
+                except SoukError as exc:  # the room is at its link limit: say so, keep the member
+                    log.warning("spill-over group %s not linked to %s: %s", group.id, room, exc)
+                    continue
                 await self.store.save_links(room, self.mirror.linked(room))
         self.publish(
             f"group:{group.id}",
@@ -321,6 +330,7 @@ class Community:
             await self.store.save_question(q, copies)
         except Exception:
             board.questions.pop(q.id, None)
+            board.asked -= 1
             for c in copies:
                 self.mirror.by_id.pop(c.id, None)
                 self.mirror.copies.get((room, q.id), {}).pop(c.group, None)

@@ -226,6 +226,12 @@ async def test_spill_over_through_the_adapter_inherits_links(tmp_path: Path, clo
         assert new_id in (await c.room_stats("r1"))["linked_groups"]
         await c.ask("r1", member(9), "spilled members see questions?")
         assert len(pub.on(f"group:{new_id}", "question")) == 1
+        # placement by tier+topic into a full family opens a third group, linked as well
+        filled = await c.group_join(member(6), tier="normal", topic="TEA", shop="shop")
+        assert filled["id"] == new_id and not filled["created"]  # the spill group had room
+        placed = await c.group_join(member(7), tier="normal", topic="TEA", shop="shop")
+        assert placed["created"] and placed["id"] not in (grp["id"], new_id)
+        assert placed["id"] in (await c.room_stats("r1"))["linked_groups"]
         with pytest.raises(SoukError) as err:
             await c.group_join({"id": "v", "name": "V", "role": "viewer"}, grp["id"])
         assert err.value.code == "forbidden"
