@@ -49,6 +49,39 @@ def _user(user: dict[str, Any]) -> tuple[str, str, str]:
     return uid, (name if isinstance(name, str) and name else uid)[:64], str(role or "viewer")
 
 
+OPS = (
+    "ask",
+    "upvote",
+    "answer",
+    "dismiss",
+    "group_create",
+    "group_join",
+    "group_leave",
+    "remove",
+    "group_members",
+    "link_groups",
+    "notice",
+    "connector_create",
+)
+
+
+def _field(frame: dict[str, Any], key: str) -> str:
+    value = frame.get(key)
+    if not isinstance(value, str) or not 1 <= len(value) <= 64:
+        raise SoukError("invalid", f"{key} must be a string of 1..64 characters")
+    return value
+
+
+def _opt_field(frame: dict[str, Any], key: str) -> str | None:
+    return None if frame.get(key) is None else _field(frame, key)
+
+
+def _shop(shop: str | None) -> str:
+    if not shop:
+        raise SoukError("invalid", "this op needs the room's shop")
+    return shop
+
+
 def _require_staff(user: dict[str, Any], what: str) -> None:
     if user.get("role") not in STAFF_ROLES:
         raise SoukError("forbidden", f"only the streamer, moderators and admins may {what}")
@@ -103,6 +136,80 @@ class Community:
         self.overdue_check_s = overdue_check_s
         self._overdue_task: asyncio.Task[None] | None = None
         self._seen_messages: OrderedDict[str, None] = OrderedDict()
+
+    # -- the ops, from a frame -----------------------------------------------------------
+    async def dispatch(
+        self, op: str, user: dict[str, Any], frame: dict[str, Any], *, shop: str | None = None
+    ) -> dict[str, Any]:
+        """Run one of OPS from a client frame; returns the `ok` reply's fields.
+
+        For the gateway: it checks auth and room/group access as for every op, then hands the
+        frame here. Every field is validated; refusals are SoukError with a protocol code.
+        `shop` is the room's (or the admin's) shop, needed by group_create, link_groups,
+        group_join by tier+topic and connector_create.
+        """
+        role = user.get("role")
+        if op == "ask":
+            return {"question": await self.ask(_field(frame, "room"), user, frame.get("text"))}
+        if op == "upvote":
+            q = await self.upvote(_field(frame, "room"), user, frame.get("question"))
+            return {"question": q}
+        if op == "answer":
+            on_stream = frame.get("on_stream", False)
+            q = await self.answer(
+                _field(frame, "room"), user, frame.get("question"), frame.get("text"), on_stream
+            )
+            return {"question": q}
+        if op == "dismiss":
+            return {
+                "question": await self.dismiss(_field(frame, "room"), user, frame.get("question"))
+            }
+        if op == "group_create":
+            if role not in ("streamer", "admin"):
+                raise SoukError("forbidden", "only streamers and admins create groups")
+            return {"group": await self.group_create(_shop(shop), frame)}
+        if op == "group_join":
+            gid = frame.get("group")
+            group = await self.group_join(
+                user,
+                _field(frame, "group") if gid is not None else None,
+                frame.get("tier"),
+                frame.get("topic"),
+                shop=shop,
+                source=_opt_field(frame, "source"),
+                invited_by=_opt_field(frame, "invited_by"),
+            )
+            return {"group": group}
+        if op == "group_leave":
+            await self.group_leave(_user(user)[0], _field(frame, "group"))
+            return {}
+        if op == "remove":
+            await self.group_remove(user, _field(frame, "user"), _field(frame, "group"))
+            return {}
+        if op == "group_members":
+            gid = _field(frame, "group")
+            members = self.group_members(gid)
+            if role in STAFF_ROLES:
+                return {"members": members}
+            if not self.is_member(_user(user)[0], gid):
+                raise SoukError("forbidden", "only members and staff see a group's members")
+            # tags are the merchant's knowledge of a member: staff only
+            return {"members": [{k: v for k, v in m.items() if k != "tags"} for m in members]}
+        if op == "link_groups":
+            if role not in ("streamer", "admin"):
+                raise SoukError("forbidden", "only streamers and admins link groups")
+            room = _field(frame, "room")
+            return {"groups": await self.link_groups(room, frame.get("groups"), shop=shop)}
+        if op == "notice":
+            to_group, to_room = _opt_field(frame, "group"), _opt_field(frame, "room")
+            return await self.notice(
+                user, frame.get("kind"), frame.get("text"), group=to_group, room=to_room
+            )
+        if op == "connector_create":
+            if role != "admin":
+                raise SoukError("forbidden", "only admins create connectors")
+            return {"connector": await self.connector_create(_shop(shop), frame, user)}
+        raise SoukError("unknown_op", f"not a community op: {op}")
 
     # -- life cycle -------------------------------------------------------------------
     async def start(self) -> None:

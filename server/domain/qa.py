@@ -98,6 +98,8 @@ class QuestionBoard:
         self.questions: dict[str, Question] = {}
         self.answer_times_ms: list[int] = []
         self.asked = 0
+        # open questions not flagged yet: the overdue timer scans only these, each second
+        self._watch: dict[str, Question] = {}
 
     def set_target(self, target_s: int) -> None:
         if not isinstance(target_s, int) or isinstance(target_s, bool) or not 10 <= target_s <= 86_400:
@@ -123,6 +125,8 @@ class QuestionBoard:
         """Insert a question as it is (used by ask and by load-on-start)."""
         self.questions[q.id] = q
         self.asked += 1
+        if q.status == OPEN and not q.overdue_flagged:
+            self._watch[q.id] = q
         if q.status == ANSWERED and q.answered_at is not None:
             self.answer_times_ms.append(max(0, q.answered_at - q.asked_at))
 
@@ -192,9 +196,12 @@ class QuestionBoard:
     def newly_overdue(self, now_ms: int) -> list[Question]:
         """Open questions past the target not flagged yet; flags them (each flagged once)."""
         out = []
-        for q in self.questions.values():
-            if not q.overdue_flagged and self.is_overdue(q, now_ms):
+        for q in list(self._watch.values()):
+            if q.status != OPEN or q.overdue_flagged:
+                del self._watch[q.id]
+            elif self.is_overdue(q, now_ms):
                 q.overdue_flagged = True
+                del self._watch[q.id]
                 out.append(q)
         out.sort(key=lambda q: q.asked_at)
         return out
