@@ -243,7 +243,8 @@ class Community:
         if self.inbound is not None:
             await self.inbound.stop()
             self.inbound = None
-        await self.delivery.stop()
+        for conn, item in await self.delivery.stop():
+            await self._dead_letter(conn, item, "not delivered before shutdown", 0)
 
     def _emit(self, events: list[Event]) -> None:
         for ev in events:

@@ -60,6 +60,7 @@ class _Lane:
         self.windows = [SlidingWindow(n, w) for n, w in conn.rate_limits()]
         self.task: asyncio.Task[None] | None = None
         self.paused_until = 0.0
+        self.current: dict[str, Any] | None = None
 
 
 class Delivery:
@@ -97,18 +98,31 @@ class Delivery:
         for lane in self._lanes.values():
             self._spawn(lane)
 
-    async def stop(self) -> None:
-        tasks = [lane.task for lane in self._lanes.values() if lane.task] + list(self._bg)
+    async def stop(self) -> list[tuple[Connector, dict[str, Any]]]:
+        """Stop the workers; returns the items not delivered (in flight or queued).
+
+        The caller records them as dead letters, so a shutdown loses nothing silently.
+        """
+        tasks = [lane.task for lane in self._lanes.values() if lane.task]
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        left: list[tuple[Connector, dict[str, Any]]] = []
         for lane in self._lanes.values():
             lane.task = None
+            if lane.current is not None:
+                left.append((lane.conn, lane.current))
+                lane.current = None
+            while not lane.queue.empty():
+                left.append((lane.conn, lane.queue.get_nowait()))
+        if self._bg:  # dead letters being recorded: let them finish
+            await asyncio.gather(*self._bg, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
             self._session = None
+        return left
 
     def add(self, conn: Connector) -> None:
         if conn.id in self._lanes:
@@ -145,12 +159,14 @@ class Delivery:
     async def _work(self, lane: _Lane) -> None:
         while True:
             item = await lane.queue.get()
+            lane.current = item
             try:
                 await self._deliver(lane, item)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a bug here must not kill the lane, nor lose the item
                 self._dead(lane.conn, item, f"internal: {type(exc).__name__}: {exc}", 0)
+            lane.current = None
 
     async def _pace(self, lane: _Lane) -> None:
         while True:

@@ -102,7 +102,11 @@ class QuestionBoard:
         self._watch: dict[str, Question] = {}
 
     def set_target(self, target_s: int) -> None:
-        if not isinstance(target_s, int) or isinstance(target_s, bool) or not 10 <= target_s <= 86_400:
+        if (
+            not isinstance(target_s, int)
+            or isinstance(target_s, bool)
+            or not 10 <= target_s <= 86_400
+        ):
             raise SoukError("invalid", "answer target must be 10..86400 seconds")
         self.target_s = target_s
 

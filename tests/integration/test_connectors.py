@@ -393,3 +393,32 @@ async def test_connector_fields_validated(community: tuple[Community, Collector]
             "shop", {"room": "r1", "url": "http://x"}, {"id": "v", "role": "viewer"}
         )
     assert forb.value.code == "forbidden"
+
+
+async def test_shutdown_turns_undelivered_items_into_dead_letters(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on: every attempt is refused
+        s.bind(("127.0.0.1", 0))
+        dead_port = s.getsockname()[1]
+    pub = Collector()
+    db = SqliteDatabase(tmp_path / "souk.db")
+    c = Community(db, pub, now_ms, overdue_check_s=3600, connector_backoff_s=5.0)
+    await c.start()
+    try:
+        conn = await c.connector_create(
+            "shop",
+            {"room": "r1", "url": f"http://127.0.0.1:{dead_port}/x", "max_attempts": 20},
+            ADMIN,
+        )
+        q1 = await c.ask("r1", {"id": "v1", "name": "V", "role": "viewer"}, "first?")
+        q2 = await c.ask("r1", {"id": "v2", "name": "W", "role": "viewer"}, "second?")
+        await wait_for(lambda: c.delivery.stats.attempts >= 1)
+        await c.stop()
+        stored = await c.store.dead_letters(conn["id"])
+        assert sorted(d["item"]["question"] for d in stored) == sorted([q1["id"], q2["id"]])
+        assert all(d["error"] == "not delivered before shutdown" for d in stored)
+        assert len(pub.on("staff:r1", "connector_dead_letter")) == 2
+    finally:
+        await c.stop()
+        await db.close()
