@@ -83,4 +83,4 @@ async def warn(app: App, s: Session, frame: Frame) -> Result:
             type_, ev = room.ban(s.identity.actor, user)
             app.bus.publish(ch, type_, ev)
         app.expel(user, ch)
-    return step
+    return dict(step)
