@@ -9,6 +9,7 @@ connection is closed with 1008.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -38,11 +39,12 @@ class Gateway:
     async def handle(self, ws: ServerConnection) -> None:
         app = self.app
         s = Session(ws, app.cfg)
+        s.on_overflow = app.evict
         app.sessions.add(s)
         app.metrics.connections.inc()
         app.metrics.connections_total.inc()
         loop = asyncio.get_running_loop()
-        deadline = loop.call_later(app.cfg.auth_timeout_s, self._auth_deadline, s)
+        deadline: asyncio.TimerHandle | None = loop.call_later(app.cfg.auth_timeout_s, self._auth_deadline, s)
         try:
             async for message in ws:
                 await self.dispatch(s, message)
@@ -56,6 +58,9 @@ class Gateway:
         finally:
             if deadline is not None:
                 deadline.cancel()
+            if s.close_task is not None:  # our close code, not the library's 1000 on return
+                with contextlib.suppress(Exception):
+                    await s.close_task
             app.sessions.discard(s)
             app.metrics.connections.dec()
             await app.disconnect(s)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from websockets.asyncio.server import ServerConnection
@@ -37,6 +38,8 @@ class Session:
         self.strikes = StrikeCounter(cfg.strike_limit, int(cfg.strike_window_s * 1000))
         self.dropped = 0
         self.closing = False
+        self.close_task: asyncio.Task[None] | None = None
+        self.on_overflow: Callable[[Session], None] | None = None
         self.media: set[tuple[str, str]] = set()  # (kind, room) this session publishes/watches
         transport = ws.transport
         self._transport = transport
@@ -44,14 +47,17 @@ class Session:
 
     # ---- the hub's side -------------------------------------------------------------
     def buffered(self) -> int:
-        return self._buffer_size()  # type: ignore[no-any-return]
+        return int(self._buffer_size())
 
     def write(self, data: bytes) -> None:
         if not self.closing and self.ws.protocol.state is State.OPEN:
             self._transport.write(data)
 
     def overflow(self) -> None:
-        """Outbound buffer past the hard bound: the client must reconnect and resume."""
+        """Outbound buffer past the hard bound: stop feeding it at once, then close it; the
+        client must reconnect and resume."""
+        if self.on_overflow is not None:
+            self.on_overflow(self)
         self.close(Close.SLOW_CONSUMER, "slow consumer: reconnect and resume")
 
     # ---- the gateway's side ---------------------------------------------------------
@@ -75,4 +81,4 @@ class Session:
         if self.closing:
             return
         self.closing = True
-        asyncio.get_running_loop().create_task(self.ws.close(code, reason[:120]))
+        self.close_task = asyncio.get_running_loop().create_task(self.ws.close(code, reason[:120]))

@@ -1,0 +1,39 @@
+# Souk: the README's commands. `make run` and `make test` do all set-up on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8080
+
+.PHONY: run test bench loadtest lint services install clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/souk serve --demo --host $(HOST) --port $(PORT) --data-dir data
+
+services:
+	bash .ci/ensure-services.sh
+
+test: $(STAMP) services
+	$(PY) -m pytest -q -p no:cacheprovider --timeout=300
+
+bench: $(STAMP) services
+	$(PY) -m pytest -q bench --benchmark-only -p no:cacheprovider -s
+
+loadtest: $(STAMP)
+	$(PY) -m loadtest.suite --profile full --report reports/full
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check server media client_sdk loadtest tests
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) data reports .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,86 @@
+"""Room rules without sockets: presence, chat history, likes aggregation, moderation."""
+
+from __future__ import annotations
+
+import pytest
+
+from server.domain.ratelimit import StrikeCounter, TokenBucket
+from server.domain.room import Actor, Room
+from server.errors import SoukError
+
+V = Actor("v", "Viewer", "viewer")
+M = Actor("m", "Mod", "moderator")
+
+
+def test_presence_counts_users_not_connections() -> None:
+    r = Room("r")
+    r.enter(V)
+    r.enter(V)
+    r.enter(M)
+    assert r.viewers == 2
+    r.exit("v")
+    assert r.viewers == 2
+    r.exit("v")
+    assert r.viewers == 1
+    assert r.viewers_changed() == ("viewers", {"count": 1})
+    assert r.viewers_changed() is None
+
+
+def test_chat_history_is_bounded_and_ids_increase() -> None:
+    r = Room("r", history_limit=3)
+    ids = [r.chat_message(V, f"t{i}", None, 0)[1]["id"] for i in range(5)]
+    assert ids == ["m1", "m2", "m3", "m4", "m5"]
+    assert [m["text"] for m in r.snapshot()["chat"]] == ["t2", "t3", "t4"]
+
+
+@pytest.mark.parametrize("text", ["", "   ", None, 5, "x" * 501])
+def test_chat_rejects_bad_text(text: object) -> None:
+    with pytest.raises(SoukError) as err:
+        Room("r").chat_message(V, text, None, 0)
+    assert err.value.code == "invalid"
+
+
+def test_likes_aggregate() -> None:
+    r = Room("r")
+    for _ in range(10):
+        r.like(1)
+    r.like(None)
+    assert r.likes_changed() == ("likes", {"total": 11})
+    assert r.likes_changed() is None
+    with pytest.raises(SoukError):
+        r.like(0)
+    with pytest.raises(SoukError):
+        r.like(True)
+
+
+def test_mute_expires_and_ban_blocks_entry() -> None:
+    r = Room("r")
+    r.mute(M, "v", 10, now_ms=1000)
+    with pytest.raises(SoukError) as err:
+        r.chat_message(V, "hi", None, 5000)
+    assert err.value.code == "muted"
+    assert r.chat_message(V, "hi", None, 11_001)[0] == "chat"
+    r.ban(M, "v")
+    with pytest.raises(SoukError) as err:
+        r.enter(V)
+    assert err.value.code == "banned"
+    assert all(m["user"] != "v" for m in r.chat)
+
+
+def test_viewers_cannot_moderate() -> None:
+    r = Room("r")
+    for call in (lambda: r.mute(V, "m", 5, 0), lambda: r.ban(V, "m"), lambda: r.set_state(V, "live"),
+                 lambda: r.pin(V, None), lambda: r.delete_message(V, "m1")):
+        with pytest.raises(SoukError) as err:
+            call()
+        assert err.value.code == "forbidden"
+
+
+def test_token_bucket_and_strikes() -> None:
+    b = TokenBucket(rate=10, burst=5)
+    assert sum(b.take(0) for _ in range(10)) == 5
+    assert b.take(100)  # 100 ms later one token is back
+    assert not b.take(100)
+    s = StrikeCounter(limit=3, window_ms=1000)
+    assert [s.strike(t) for t in (0, 10, 20, 30)] == [False, False, False, True]
+    assert s.strike(2000) is False
