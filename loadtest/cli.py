@@ -21,7 +21,7 @@ from rich.console import Console
 from loadtest.credentials import TokenError
 from loadtest.run import GENERATOR_METRICS, Config, Result, Scenario, ScenarioUnsupported, run
 from loadtest.scenarios import SCENARIOS
-from loadtest.slo import Slo, SloError, default_slos, parse_slos
+from loadtest.slo import Slo, SloError, default_slos, parse_slo, parse_slos
 from loadtest.stamps import CLOCKS
 from loadtest.verdict import BAD_CONFIG
 from loadtest.workers import CapacityError, check_capacity
@@ -134,7 +134,8 @@ def make_config(args: argparse.Namespace) -> tuple[Config, Scenario, list[Slo]]:
     except SloError as exc:
         raise ConfigError(str(exc)) from exc
     constrained = {(s.metric, s.stat) for s in user}
-    slos = user + [d for d in default_slos(scenario.metrics) if (d.metric, d.stat) not in constrained]
+    defaults = default_slos(scenario.metrics) + [parse_slo(t, known) for t in scenario.slos_for(cfg)]
+    slos = user + [d for d in defaults if (d.metric, d.stat) not in constrained]
     try:
         check_capacity(cfg.viewers, cfg.workers, scenario.actor_sockets(cfg))
     except CapacityError as exc:

@@ -58,9 +58,16 @@ class Scenario:
     summary: ClassVar[str] = ""
     metrics: ClassVar[tuple[str, ...]] = ()
     profiles: ClassVar[dict[str, dict[str, float]]] = {}
+    # SLOs asserted by default besides the mission's join/event p99 < 600 ms, so that the
+    # scenario's own latency (and its lost deliveries, counted as infinitely slow) is judged
+    default_slos: ClassVar[tuple[str, ...]] = ()
 
     async def run(self, ctx: RunContext) -> None:
         raise NotImplementedError
+
+    def slos_for(self, config: Config) -> tuple[str, ...]:
+        """The default SLOs that apply to this configuration (a part switched off has none)."""
+        return self.default_slos
 
     def actor_sockets(self, config: Config) -> int:
         """How many sockets the coordinator itself opens (for the open-file check)."""

@@ -15,6 +15,7 @@ class ChatScenario(Scenario):
     name = "chat"
     summary = "a chat storm: --rate messages/s from many senders (knob senders), probes time deliveries"
     metrics = ("join", "event", "chat_ack")
+    default_slos: ClassVar[tuple[str, ...]] = ("chat_ack.p99<600ms",)
     profiles: ClassVar[dict[str, dict[str, float]]] = {
         "small": {"viewers": 20, "rate": 20, "duration_s": 1.5, "probes": 4, "senders": 10,
                   "join_rate": 100},

@@ -15,6 +15,7 @@ class EventsScenario(Scenario):
     name = "events"
     summary = "viewers connected; the streamer publishes at --rate events/s; probes time each delivery"
     metrics = ("join", "event", "publish")
+    default_slos: ClassVar[tuple[str, ...]] = ("publish.p99<600ms",)
     profiles: ClassVar[dict[str, dict[str, float]]] = {
         "small": {"viewers": 30, "rate": 10, "duration_s": 1.5, "probes": 5, "join_rate": 100},
         "full": {"viewers": 10000, "rate": 1, "duration_s": 30, "probes": 50, "join_rate": 500,

@@ -138,6 +138,7 @@ class FlashSaleScenario(Scenario):
     name = "flashsale"
     summary = "N buyers rush M units (knobs buyers, units, limit, attempts, window_s)"
     metrics = ("join", "buy")
+    default_slos: ClassVar[tuple[str, ...]] = ("buy.p99<600ms",)
     profiles: ClassVar[dict[str, dict[str, float]]] = {
         "small": {"viewers": 10, "rate": 100, "duration_s": 1, "probes": 2, "buyers": 40,
                   "units": 10, "limit": 1, "attempts": 2, "window_s": 0.5},

@@ -109,6 +109,7 @@ class GroupBuyScenario(Scenario):
     name = "groupbuy"
     summary = "buyers open/join teams of size N until full or expired (knobs buyers, size, window_s)"
     metrics = ("join", "team")
+    default_slos: ClassVar[tuple[str, ...]] = ("team.p99<600ms",)
     profiles: ClassVar[dict[str, dict[str, float]]] = {
         "small": {"viewers": 10, "rate": 50, "duration_s": 1, "probes": 2, "buyers": 10,
                   "size": 3, "window_s": 2},

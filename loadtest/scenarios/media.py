@@ -2,9 +2,10 @@
 
 Measured: time to first frame (`first_frame`, from the scheduled `watch` to the first decoded
 video frame, DESIGN.md §7), frames received (`media_frames`), and the added latency read from
-the pixels (`media_latency`) when the media package's stamped test source and sink are
-installed (`media.testing`, built by the media issue). Without them the publisher sends
-aiortc's plain test pattern and `media_latency` is reported as not measured.
+the pixels (`media_latency`, glass to glass: capture stamp to decoded frame) when the media
+package's stamped test source and reader are installed (`media.testing`, built by the media
+issue). Without them the publisher sends aiortc's plain test pattern and `media_latency` is
+reported as not measured.
 
 All WebRTC traffic stays on loopback: no ICE servers, host candidates pinned to 127.0.0.1
 (aioice offers no loopback candidate by default), as RESEARCH.md requires for tests.
@@ -16,6 +17,7 @@ import asyncio
 import importlib
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from client_sdk.protocol import Code, Op
@@ -33,29 +35,36 @@ def pin_loopback_ice() -> None:
     aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
 
 
-def stamped_testing() -> tuple[Callable[[], Any] | None, StampReader | None]:
-    """The media package's stamped source and its reader, when `media.testing` provides them.
+@dataclass(frozen=True)
+class StampedMedia:
+    """The media package's stamped source and reader (`media.testing`), when installed."""
 
-    Looked up by the names the media issue describes; a missing piece yields None, and the
-    scenario falls back to aiortc's test pattern (no added-latency measurement).
+    source: Callable[[], Any]
+    read: StampReader
+    latency_ms: Callable[[int, int], int]  # (stamp, wall-clock now in ms) -> ms
+
+
+def stamped_testing() -> StampedMedia | None:
+    """`media.testing.StampedVideoTrack`, `read_stamp` and `latency_ms`, if they exist.
+
+    The stamp is wall-clock ms truncated to 40 bits, so the subtraction must be the media
+    package's own (`latency_ms`, modulo 2**40). Wall clock: publisher and viewers on one host.
+    Without the package the publisher sends aiortc's plain test pattern and `media_latency`
+    is reported as not measured.
     """
     try:
         mod = importlib.import_module("media.testing")
     except ImportError:
-        return None, None
-    source = next((getattr(mod, n) for n in ("StampedVideoTrack", "StampedSource", "stamped_track")
-                   if hasattr(mod, n)), None)
-    reader = next((getattr(mod, n) for n in ("read_stamp", "read_stamp_ms", "decode_stamp")
-                   if hasattr(mod, n)), None)
-    return source, reader
-
-
-def _stamp_latency_ns(stamp_ms: int, recv_mono_ns: int) -> int:
-    """Stamps above 1e12 are wall-clock ms (same host), smaller ones monotonic ms."""
-    if stamp_ms > 1_000_000_000_000:
-        wall_recv = time.time_ns() - (time.monotonic_ns() - recv_mono_ns)
-        return wall_recv - stamp_ms * 1_000_000
-    return recv_mono_ns - stamp_ms * 1_000_000
+        return None
+    source = getattr(mod, "StampedVideoTrack", None)
+    reader = getattr(mod, "read_stamp", None)
+    latency = getattr(mod, "latency_ms", None)
+    if latency is None:
+        stamp_mod = importlib.import_module("media.testing.stamp") if source is not None else None
+        latency = getattr(stamp_mod, "latency_ms", None)
+    if source is None or reader is None or latency is None:
+        return None
+    return StampedMedia(source, reader, latency)
 
 
 async def publish(ctx: RunContext, streamer: Session, make_track: Callable[[], Any] | None) -> Any:
@@ -79,10 +88,10 @@ class MediaViewer:
     the viewer's own CPU work, so it happens up front and cannot stall other viewers' clocks.
     """
 
-    def __init__(self, ctx: RunContext, session: Session, reader: StampReader | None) -> None:
+    def __init__(self, ctx: RunContext, session: Session, stamped: StampedMedia | None) -> None:
         self.ctx = ctx
         self.session = session
-        self.reader = reader
+        self.stamped = stamped
         self.pc: Any = None
         self.first: asyncio.Future[int] | None = None
         self.pumps: list[asyncio.Future[None]] = []
@@ -110,13 +119,15 @@ class MediaViewer:
             metrics.count("media_frames")
             if self.first is not None and not self.first.done():
                 self.first.set_result(now)
-            if self.reader is not None:
+            if self.stamped is not None:
                 try:
-                    st = self.reader(frame)
+                    st = self.stamped.read(frame)
                 except Exception:
                     st = None
                 if isinstance(st, int):
-                    metrics.record("media_latency", max(0, _stamp_latency_ns(st, now)), now)
+                    wall_ms = (time.time_ns() - (time.monotonic_ns() - now)) // 1_000_000
+                    ms = self.stamped.latency_ms(st, wall_ms)
+                    metrics.record("media_latency", max(0, ms) * 1_000_000, now)
 
     async def watch(self, scheduled_ns: int, hold_s: float) -> None:
         from aiortc import RTCSessionDescription
@@ -155,12 +166,12 @@ async def media_viewers(ctx: RunContext, streamer: Session, k: int, rate: float,
     from loadtest.scenarios.buyers import connect_actors
 
     pin_loopback_ice()
-    make_track, reader = stamped_testing()
+    stamped = stamped_testing()
     notes = []
-    if make_track is None or reader is None:
+    if stamped is None:
         notes.append("media.testing (stamped source + reader) not installed: media_latency not measured")
     sessions = await connect_actors(ctx, k, 100.0, first_index=first_index)
-    viewers = [MediaViewer(ctx, s, reader) for s in sessions]
+    viewers = [MediaViewer(ctx, s, stamped) for s in sessions]
     for v in viewers:
         await v.prepare()
     offsets = spike(len(viewers), 0.0) if burst else steady(len(viewers), rate)
@@ -174,7 +185,7 @@ async def media_viewers(ctx: RunContext, streamer: Session, k: int, rate: float,
             failures.append(exc)
 
     try:
-        pub = await publish(ctx, streamer, make_track)
+        pub = await publish(ctx, streamer, stamped.source if stamped is not None else None)
         await OpenLoop(offsets, go, ctx.metrics).run()
     finally:
         await asyncio.gather(*(v.close() for v in viewers), return_exceptions=True)
@@ -189,6 +200,7 @@ class MediaScenario(Scenario):
     name = "media"
     summary = "K aiortc viewers watch a stream: time to first frame, frames, added latency"
     metrics = ("join", "first_frame", "media_latency")
+    default_slos: ClassVar[tuple[str, ...]] = ("first_frame.p95<1s",)
     profiles: ClassVar[dict[str, dict[str, float]]] = {
         "small": {"viewers": 3, "rate": 10, "duration_s": 1, "probes": 0, "burst": 0},
         "full": {"viewers": 50, "rate": 10, "duration_s": 10, "probes": 0, "burst": 1},

@@ -24,6 +24,7 @@ class MirrorScenario(Scenario):
     name = "mirror"
     summary = "questions in the room timed until they reach members of linked groups (knobs groups, members, askers)"
     metrics = ("join", "ask", "mirror")
+    default_slos: ClassVar[tuple[str, ...]] = ("mirror.p99<600ms", "ask.p99<600ms")
     profiles: ClassVar[dict[str, dict[str, float]]] = {
         "small": {"viewers": 0, "rate": 5, "duration_s": 2, "probes": 0, "groups": 2,
                   "members": 4, "askers": 5},

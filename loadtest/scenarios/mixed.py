@@ -15,7 +15,7 @@ import time
 from typing import ClassVar
 
 from client_sdk.protocol import Op
-from loadtest.run import Expected, RunContext, Scenario
+from loadtest.run import Config, Expected, RunContext, Scenario
 from loadtest.scenarios.audience import join_offsets
 from loadtest.scenarios.buyers import connect_actors
 from loadtest.scenarios.flashsale import StockWatch, check_sale, create_sale, rush
@@ -47,6 +47,7 @@ class MixedScenario(Scenario):
     summary = "joins, chat, likes, a flash sale, a team buy, questions and media viewers at once"
     metrics = ("join", "event", "question", "chat_ack", "ask", "like", "buy", "team", "first_frame",
                "media_latency")
+    default_slos: ClassVar[tuple[str, ...]] = ("question.p99<600ms", "chat_ack.p99<600ms", "like.p99<600ms", "buy.p99<600ms", "team.p99<600ms")
     profiles: ClassVar[dict[str, dict[str, float]]] = {
         "small": {"viewers": 30, "rate": 50, "duration_s": 2, "probes": 4, "chatters": 6,
                   "chat_rate": 6, "ask_rate": 2, "like_rate": 10, "buyers": 20, "units": 5,
@@ -56,6 +57,14 @@ class MixedScenario(Scenario):
                  "size": 5, "window_s": 10, "media": 20, "workers": 2},
     }
 
+    PARTS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "sale": ("buy",), "teambuy": ("team",), "questions": ("question",), "media": ("first_frame",),
+    }
+
+    def slos_for(self, config: Config) -> tuple[str, ...]:
+        off = {m for knob, metrics in self.PARTS.items() if not config.extra.get(knob, 1) for m in metrics}
+        return tuple(t for t in self.default_slos if t.split(".", 1)[0] not in off)
+
     def actor_sockets(self, config: object) -> int:
         e = getattr(config, "extra", {})
         return int(e.get("chatters", 6)) + int(e.get("buyers", 20)) * 2 + int(e.get("media", 2)) * 3 + 8
@@ -63,6 +72,9 @@ class MixedScenario(Scenario):
     async def run(self, ctx: RunContext) -> None:
         cfg = ctx.config
         stock_watch, team_watch = StockWatch(), TeamWatch()
+        for knob in self.PARTS:
+            if not ctx.knob(knob, 1):
+                ctx.notes.append(f"part '{knob}' switched off (--set {knob}=0): not measured, not judged")
 
         def on_streamer_event(ev: dict[str, object], now: int) -> None:
             stock_watch(ev, now)
