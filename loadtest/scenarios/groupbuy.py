@@ -1,7 +1,7 @@
 """`groupbuy`: buyers open and join teams (拼团) until they fill or their window expires.
 
-Every `size`-th buyer opens a team, the others `team_join` without an id (matched into the
-team closest to full). Checked: every buyer answered, no team above its size, and after the
+ceil(buyers/size) leaders open teams, then the others `team_join` without an id (matched
+into the team closest to full). Checked: every buyer answered, no team above its size, and after the
 window every team is settled (full -> confirmed, else failed and released), none left open.
 """
 
@@ -59,8 +59,15 @@ async def create_offer(ctx: RunContext, streamer: Session, size: int, window_s: 
 
 async def team_rush(ctx: RunContext, buyers: list[Session], offer: Any, size: int, rate: float,
                     watch: TeamWatch) -> None:
+    """Leaders open ceil(n/size) teams first; then the others join, matched, at `rate`.
+
+    Opening first keeps the expected outcome exact (every team but maybe the last fills)
+    without depending on how fast the server answers the opens.
+    """
+    leaders = -(-len(buyers) // size)
+
     async def act(i: int, scheduled_ns: int) -> None:
-        op = Op.TEAM_OPEN if i % size == 0 else Op.TEAM_JOIN
+        op = Op.TEAM_OPEN if i < leaders else Op.TEAM_JOIN
         try:
             reply = await buyers[i].request(op, timeout_s=ctx.config.event_timeout_s,
                                             offer=offer, key=uuid.uuid4().hex)
@@ -77,7 +84,13 @@ async def team_rush(ctx: RunContext, buyers: list[Session], offer: Any, size: in
         ctx.metrics.record("team", now - scheduled_ns, now)
         watch.see(reply.get("team"))
 
-    await OpenLoop(steady(len(buyers), rate), act, ctx.metrics).run()
+    await OpenLoop(steady(leaders, rate), act, ctx.metrics).run()
+    joiners = len(buyers) - leaders
+
+    async def join(i: int, scheduled_ns: int) -> None:
+        await act(leaders + i, scheduled_ns)
+
+    await OpenLoop(steady(joiners, rate), join, ctx.metrics).run()
 
 
 async def check_teams(ctx: RunContext, watch: TeamWatch, size: int, window_s: float, buyers: int) -> None:
