@@ -111,12 +111,20 @@ def assess(metrics: Metrics, cpu_by_process: dict[str, list[float]], limits: Lim
             h.sustained.append(f"generator started >10% of actions late: p90 {p90:.1f} ms > {limits.sched_p99_ms:.0f} ms")
         elif p99 > limits.sched_p99_ms:
             h.transient.append(f"generator started actions late: p99 {p99:.1f} ms > {limits.sched_p99_ms:.0f} ms")
+    saturated = False
     for label, samples in cpu_by_process.items():
         if not samples:
             continue
         busy = sum(1 for c in samples if c >= limits.cpu_pct) / len(samples)
         if busy > limits.cpu_busy_fraction:
+            saturated = True
             h.sustained.append(
                 f"generator process {label} above {limits.cpu_pct:.0f}% CPU in {busy:.0%} of seconds"
             )
+    if h.sustained and not saturated:
+        peak = max((max(c) for c in cpu_by_process.values() if c), default=0.0)
+        h.sustained.append(
+            f"no generator process was CPU-bound (peak {peak:.0f}% of a core): the host itself "
+            "was oversubscribed (other processes, or the server on the same cores)"
+        )
     return h

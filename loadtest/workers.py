@@ -129,6 +129,7 @@ class CrowdPool:
         self.expected = len(specs)
         if self.workers <= 1:
             for spec in specs:
+                spec.label = f"{spec.label}(in-process)"
                 control = LocalControl(self._sink)
                 self._local.append(control)
                 crowd = Crowd(spec, control, Metrics(spec.t0_ns))
