@@ -24,6 +24,7 @@ from loadtest.scenarios import SCENARIOS
 from loadtest.slo import Slo, SloError, default_slos, parse_slo, parse_slos
 from loadtest.stamps import CLOCKS
 from loadtest.verdict import BAD_CONFIG
+from loadtest.watchdog import local_server_pid
 from loadtest.workers import CapacityError, check_capacity
 
 PROFILES = ("small", "full")
@@ -66,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=5.0, help="seconds before a reply or event counts as lost")
     p.add_argument("--join-timeout", type=float, default=10.0)
     p.add_argument("--no-live", action="store_true", help="no live display (CI logs)")
+    p.add_argument("--server-pid", type=int,
+                   help="server process to sample CPU/memory from (found by port when local)")
     return p
 
 
@@ -122,7 +125,7 @@ def make_config(args: argparse.Namespace) -> tuple[Config, Scenario, list[Slo]]:
         duration_s=pick(args.duration, "duration_s", 2.0), probes=int(pick(args.probes, "probes", 5)),
         workers=int(pick(args.workers, "workers", 1)), profile=args.profile, slos=list(args.slo),
         report_dir=args.report, clock=args.clock, join_timeout_s=args.join_timeout,
-        event_timeout_s=args.timeout, extra=extra, live=not args.no_live,
+        event_timeout_s=args.timeout, extra=extra, live=not args.no_live, server_pid=args.server_pid,
     )
     if cfg.viewers < 0 or cfg.probes < 0 or cfg.rate <= 0 or cfg.duration_s < 0 or cfg.workers < 1:
         raise ConfigError("viewers/probes must be >= 0, rate > 0, duration >= 0, workers >= 1")
@@ -148,6 +151,8 @@ async def execute(cfg: Config, scenario: Scenario, slos: list[Slo], console: Con
 
     host, port = check_url(cfg.url)
     await check_reachable(host, port)
+    if cfg.server_pid is None:
+        cfg.server_pid = local_server_pid(host, port)
     progress = Progress(console, cfg.live and console.is_terminal)
     return await run(cfg, scenario, slos, on_tick=progress.tick)
 

@@ -13,6 +13,7 @@ the `ok` with the snapshot (TCP connect + websocket handshake + auth + join), as
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -261,6 +262,10 @@ class Crowd:
         reporter = asyncio.create_task(self._report_progress(total))
         try:
             await OpenLoop(s.offsets[:total], join, self.metrics).run(s.start_ns)
+            # thousands of long-lived connection objects: keep the cyclic GC from walking
+            # them again and again (a full collection would show up as loop lag)
+            gc.collect()
+            gc.freeze()
             self.joining_done = True
             self.control.progress(self._progress(total))
             # the stop signal may come from another process (a multiprocessing.Event): poll it

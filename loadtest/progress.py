@@ -89,6 +89,10 @@ def print_summary(console: Console, result: Result) -> None:
         console.print("counters: " + ", ".join(f"{k}={v}" for k, v in sorted(m.counters.items())))
     for name, codes in m.errors.items():
         console.print(f"errors in {name}: " + ", ".join(f"{c}×{n}" for c, n in codes.items()))
+    cpu = result.server.get("cpu_pct_per_second") if result.server else None
+    if cpu:
+        console.print(f"server pid {result.server['pid']}: CPU mean {sum(cpu) / len(cpu):.0f}%, "
+                      f"max {max(cpu):.0f}% of a core; RSS max {max(result.server['rss_mb']):.0f} MiB")
     for note in result.notes:
         console.print(f"note: {note}")
     color = {"pass": "green", "fail": "red"}.get(result.verdict.status, "yellow")

@@ -70,6 +70,7 @@ def result_dict(result: Result) -> dict[str, Any]:
                       "max_delay_ms": round(result.generator.max_delay_ms, 3),
                       "cpu_pct_per_second": result.cpu},
         "notes": result.notes,
+        "server": result.server,
         "summary": {name: summary_dict(m.summary(name)) for name in m.names},
         "errors_by_code": {k: dict(v) for k, v in m.errors.items()},
         "counters": dict(m.counters),
@@ -172,6 +173,11 @@ def render_html(data: dict[str, Any], metrics: Metrics) -> str:
                  + "".join(f"<li>{escape(label)}: CPU max {max(c) if c else 0:.0f}% (of one core)</li>"
                            for label, c in gen["cpu_pct_per_second"].items())
                  + "</ul>")
+    srv = data.get("server") or {}
+    if srv.get("cpu_pct_per_second"):
+        cpu = srv["cpu_pct_per_second"]
+        parts.append(f"<h2>Server process</h2><ul><li>pid {srv['pid']}: CPU mean {sum(cpu) / len(cpu):.0f}%, "
+                     f"max {max(cpu):.0f}% (of one core); RSS max {max(srv['rss_mb']):.0f} MiB</li></ul>")
     if data["notes"]:
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{escape(n)}</li>" for n in data["notes"]) + "</ul>")
     parts.append("<h2>Latency over time and percentiles</h2>")

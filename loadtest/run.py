@@ -17,7 +17,15 @@ from loadtest.metrics import Metrics
 from loadtest.session import EventHandler, RequestError, Session
 from loadtest.slo import Slo, SloResult, evaluate
 from loadtest.verdict import Check, Verdict, decide
-from loadtest.watchdog import LAG_METRIC, SCHED_METRIC, Health, Watchdog, assess
+from loadtest.watchdog import (
+    LAG_METRIC,
+    SCHED_METRIC,
+    Health,
+    ServerWatch,
+    Watchdog,
+    assess,
+    cpu_pressure_us,
+)
 from loadtest.workers import CrowdPool, split
 
 GENERATOR_METRICS = (LAG_METRIC, SCHED_METRIC, "push")
@@ -48,6 +56,7 @@ class Config:
     event_timeout_s: float = 5.0
     extra: dict[str, float] = field(default_factory=dict)  # scenario knobs from the profile
     live: bool = True  # show the rich live display
+    server_pid: int | None = None  # a local server process whose CPU the report should show
     run_id: str = field(default_factory=lambda: "lt" + uuid.uuid4().hex[:8])
 
 
@@ -107,8 +116,8 @@ class RunContext:
     def knob(self, name: str, default: float) -> float:
         return float(self.config.extra.get(name, default))
 
-    def check(self, name: str, ok: bool, detail: str = "") -> None:
-        self.checks.append(Check(name, ok, detail))
+    def check(self, name: str, ok: bool, detail: str = "", *, hard: bool = True) -> None:
+        self.checks.append(Check(name, ok, detail, hard))
 
     async def session(self, role: str, index: int, on_event: EventHandler | None = None) -> Session:
         token = (await self.tokens.tokens(role, 1, first=index))[0]
@@ -201,6 +210,7 @@ class Result:
     notes: list[str]
     started_at: float
     wall_s: float
+    server: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         from loadtest.report import result_dict
@@ -220,6 +230,10 @@ async def run(
     started = time.time()
     watchdog = Watchdog(metrics, label=f"coordinator(pid {os.getpid()})")
     watchdog.start()
+    psi_start, mono_start = cpu_pressure_us(), time.monotonic()
+    server = ServerWatch(config.server_pid) if config.server_pid else None
+    if server is not None:
+        server.start()
     ticker = asyncio.create_task(on_tick(ctx)) if on_tick is not None else None
     try:
         for name in scenario.metrics:
@@ -240,10 +254,20 @@ async def run(
         if ticker is not None:
             ticker.cancel()
         await watchdog.stop()
+        if server is not None:
+            await server.stop()
         await ctx.close()
     ctx.cpu[watchdog.label] = watchdog.cpu
+    psi_end = cpu_pressure_us()
+    if psi_start is not None and psi_end is not None:
+        share = (psi_end - psi_start) / 1e6 / max(time.monotonic() - mono_start, 1e-3)
+        ctx.notes.append(f"host CPU pressure during the run: some task waited for a CPU {share:.0%} "
+                         "of the time (Linux PSI; includes the server and anything else on the host)")
+    server_info: dict[str, Any] = {}
+    if server is not None:
+        server_info = {"pid": server.pid, "cpu_pct_per_second": server.cpu, "rss_mb": server.rss_mb}
     generator = assess(metrics, ctx.cpu)
     results = evaluate(slos, metrics)
     verdict = decide(results, ctx.checks, generator)
     return Result(config, scenario, metrics, results, ctx.checks, generator, verdict, ctx.cpu,
-                  ctx.notes, started, time.time() - started)
+                  ctx.notes, started, time.time() - started, server_info)

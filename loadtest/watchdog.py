@@ -128,3 +128,67 @@ def assess(metrics: Metrics, cpu_by_process: dict[str, list[float]], limits: Lim
             "was oversubscribed (other processes, or the server on the same cores)"
         )
     return h
+
+
+def local_server_pid(host: str, port: int) -> int | None:
+    """The pid listening on host:port when the server runs on this host (else None).
+
+    Lets the report give the server process's own CPU next to the latencies: a server at
+    100 % of a core is the bottleneck (a fair fail); a server at 20 % with bad latencies
+    points elsewhere.
+    """
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        return None
+    try:
+        for c in psutil.net_connections(kind="tcp"):
+            if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid:
+                return int(c.pid)
+    except (psutil.Error, OSError):
+        return None
+    return None
+
+
+def cpu_pressure_us() -> int | None:
+    """Total µs some task waited for a CPU on this host (Linux PSI), None if unavailable."""
+    try:
+        with open("/proc/pressure/cpu", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("some"):
+                    return int(line.rsplit("total=", 1)[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+@dataclass
+class ServerWatch:
+    """Samples the (local) server process's CPU once a second while the run goes."""
+
+    pid: int
+    cpu: list[float] = field(default_factory=list)
+    rss_mb: list[float] = field(default_factory=list)
+    _task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    async def _run(self) -> None:
+        try:
+            proc = psutil.Process(self.pid)
+            procs = [proc, *proc.children(recursive=True)]
+            for p in procs:
+                p.cpu_percent(None)
+            while True:
+                await asyncio.sleep(1.0)
+                self.cpu.append(sum(p.cpu_percent(None) for p in procs))
+                self.rss_mb.append(sum(p.memory_info().rss for p in procs) / 2**20)
+        except psutil.Error:
+            return

@@ -75,3 +75,10 @@ def test_capacity_refuses_what_cannot_fit() -> None:
 def test_split() -> None:
     assert split(10, 3) == [4, 3, 3]
     assert sum(split(10_001, 2)) == 10_001
+
+
+def test_soft_checks_defer_to_a_stalled_generator() -> None:
+    ok = evaluate([parse_slo("join.p99<600ms")], _fast())
+    gap = Check("no seq gap at any viewer", False, "10 missing", hard=False)
+    assert decide(ok, [gap]).exit_code == FAIL
+    assert decide(ok, [gap], Health(sustained=["loop lag"])).exit_code == INCONCLUSIVE
