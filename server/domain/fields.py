@@ -127,3 +127,23 @@ def currency(fields: Mapping[str, Any], name: str, default: str) -> str:
     if not isinstance(value, str) or not _CURRENCY_RE.fullmatch(value):
         raise invalid(name, "must be a three-letter currency code such as CNY")
     return value
+
+
+def user_value(value: Any, name: str = "user") -> str:
+    """A user id as the token's `sub` carries it: printable, 1-128 characters."""
+    if not isinstance(value, str) or not 1 <= len(value) <= 128:
+        raise invalid(name, "must be a string of 1 to 128 characters")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise invalid(name, "must not contain control characters")
+    return value
+
+
+def name_value(value: Any, name: str = "name") -> str:
+    """A display name: printable, at most 64 characters (empty allowed)."""
+    if value is None:
+        return ""
+    if not isinstance(value, str) or len(value) > MAX_NAME:
+        raise invalid(name, f"must be a string of at most {MAX_NAME} characters")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise invalid(name, "must not contain control characters")
+    return value

@@ -22,7 +22,6 @@ from server.errors import SoukError
 MAX_DURATION_S: Final = 86_400
 MAX_LEAD_MS: Final = 30 * 86_400_000  # a sale may be scheduled up to 30 days ahead
 MAX_PER_USER: Final = 1_000
-STOCK_PUSH_INTERVAL_MS: Final = 100
 
 
 class Phase(StrEnum):
@@ -260,29 +259,3 @@ class FlashSale:
             "ends_at": self.ends_at,
             "per_user_limit": self.per_user_limit,
         }
-
-
-class StockThrottle:
-    """Coalesces stock pushes: at most one per interval while stock moves.
-
-    `note(now)` says when to push: `now` (push at once, then call `pushed`), a later time
-    (schedule one flush then), or None (a flush is already scheduled). The final zero is a
-    phase change and is pushed at once by the adapter, outside this throttle.
-    """
-
-    def __init__(self, interval_ms: int = STOCK_PUSH_INTERVAL_MS) -> None:
-        self.interval_ms = interval_ms
-        self.last_push: int | None = None
-        self.pending = False
-
-    def note(self, now_ms: int) -> int | None:
-        if self.pending:
-            return None
-        if self.last_push is None or now_ms - self.last_push >= self.interval_ms:
-            return now_ms
-        self.pending = True
-        return self.last_push + self.interval_ms
-
-    def pushed(self, now_ms: int) -> None:
-        self.last_push = now_ms
-        self.pending = False

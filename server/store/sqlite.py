@@ -83,7 +83,9 @@ class SqliteDatabase:
         for sql in self._schemas:
             writer.executescript(sql)
         self._reader = self._connect()
-        self._thread = threading.Thread(target=self._run, args=(writer,), name="souk-sqlite-writer", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, args=(writer,), name="souk-sqlite-writer", daemon=True
+        )
         self._thread.start()
 
     async def close(self) -> None:
