@@ -276,7 +276,11 @@ class TeamBuyOffer:
     def undo(self, joined: Joined) -> None:
         """Take back an `open`/`join` whose durable write failed."""
         team, order = joined.team, joined.order
-        self._by_key.pop((order.user, order.key), None)
+        team.members = [m for m in team.members if m.user != order.user]
+        if self._by_key.get((order.user, order.key), (None,))[0] is team:
+            del self._by_key[(order.user, order.key)]
+        if self._open_of.get(order.user) == team.id:
+            del self._open_of[order.user]
         if team.status is TeamStatus.CONFIRMED and joined.filled:
             team.status = TeamStatus.OPEN
             team.members = [
@@ -285,9 +289,6 @@ class TeamBuyOffer:
             for m in team.members:
                 self._open_of[m.user] = team.id
                 self._by_key[(m.user, m.key)] = (team, m)
-        team.members = [m for m in team.members if m.user != order.user]
-        if self._open_of.get(order.user) == team.id:
-            del self._open_of[order.user]
         if not team.members:  # an opening that failed: the team never existed
             del self.teams[team.id]
             if self.stock_left is not None and team.status is TeamStatus.OPEN:
