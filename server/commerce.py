@@ -103,6 +103,8 @@ class Commerce:
             self._register_offer(offer)
             for team in offer.expire(now):
                 await self.store.fail_team(team.id)
+                for member in team.members:
+                    self._publish(user_channel(member.user), "order", member.to_dict())
                 self._publish_team(team, final=True)
         self._running = True
         for sale in self.sales.values():
