@@ -74,7 +74,8 @@ class Commerce:
         self._stock_throttle: dict[str, PushThrottle] = {}
         self._team_throttle: dict[str, PushThrottle] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
-        self._pending: dict[str, asyncio.Task[None]] = {}
+        self._pending: dict[str, asyncio.Future[None]] = {}
+        self._batch: list[tuple[FlashSale, Order, asyncio.Future[None]]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._running = False
@@ -113,9 +114,10 @@ class Commerce:
             self._arm_offer(offer)
 
     async def stop(self) -> None:
-        """Cancel timers and wait for closing writes already under way (the db stays open:
-        its owner closes it)."""
+        """Cancel timers and wait for writes already under way (the db stays open: its
+        owner closes it)."""
         self._running = False
+        self._flush_orders()
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
@@ -224,9 +226,7 @@ class Commerce:
             if pending is not None:
                 await self._wait_write(pending)
             return order.to_dict()
-        await self._make_durable(
-            order.id, self.store.add_order(order), lambda: self._unbuy(sale, order)
-        )
+        await self._wait_write(self._enqueue(sale, order))
         self._publish(user_channel(order.user), "order", order.to_dict())
         if sale.phase is Phase.SOLD_OUT:
             if sale.id not in self._announced_sold_out:
@@ -235,6 +235,42 @@ class Commerce:
         else:
             self._stock_moved(sale)
         return order.to_dict()
+
+    def _enqueue(self, sale: FlashSale, order: Order) -> asyncio.Future[None]:
+        """Queue an order for the next batch write; the batch goes out at the end of this
+        loop iteration, so a rush costs one write (a few statements) per iteration, not
+        two statements per order."""
+        assert self._loop is not None, "Commerce.start() first"
+        fut: asyncio.Future[None] = self._loop.create_future()
+        self._pending[order.id] = fut
+        self._batch.append((sale, order, fut))
+        if len(self._batch) == 1:
+            self._loop.call_soon(self._flush_orders)
+        return fut
+
+    def _flush_orders(self) -> None:
+        batch, self._batch = self._batch, []
+        if batch:
+            self._spawn(self._write_orders(batch))
+
+    async def _write_orders(
+        self, batch: list[tuple[FlashSale, Order, asyncio.Future[None]]]
+    ) -> None:
+        try:
+            results = await self.store.add_orders([order for _, order, _ in batch])
+        except Exception as exc:
+            log.error("order batch write failed: %r", exc)
+            results = [exc] * len(batch)
+        for (sale, order, fut), error in zip(batch, results, strict=True):
+            self._pending.pop(order.id, None)
+            if error is None:
+                if not fut.done():
+                    fut.set_result(None)
+                continue
+            self._unbuy(sale, order)
+            if not fut.done():
+                fut.set_exception(error)
+                fut.exception()  # retrieved: the buyer (or its replays) re-raise it
 
     def _unbuy(self, sale: FlashSale, order: Order) -> None:
         before = sale.phase

@@ -46,9 +46,12 @@ class CommerceStore(Protocol):
     async def add_sale(self, sale: FlashSale) -> None:
         """Insert a sale and take its stock from the product, atomically."""
 
-    async def add_order(self, order: Order) -> None:
-        """Insert a sale order and decrement the sale's stock_left, atomically; marks the sale
-        sold_out at zero. Raises StockConflict when the sale is closed or short of stock."""
+    async def add_orders(self, orders: list[Order]) -> list[Exception | None]:
+        """Insert sale orders and decrement their sales' stock_left, in one durable step; a
+        sale reaching zero is marked sold_out. Returns one entry per order: None when it is
+        recorded, a StockConflict when its sale is closed or short of stock (that order alone
+        is refused). Raises if nothing could be recorded. Many orders per call is the point:
+        the adapter gathers the orders of one loop iteration into one write."""
 
     async def close_sale(self, sale_id: str, phase: str) -> int:
         """End or cancel a sale and give its unsold stock back to the product; returns the

@@ -371,7 +371,7 @@ class FlakyLedger(SqliteLedger):
 
     fail = 0
 
-    async def add_order(self, order: Order) -> None:
+    async def add_orders(self, orders: list[Order]) -> list[Exception | None]:
         if FlakyLedger.fail:
             FlakyLedger.fail -= 1
 
@@ -379,7 +379,7 @@ class FlakyLedger(SqliteLedger):
                 raise sqlite3.OperationalError("disk I/O error")
 
             await self.db.write(boom)
-        await super().add_order(order)
+        return await super().add_orders(orders)
 
 
 async def test_failed_write_gives_the_reservation_back(tmp_path: Path) -> None:
