@@ -1,7 +1,9 @@
 """Ledger and buy-path benchmarks (run by `make bench`, never by `make test`).
 
-1. Durable orders per second through `Commerce.buy`, with group commit vs one fsync per order
-   (same run, same machine, same file system), and the ratio (goal: >= 10x).
+1. Durable orders per second through `Commerce.buy`, with group commit (the orders of one loop
+   iteration in one write, the writes queued meanwhile in one transaction and one fsync) vs one
+   transaction and fsync per order (same run, same machine, same file system), and the ratio
+   (goal: >= 10x). Also group commit without the per-iteration batching (one job per order).
 2. 10,000 buyers arrive within one second (open loop: each call is scheduled at its arrival
    time and its latency is measured from that time, so a stalled loop cannot hide its stall)
    on a sale of 100 units: exactly 100 orders; p50/p99/max of the answers (goal: p99 < 150 ms).
@@ -34,10 +36,13 @@ def no_bus(ch: str, type: str, fields: dict[str, Any], *, droppable: bool = Fals
     """Events are not the subject here; the fan-out has its own benchmarks."""
 
 
-async def _node(directory: Path, group_commit: bool) -> tuple[SqliteDatabase, Commerce]:
-    db = SqliteDatabase(directory / f"ledger-{group_commit}.db", group_commit=group_commit)
+async def _node(
+    directory: Path, group_commit: bool, order_batch: int = 1000
+) -> tuple[SqliteDatabase, Commerce]:
+    name = f"ledger-{group_commit}-{order_batch}-{wall_ms()}.db"
+    db = SqliteDatabase(directory / name, group_commit=group_commit)
     db.start()
-    commerce = Commerce(db, no_bus)
+    commerce = Commerce(db, no_bus, order_batch=order_batch)
     await commerce.start()
     return db, commerce
 
@@ -52,10 +57,10 @@ async def _sale(commerce: Commerce, stock: int) -> str:
 
 
 async def durable_orders_per_second(
-    directory: Path, group_commit: bool, orders: int
+    directory: Path, group_commit: bool, order_batch: int, orders: int
 ) -> dict[str, Any]:
     """`orders` distinct buyers, all in flight at once, each answered only once durable."""
-    db, commerce = await _node(directory, group_commit)
+    db, commerce = await _node(directory, group_commit, order_batch)
     try:
         sale = await _sale(commerce, orders)
         t0 = time.perf_counter()
@@ -66,6 +71,7 @@ async def durable_orders_per_second(
         assert len(results) == orders
         return {
             "group_commit": group_commit,
+            "order_batch": order_batch,
             "orders": orders,
             "seconds": round(elapsed, 3),
             "orders_per_s": round(orders / elapsed),
@@ -127,13 +133,15 @@ async def rush(directory: Path, buyers: int, units: int, spread_s: float) -> dic
 async def run_all(base: Path) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(dir=base) as d:
         directory = Path(d)
-        grouped = await durable_orders_per_second(directory, True, 5000)
-        single = await durable_orders_per_second(directory, False, 500)
+        grouped = await durable_orders_per_second(directory, True, 1000, 5000)
+        jobs_grouped = await durable_orders_per_second(directory, True, 1, 5000)
+        single = await durable_orders_per_second(directory, False, 1, 500)
         arrival = await rush(directory, 10_000, 100, 1.0)
         burst = await rush(directory, 10_000, 100, 0.0)
     return {
         "at_ms": wall_ms(),
         "durable_group_commit": grouped,
+        "durable_group_commit_one_job_per_order": jobs_grouped,
         "durable_fsync_per_order": single,
         "group_commit_ratio": round(grouped["orders_per_s"] / single["orders_per_s"], 1),
         "rush_10k_in_1s": arrival,

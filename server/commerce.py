@@ -61,7 +61,11 @@ class Commerce:
         db: SqliteDatabase | CommerceStore,
         publish: Publish,
         clock_ms: Callable[[], int] = wall_ms,
+        *,
+        order_batch: int = 1000,
     ) -> None:
+        """`order_batch` caps the orders per batch write; 1 writes each order alone (the
+        one-fsync-per-order baseline of the benchmark, together with group_commit=False)."""
         self.store: CommerceStore = SqliteLedger(db) if isinstance(db, SqliteDatabase) else db
         self.publish = publish
         self.clock_ms = clock_ms
@@ -79,6 +83,7 @@ class Commerce:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._running = False
+        self._order_batch = max(1, order_batch)
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -244,7 +249,9 @@ class Commerce:
         fut: asyncio.Future[None] = self._loop.create_future()
         self._pending[order.id] = fut
         self._batch.append((sale, order, fut))
-        if len(self._batch) == 1:
+        if len(self._batch) >= self._order_batch:
+            self._flush_orders()
+        elif len(self._batch) == 1:
             self._loop.call_soon(self._flush_orders)
         return fut
 

@@ -2,7 +2,7 @@
 
 Why a copy: the domain imports nothing of the project but itself and `server.errors`, so it
 cannot import `client_sdk.protocol.Code`. These strings must equal the protocol's; a unit test
-(`tests/unit/test_domain_fields.py`) checks that they do, so they can never drift apart.
+(`tests/unit/test_commerce_boundaries.py`) checks that they do, so they can never drift apart.
 """
 
 from __future__ import annotations
