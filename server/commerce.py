@@ -40,6 +40,7 @@ from server.store.sqlite import SqliteDatabase
 log = logging.getLogger("souk.commerce")
 
 MAX_SNAPSHOT_SALES = 50
+MAX_VIEW_TEAMS = 20  # an offer's view lists the joinable teams closest to full, not all
 
 
 def wall_ms() -> int:
@@ -436,7 +437,7 @@ class Commerce:
         self._arm_offer(offer)
         self._publish(user_channel(user_id), "order", order.to_dict())
         self._publish_team(team, final=False)
-        self._publish_offer(offer)
+        self._publish_offer(offer, droppable=True)
         return {"team": team.to_dict(), "order": order.to_dict()}
 
     async def team_join(
@@ -461,7 +462,7 @@ class Commerce:
             for member in team.members:
                 self._publish(user_channel(member.user), "order", member.to_dict())
             self._publish_team(team, final=True)
-            self._publish_offer(offer)
+            self._publish_offer(offer, droppable=True)
             self._arm_offer(offer)
         else:
             self._publish(user_channel(user_id), "order", order.to_dict())
@@ -482,11 +483,14 @@ class Commerce:
 
     def _expire(self, offer: TeamBuyOffer, now: int) -> None:
         """Fail the teams whose deadline passed: holds released, members and room told."""
-        for team in offer.expire(now):
+        failed = offer.expire(now)
+        for team in failed:
             self._spawn(self._fail_team(team))
             for member in team.members:
                 self._publish(user_channel(member.user), "order", member.to_dict())
             self._publish_team(team, final=True)
+        if failed:
+            self._publish_offer(offer, droppable=True)
         self._arm_offer(offer)
 
     async def _fail_team(self, team: Team) -> None:
@@ -534,13 +538,26 @@ class Commerce:
             view["title"] = product.title
             view["image"] = product.image
             view["list_price"] = product.price
-        view["teams"] = [
-            t.to_dict() for t in offer.teams.values() if t.status is TeamStatus.OPEN and t.durable
-        ]
+        joinable = [t for t in offer.teams.values() if t.status is TeamStatus.OPEN and t.durable]
+        joinable.sort(key=lambda t: (t.missing, t.opened_at))
+        view["teams"] = [t.to_dict() for t in joinable[:MAX_VIEW_TEAMS]]
         return view
 
-    def _publish_offer(self, offer: TeamBuyOffer) -> None:
-        self._publish(room_channel(offer.room), "teambuy", self.offer_view(offer))
+    def _publish_offer(self, offer: TeamBuyOffer, *, droppable: bool = False) -> None:
+        """Creation is never droppable; later updates (a team opened or filled) are progress."""
+        self._publish(
+            room_channel(offer.room), "teambuy", self.offer_view(offer), droppable=droppable
+        )
+
+    def sale_room(self, sale_id: Any) -> str | None:
+        """The room a sale belongs to, for the gateway's permission check (None: unknown)."""
+        sale = self.sales.get(sale_id) if isinstance(sale_id, str) else None
+        return None if sale is None else sale.room
+
+    def offer_room(self, offer_id: Any) -> str | None:
+        """The room a team-buy offer belongs to (None: unknown)."""
+        offer = self.offers.get(offer_id) if isinstance(offer_id, str) else None
+        return None if offer is None else offer.room
 
     def _register_offer(self, offer: TeamBuyOffer) -> None:
         self.offers[offer.id] = offer

@@ -20,6 +20,7 @@ import orjson
 ROOT = Path(__file__).resolve().parents[2]
 CHILD = Path(__file__).with_name("commerce_crash_child.py")
 Attempt = tuple[str, str, str]  # user, sale, key
+PRODUCT_STOCK = 400  # each round: a product of 400 units, all of them put on one sale
 
 
 class Child:
@@ -122,6 +123,11 @@ def check_ledger(db: Path, acked: dict[Attempt, str], attempted: set[Attempt]) -
             " LEFT JOIN orders o ON o.sale = s.id GROUP BY s.id"
         ):
             assert left >= 0 and left + sold == stock, (sid, stock, left, sold)
+        for pid, free, on_sale in conn.execute(
+            "SELECT p.id, p.stock, COALESCE(SUM(s.stock - s.returned), 0) FROM products p"
+            " LEFT JOIN sales s ON s.product = p.id GROUP BY p.id"
+        ):
+            assert free + on_sale == PRODUCT_STOCK, (pid, free, on_sale)
         for uid, sid, units, limit in conn.execute(
             "SELECT o.user, o.sale, SUM(o.qty), s.per_user_limit FROM orders o"
             " JOIN sales s ON s.id = o.sale GROUP BY o.user, o.sale"
@@ -147,7 +153,7 @@ def test_kill_9_mid_rush_loses_no_acknowledged_order(tmp_path: Path) -> None:
         child.wait_for("READY")
         # recovery happened: the ledger must already balance
         check_ledger(db, acked, attempted)
-        child.send([{"op": "sale", "stock": 400, "limit": 3}])
+        child.send([{"op": "sale", "stock": PRODUCT_STOCK, "limit": 3}])
         sales.append(child.wait_for("SALE ").split(" ")[1])
         burst: list[dict[str, object]] = []
         # replays of acknowledged keys must return the same order after a restart
