@@ -16,6 +16,7 @@ Results are printed and written to `reports/bench_ledger.json`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import sys
@@ -108,10 +109,17 @@ async def rush(directory: Path, buyers: int, units: int, spread_s: float) -> dic
             if len(latencies) == buyers:
                 done.set()
 
+        tasks: set[asyncio.Task[None]] = set()
+
+        def start_one(i: int, due: float) -> None:
+            task = loop.create_task(one(i, due))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
         start = loop.time() + 0.05
         for i in range(buyers):
             due = start + spread_s * i / buyers
-            loop.call_at(due, lambda i=i, due=due: loop.create_task(one(i, due)))
+            loop.call_at(due, functools.partial(start_one, i, due))
         await asyncio.wait_for(done.wait(), 60)
         latencies.sort()
         assert outcomes.get("order") == units, outcomes
@@ -140,6 +148,8 @@ async def run_all(base: Path) -> dict[str, Any]:
         burst = await rush(directory, 10_000, 100, 0.0)
     return {
         "at_ms": wall_ms(),
+        "loadavg_1m_at_end": round(os.getloadavg()[0], 2),  # the machine is shared: read with it
+        "cpus": os.cpu_count(),
         "durable_group_commit": grouped,
         "durable_group_commit_one_job_per_order": jobs_grouped,
         "durable_fsync_per_order": single,
