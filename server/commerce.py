@@ -22,7 +22,7 @@ import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 from client_sdk.protocol import Code, room_channel, user_channel
 from server.bus.base import Publish
@@ -38,6 +38,7 @@ from server.store.ledger import SqliteLedger
 from server.store.sqlite import SqliteDatabase
 
 log = logging.getLogger("souk.commerce")
+T = TypeVar("T")
 
 MAX_SNAPSHOT_SALES = 50
 MAX_VIEW_TEAMS = 20  # an offer's view lists the joinable teams closest to full, not all
@@ -79,7 +80,7 @@ class Commerce:
         self._stock_throttle: dict[str, PushThrottle] = {}
         self._team_throttle: dict[str, PushThrottle] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
-        self._pending: dict[str, asyncio.Future[None]] = {}
+        self._pending: dict[str, asyncio.Future[Any]] = {}
         self._batch: list[tuple[FlashSale, Order, asyncio.Future[None]]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -291,24 +292,25 @@ class Commerce:
             self._stock_moved(sale)
 
     async def _make_durable(
-        self, order_id: str, write: Coroutine[Any, Any, None], undo: Callable[[], None]
-    ) -> None:
+        self, order_id: str, write: Coroutine[Any, Any, T], undo: Callable[[], None]
+    ) -> T:
         """Await the write that makes an order durable; replays of its key wait on the same
         task. The write is shielded: a caller that goes away (cancelled) does not un-queue it,
         and the in-memory reservation is undone only if the write itself failed."""
         task = asyncio.ensure_future(write)
         self._pending[order_id] = task
 
-        def settled(t: asyncio.Task[None]) -> None:
+        def settled(t: asyncio.Future[T]) -> None:
             self._pending.pop(order_id, None)
             if t.cancelled() or t.exception() is not None:
                 undo()
 
         task.add_done_callback(settled)
         await self._wait_write(task)
+        return task.result()
 
     @staticmethod
-    async def _wait_write(task: asyncio.Future[None]) -> None:
+    async def _wait_write(task: asyncio.Future[Any]) -> None:
         try:
             await asyncio.shield(task)
         except StockConflict:
@@ -433,7 +435,7 @@ class Commerce:
         await self._make_durable(
             order.id, self.store.open_team(team, order), lambda: self._unjoin(offer, joined)
         )
-        team.durable = True
+        offer.committed(joined)
         self._arm_offer(offer)
         self._publish(user_channel(user_id), "order", order.to_dict())
         self._publish_team(team, final=False)
@@ -453,12 +455,13 @@ class Commerce:
         if not joined.new:
             return await self._replayed(joined)
         team, order = joined.team, joined.order
-        await self._make_durable(
-            order.id,
-            self.store.join_team(order, confirm=joined.filled),
-            lambda: self._unjoin(offer, joined),
+        confirmed = await self._make_durable(
+            order.id, self.store.join_team(order), lambda: self._unjoin(offer, joined)
         )
-        if joined.filled:
+        offer.committed(joined)
+        if confirmed != (team.status is TeamStatus.CONFIRMED):
+            log.warning("team %s: ledger confirmed=%s, memory %s", team.id, confirmed, team.status)
+        if team.status is TeamStatus.CONFIRMED:
             for member in team.members:
                 self._publish(user_channel(member.user), "order", member.to_dict())
             self._publish_team(team, final=True)
@@ -467,7 +470,8 @@ class Commerce:
         else:
             self._publish(user_channel(user_id), "order", order.to_dict())
             self._publish_team(team, final=False)
-        return {"team": team.to_dict(), "order": order.to_dict()}
+        current = team.member(user_id) or order
+        return {"team": team.to_dict(), "order": current.to_dict()}
 
     async def _replayed(self, joined: Joined) -> dict[str, Any]:
         pending = self._pending.get(joined.order.id)

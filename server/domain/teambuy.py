@@ -258,20 +258,31 @@ class TeamBuyOffer:
         order = self._order(team, user, name, key, order_id, now_ms)
         team.members.append(order)
         self._by_key[(user, key)] = (team, order)
+        self._open_of[user] = team.id
         filled = team.missing == 0
         if filled:
             self._confirm(team)
             order = team.members[-1]
-        else:
-            self._open_of[user] = team.id
         return Joined(team, order, new=True, filled=filled)
 
     def _confirm(self, team: Team) -> None:
+        """Members stay bound to the team (`already_in_team`) until `committed`: if the write
+        that fills it fails, `undo` re-opens it and none of them may be in another team."""
         team.status = TeamStatus.CONFIRMED
         team.members = [dataclasses.replace(m, status=order_status.CONFIRMED) for m in team.members]
         for m in team.members:
-            self._open_of.pop(m.user, None)
             self._by_key[(m.user, m.key)] = (team, m)
+
+    def committed(self, joined: Joined) -> None:
+        """The `open`/`join` is durable: an opened team becomes joinable, and the members of a
+        team it filled are free to open or join other teams. Writes complete in the order they
+        were made (one writer queue), so an earlier join that failed was undone before this."""
+        team = joined.team
+        team.durable = True
+        if joined.filled and team.status is TeamStatus.CONFIRMED:
+            for m in team.members:
+                if self._open_of.get(m.user) == team.id:
+                    del self._open_of[m.user]
 
     def undo(self, joined: Joined) -> None:
         """Take back an `open`/`join` whose durable write failed."""
@@ -281,14 +292,16 @@ class TeamBuyOffer:
             del self._by_key[(order.user, order.key)]
         if self._open_of.get(order.user) == team.id:
             del self._open_of[order.user]
-        if team.status is TeamStatus.CONFIRMED and joined.filled:
+        if team.status is TeamStatus.CONFIRMED:
+            # filled by this join, or by a later one whose write is still queued behind this
+            # failed one (the ledger confirms by count, so it will not confirm it either)
             team.status = TeamStatus.OPEN
             team.members = [
                 dataclasses.replace(m, status=order_status.PENDING) for m in team.members
             ]
-            for m in team.members:
-                self._open_of[m.user] = team.id
+            for m in team.members:  # still bound to this team: confirmation waits for commit
                 self._by_key[(m.user, m.key)] = (team, m)
+                self._open_of.setdefault(m.user, team.id)
         if not team.members:  # an opening that failed: the team never existed
             del self.teams[team.id]
             if self.stock_left is not None and team.status is TeamStatus.OPEN:

@@ -63,8 +63,9 @@ class CommerceStore(Protocol):
     async def open_team(self, team: Team, order: Order) -> None:
         """Insert a team with its leader's pending order; holds `size` units of offer stock."""
 
-    async def join_team(self, order: Order, *, confirm: bool) -> None:
-        """Insert a member's order; with `confirm`, mark the team and all its orders confirmed."""
+    async def join_team(self, order: Order) -> bool:
+        """Insert a member's order; when that makes the team full (counted in the store), mark
+        the team and all its orders confirmed and return True."""
 
     async def fail_team(self, team_id: str) -> None:
         """Mark a team failed, its orders failed, and give its held units back to the offer."""

@@ -305,11 +305,11 @@ class SqliteLedger:
 
         await self.db.write(run)
 
-    async def join_team(self, order: Order, *, confirm: bool) -> None:
+    async def join_team(self, order: Order) -> bool:
         orow = _order_row(order)
         team = order.team
 
-        def run(conn: sqlite3.Connection) -> None:
+        def run(conn: sqlite3.Connection) -> bool:
             r = conn.execute(
                 "SELECT t.status, t.size, (SELECT COUNT(*) FROM orders o WHERE o.team = t.id) AS n"
                 " FROM teams t WHERE t.id = ?",
@@ -318,13 +318,15 @@ class SqliteLedger:
             if r is None or r["status"] != "open" or r["n"] >= r["size"]:
                 raise StockConflict(f"team {team} is not open")
             conn.execute(f"INSERT INTO orders ({_ORDER_COLUMNS}) VALUES ({_PLACEHOLDERS})", orow)
-            if confirm:
-                conn.execute("UPDATE teams SET status = 'confirmed' WHERE id = ?", (team,))
-                conn.execute(
-                    "UPDATE orders SET status = ? WHERE team = ?", (order_status.CONFIRMED, team)
-                )
+            if r["n"] + 1 < r["size"]:
+                return False
+            conn.execute("UPDATE teams SET status = 'confirmed' WHERE id = ?", (team,))
+            conn.execute(
+                "UPDATE orders SET status = ? WHERE team = ?", (order_status.CONFIRMED, team)
+            )
+            return True
 
-        await self.db.write(run)
+        return await self.db.write(run)
 
     async def fail_team(self, team_id: str) -> None:
         def run(conn: sqlite3.Connection) -> None:

@@ -382,6 +382,48 @@ class FlakyLedger(SqliteLedger):
         return await super().add_orders(orders)
 
 
+class FlakyTeams(SqliteLedger):
+    """The real ledger, with the next `fail` team-join writes refused by the database."""
+
+    fail = 0
+
+    async def join_team(self, order: Order) -> bool:
+        if FlakyTeams.fail:
+            FlakyTeams.fail -= 1
+
+            def boom(conn: sqlite3.Connection) -> None:
+                raise sqlite3.OperationalError("disk I/O error")
+
+            await self.db.write(boom)
+        return await super().join_team(order)
+
+
+async def test_failed_join_write_does_not_let_a_later_join_confirm_a_short_team(
+    tmp_path: Path,
+) -> None:
+    n = await boot(tmp_path / "souk.db", ledger=FlakyTeams)
+    try:
+        offer = await offer_of(n, size=3)
+        team = (await n.commerce.team_open("a", "", offer["id"], "k"))["team"]["id"]
+        FlakyTeams.fail = 1
+        b, c = await asyncio.gather(
+            n.commerce.team_join("b", "", offer["id"], team, "k"),
+            n.commerce.team_join("c", "", offer["id"], team, "k"),
+            return_exceptions=True,
+        )
+        assert isinstance(b, SoukError) and b.code == "unavailable"
+        assert isinstance(c, dict) and c["team"]["status"] == "open" and c["team"]["count"] == 2
+        assert c["order"]["status"] == "pending"
+        assert all(f["status"] != "confirmed" for f, _ in n.events.of("room:r1", "team"))
+        full = await n.commerce.team_join("b", "", offer["id"], team, "k")  # retry, same key
+        assert full["team"]["status"] == "confirmed"
+    finally:
+        FlakyTeams.fail = 0
+        await n.close()
+    rows = ledger_rows(tmp_path / "souk.db", "SELECT user, status FROM orders ORDER BY user")
+    assert [tuple(r) for r in rows] == [("a", "confirmed"), ("b", "confirmed"), ("c", "confirmed")]
+
+
 async def test_failed_write_gives_the_reservation_back(tmp_path: Path) -> None:
     n = await boot(tmp_path / "souk.db", ledger=FlakyLedger)
     try:

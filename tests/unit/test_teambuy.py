@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from server.domain.catalog import Product
 from server.domain.teambuy import Joined, TeamBuyOffer, TeamStatus, offer_spec
@@ -26,7 +26,7 @@ def make(size: int = 3, window_s: int = 60, stock: int | None = None) -> TeamBuy
 
 def opened(offer: TeamBuyOffer, user: str, team: str, now: int = T0) -> Joined:
     j = offer.open(user, user.upper(), "k", team, f"o-{user}", now)
-    j.team.durable = True  # the adapter sets this once the opening is committed
+    offer.committed(j)  # the adapter calls this once the opening is durable
     return j
 
 
@@ -57,6 +57,9 @@ def test_join_by_id_fills_and_confirms_every_member() -> None:
     assert j.filled and j.team.status is TeamStatus.CONFIRMED
     assert [m.status for m in j.team.members] == ["confirmed"] * 3
     assert j.order.status == "confirmed"
+    # until the filling write is durable, the members stay bound to this team
+    refused("already_in_team", offer.open, "a", "", "k2", "t2", "o2", T0)
+    offer.committed(j)
     assert offer.open_team_of("a") is None  # free to open another team now
     assert offer.next_deadline() is None
 
@@ -67,9 +70,10 @@ def test_join_full_failed_unknown_and_undurable_teams_refused() -> None:
     offer.join("b", "", "k", "t1", "o-b", T0)
     refused("team_full", offer.join, "c", "", "k", "t1", "o-c", T0)
     refused("not_found", offer.join, "c", "", "k", "nope", "o-c", T0)
-    offer.open("d", "", "k", "t2", "o-d", T0)  # not yet durable
+    pending = offer.open("d", "", "k", "t2", "o-d", T0)  # not yet durable
     refused("not_found", offer.join, "c", "", "k", "t2", "o-c", T0)
-    offer.teams["t2"].durable = True
+    refused("not_found", offer.join, "c", "", "k", None, "o-c", T0)
+    offer.committed(pending)
     offer.expire(T0 + 60_000)
     refused("ended", offer.join, "c", "", "k", "t2", "o-c", T0 + 60_001)
 
@@ -154,6 +158,16 @@ def test_undo_failed_open_and_failed_filling_join() -> None:
     assert offer.join("b", "", "k", "t1", "o-b2", T0).filled  # the key is free again
 
 
+def test_members_of_a_filling_team_cannot_join_elsewhere_before_commit() -> None:
+    offer = make(size=2)
+    opened(offer, "a", "t1")
+    opened(offer, "x", "t2")
+    fill = offer.join("b", "", "k", "t1", "o-b", T0)
+    refused("already_in_team", offer.join, "a", "", "k2", "t2", "o-a2", T0)
+    offer.undo(fill)  # the write failed: a is still (only) in t1, which is open again
+    assert offer.open_team_of("a") == "t1" and offer.teams["t1"].status is TeamStatus.OPEN
+
+
 @pytest.mark.parametrize(
     "change",
     [
@@ -186,7 +200,8 @@ keys = st.sampled_from(["k1", "k2"])
 
 
 class TeamMachine(RuleBasedStateMachine):
-    """Random opens, joins (by id or matched), failed writes and deadlines."""
+    """Random opens, joins (by id or matched) whose writes commit or fail later (in the
+    order they were made, as the single writer queue does), interleaved with deadlines."""
 
     SIZE = 3
     STOCK = 9
@@ -196,7 +211,7 @@ class TeamMachine(RuleBasedStateMachine):
         self.now = T0
         self.offer = make(size=self.SIZE, window_s=10, stock=self.STOCK)
         self.n = 0
-        self.last: Joined | None = None
+        self.in_flight: list[Joined] = []
 
     def _ids(self) -> tuple[str, str]:
         self.n += 1
@@ -210,8 +225,8 @@ class TeamMachine(RuleBasedStateMachine):
         except SoukError as err:
             assert err.code in {"already_in_team", "sold_out"}
             return
-        j.team.durable = True
-        self.last = j
+        if j.new:
+            self.in_flight.append(j)
 
     @rule(user=users, key=keys, pick=st.integers(min_value=0, max_value=20), by_id=st.booleans())
     def join(self, user: str, key: str, pick: int, by_id: bool) -> None:
@@ -222,20 +237,23 @@ class TeamMachine(RuleBasedStateMachine):
         except SoukError as err:
             assert err.code in {"already_in_team", "not_found", "team_full", "ended"}
             return
-        self.last = j
+        if j.new:
+            self.in_flight.append(j)
 
-    @rule()
-    def last_write_fails(self) -> None:
-        if self.last is not None and self.last.new:
-            self.offer.undo(self.last)
-        self.last = None
+    @precondition(lambda self: bool(self.in_flight))
+    @rule(ok=st.booleans())
+    def write_settles(self, ok: bool) -> None:
+        j = self.in_flight.pop(0)  # one writer queue: writes complete in the order made
+        if ok:
+            self.offer.committed(j)
+        else:
+            self.offer.undo(j)
 
     @rule(ms=st.integers(min_value=0, max_value=6_000))
     def time_passes(self, ms: int) -> None:
         self.now += ms
         for team in self.offer.expire(self.now):
             assert team.status is TeamStatus.FAILED
-        self.last = None  # a write that failed after a deadline is not modelled
 
     @invariant()
     def teams_are_sound(self) -> None:
@@ -265,4 +283,4 @@ class TeamMachine(RuleBasedStateMachine):
 
 
 TestTeamMachine = TeamMachine.TestCase
-TestTeamMachine.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+TestTeamMachine.settings = settings(max_examples=120, stateful_step_count=40, deadline=None)
