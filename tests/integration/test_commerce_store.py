@@ -502,3 +502,31 @@ async def test_unknown_things_and_short_stock(node: Node) -> None:
     assert info.value.code == "not_found"
     assert node.commerce.product("tea-1")["stock"] == 5  # type: ignore[index]
     assert [p["id"] for p in node.commerce.products("shop1")] == ["tea-1"]
+
+
+async def test_room_snapshot_and_rooms_of_sales_and_offers(node: Node) -> None:
+    sale = await sale_of(node, stock=5)
+    offer = await offer_of(node, size=2)
+    for i in range(25):
+        await node.commerce.team_open(f"u{i}", "", offer["id"], "k")
+    snap = node.commerce.room_snapshot("r1")
+    assert [s["id"] for s in snap["sales"]] == [sale["id"]]
+    s = snap["sales"][0]
+    assert {
+        "id",
+        "phase",
+        "stock_left",
+        "ends_at",
+        "starts_at",
+        "price",
+        "product",
+        "title",
+    } <= set(s)
+    [tb] = snap["teambuys"]
+    assert tb["id"] == offer["id"] and tb["open_teams"] == 25 and len(tb["teams"]) == 20
+    assert node.commerce.room_snapshot("elsewhere") == {"sales": [], "teambuys": []}
+    assert node.commerce.sale_room(sale["id"]) == "r1"
+    assert node.commerce.offer_room(offer["id"]) == "r1"
+    assert node.commerce.sale_room("nope") is None and node.commerce.sale_room(5) is None
+    created = [d for f, d in node.events.of("room:r1", "teambuy") if f["open_teams"] == 0]
+    assert created == [False]  # creation is not droppable; updates are
