@@ -3,7 +3,10 @@
 Used by test_commerce_crash.py, which `kill -9`s it mid-rush. Protocol (one JSON object per
 line on stdin): {"op": "sale", "stock": n, "limit": n} -> prints `SALE <id>`;
 {"op": "buy", "user", "sale", "qty", "key"} -> prints `ACK <user> <sale> <key> <order id>`
-once the order is durable, or `ERR <user> <sale> <key> <code>`. Prints `READY` after recovery.
+once the order is durable, or `ERR <user> <sale> <key> <code>`;
+{"op": "offer", "size", "stock"} -> `OFFER <id>`; {"op": "team", "user", "offer", "key"} (opens
+a team if matching finds none) -> `ACK <user> <offer> <key> <order id>` or `ERR ...`.
+Prints `READY` after recovery.
 Lines are written with os.write so that a line is either fully in the pipe or not at all.
 """
 
@@ -65,9 +68,41 @@ async def main(path: str) -> None:
         else:
             say(f"ACK {ident} {order['id']}")
 
+    async def offer(cmd: dict[str, Any]) -> None:
+        product = await commerce.product_create(
+            "shop", {"title": "Rice", "price": 1000, "stock": cmd["stock"]}
+        )
+        created = await commerce.teambuy_create(
+            "room",
+            {
+                "product": product["id"],
+                "price": 300,
+                "size": cmd["size"],
+                "window_s": 3600,
+                "stock": cmd["stock"],
+            },
+        )
+        say(f"OFFER {created['id']}")
+
+    async def team(cmd: dict[str, Any]) -> None:
+        ident = f"{cmd['user']} {cmd['offer']} {cmd['key']}"
+        try:
+            try:
+                got = await commerce.team_join(cmd["user"], "", cmd["offer"], None, cmd["key"])
+            except SoukError as err:
+                if err.code != "not_found":
+                    raise
+                got = await commerce.team_open(cmd["user"], "", cmd["offer"], cmd["key"])
+        except SoukError as err:
+            say(f"ERR {ident} {err.code}")
+        else:
+            say(f"ACK {ident} {got['order']['id']}")
+
+    handlers = {"sale": sale, "buy": buy, "offer": offer, "team": team}
+
     def dispatch(line: bytes) -> None:
         cmd = orjson.loads(line)
-        coro = sale(cmd) if cmd["op"] == "sale" else buy(cmd)
+        coro = handlers[cmd["op"]](cmd)
         task = loop.create_task(coro)
         tasks.add(task)
         task.add_done_callback(tasks.discard)

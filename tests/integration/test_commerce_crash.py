@@ -211,3 +211,85 @@ def test_kill_9_mid_rush_loses_no_acknowledged_order(tmp_path: Path) -> None:
     assert kills == 5
     assert acked, f"no order was acknowledged before any kill (seed {seed})"
     assert total >= len(acked)
+
+
+def check_teams(db: Path, acked: dict[Attempt, str], attempted: set[Attempt], stock: int) -> None:
+    conn = sqlite3.connect(db)
+    try:
+        orders = {
+            (u, o, k): i
+            for i, u, o, k in conn.execute(
+                "SELECT id, user, offer, key FROM orders WHERE team IS NOT NULL"
+            )
+        }
+        for attempt, order_id in acked.items():
+            assert orders.get(attempt) == order_id, f"acknowledged team order lost: {attempt}"
+        for attempt in orders:
+            assert attempt in attempted, f"team order that nobody attempted: {attempt}"
+        for offer, left in conn.execute("SELECT id, stock_left FROM teambuys"):
+            held = 0
+            open_members: set[str] = set()
+            for tid, status, tsize in conn.execute(
+                "SELECT id, status, size FROM teams WHERE offer = ?", (offer,)
+            ):
+                members = conn.execute(
+                    "SELECT user, status FROM orders WHERE team = ?", (tid,)
+                ).fetchall()
+                statuses = {st for _, st in members}
+                assert 1 <= len(members) <= tsize, (tid, members)
+                if status == "confirmed":
+                    assert len(members) == tsize and statuses == {"confirmed"}, (tid, members)
+                elif status == "open":
+                    assert len(members) < tsize and statuses == {"pending"}, (tid, members)
+                    for user, _ in members:
+                        assert user not in open_members, f"{user} in two open teams"
+                        open_members.add(user)
+                else:
+                    assert statuses == {"failed"}, (tid, members)
+                if status != "failed":
+                    held += tsize
+            assert left + held == stock, (offer, left, held)
+    finally:
+        conn.close()
+
+
+def test_kill_9_mid_team_rush_keeps_teams_whole(tmp_path: Path) -> None:
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    db = tmp_path / "souk.db"
+    stock, size = 300, 3
+    attempted: set[Attempt] = set()
+    acked: dict[Attempt, str] = {}
+    offers: list[str] = []
+    per_round: list[int] = []
+    for round_ in range(3):
+        child = Child(db)
+        child.wait_for("READY")
+        check_teams(db, acked, attempted, stock)
+        child.send([{"op": "offer", "size": size, "stock": stock}])
+        offers.append(child.wait_for("OFFER ").split(" ")[1])
+        burst: list[dict[str, object]] = []
+        for i in range(800):
+            attempt = (f"u{rng.randrange(300)}", rng.choice(offers), f"r{round_}-{i}")
+            attempted.add(attempt)
+            user, offer, key = attempt
+            burst.append({"op": "team", "user": user, "offer": offer, "key": key})
+        writer = child.send_in_background(burst)
+        child.wait_for_count("ACK ", rng.randint(1, 60))
+        time.sleep(rng.uniform(0, 0.03))
+        child.kill9()
+        writer.join(timeout=10)
+        got = acks(child.lines)
+        per_round.append(len(got))
+        for attempt, order in got.items():
+            assert acked.setdefault(attempt, order) == order
+        for line in child.lines:
+            if line.startswith("ERR "):
+                assert line.split(" ")[-1] in {"already_in_team", "sold_out"}, line
+        check_teams(db, acked, attempted, stock)
+    child = Child(db)
+    child.wait_for("READY")
+    child.finish()
+    check_teams(db, acked, attempted, stock)
+    print(f"seed {seed}: team orders acknowledged per round {per_round}")
+    assert sum(per_round) > 0
