@@ -43,8 +43,8 @@ class CrowdSpec:
     target: dict[str, str]  # {"room": id} or {"group": id}
     silent: int
     probes: int
-    offsets: list[int]  # join schedule, ns after start_ns; probes take the first slots
-    start_ns: int
+    offsets: list[int]  # join schedule, ns after the start; probes take the first slots
+    start_ns: int  # 0: wait for the coordinator's start signal (worker processes)
     t0_ns: int
     room: str = "demo"
     secret: str | None = None
@@ -61,6 +61,7 @@ class CrowdSpec:
 class CrowdControl(Protocol):
     def progress(self, data: dict[str, Any]) -> None: ...
     def stop_requested(self) -> bool: ...
+    def start_ns(self) -> int: ...  # 0 until the coordinator has set the common start
 
 
 @dataclass
@@ -113,6 +114,7 @@ class Crowd:
         self.probe_reports: list[ProbeReport] = []
         self.readers: set[asyncio.Task[None]] = set()
         self.joining_done = False
+        self.ready = False
 
     # viewers -------------------------------------------------------------------------
     def _token(self, index: int) -> str:
@@ -261,7 +263,15 @@ class Crowd:
         watchdog.start()
         reporter = asyncio.create_task(self._report_progress(total))
         try:
-            await OpenLoop(s.offsets[:total], join, self.metrics).run(s.start_ns)
+            start = s.start_ns
+            if not start:
+                # a spawned worker boots in a second or more on a busy host: the schedule
+                # starts when every worker is ready, not at a time guessed beforehand
+                self.ready = True
+                self.control.progress(self._progress(total))
+                while not (start := self.control.start_ns()):
+                    await asyncio.sleep(0.005)
+            await OpenLoop(s.offsets[:total], join, self.metrics).run(start)
             # thousands of long-lived connection objects: keep the cyclic GC from walking
             # them again and again (a full collection would show up as loop lag)
             gc.collect()
@@ -299,6 +309,7 @@ class Crowd:
             "failed": self.failed,
             "frames": self.frames,
             "joining_done": self.joining_done,
+            "ready": self.ready,
         }
 
     async def _report_progress(self, total: int) -> None:

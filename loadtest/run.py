@@ -132,7 +132,6 @@ class RunContext:
         viewers: int,
         probes: int,
         offsets: list[int],
-        start_ns: int,
         *,
         role: str = "viewer",
         first_index: int = 0,
@@ -155,7 +154,7 @@ class RunContext:
             mine = offsets[i::parts][:n]
             specs.append(CrowdSpec(
                 url=cfg.url, target=target, silent=n - p, probes=p, offsets=mine,
-                start_ns=start_ns, t0_ns=self.t0_ns, room=cfg.room, secret=cfg.secret,
+                start_ns=0, t0_ns=self.t0_ns, room=cfg.room, secret=cfg.secret,
                 tokens=tokens[taken:taken + n], role=role, first_index=first_index + taken,
                 run_id=cfg.run_id, clock=cfg.clock, join_timeout_s=cfg.join_timeout_s,
                 label=f"{label}{i}", group_join=group_join,
@@ -164,6 +163,7 @@ class RunContext:
         pool = CrowdPool(workers if workers > 1 else 1)
         pool.start(specs)
         self.pools.append(pool)
+        pool.started_ns = await pool.begin()
         return pool
 
     async def wait_joined(self, pool: CrowdPool, schedule_s: float) -> None:

@@ -14,6 +14,7 @@ import asyncio
 import multiprocessing as mp
 import queue
 import resource
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
@@ -63,9 +64,13 @@ def split(total: int, parts: int) -> list[int]:
 
 # --- in-process control -------------------------------------------------------------------
 class LocalControl:
-    def __init__(self, sink: Callable[[dict[str, Any]], None]) -> None:
+    def __init__(self, sink: Callable[[dict[str, Any]], None], start_ns: int = 0) -> None:
         self.sink = sink
         self.stop = False
+        self.start = start_ns
+
+    def start_ns(self) -> int:
+        return self.start
 
     def progress(self, data: dict[str, Any]) -> None:
         self.sink(data)
@@ -77,6 +82,7 @@ class LocalControl:
 # --- worker process side ------------------------------------------------------------------
 _queue: Any = None
 _stop: Any = None
+_start: Any = None
 
 
 class _ProcessControl:
@@ -89,10 +95,13 @@ class _ProcessControl:
     def stop_requested(self) -> bool:
         return bool(_stop.is_set())
 
+    def start_ns(self) -> int:
+        return int(_start.value)
 
-def _init_worker(q: Any, stop: Any) -> None:
-    global _queue, _stop
-    _queue, _stop = q, stop
+
+def _init_worker(q: Any, stop: Any, start: Any) -> None:
+    global _queue, _stop, _start
+    _queue, _stop, _start = q, stop, start
 
 
 def _crowd_process(spec_data: dict[str, Any]) -> dict[str, Any]:
@@ -118,31 +127,55 @@ class CrowdPool:
         self._ctx = mp.get_context("spawn")
         self._queue: Any = None
         self._stop: Any = None
+        self._start: Any = None
         self.expected = 0
         self.finished = False
+        self.started_ns = 0
 
     def _sink(self, data: dict[str, Any]) -> None:
         self.latest[str(data.get("label"))] = data
 
-    def start(self, specs: list[CrowdSpec]) -> None:
+    def start(self, specs: list[CrowdSpec], lead_s: float = 0.2) -> None:
+        """Start the crowds; in-process ones begin their schedule `lead_s` from now."""
         loop = asyncio.get_running_loop()
         self.expected = len(specs)
         if self.workers <= 1:
+            start = time.monotonic_ns() + int(lead_s * 1e9)
             for spec in specs:
                 spec.label = f"{spec.label}(in-process)"
-                control = LocalControl(self._sink)
+                spec.start_ns = start
+                control = LocalControl(self._sink, start)
                 self._local.append(control)
                 crowd = Crowd(spec, control, Metrics(spec.t0_ns))
                 self._futures.append(asyncio.ensure_future(crowd.run()))
             return
         self._queue = self._ctx.Queue(maxsize=10_000)
         self._stop = self._ctx.Event()
+        self._start = self._ctx.Value("q", 0)
         self._executor = ProcessPoolExecutor(
             max_workers=len(specs), mp_context=self._ctx,
-            initializer=_init_worker, initargs=(self._queue, self._stop),
+            initializer=_init_worker, initargs=(self._queue, self._stop, self._start),
         )
         for spec in specs:
+            spec.start_ns = 0
             self._futures.append(loop.run_in_executor(self._executor, _crowd_process, asdict(spec)))
+
+    async def begin(self, lead_s: float = 0.2, timeout_s: float = 60.0) -> int:
+        """Wait until every worker has booted, then start their common schedule; returns it."""
+        if self._start is None:
+            return int(self._local[0].start) if self._local else time.monotonic_ns()
+        deadline = time.monotonic() + timeout_s
+        while sum(1 for d in self.latest.values() if d.get("ready")) < self.expected:
+            exc = self.failed()
+            if exc is not None:
+                raise exc
+            if time.monotonic() > deadline:
+                raise TimeoutError("worker processes did not boot in time")
+            self.poll()
+            await asyncio.sleep(0.01)
+        start = time.monotonic_ns() + int(lead_s * 1e9)
+        self._start.value = start
+        return start
 
     def poll(self) -> None:
         """Drain worker progress messages (cheap; call it from the progress loop)."""

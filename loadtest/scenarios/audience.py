@@ -41,11 +41,9 @@ async def seat(
 ) -> CrowdPool:
     """Start the crowd joining; with `wait`, return once every scheduled join has resolved."""
     offsets = join_offsets(viewers, rate, shape)
-    start = time.monotonic_ns() + int(0.2 * NS)  # leave the worker processes time to boot
-    if ctx.config.workers > 1:
-        start += int(2.0 * NS)
     ctx.phase = f"joining {viewers} viewers"
-    pool = await ctx.start_crowd(target or {"room": ctx.config.room}, viewers, probes, offsets, start)
+    pool = await ctx.start_crowd(target or {"room": ctx.config.room}, viewers, probes, offsets)
     if wait:
-        await ctx.wait_joined(pool, (max(offsets) if offsets else 0) / NS + (start - time.monotonic_ns()) / NS)
+        left = (pool.started_ns - time.monotonic_ns()) / NS
+        await ctx.wait_joined(pool, (max(offsets) if offsets else 0) / NS + left)
     return pool

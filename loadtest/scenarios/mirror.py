@@ -9,7 +9,6 @@ member never sees is a timeout.
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import ClassVar
 
 from client_sdk.protocol import Op
@@ -17,7 +16,6 @@ from loadtest.run import RunContext, Scenario
 from loadtest.scenarios.audience import join_offsets
 from loadtest.scenarios.buyers import connect_actors, object_id
 from loadtest.scenarios.storm import stamped_storm
-from loadtest.schedule import NS
 
 
 class MirrorScenario(Scenario):
@@ -51,10 +49,9 @@ class MirrorScenario(Scenario):
         await streamer.request(Op.LINK_GROUPS, room=cfg.room, groups=groups)
         pools = []
         for g, gid in enumerate(groups):
-            start = time.monotonic_ns() + int(0.2 * NS)
             offsets = join_offsets(members, max(cfg.rate, 50.0), "steady")
             pools.append(await ctx.start_crowd(
-                {"group": str(gid)}, members, members, offsets, start, role="member",
+                {"group": str(gid)}, members, members, offsets, role="member",
                 first_index=4_000_000 + g * members, group_join=True, label=f"group{g}-",
             ))
         for p in pools:

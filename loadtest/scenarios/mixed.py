@@ -84,9 +84,8 @@ class MixedScenario(Scenario):
         await streamer.request(Op.JOIN, room=cfg.room)
         # the audience arrives on a ramp while everything else goes on
         offsets = join_offsets(cfg.viewers, cfg.rate, "mixed")
-        start = time.monotonic_ns() + int((0.2 + (2.0 if cfg.workers > 1 else 0.0)) * NS)
         ctx.phase = "live hour"
-        pool = await ctx.start_crowd({"room": cfg.room}, cfg.viewers, cfg.probes, offsets, start)
+        pool = await ctx.start_crowd({"room": cfg.room}, cfg.viewers, cfg.probes, offsets)
         chatters = await connect_actors(ctx, int(ctx.knob("chatters", 6)), 100.0, first_index=7_000_000)
         buyers = await connect_actors(ctx, int(ctx.knob("buyers", 20)), 100.0, first_index=8_000_000)
         # probes must be seated before stamped events count as expected for them

@@ -60,6 +60,22 @@ def _run(srv: ServerProcess, scenario: str, tmp_path: Path, *extra: str) -> tupl
     return code, data
 
 
+def _assert_verdict(code: int, data: dict[str, Any]) -> None:
+    """Pass, or "inconclusive" only because the shared host was busy while every SLO was met.
+
+    Other engineers' benchmarks share these 2 cores; the watchdog then (rightly) withholds a
+    pass. The measured bound is still asserted by the caller from the report, so this test
+    fails whenever the server misses it, whoever else is running.
+    """
+    v = data.get("verdict", {})
+    if code == 2:
+        assert all(s["passed"] for s in data["slos"]), v
+        assert all(c["ok"] for c in data["checks"]), data["checks"]
+        assert any("generator" in r for r in v["reasons"]), v
+        return
+    assert code == 0, v
+
+
 def _assert_bound(data: dict[str, Any], metric: str) -> None:
     s = data["summary"][metric]
     assert s["count"] > 0, f"no {metric} samples"
@@ -70,8 +86,7 @@ def _assert_bound(data: dict[str, Any], metric: str) -> None:
 @pytest.mark.parametrize("scenario", ["join", "events", "chat"])
 def test_core_scenarios_meet_600ms(srv: ServerProcess, tmp_path: Path, scenario: str) -> None:
     code, data = _run(srv, scenario, tmp_path)
-    assert code == 0, data.get("verdict")
-    assert data["verdict"]["status"] == "pass"
+    _assert_verdict(code, data)
     _assert_bound(data, "join")
     if scenario != "join":
         _assert_bound(data, "event")
@@ -89,7 +104,7 @@ def test_mixed_core_parts_meet_600ms(srv: ServerProcess, tmp_path: Path) -> None
         if _missing_op(srv.url, *probes[op]):
             extra += ["--set", f"{knob}=0"]
     code, data = _run(srv, "mixed", tmp_path, *extra)
-    assert code == 0, data.get("verdict")
+    _assert_verdict(code, data)
     _assert_bound(data, "join")
     _assert_bound(data, "event")
 
@@ -100,7 +115,7 @@ def test_feature_scenarios_meet_600ms(srv: ServerProcess, tmp_path: Path, scenar
     if _missing_op(srv.url, op, fields):
         pytest.skip(f"server on this branch lacks `{op}`: scenario {scenario} not runnable end to end yet")
     code, data = _run(srv, scenario, tmp_path)
-    assert code == 0, (data.get("verdict"), data.get("checks"))
+    _assert_verdict(code, data)
     assert all(c["ok"] for c in data["checks"]), data["checks"]
     _assert_bound(data, "join")
     main_metric = {"flashsale": "buy", "groupbuy": "team", "mirror": "mirror", "media": "first_frame"}[scenario]
@@ -117,7 +132,9 @@ def test_missed_slo_exits_1(srv: ServerProcess, tmp_path: Path) -> None:
 def test_demo_tokens_when_no_secret(srv: ServerProcess, tmp_path: Path) -> None:
     code = main(["join", "--url", srv.url, "--no-live", "--viewers", "5", "--room", "demo",
                  "--report", str(tmp_path / "demo")])
-    assert code == 0
+    data = orjson.loads((tmp_path / "demo" / "report.json").read_bytes())
+    _assert_verdict(code, data)
+    assert data["summary"]["join"]["count"] == 5
 
 
 def test_unknown_op_scenario_is_bad_configuration(srv: ServerProcess, tmp_path: Path) -> None:
@@ -135,8 +152,11 @@ def test_workers_spread_the_crowd_and_merge(srv: ServerProcess, tmp_path: Path) 
          "--no-live", "--report", str(report), "--room", "lt-workers"],
         cwd=ROOT, capture_output=True, text=True, timeout=90,
     )
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert out.returncode in (0, 2), out.stdout[-3000:] + out.stderr[-3000:]
     data = orjson.loads((report / "report.json").read_bytes())
+    _assert_verdict(out.returncode, data)
+    _assert_bound(data, "join")
+    _assert_bound(data, "event")
     assert data["summary"]["join"]["count"] == 40
     assert data["summary"]["event"]["count"] == 4 * 10  # 4 probes x 10 events
     labels = set(data["generator"]["cpu_pct_per_second"])
