@@ -142,23 +142,21 @@ class Crowd:
                 self.metrics.record(kind, self.clock.since(at, now), now)
                 received.setdefault(kind, []).append(ident)
 
+        s: Session | None = None
         try:
             s = await Session.open(self.spec.url, self._token(index), on_event=on_event,
                                    timeout_s=self.spec.join_timeout_s)
             if self.spec.group_join and "group" in self.spec.target:
                 await s.request(Op.GROUP_JOIN, group=self.spec.target["group"])
             reply = await s.request(Op.JOIN, timeout_s=self.spec.join_timeout_s, **self.spec.target)
-        except TimeoutError:
-            self.metrics.timeout(JOIN)
+        except (TimeoutError, RequestError, OSError, ConnectionError, ConnectionClosed, ValueError) as exc:
+            if isinstance(exc, TimeoutError):
+                self.metrics.timeout(JOIN)
+            else:
+                self.metrics.error(JOIN, exc.code if isinstance(exc, RequestError) else type(exc).__name__)
             self.failed += 1
-            return
-        except RequestError as exc:
-            self.metrics.error(JOIN, exc.code)
-            self.failed += 1
-            return
-        except (OSError, ConnectionError, ConnectionClosed, ValueError) as exc:
-            self.metrics.error(JOIN, type(exc).__name__)
-            self.failed += 1
+            if s is not None:
+                self.sessions.append(s)  # closed with the others
             return
         now = time.monotonic_ns()
         self.metrics.record(JOIN, now - scheduled_ns, now)

@@ -15,7 +15,7 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from client_sdk.protocol import SUBPROTOCOL_MSGPACK, Frame, Op, decode, encode
+from client_sdk.protocol import SUBPROTOCOL_MSGPACK, DecodeError, Frame, Op, decode, encode
 
 EventHandler = Callable[[Frame, int], None]
 
@@ -40,6 +40,7 @@ class Session:
         self._pending: dict[int, asyncio.Future[Frame]] = {}
         self._reader: asyncio.Task[None] | None = None
         self.closed = asyncio.Event()
+        self.bad_frames = 0
 
     @classmethod
     async def open(
@@ -76,7 +77,11 @@ class Session:
         try:
             async for data in self.ws:
                 now = time.monotonic_ns()
-                frame = decode(data, SUBPROTOCOL_MSGPACK)
+                try:
+                    frame = decode(data, SUBPROTOCOL_MSGPACK)
+                except DecodeError:
+                    self.bad_frames += 1  # the server sent something that is not a frame
+                    continue
                 op = frame["op"]
                 if op in (Op.OK, Op.ERROR):
                     fut = self._pending.pop(frame.get("rid", -1), None)
