@@ -356,7 +356,7 @@ class App:
 
         async def room_orders(request: Request, query: dict[str, list[str]], parts: list[str]) -> Response:
             self._staff_of(request, query, parts[1])
-            after = (query.get("after") or [None])[0]
+            after: str | None = (query.get("after") or [""])[0] or None
             limit = min(5000, max(1, int((query.get("limit") or ["1000"])[0] or 1000)))
             orders = await self.commerce.store.orders_of_room(parts[1], limit, after)
             return json_response({"room": parts[1], "orders": orders,
