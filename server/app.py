@@ -357,7 +357,10 @@ class App:
         async def room_orders(request: Request, query: dict[str, list[str]], parts: list[str]) -> Response:
             self._staff_of(request, query, parts[1])
             after: str | None = (query.get("after") or [""])[0] or None
-            limit = min(5000, max(1, int((query.get("limit") or ["1000"])[0] or 1000)))
+            raw_limit = (query.get("limit") or ["1000"])[0]
+            if not raw_limit.isdigit():
+                raise SoukError(Code.INVALID, "limit must be a positive integer")
+            limit = min(5000, max(1, int(raw_limit)))
             orders = await self.commerce.store.orders_of_room(parts[1], limit, after)
             return json_response({"room": parts[1], "orders": orders,
                                   "next": orders[-1]["id"] if len(orders) == limit else None})
