@@ -17,7 +17,9 @@ FORWARDED: dict[str, tuple[str, ...]] = {
 }
 
 
-def _same_codec(capability: RTCRtpCodecCapability | RTCRtpCodecParameters, codec: RTCRtpCodecParameters) -> bool:
+def _same_codec(
+    capability: RTCRtpCodecCapability | RTCRtpCodecParameters, codec: RTCRtpCodecParameters
+) -> bool:
     if capability.mimeType.lower() != codec.mimeType.lower():
         return False
     if codec.mimeType.lower() == "video/h264":

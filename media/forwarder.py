@@ -21,11 +21,11 @@ from collections.abc import Callable
 from enum import Enum
 
 from aiortc import clock
-from av.frame import Frame
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtcrtpsender import RTCRtpSender
 from aiortc.rtp import HeaderExtensions, RtpPacket, unwrap_rtx
+from av.frame import Frame
 
 from media import hooks
 from media.keyframes import KeyframeCache, PliThrottle, is_keyframe_start
@@ -54,7 +54,9 @@ class SourcePacket:
         key = out.template_key
         data = self.templates.get(key)
         if data is None:
-            packet = RtpPacket(payload_type=out.payload_type, marker=self.marker, payload=self.payload)
+            packet = RtpPacket(
+                payload_type=out.payload_type, marker=self.marker, payload=self.payload
+            )
             packet.extensions.mid = out.mid
             packet.extensions.abs_send_time = (clock.current_ntp_time() >> 14) & 0x00FFFFFF
             if self.audio_level is not None:
@@ -251,9 +253,7 @@ class StreamForwarder:
         in_ts = packet.timestamp
         new_frame = in_ts != self._last_in_ts
         self._last_in_ts = in_ts
-        source = SourcePacket(
-            packet.payload, packet.marker, in_ts, packet.extensions.audio_level
-        )
+        source = SourcePacket(packet.payload, packet.marker, in_ts, packet.extensions.audio_level)
         keyframe = self.kind == "video" and is_keyframe_start(self.codec_name, packet.payload)
         if keyframe:
             self.keyframe_starts += 1
@@ -281,7 +281,13 @@ class StreamForwarder:
             self.packets_out += 1
 
     def _start_pending(
-        self, source: SourcePacket, in_seq: int, in_ts: int, new_frame: bool, keyframe: bool, ntp: int
+        self,
+        source: SourcePacket,
+        in_seq: int,
+        in_ts: int,
+        new_frame: bool,
+        keyframe: bool,
+        ntp: int,
     ) -> None:
         pending = 0
         for viewer in self.viewers:

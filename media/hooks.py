@@ -80,9 +80,7 @@ def tap_rtp(receiver: RTCRtpReceiver, tap: RtpTap) -> None:
     aiortc's own handler still runs after the tap: it keeps sending NACKs, receiver reports
     and REMB to the publisher, so the uplink stays repaired by aiortc.
     """
-    original: Callable[[RtpPacket, int], Awaitable[None]] = _require(
-        receiver, "_handle_rtp_packet"
-    )
+    original: Callable[[RtpPacket, int], Awaitable[None]] = _require(receiver, "_handle_rtp_packet")
 
     async def handle(packet: RtpPacket, arrival_time_ms: int) -> None:
         try:
@@ -257,7 +255,7 @@ class HostPin:
             return
         cls._holders -= 1
         if not cls._holders and cls._original is not None:
-            aioice.ice.get_host_addresses = cls._original
+            aioice.ice.get_host_addresses = cls._original  # type: ignore[assignment]
             cls._original = None
             cls._address = None
 

@@ -42,7 +42,9 @@ def validate_urls(urls: tuple[str, ...] | list[str], kind: str) -> tuple[str, ..
     return tuple(out)
 
 
-def turn_credentials(secret: str, user: str, now_ms: int, ttl_s: int = TURN_TTL_S) -> tuple[str, str]:
+def turn_credentials(
+    secret: str, user: str, now_ms: int, ttl_s: int = TURN_TTL_S
+) -> tuple[str, str]:
     """coturn REST-API credentials valid until ``now + ttl_s`` (seconds since the epoch)."""
     expiry = now_ms // 1000 + ttl_s
     username = f"{expiry}:{user}"

@@ -96,7 +96,9 @@ class KeyframeCache:
     _complete: tuple[object, ...] = ()
     _complete_ts: int | None = None
 
-    def add(self, seq: int, timestamp: int, marker: bool, keyframe_start: bool, item: object) -> None:
+    def add(
+        self, seq: int, timestamp: int, marker: bool, keyframe_start: bool, item: object
+    ) -> None:
         """Offer every media packet in arrival order; ``item`` is what :meth:`latest` returns."""
         if keyframe_start:
             self._building = [item]
@@ -162,7 +164,9 @@ class PliThrottle:
 
     def due(self, now_ms: int) -> bool:
         """True (once) when a coalesced request's window has ended and the PLI should go."""
-        if not self._deferred or (self._last_ms is not None and now_ms - self._last_ms < self.interval_ms):
+        if not self._deferred or (
+            self._last_ms is not None and now_ms - self._last_ms < self.interval_ms
+        ):
             return False
         self._fire(now_ms)
         return True

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -169,7 +170,8 @@ class MediaRelay:
                 except MediaError as exc:
                     if any(f.viewers for f in state.forwarders.values()):
                         raise MediaError(
-                            CONFLICT, f"viewers are watching; publish the same codec ({exc.message})"
+                            CONFLICT,
+                            f"viewers are watching; publish the same codec ({exc.message})",
                         ) from exc
                     raise
                 self._attach(state, pc, transceivers)
@@ -214,7 +216,9 @@ class MediaRelay:
             def send_pli(ssrc: int, receiver: Any = receiver) -> None:
                 self._spawn(hooks.send_pli(receiver, ssrc))
 
-            forwarder.attach_source(codec.payloadType, codecs.rtx_payload_type(negotiated), send_pli)
+            forwarder.attach_source(
+                codec.payloadType, codecs.rtx_payload_type(negotiated), send_pli
+            )
             hooks.tap_rtp(receiver, forwarder.on_rtp)
 
     async def unpublish(self, room: str) -> None:
@@ -267,13 +271,15 @@ class MediaRelay:
             for forwarder, t in wanted:
                 negotiated = hooks.negotiated_codecs(t)
                 if not negotiated or not codecs.same_codec(negotiated[0], forwarder.codec):
-                    raise MediaError(INVALID, f"the viewer cannot receive {forwarder.codec.mimeType}")
+                    raise MediaError(
+                        INVALID, f"the viewer cannot receive {forwarder.codec.mimeType}"
+                    )
                 if t.mid is None or negotiated[0].payloadType is None:
                     raise MediaError(INVALID, "the offer left a media section unnegotiated")
                 stream = ViewerStream(t.sender, negotiated[0].payloadType, t.mid, forwarder.step)
                 hooks.intercept_feedback(
                     t.sender,
-                    on_nack=lambda seq, f=forwarder, s=stream: f.on_nack(s, seq),
+                    on_nack=functools.partial(forwarder.on_nack, stream),
                     on_keyframe_request=forwarder.request_keyframe,
                 )
                 viewer.streams.append((forwarder, stream))
@@ -340,7 +346,9 @@ class MediaRelay:
             raise MediaError(INVALID, "candidate.candidate must be a string of at most 512 bytes")
         if mid is not None and (not isinstance(mid, str) or len(mid) > 32):
             raise MediaError(INVALID, "candidate.sdpMid must be a short string")
-        if index is not None and (not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < 16):
+        if index is not None and (
+            not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < 16
+        ):
             raise MediaError(INVALID, "candidate.sdpMLineIndex must be a small integer")
         if mid is None and index is None:
             raise MediaError(INVALID, "candidate needs sdpMid or sdpMLineIndex")
@@ -430,7 +438,9 @@ class MediaRelay:
         return {kind: f.codec.mimeType for kind, f in state.forwarders.items()}
 
 
-def _new_forwarder(kind: str, codec: RTCRtpCodecParameters, pli_interval_ms: int) -> StreamForwarder:
+def _new_forwarder(
+    kind: str, codec: RTCRtpCodecParameters, pli_interval_ms: int
+) -> StreamForwarder:
     return StreamForwarder(kind, codec, pli_interval_ms)
 
 

@@ -11,11 +11,13 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
+from typing import Any
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, MediaStreamTrack
 from aiortc.rtcconfiguration import RTCBundlePolicy
+from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 
 from media import hooks
 from media.testing.stamp import FrameSink, StampedVideoTrack
@@ -36,7 +38,7 @@ def _config() -> RTCConfiguration:
     return RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
 
 
-def _video_preferences(codec: str) -> list[object]:
+def _video_preferences(codec: str) -> list[RTCRtpCodecCapability]:
     caps = RTCRtpSender.getCapabilities("video").codecs
     want = f"video/{codec}".lower()
     prefs = [c for c in caps if c.mimeType.lower() == want]
@@ -57,8 +59,8 @@ class _Peer:
     async def accept(self, answer_sdp: str) -> None:
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type="answer"))
 
-    def _run(self, coro: object) -> None:
-        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    def _run(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -84,13 +86,15 @@ class PublisherPeer(_Peer):
     started on the relay's cached keyframe rather than on a fresh one.
     """
 
-    def __init__(self, codec: str = "VP8", audio: bool = True, fps: int = 30, honour_pli: bool = True) -> None:
+    def __init__(
+        self, codec: str = "VP8", audio: bool = True, fps: int = 30, honour_pli: bool = True
+    ) -> None:
         super().__init__()
         self.video = StampedVideoTrack(fps=fps)
         if audio:
             self.pc.addTransceiver(AudioStreamTrack(), direction="sendonly")
         transceiver = self.pc.addTransceiver(self.video, direction="sendonly")
-        transceiver.setCodecPreferences(_video_preferences(codec))  # type: ignore[arg-type]
+        transceiver.setCodecPreferences(_video_preferences(codec))
         self.video_sender = transceiver.sender
         if not honour_pli:
             hooks.ignore_keyframe_requests(self.video_sender)
@@ -103,7 +107,9 @@ class ViewerPeer(_Peer):
     for a lossy link between relay and this viewer.
     """
 
-    def __init__(self, audio: bool = True, loss: float = 0.0, seed: int = 1, read_every: int = 1) -> None:
+    def __init__(
+        self, audio: bool = True, loss: float = 0.0, seed: int = 1, read_every: int = 1
+    ) -> None:
         super().__init__()
         if not 0.0 <= loss < 1.0:
             raise ValueError("loss must be within [0, 1)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import itertools
 import time
 from dataclasses import dataclass, field
 
@@ -161,4 +162,4 @@ class FrameSink:
     def longest_gap_s(self, since: float) -> float:
         """Longest pause between two frames after ``since``: a freeze shows up here."""
         times = [t for t in self.frame_times if t >= since]
-        return max((b - a for a, b in zip(times, times[1:], strict=False)), default=0.0)
+        return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
