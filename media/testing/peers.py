@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
@@ -20,6 +20,7 @@ from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 
 from media import hooks
+from media.relay import MediaRelay
 from media.testing.stamp import FrameSink, StampedVideoTrack
 
 
@@ -183,3 +184,31 @@ class RtpSinkViewer(_Peer):
             if self.first_frame_at is None:
                 self.first_frame_at = time.time()
         return False
+
+
+async def publish_to(
+    relay: MediaRelay, room: str, peer: PublisherPeer, user: str = "streamer"
+) -> None:
+    """Publish ``peer`` into ``room`` on an in-process relay and wait until it is connected."""
+    reply = await relay.publish(room, user, await peer.offer())
+    await peer.accept(reply["sdp"])
+    await peer.connected()
+
+
+async def watch_from(
+    relay: MediaRelay, room: str, viewer_id: str, peer: ViewerPeer | RtpSinkViewer
+) -> float:
+    """Watch ``room`` with ``peer``; returns the time.time() signalling started (for TTFF)."""
+    started = time.time()
+    reply = await relay.watch(room, viewer_id, await peer.offer())
+    await peer.accept(reply["sdp"])
+    return started
+
+
+async def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Poll ``predicate`` every 20 ms; AssertionError naming ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        await asyncio.sleep(0.02)

@@ -31,7 +31,7 @@ VIDEO_CLOCK = 90000
 
 
 def _checksum(value: int) -> int:
-    return sum(value.to_bytes(5, "big")) & 0xFF
+    return (sum(value.to_bytes(5, "big")) & 0xFF) ^ 0xA5  # all-black or all-grey never passes
 
 
 def encode_bits(stamp_ms: int) -> list[int]:
