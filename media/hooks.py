@@ -284,6 +284,25 @@ def filter_incoming_rtp(dtls: Any, keep: RtpFilter) -> None:
     dtls._handle_rtp_data = handle
 
 
+def filter_incoming_datagrams(ice_transport: Any, keep: RtpFilter) -> None:
+    """Call ``keep(datagram)`` on every datagram a peer's ICE transport delivers, *before*
+    DTLS/SRTP sees it; False drops it.
+
+    This is where a lossy network loses packets: dropping after SRTP unprotect (as
+    :func:`filter_incoming_rtp` does) would let SRTP replay protection reject the
+    retransmission of a dropped packet, which a real network never causes.
+    """
+    original: Callable[[], Awaitable[bytes]] = _require(ice_transport, "_recv")
+
+    async def recv() -> bytes:
+        while True:
+            data = await original()
+            if keep(data):
+                return data
+
+    ice_transport._recv = recv
+
+
 def ignore_keyframe_requests(sender: RTCRtpSender) -> None:
     """Make a test publisher deaf to PLI/FIR, so only its natural GOP yields keyframes."""
     _require(sender, "_send_keyframe")

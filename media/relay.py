@@ -332,8 +332,8 @@ class MediaRelay:
     async def add_ice(self, room: str, peer_id: str, candidate: dict[str, Any]) -> None:
         """Add a trickled remote candidate (``RTCIceCandidate.toJSON()`` shape) to a peer.
 
-        ``peer_id`` is the publisher's or a viewer's id. An empty ``candidate`` string (end of
-        candidates) is accepted and ignored.
+        ``peer_id`` is the publisher's or a viewer's id. An empty ``candidate`` string means
+        end of candidates.
         """
         _check_id(room, "room")
         _check_id(peer_id, "peer_id")
@@ -362,6 +362,7 @@ class MediaRelay:
         if pc is None:
             raise MediaError(NOT_FOUND, f"no media session for {peer_id!r} in room {room!r}")
         if not line:
+            await pc.addIceCandidate(None)
             return
         text = line[len("candidate:") :] if line.startswith("candidate:") else line
         try:
@@ -419,6 +420,7 @@ class MediaRelay:
             "retransmits_total": 0,
             "pli_requested_total": 0,
             "pli_sent_total": 0,
+            "keyframes_in_total": 0,
         }
         for key, value in self._retired.items():
             out[key] += value
@@ -451,4 +453,5 @@ def _counters(forwarder: StreamForwarder) -> dict[str, int]:
         "retransmits_total": forwarder.retransmits,
         "pli_requested_total": forwarder.pli.requested,
         "pli_sent_total": forwarder.pli.sent,
+        "keyframes_in_total": forwarder.keyframe_starts,
     }

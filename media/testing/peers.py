@@ -104,8 +104,8 @@ class PublisherPeer(_Peer):
 class ViewerPeer(_Peer):
     """A decoding viewer: counts frames and reads the stamps (latency) from the pixels.
 
-    ``loss`` drops that fraction of the RTP it receives (before aiortc sees it), standing in
-    for a lossy link between relay and this viewer.
+    ``loss`` drops that fraction of the SRTP packets it receives (as they come off the ICE
+    transport), standing in for a lossy link between relay and this viewer.
     """
 
     def __init__(
@@ -134,9 +134,13 @@ class ViewerPeer(_Peer):
     async def accept(self, answer_sdp: str) -> None:
         await super().accept(answer_sdp)
         if self.loss:
-            hooks.filter_incoming_rtp(self.pc.getTransceivers()[0].receiver.transport, self._keep)
+            ice_transport = self.pc.getTransceivers()[0].receiver.transport.transport
+            hooks.filter_incoming_datagrams(ice_transport, self._keep)
 
     def _keep(self, data: bytes) -> bool:
+        # SRTP only, and RTP only (RTCP packet types 192..223 in the second byte)
+        if not data or not 127 < data[0] < 192 or 192 <= data[1] <= 223:
+            return True
         self.received += 1
         if self._rng.random() < self.loss:
             self.dropped += 1
