@@ -66,6 +66,7 @@ class _Viewer:
     viewer_id: str
     pc: RTCPeerConnection
     streams: list[tuple[StreamForwarder, ViewerStream]] = field(default_factory=list)
+    deadline: asyncio.Future[Any] | None = None
 
 
 @dataclass(eq=False)
@@ -115,10 +116,11 @@ class MediaRelay:
 
     # ------------------------------------------------------------------ helpers
 
-    def _spawn(self, awaitable: Any) -> None:
+    def _spawn(self, awaitable: Any) -> asyncio.Future[Any]:
         task = asyncio.ensure_future(awaitable)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     def _ice_servers(self, user: str) -> list[dict[str, Any]]:
         return ice.client_ice_servers(
@@ -299,7 +301,7 @@ class MediaRelay:
             if pc.connectionState in ("failed", "closed"):
                 self._spawn(self._drop_viewer(state, viewer))
 
-        self._spawn(self._connect_deadline(state, viewer))
+        viewer.deadline = self._spawn(self._connect_deadline(state, viewer))
         return {"sdp": answer, "ice_servers": self._ice_servers(viewer_id)}
 
     async def _connect_deadline(self, state: _Room, viewer: _Viewer) -> None:
@@ -309,6 +311,8 @@ class MediaRelay:
             await self._drop_viewer(state, viewer)
 
     async def _drop_viewer(self, state: _Room, viewer: _Viewer) -> None:
+        if viewer.deadline is not None and viewer.deadline is not asyncio.current_task():
+            viewer.deadline.cancel()
         if state.viewers.get(viewer.viewer_id) is viewer:
             del state.viewers[viewer.viewer_id]
         for forwarder, stream in viewer.streams:

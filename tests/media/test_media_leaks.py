@@ -1,0 +1,66 @@
+"""Watch/unwatch cycles leave nothing behind: tasks, sockets/fds, threads, peer connections,
+memory. (The 500-cycle version is in bench/media_bench.py.)"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import threading
+
+import psutil
+import pytest
+from aiortc import RTCPeerConnection
+
+from media import MediaRelay
+from media.testing import PublisherPeer
+from media.testing.peers import RtpSinkViewer, publish_to, wait_until, watch_from
+
+pytestmark = pytest.mark.media
+
+CYCLES = 60
+
+
+def _footprint() -> dict[str, int]:
+    gc.collect()
+    return {
+        "tasks": len(asyncio.all_tasks()),
+        "fds": len(os.listdir("/proc/self/fd")),
+        # the loop's default executor (aiortc encodes there) grows lazily to its cap: not a leak
+        "threads": sum(not t.name.startswith("asyncio_") for t in threading.enumerate()),
+        "peer_connections": sum(isinstance(o, RTCPeerConnection) for o in gc.get_objects()),
+        "rss": psutil.Process().memory_info().rss,
+    }
+
+
+async def _cycle(relay: MediaRelay, i: int) -> None:
+    viewer = RtpSinkViewer()
+    try:
+        await watch_from(relay, "room", f"v{i}", viewer)
+        await wait_until(lambda: viewer.video_frames > 0, 10, "a frame")
+    finally:
+        await relay.unwatch("room", f"v{i}")
+        await viewer.close()
+
+
+async def test_watch_unwatch_cycles_do_not_leak(relay: MediaRelay) -> None:
+    publisher = PublisherPeer(fps=20)
+    try:
+        await publish_to(relay, "room", publisher)
+        for i in range(10):  # warm up caches, codecs, allocator arenas
+            await _cycle(relay, i)
+        await asyncio.sleep(0.5)
+        before = _footprint()
+        for i in range(CYCLES):
+            await _cycle(relay, 100 + i)
+        await asyncio.sleep(0.5)
+        after = _footprint()
+        assert relay.stats()["viewers"] == 0
+        assert after["tasks"] <= before["tasks"] + 2, (before, after)
+        assert after["fds"] <= before["fds"] + 4, (before, after)
+        assert after["threads"] <= before["threads"], (before, after)
+        assert after["peer_connections"] <= before["peer_connections"], (before, after)
+        growth_kib = (after["rss"] - before["rss"]) / 1024
+        assert growth_kib < 8 * 1024, f"RSS grew {growth_kib:.0f} KiB over {CYCLES} cycles"
+    finally:
+        await publisher.close()
