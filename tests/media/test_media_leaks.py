@@ -38,8 +38,12 @@ async def _cycle(relay: MediaRelay, i: int) -> None:
     try:
         await watch_from(relay, "room", f"v{i}", viewer)
         await wait_until(lambda: viewer.video_frames > 0, 10, "a frame")
-    finally:
         await relay.unwatch("room", f"v{i}")
+        # the relay closed its side: the viewer sees the DTLS close, not a timeout
+        await wait_until(
+            lambda: viewer.pc.connectionState in ("closed", "failed"), 5, "relay-side close"
+        )
+    finally:
         await viewer.close()
 
 
@@ -64,3 +68,34 @@ async def test_watch_unwatch_cycles_do_not_leak(relay: MediaRelay) -> None:
         assert growth_kib < 8 * 1024, f"RSS grew {growth_kib:.0f} KiB over {CYCLES} cycles"
     finally:
         await publisher.close()
+
+
+async def test_a_viewer_that_vanishes_is_cleaned_up(relay: MediaRelay) -> None:
+    publisher = PublisherPeer(fps=20)
+    viewer = RtpSinkViewer()
+    try:
+        await publish_to(relay, "room", publisher)
+        await watch_from(relay, "room", "gone", viewer)
+        await wait_until(lambda: viewer.video_frames > 0, 10, "a frame")
+        await viewer.close()  # no unwatch: the tab was closed
+        await wait_until(lambda: relay.stats()["viewers"] == 0, 10, "relay-side cleanup")
+    finally:
+        await publisher.close()
+
+
+async def test_a_viewer_that_never_connects_is_dropped() -> None:
+    from media.testing import loopback
+
+    with loopback():
+        relay = MediaRelay(connect_timeout_s=0.5)
+        publisher = PublisherPeer(fps=20)
+        viewer = RtpSinkViewer()
+        try:
+            await publish_to(relay, "room", publisher)
+            await relay.watch("room", "ghost", await viewer.offer())  # answer never applied
+            assert relay.stats()["viewers"] == 1
+            await wait_until(lambda: relay.stats()["viewers"] == 0, 5, "deadline cleanup")
+        finally:
+            await viewer.close()
+            await publisher.close()
+            await relay.close()
