@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import os
 import itertools
 import time
 from dataclasses import dataclass, field
@@ -41,12 +42,20 @@ def encode_bits(stamp_ms: int) -> list[int]:
     return [(word >> (BITS - 1 - i)) & 1 for i in range(BITS)]
 
 
-def draw(frame: av.VideoFrame, stamp_ms: int, index: int) -> None:
-    """Paint ``stamp_ms`` (and a bar that moves with ``index``) into a yuv420p frame."""
+def draw(frame: av.VideoFrame, stamp_ms: int, index: int, noise: bool = False) -> None:
+    """Paint ``stamp_ms`` (and a bar that moves with ``index``) into a yuv420p frame.
+
+    ``noise`` fills the area below the stamp with random bytes, so an encoder spends its
+    whole bitrate budget (load tests want a realistic ~1 Mbit/s, not a static picture).
+    """
     width, height = frame.width, frame.height
     luma = frame.planes[0]
     stride = luma.line_size
-    y = bytearray(b"\x60" * (stride * height))
+    top = (ROWS * BLOCK_H + 8) * stride
+    if noise:
+        y = bytearray(b"\x60" * top) + bytearray(os.urandom(stride * height - top))
+    else:
+        y = bytearray(b"\x60" * (stride * height))
     x0 = (index * 4) % max(width - 24, 1)
     bar = b"\xc8" * 24
     for row in range(ROWS * BLOCK_H + 8, height):
@@ -97,13 +106,17 @@ class StampedVideoTrack(MediaStreamTrack):
 
     kind = "video"
 
-    def __init__(self, fps: int = 30, width: int = WIDTH, height: int = HEIGHT) -> None:
+    def __init__(
+        self, fps: int = 30, width: int = WIDTH, height: int = HEIGHT, noise: bool = False
+    ) -> None:
         super().__init__()
         if not 1 <= fps <= 120:
             raise ValueError("fps must be within 1..120")
         self.fps = fps
         self.width = width
         self.height = height
+        self.noise = noise
+        self.frames_sent = 0
         self._start: float | None = None
         self._index = 0
 
@@ -118,10 +131,11 @@ class StampedVideoTrack(MediaStreamTrack):
             await asyncio.sleep(delay)
         stamp = int(time.time() * 1000)
         frame = av.VideoFrame(self.width, self.height, "yuv420p")
-        draw(frame, stamp, self._index)
+        draw(frame, stamp, self._index, self.noise)
         frame.pts = self._index * (VIDEO_CLOCK // self.fps)
         frame.time_base = fractions.Fraction(1, VIDEO_CLOCK)
         self._index += 1
+        self.frames_sent += 1
         return frame
 
 

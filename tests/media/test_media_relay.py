@@ -152,16 +152,20 @@ async def test_viewer_codec_mismatch_and_missing_publisher(relay: MediaRelay) ->
         offer = await vp8_only.offer()
         # strip H.264 from the viewer's offer: it cannot receive what is published
         lines = offer.splitlines()
-        h264_pts = {
-            line.split()[0].split(":")[1] for line in lines if "H264/90000" in line
-        }
+        h264_pts = {line.split()[0].split(":")[1] for line in lines if "H264/90000" in line}
         keep = [
             line
             for line in lines
-            if not any(line.startswith(f"a={k}:{pt}") for pt in h264_pts for k in ("rtpmap", "fmtp", "rtcp-fb"))
+            if not any(
+                line.startswith(f"a={k}:{pt}")
+                for pt in h264_pts
+                for k in ("rtpmap", "fmtp", "rtcp-fb")
+            )
         ]
         keep = [
-            " ".join(p for p in line.split() if p not in h264_pts) if line.startswith("m=video") else line
+            " ".join(p for p in line.split() if p not in h264_pts)
+            if line.startswith("m=video")
+            else line
             for line in keep
         ]
         with pytest.raises(MediaError) as err:
@@ -175,7 +179,14 @@ async def test_viewer_codec_mismatch_and_missing_publisher(relay: MediaRelay) ->
 
 @pytest.mark.parametrize(
     "sdp",
-    [None, "", 42, "hello", "v=0\r\n" + "x" * 70_000, "v=0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n"],
+    [
+        None,
+        "",
+        42,
+        "hello",
+        "v=0\r\n" + "x" * 70_000,
+        "v=0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n",
+    ],
 )
 async def test_hostile_offers_are_refused(relay: MediaRelay, sdp: object) -> None:
     with pytest.raises(MediaError) as err:
@@ -277,7 +288,9 @@ async def test_unpublish_keeps_viewers_and_close_room_ends_everything(relay: Med
             await relay.watch("room", "w", await RtpSinkViewer().offer())
         assert err.value.code == "not_found"
         await relay.close_room("room")
-        await wait_until(lambda: viewer.pc.connectionState in ("closed", "failed"), 10, "viewer closed")
+        await wait_until(
+            lambda: viewer.pc.connectionState in ("closed", "failed"), 10, "viewer closed"
+        )
         assert relay.stats()["rooms"] == 0
         assert relay.stats()["packets_out_total"] > 0  # totals survive the room
     finally:
