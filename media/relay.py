@@ -18,6 +18,7 @@ import contextlib
 import functools
 import logging
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,8 +117,8 @@ class MediaRelay:
 
     # ------------------------------------------------------------------ helpers
 
-    def _spawn(self, awaitable: Any) -> asyncio.Future[Any]:
-        task = asyncio.ensure_future(awaitable)
+    def _spawn(self, awaitable: Awaitable[Any]) -> asyncio.Future[Any]:
+        task: asyncio.Future[Any] = asyncio.ensure_future(awaitable)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task

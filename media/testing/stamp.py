@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import fractions
-import os
 import itertools
+import os
 import time
 from dataclasses import dataclass, field
 
