@@ -149,7 +149,7 @@ class Crowd:
             if self.spec.group_join and "group" in self.spec.target:
                 await s.request(Op.GROUP_JOIN, group=self.spec.target["group"])
             reply = await s.request(Op.JOIN, timeout_s=self.spec.join_timeout_s, **self.spec.target)
-        except (TimeoutError, RequestError, OSError, ConnectionError, ConnectionClosed, ValueError) as exc:
+        except Exception as exc:  # any failure to join is the join's failure
             if isinstance(exc, TimeoutError):
                 self.metrics.timeout(JOIN)
             else:
@@ -186,7 +186,7 @@ class Crowd:
             self.metrics.timeout(JOIN)
             self.failed += 1
             return
-        except (OSError, ConnectionClosed, ValueError) as exc:
+        except Exception as exc:  # refused, reset, HTTP 503 on upgrade...
             self.metrics.error(JOIN, type(exc).__name__)
             self.failed += 1
             return
@@ -197,7 +197,7 @@ class Crowd:
             self.failed += 1
             await ws.close()
             return
-        except (ConnectionClosed, ValueError, RequestError) as exc:
+        except Exception as exc:
             self.metrics.error(JOIN, getattr(exc, "code", type(exc).__name__))
             self.failed += 1
             await ws.close()
@@ -269,7 +269,7 @@ class Crowd:
                 self.control.progress(self._progress(total))
                 while not (start := self.control.start_ns()):
                     await asyncio.sleep(0.005)
-            await OpenLoop(s.offsets[:total], join, self.metrics).run(start)
+            await OpenLoop(s.offsets[:total], join, self.metrics, failure_metric=JOIN).run(start)
             # thousands of long-lived connection objects: keep the cyclic GC from walking
             # them again and again (a full collection would show up as loop lag)
             gc.collect()

@@ -60,6 +60,7 @@ class OpenLoop:
     action: Callable[[int, int], Coroutine[Any, Any, None]]
     metrics: Metrics | None = None
     lag_metric: str = "sched_lag"
+    failure_metric: str | None = None  # where an action that raised counts as an error
 
     async def run(self, start_ns: int | None = None) -> None:
         start = time.monotonic_ns() if start_ns is None else start_ns
@@ -72,8 +73,19 @@ class OpenLoop:
             late = time.monotonic_ns() - due
             if self.metrics is not None:
                 self.metrics.record(self.lag_metric, max(late, 0))
-            t = asyncio.create_task(self.action(i, due))
+            t = asyncio.create_task(self._guarded(i, due))
             tasks.add(t)
             t.add_done_callback(tasks.discard)
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _guarded(self, i: int, due: int) -> None:
+        """An action that raises is a generator bug: counted, never silently lost."""
+        try:
+            await self.action(i, due)
+        except Exception as exc:
+            if self.metrics is None:
+                raise
+            self.metrics.count("generator_crashes")
+            if self.failure_metric is not None:
+                self.metrics.error(self.failure_metric, f"crash:{type(exc).__name__}")

@@ -111,6 +111,9 @@ def assess(metrics: Metrics, cpu_by_process: dict[str, list[float]], limits: Lim
             h.sustained.append(f"generator started >10% of actions late: p90 {p90:.1f} ms > {limits.sched_p99_ms:.0f} ms")
         elif p99 > limits.sched_p99_ms:
             h.transient.append(f"generator started actions late: p99 {p99:.1f} ms > {limits.sched_p99_ms:.0f} ms")
+    crashes = metrics.counters.get("generator_crashes", 0)
+    if crashes:
+        h.sustained.append(f"{crashes} generator actions crashed (a load-test bug): see errors 'crash:*'")
     saturated = False
     for label, samples in cpu_by_process.items():
         if not samples:
@@ -121,7 +124,7 @@ def assess(metrics: Metrics, cpu_by_process: dict[str, list[float]], limits: Lim
             h.sustained.append(
                 f"generator process {label} above {limits.cpu_pct:.0f}% CPU in {busy:.0%} of seconds"
             )
-    if h.sustained and not saturated:
+    if h.sustained and not saturated and not crashes:
         peak = max((max(c) for c in cpu_by_process.values() if c), default=0.0)
         h.sustained.append(
             f"no generator process was CPU-bound (peak {peak:.0f}% of a core): the host itself "

@@ -39,7 +39,7 @@ async def connect_actors(
         except TimeoutError:
             ctx.metrics.timeout("join")
             return
-        except (OSError, ConnectionError, ValueError) as exc:
+        except Exception as exc:
             ctx.metrics.error("join", type(exc).__name__)
             return
         now = time.monotonic_ns()

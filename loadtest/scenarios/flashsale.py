@@ -90,7 +90,7 @@ async def rush(
         except TimeoutError:
             ctx.metrics.timeout("buy")
             return
-        except (ConnectionError, OSError) as exc:
+        except Exception as exc:
             ctx.metrics.error("buy", type(exc).__name__)
             return
         now = time.monotonic_ns()

@@ -77,7 +77,7 @@ async def team_rush(ctx: RunContext, buyers: list[Session], offer: Any, size: in
         except TimeoutError:
             ctx.metrics.timeout("team")
             return
-        except (ConnectionError, OSError) as exc:
+        except Exception as exc:
             ctx.metrics.error("team", type(exc).__name__)
             return
         now = time.monotonic_ns()

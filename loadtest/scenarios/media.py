@@ -147,7 +147,7 @@ class MediaViewer:
         except TimeoutError:
             self.ctx.metrics.timeout("first_frame")
             return
-        except (ConnectionError, OSError, ValueError, KeyError) as exc:
+        except Exception as exc:
             self.ctx.metrics.error("first_frame", type(exc).__name__)
             return
         self.ctx.metrics.record("first_frame", got - scheduled_ns, got)

@@ -33,7 +33,7 @@ async def likes(ctx: RunContext, likers: list[Session], count: int, rate: float)
         except RequestError as exc:
             ctx.metrics.error("like", exc.code)
             return
-        except (TimeoutError, ConnectionError, OSError):
+        except Exception:
             ctx.metrics.timeout("like")
             return
         now = time.monotonic_ns()

@@ -46,7 +46,7 @@ async def stamped_storm(
         except TimeoutError:
             ctx.metrics.timeout(ack_metric)
             return
-        except (ConnectionError, OSError) as exc:
+        except Exception as exc:
             ctx.metrics.error(ack_metric, type(exc).__name__)
             return
         now = time.monotonic_ns()

@@ -79,3 +79,14 @@ async def test_latency_counts_from_the_scheduled_time_when_the_generator_is_late
     await OpenLoop(steady(2, 100.0), action, m).run()
     assert measured[1] >= 85 * MS
     assert m.summary("sched_lag").max_ms >= 85
+
+
+async def test_an_action_that_raises_is_counted_not_lost() -> None:
+    async def action(i: int, scheduled_ns: int) -> None:
+        if i == 1:
+            raise RuntimeError("bug")
+
+    m = Metrics()
+    await OpenLoop(steady(3, 1000.0), action, m, failure_metric="join").run()
+    assert m.counters["generator_crashes"] == 1
+    assert m.errors["join"]["crash:RuntimeError"] == 1
