@@ -46,7 +46,7 @@ async def connect_actors(
         ctx.metrics.record("join", now - scheduled_ns, now)
         out[i] = s
 
-    await OpenLoop(steady(count, rate), one, ctx.metrics).run()
+    await OpenLoop(steady(count, rate), one, ctx.metrics, failure_metric="join").run()
     await asyncio.sleep(0)
     return [s for s in out if s is not None]
 

@@ -101,7 +101,7 @@ async def rush(
         ctx.metrics.count("units_sold", int(qty) if isinstance(qty, int) else 1)
         first_order.setdefault(b, (key, object_id(reply, "order")))
 
-    await OpenLoop(spike(n * attempts, window_s), buy, ctx.metrics).run()
+    await OpenLoop(spike(n * attempts, window_s), buy, ctx.metrics, failure_metric="buy").run()
     return units, first_order
 
 

@@ -84,13 +84,13 @@ async def team_rush(ctx: RunContext, buyers: list[Session], offer: Any, size: in
         ctx.metrics.record("team", now - scheduled_ns, now)
         watch.see(reply.get("team"))
 
-    await OpenLoop(steady(leaders, rate), act, ctx.metrics).run()
+    await OpenLoop(steady(leaders, rate), act, ctx.metrics, failure_metric="team").run()
     joiners = len(buyers) - leaders
 
     async def join(i: int, scheduled_ns: int) -> None:
         await act(leaders + i, scheduled_ns)
 
-    await OpenLoop(steady(joiners, rate), join, ctx.metrics).run()
+    await OpenLoop(steady(joiners, rate), join, ctx.metrics, failure_metric="team").run()
 
 
 async def check_teams(ctx: RunContext, watch: TeamWatch, size: int, window_s: float, buyers: int) -> None:

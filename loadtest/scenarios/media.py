@@ -186,7 +186,7 @@ async def media_viewers(ctx: RunContext, streamer: Session, k: int, rate: float,
 
     try:
         pub = await publish(ctx, streamer, stamped.source if stamped is not None else None)
-        await OpenLoop(offsets, go, ctx.metrics).run()
+        await OpenLoop(offsets, go, ctx.metrics, failure_metric="first_frame").run()
     finally:
         await asyncio.gather(*(v.close() for v in viewers), return_exceptions=True)
         if pub is not None:

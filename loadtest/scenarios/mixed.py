@@ -39,7 +39,7 @@ async def likes(ctx: RunContext, likers: list[Session], count: int, rate: float)
         now = time.monotonic_ns()
         ctx.metrics.record("like", now - scheduled_ns, now)
 
-    await OpenLoop(steady(count, rate), tap, ctx.metrics).run()
+    await OpenLoop(steady(count, rate), tap, ctx.metrics, failure_metric="like").run()
 
 
 class MixedScenario(Scenario):

@@ -53,5 +53,5 @@ async def stamped_storm(
         ctx.metrics.record(ack_metric, now - scheduled_ns, now)
         expected.append(Expected(ident, scheduled_ns))
 
-    await OpenLoop(steady(count, rate), act, ctx.metrics).run()
+    await OpenLoop(steady(count, rate), act, ctx.metrics, failure_metric=ack_metric).run()
     return expected
