@@ -107,6 +107,7 @@ class Commerce:
             if sale.tick(now) and sale.phase in OVER and not was_over:
                 self._product_of(sale).give_back(before_left)
                 await self.store.close_sale(sale.id, str(sale.phase))
+                self._publish_sale(sale)
         for offer in state.offers:
             self._register_offer(offer)
             for team in offer.expire(now):
@@ -234,13 +235,6 @@ class Commerce:
                 await self._wait_write(pending)
             return order.to_dict()
         await self._wait_write(self._enqueue(sale, order))
-        self._publish(user_channel(order.user), "order", order.to_dict())
-        if sale.phase is Phase.SOLD_OUT:
-            if sale.id not in self._announced_sold_out:
-                self._announced_sold_out.add(sale.id)
-                self._publish_sale(sale)
-        else:
-            self._stock_moved(sale)
         return order.to_dict()
 
     def _enqueue(self, sale: FlashSale, order: Order) -> asyncio.Future[None]:
@@ -270,9 +264,13 @@ class Commerce:
         except Exception as exc:
             log.error("order batch write failed: %r", exc)
             results = [exc] * len(batch)
+        moved: dict[str, FlashSale] = {}
         for (sale, order, fut), error in zip(batch, results, strict=True):
             self._pending.pop(order.id, None)
             if error is None:
+                # told here, not by the caller: a buyer that went away still has its order
+                self._publish(user_channel(order.user), "order", order.to_dict())
+                moved[sale.id] = sale
                 if not fut.done():
                     fut.set_result(None)
                 continue
@@ -280,6 +278,12 @@ class Commerce:
             if not fut.done():
                 fut.set_exception(error)
                 fut.exception()  # retrieved: the buyer (or its replays) re-raise it
+        for sale in moved.values():
+            if sale.phase is not Phase.SOLD_OUT:
+                self._stock_moved(sale)
+            elif sale.id not in self._announced_sold_out:
+                self._announced_sold_out.add(sale.id)
+                self._publish_sale(sale)  # the final 0: a phase change, never droppable
 
     def _unbuy(self, sale: FlashSale, order: Order) -> None:
         before = sale.phase
@@ -349,6 +353,8 @@ class Commerce:
 
     def _phase_moved(self, sale: FlashSale) -> None:
         """A phase changed by time or by a failed write: tell the room, close if over."""
+        if sale.phase is Phase.LIVE:  # e.g. back from sold_out: announce the next zero again
+            self._announced_sold_out.discard(sale.id)
         if sale.phase in OVER:
             self._product_of(sale).give_back(sale.stock_left)
             self._disarm(f"sale:{sale.id}")
