@@ -22,7 +22,7 @@ import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any
 
 from client_sdk.protocol import Code, room_channel, user_channel
 from server.bus.base import Publish
@@ -38,7 +38,6 @@ from server.store.ledger import SqliteLedger
 from server.store.sqlite import SqliteDatabase
 
 log = logging.getLogger("souk.commerce")
-T = TypeVar("T")
 
 MAX_SNAPSHOT_SALES = 50
 MAX_VIEW_TEAMS = 20  # an offer's view lists the joinable teams closest to full, not all
@@ -295,24 +294,6 @@ class Commerce:
         else:
             self._stock_moved(sale)
 
-    async def _make_durable(
-        self, order_id: str, write: Coroutine[Any, Any, T], undo: Callable[[], None]
-    ) -> T:
-        """Await the write that makes an order durable; replays of its key wait on the same
-        task. The write is shielded: a caller that goes away (cancelled) does not un-queue it,
-        and the in-memory reservation is undone only if the write itself failed."""
-        task = asyncio.ensure_future(write)
-        self._pending[order_id] = task
-
-        def settled(t: asyncio.Future[T]) -> None:
-            self._pending.pop(order_id, None)
-            if t.cancelled() or t.exception() is not None:
-                undo()
-
-        task.add_done_callback(settled)
-        await self._wait_write(task)
-        return task.result()
-
     @staticmethod
     async def _wait_write(task: asyncio.Future[Any]) -> None:
         try:
@@ -437,16 +418,9 @@ class Commerce:
         joined = offer.open(user_id, name, key, new_id("t", now), new_id("o", now), now)
         if not joined.new:
             return await self._replayed(joined)
-        team, order = joined.team, joined.order
-        await self._make_durable(
-            order.id, self.store.open_team(team, order), lambda: self._unjoin(offer, joined)
+        return await self._make_durable(
+            offer, joined, self.store.open_team(joined.team, joined.order)
         )
-        offer.committed(joined)
-        self._arm_offer(offer)
-        self._publish(user_channel(user_id), "order", order.to_dict())
-        self._publish_team(team, final=False)
-        self._publish_offer(offer, droppable=True)
-        return {"team": team.to_dict(), "order": order.to_dict()}
 
     async def team_join(
         self, user_id: str, name: str, offer_id: Any, team_id: Any, key: Any
@@ -460,23 +434,43 @@ class Commerce:
         joined = offer.join(user_id, name, key, team_id, new_id("o", now), now)
         if not joined.new:
             return await self._replayed(joined)
+        return await self._make_durable(offer, joined, self.store.join_team(joined.order))
+
+    async def _make_durable(
+        self, offer: TeamBuyOffer, joined: Joined, write: Coroutine[Any, Any, bool | None]
+    ) -> dict[str, Any]:
+        """Run a team write and everything that follows it as one task of its own, so that
+        the commit, the events and `committed` happen even if the caller goes away; replays
+        of the same key wait on that task."""
+        task = asyncio.ensure_future(self._team_write(offer, joined, write))
+        self._pending[joined.order.id] = task
+        task.add_done_callback(lambda _: self._pending.pop(joined.order.id, None))
+        await self._wait_write(task)
+        return task.result()
+
+    async def _team_write(
+        self, offer: TeamBuyOffer, joined: Joined, write: Coroutine[Any, Any, bool | None]
+    ) -> dict[str, Any]:
         team, order = joined.team, joined.order
-        confirmed = await self._make_durable(
-            order.id, self.store.join_team(order), lambda: self._unjoin(offer, joined)
-        )
+        try:
+            confirmed = await write
+        except BaseException:
+            self._unjoin(offer, joined)
+            raise
         offer.committed(joined)
-        if confirmed != (team.status is TeamStatus.CONFIRMED):
+        if confirmed is not None and confirmed != (team.status is TeamStatus.CONFIRMED):
             log.warning("team %s: ledger confirmed=%s, memory %s", team.id, confirmed, team.status)
         if team.status is TeamStatus.CONFIRMED:
             for member in team.members:
                 self._publish(user_channel(member.user), "order", member.to_dict())
             self._publish_team(team, final=True)
-            self._publish_offer(offer, droppable=True)
-            self._arm_offer(offer)
         else:
-            self._publish(user_channel(user_id), "order", order.to_dict())
+            self._publish(user_channel(order.user), "order", order.to_dict())
             self._publish_team(team, final=False)
-        current = team.member(user_id) or order
+        if order.user == team.leader or team.status is TeamStatus.CONFIRMED:
+            self._publish_offer(offer, droppable=True)  # a team appeared or left the list
+        self._arm_offer(offer)
+        current = team.member(order.user) or order
         return {"team": team.to_dict(), "order": current.to_dict()}
 
     async def _replayed(self, joined: Joined) -> dict[str, Any]:

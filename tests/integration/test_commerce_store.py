@@ -563,3 +563,17 @@ async def test_buyer_that_goes_away_still_gets_its_durable_order(node: Node) -> 
     assert again["id"] == order["id"]
     assert ledger_rows(node.path, "SELECT id FROM orders")[0]["id"] == order["id"]
     assert_books_balance(node.path)
+
+
+async def test_team_joiner_that_goes_away_still_fills_the_team(node: Node) -> None:
+    offer = await offer_of(node, size=2)
+    team = (await node.commerce.team_open("a", "", offer["id"], "k"))["team"]["id"]
+    task = asyncio.create_task(node.commerce.team_join("b", "", offer["id"], team, "k"))
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await eventually(lambda: node.events.of("room:r1", "team")[-1][0]["status"] == "confirmed")
+    # the members were released once the filling write committed: a may open a new team
+    again = await node.commerce.team_open("a", "", offer["id"], "k2")
+    assert again["team"]["status"] == "open"
