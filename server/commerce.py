@@ -133,6 +133,10 @@ class Commerce:
 
     # -- products --------------------------------------------------------------------------
     async def product_create(self, shop: str, raw: Any) -> dict[str, Any]:
+        """See `_product_create`; runs detached so a caller that goes away cannot cut it in half."""
+        return await self._detached(self._product_create(shop, raw))
+
+    async def _product_create(self, shop: str, raw: Any) -> dict[str, Any]:
         now = self.clock_ms()
         product = new_product(shop, raw, new_id("p", now), now)
         self.catalog.add(product)  # refuses a known id before touching storage
@@ -165,6 +169,10 @@ class Commerce:
 
     # -- flash sales -----------------------------------------------------------------------
     async def sale_create(self, room: str, raw: Any, shop: str | None = None) -> dict[str, Any]:
+        """See `_sale_create`; runs detached so a caller that goes away cannot cut it in half."""
+        return await self._detached(self._sale_create(room, raw, shop))
+
+    async def _sale_create(self, room: str, raw: Any, shop: str | None = None) -> dict[str, Any]:
         """Create a sale (its stock is reserved from the product at once); `shop`, when given,
         must own the product."""
         room = fields.ident_value(room, "room")
@@ -191,6 +199,10 @@ class Commerce:
         return self.sale_view(sale)
 
     async def sale_cancel(self, room: str, sale_id: Any) -> dict[str, Any]:
+        """See `_sale_cancel`; runs detached so a caller that goes away cannot cut it in half."""
+        return await self._detached(self._sale_cancel(room, sale_id))
+
+    async def _sale_cancel(self, room: str, sale_id: Any) -> dict[str, Any]:
         sale = self._sale_in(room, sale_id)
         units = sale.cancel(self.clock_ms())
         self._product_of(sale).give_back(units)
@@ -382,6 +394,10 @@ class Commerce:
 
     # -- team buys -------------------------------------------------------------------------
     async def teambuy_create(self, room: str, raw: Any, shop: str | None = None) -> dict[str, Any]:
+        """See `_teambuy_create`; runs detached so a caller that goes away cannot cut it in half."""
+        return await self._detached(self._teambuy_create(room, raw, shop))
+
+    async def _teambuy_create(self, room: str, raw: Any, shop: str | None = None) -> dict[str, Any]:
         room = fields.ident_value(room, "room")
         now = self.clock_ms()
         spec = offer_spec(raw)
@@ -606,7 +622,22 @@ class Commerce:
         if handle is not None:
             handle.cancel()
 
+    async def _detached(self, coro: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
+        """Run a change (memory, durable write, events) as a task of its own: cancelling the
+        caller (a client that disconnects) must not stop it between the write and the state
+        that follows it."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(_retrieve)  # a refusal nobody waits for any more is not an error
+        return await asyncio.shield(task)
+
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
