@@ -46,7 +46,7 @@ class MixedScenario(Scenario):
     name = "mixed"
     summary = "joins, chat, likes, a flash sale, a team buy, questions and media viewers at once"
     metrics = ("join", "event", "question", "chat_ack", "ask", "like", "buy", "team", "first_frame",
-               "media_latency")
+               "first_frame_rtp", "media_latency")
     default_slos: ClassVar[tuple[str, ...]] = ("question.p99<600ms", "chat_ack.p99<600ms", "like.p99<600ms", "buy.p99<600ms", "team.p99<600ms")
     profiles: ClassVar[dict[str, dict[str, float]]] = {
         "small": {"viewers": 30, "rate": 50, "duration_s": 2, "probes": 4, "chatters": 6,
@@ -121,7 +121,7 @@ class MixedScenario(Scenario):
             if k <= 0:
                 return
             ctx.notes.extend(await media_viewers(ctx, streamer, k, 10.0, False, d / 2,
-                                                 first_index=9_000_000))
+                                                 first_index=9_000_000, probes=3))
 
         async def no_questions() -> list[Expected]:
             return []
