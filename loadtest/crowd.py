@@ -295,6 +295,7 @@ class Crowd:
             "probes": [asdict(p) for p in self.probe_reports],
             "last_seq": {str(k): v for k, v in last.items()},
             "cpu": {s.label: watchdog.cpu},
+            "rss_mb": {s.label: round(watchdog.rss_mb, 1)},
             "joined": self.joined,
             "failed": self.failed,
         }

@@ -89,6 +89,9 @@ def print_summary(console: Console, result: Result) -> None:
         console.print("counters: " + ", ".join(f"{k}={v}" for k, v in sorted(m.counters.items())))
     for name, codes in m.errors.items():
         console.print(f"errors in {name}: " + ", ".join(f"{c}×{n}" for c, n in codes.items()))
+    rss = result.server.get("generator_rss_mb") if result.server else None
+    if rss:
+        console.print("generator peak RSS: " + ", ".join(f"{k} {v} MiB" for k, v in rss.items()))
     cpu = result.server.get("cpu_pct_per_second") if result.server else None
     if cpu:
         console.print(f"server pid {result.server['pid']}: CPU mean {sum(cpu) / len(cpu):.0f}%, "

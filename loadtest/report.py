@@ -174,6 +174,9 @@ def render_html(data: dict[str, Any], metrics: Metrics) -> str:
                            for label, c in gen["cpu_pct_per_second"].items())
                  + "</ul>")
     srv = data.get("server") or {}
+    if srv.get("generator_rss_mb"):
+        parts.append("<p>generator peak RSS: " + ", ".join(
+            f"{escape(k)} {v} MiB" for k, v in srv["generator_rss_mb"].items()) + "</p>")
     if srv.get("cpu_pct_per_second"):
         cpu = srv["cpu_pct_per_second"]
         parts.append(f"<h2>Server process</h2><ul><li>pid {srv['pid']}: CPU mean {sum(cpu) / len(cpu):.0f}%, "

@@ -102,6 +102,7 @@ class RunContext:
         self.pools: list[CrowdPool] = []
         self.sessions: list[Session] = []
         self.cpu: dict[str, list[float]] = {}
+        self.rss_mb: dict[str, float] = {}
         self.last_seq: dict[str, int] = {}
         self.phase = "starting"
 
@@ -177,6 +178,7 @@ class RunContext:
         for res in results:
             self.metrics.merge(Metrics.from_dict(res["metrics"]))
             self.cpu.update(res["cpu"])
+            self.rss_mb.update(res.get("rss_mb", {}))
             for probe in res["probes"]:
                 for kind, exp in expected.items():
                     got = set(probe["received"].get(kind, ()))
@@ -258,6 +260,7 @@ async def run(
             await server.stop()
         await ctx.close()
     ctx.cpu[watchdog.label] = watchdog.cpu
+    ctx.rss_mb[watchdog.label] = round(watchdog.rss_mb, 1)
     psi_end = cpu_pressure_us()
     if psi_start is not None and psi_end is not None:
         share = (psi_end - psi_start) / 1e6 / max(time.monotonic() - mono_start, 1e-3)
@@ -266,6 +269,7 @@ async def run(
     server_info: dict[str, Any] = {}
     if server is not None:
         server_info = {"pid": server.pid, "cpu_pct_per_second": server.cpu, "rss_mb": server.rss_mb}
+    server_info["generator_rss_mb"] = ctx.rss_mb
     generator = assess(metrics, ctx.cpu)
     results = evaluate(slos, metrics)
     verdict = decide(results, ctx.checks, generator)

@@ -38,6 +38,7 @@ class Watchdog:
     interval_s: float = 0.05
     label: str = "main"
     cpu: list[float] = field(default_factory=list)
+    rss_mb: float = 0.0  # peak resident memory of this process
     _task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -63,10 +64,11 @@ class Watchdog:
             self.metrics.record(LAG_METRIC, max(lag, 0))
             if time.monotonic() >= next_cpu:
                 self.cpu.append(proc.cpu_percent(None))
+                self.rss_mb = max(self.rss_mb, proc.memory_info().rss / 2**20)
                 next_cpu += 1.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "cpu": self.cpu}
+        return {"label": self.label, "cpu": self.cpu, "rss_mb": self.rss_mb}
 
 
 @dataclass
