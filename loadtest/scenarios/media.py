@@ -39,7 +39,7 @@ def pin_loopback_ice() -> None:
 class StampedMedia:
     """The media package's stamped source and reader (`media.testing`), when installed."""
 
-    source: Callable[[], Any]
+    source: Callable[..., Any]  # StampedVideoTrack(fps=...)
     read: StampReader
     latency_ms: Callable[[int, int], int]  # (stamp, wall-clock now in ms) -> ms
 
@@ -215,7 +215,8 @@ async def media_viewers(ctx: RunContext, streamer: Session, k: int, rate: float,
     """Publish, then K viewers watch (a burst, or open-loop at `rate`); returns notes.
 
     `probes` of them decode (time to first decoded frame, pixel-stamped latency); the rest
-    are RTP sinks when `media.testing` provides them (else every viewer decodes).
+    are RTP sinks when `media.testing` provides them (else every viewer decodes). The
+    publisher encodes in this process: knob `fps` (default 30) bounds what that costs.
     """
     from loadtest.scenarios.buyers import connect_actors
 
@@ -247,7 +248,9 @@ async def media_viewers(ctx: RunContext, streamer: Session, k: int, rate: float,
             failures.append(exc)
 
     try:
-        pub = await publish(ctx, streamer, stamped.source if stamped is not None else None)
+        fps = int(ctx.knob("fps", 30))
+        source = (lambda: stamped.source(fps=fps)) if stamped is not None else None
+        pub = await publish(ctx, streamer, source)
         await OpenLoop(offsets, go, ctx.metrics, failure_metric="first_frame").run()
     finally:
         await asyncio.gather(*(v.close() for v in viewers), return_exceptions=True)

@@ -51,7 +51,7 @@ class MixedScenario(Scenario):
     profiles: ClassVar[dict[str, dict[str, float]]] = {
         "small": {"viewers": 30, "rate": 50, "duration_s": 2, "probes": 4, "chatters": 6,
                   "chat_rate": 6, "ask_rate": 2, "like_rate": 10, "buyers": 20, "units": 5,
-                  "size": 3, "window_s": 2, "media": 2},
+                  "size": 3, "window_s": 2, "media": 2, "fps": 10},
         "full": {"viewers": 5000, "rate": 200, "duration_s": 30, "probes": 30, "chatters": 200,
                  "chat_rate": 50, "ask_rate": 5, "like_rate": 200, "buyers": 1000, "units": 100,
                  "size": 5, "window_s": 10, "media": 20, "workers": 2},
@@ -121,7 +121,7 @@ class MixedScenario(Scenario):
             if k <= 0:
                 return
             ctx.notes.extend(await media_viewers(ctx, streamer, k, 10.0, False, d / 2,
-                                                 first_index=9_000_000, probes=3))
+                                                 first_index=9_000_000, probes=1))
 
         async def no_questions() -> list[Expected]:
             return []
