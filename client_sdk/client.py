@@ -360,7 +360,7 @@ class Client:
                 await self._reauth_and_resume()
                 self.reconnects += 1
                 return
-            except (TimeoutError, OSError, ConnectionClosed, SoukError) as exc:
+            except (TimeoutError, OSError, WebSocketException, SoukError) as exc:
                 log.info("reconnect failed: %s", exc)
                 delay = min(self.backoff[1], delay * 2)
 

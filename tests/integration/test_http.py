@@ -41,7 +41,7 @@ async def test_health_and_metrics(server: Running) -> None:
 
 async def test_pages_and_sdk_are_served(server: Running) -> None:
     for path in ("/", "/studio/demo", "/live/demo", "/group/g1", "/dashboard"):
-        status, headers, body = await aget(server.http + path)
+        status, headers, _ = await aget(server.http + path)
         assert status == 200, path
         assert headers["Content-Type"].startswith("text/html")
     status, _, _ = await aget(server.http + "/static/../app.py")
