@@ -1,0 +1,115 @@
+"""Browser fixtures: Debian's Chromium driven by Playwright against a real `souk serve`.
+
+Chromium is never downloaded (`playwright install` is not used): the tests drive
+/usr/bin/chromium, and fail loudly when it is missing, so a machine without it can never
+report these tests as passed or skipped.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+
+from tests.conftest import ROOT, ServerProcess, token
+
+CHROMIUM = os.environ.get("SOUK_CHROMIUM", "/usr/bin/chromium")
+SCREENSHOTS = ROOT / "artifacts" / "screenshots"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+    "--disable-background-networking",
+    "--allow-loopback-in-peer-connection",
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
+    "--no-first-run",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--autoplay-policy=no-user-gesture-required",
+]
+
+
+async def launch(pw: Any) -> Browser:
+    if not Path(CHROMIUM).is_file():
+        pytest.fail(
+            f"Chromium not found at {CHROMIUM}: install Debian's package "
+            "(apt-get install -y chromium); browser tests never download a browser",
+            pytrace=False,
+        )
+    browser: Browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
+                                                headless=True)
+    return browser
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as pw:
+        b = await launch(pw)
+        try:
+            yield b
+        finally:
+            await b.close()
+
+
+@pytest.fixture
+def souk(server_process: Callable[..., ServerProcess]) -> ServerProcess:
+    """A real server child process in demo mode (its secret is the tests' SECRET)."""
+    return server_process("--demo")
+
+
+class Pages:
+    """Open Souk pages in fresh browser contexts (one per user, like separate devices)."""
+
+    def __init__(self, browser: Browser, server: ServerProcess) -> None:
+        self.browser = browser
+        self.server = server
+        self.contexts: list[BrowserContext] = []
+        self.console: list[str] = []
+
+    async def open(self, path: str, *, sub: str | None = None, role: str = "viewer",
+                   rooms: list[str] | None = None, groups: list[str] | None = None,
+                   name: str | None = None, phone: bool = False, wait_conn: bool = True) -> Page:
+        ctx = await self.browser.new_context(
+            viewport={"width": 390, "height": 844} if phone else {"width": 1280, "height": 860})
+        self.contexts.append(ctx)
+        page = await ctx.new_page()
+        page.on("console", lambda m: self.console.append(f"{m.type}: {m.text}"))
+        page.on("pageerror", lambda e: self.console.append(f"pageerror: {e}"))
+        url = self.server.http + path
+        if sub is not None:
+            tok = token(sub, role, rooms=rooms, groups=groups if groups is not None else ["*"], name=name)
+            url += ("&" if "?" in url else "?") + "token=" + tok
+        await page.goto(url)
+        if wait_conn:
+            await page.wait_for_function("document.body.dataset.conn === 'open'", timeout=10_000)
+        return page
+
+    async def close(self) -> None:
+        for ctx in self.contexts:
+            await ctx.close()
+
+
+@pytest.fixture
+async def pages(browser: Browser, souk: ServerProcess) -> AsyncIterator[Pages]:
+    p = Pages(browser, souk)
+    try:
+        yield p
+    finally:
+        await p.close()
+
+
+async def screenshot(page: Page, name: str) -> None:
+    """Save a screenshot as a test artifact (artifacts/ is gitignored)."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def tid(id_: str) -> str:
+    """Playwright selector for a data-testid."""
+    return f'[data-testid="{id_}"]'
