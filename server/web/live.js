@@ -124,7 +124,7 @@ function showPinned(product) {
 
 function floatHeart() {
   const box = byTestId("hearts");
-  const heart = h("span", {class: "heart-float", style: `right:${Math.random() * 30}px`}, "❤");
+  const heart = h("span", {class: "heart-float", style: `right:${Math.random() * 30}px`}, "♥");
   box.append(heart);
   setTimeout(() => heart.remove(), 1500);
 }
