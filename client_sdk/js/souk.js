@@ -460,18 +460,19 @@ export class Souk {
    * Offer/answer over the websocket. Full offers by default (wait for ICE gathering);
    * with `trickle`, the offer goes at once and candidates follow with the `ice` op.
    */
-  async _negotiate(pc, op, room) {
+  async _negotiate(pc, op, room, trickle = this.trickle) {
+    trickle = trickle && !this._noTrickle;
     const queued = [];
     let ready = false;
-    if (this.trickle) {
+    if (trickle) {
       pc.addEventListener("icecandidate", (e) => {
         const c = e.candidate ? e.candidate.toJSON() : {candidate: "", sdpMid: "0", sdpMLineIndex: 0};
-        if (ready) this.request("ice", {room, candidate: c}).catch(() => {});
+        if (ready) this._sendIce(room, c);
         else queued.push(c);
       });
     }
     await pc.setLocalDescription(await pc.createOffer());
-    if (!this.trickle) await this._gathered(pc);
+    if (!trickle) await this._gathered(pc);
     const reply = await this.request(op, {room, sdp: pc.localDescription.sdp});
     if (Array.isArray(reply.ice_servers) && !this.iceServers) {
       // The server's STUN/TURN list applies from this peer on (and to the next connection).
@@ -480,19 +481,27 @@ export class Souk {
     }
     await pc.setRemoteDescription({type: "answer", sdp: reply.sdp});
     ready = true;
-    for (const c of queued.splice(0)) this.request("ice", {room, candidate: c}).catch(() => {});
+    for (const c of queued.splice(0)) this._sendIce(room, c);
     return reply;
   }
 
+  _sendIce(room, candidate) {
+    this.iceSent = (this.iceSent || 0) + 1;
+    this.request("ice", {room, candidate}).catch((err) => {
+      // A server without the optional `ice` op: later offers wait for gathering instead.
+      if (err.code === "unknown_op") this._noTrickle = true;
+    });
+  }
+
   /** Publish a MediaStream (camera + mic) to `room`; resolves with the RTCPeerConnection. */
-  async publish(stream, room) {
+  async publish(stream, room, {trickle = this.trickle} = {}) {
     const key = `publish:${room}`;
     this._stopMedia(key);
     const pc = this._peerFor();
     for (const track of stream.getTracks()) pc.addTransceiver(track, {direction: "sendonly", streams: [stream]});
     this._media.set(key, {pc, room, kind: "publish", stream});
     try {
-      await this._negotiate(pc, "publish", room);
+      await this._negotiate(pc, "publish", room, trickle);
     } catch (err) {
       this._stopMedia(key);
       throw err;
@@ -509,7 +518,7 @@ export class Souk {
    * Watch `room` in a <video> element (recvonly offer). Resolves with the
    * RTCPeerConnection once the answer is applied; the video plays when media arrives.
    */
-  async watch(video, room) {
+  async watch(video, room, {trickle = this.trickle} = {}) {
     const key = `watch:${room}`;
     this._stopMedia(key);
     const pc = this._peerFor();
@@ -522,9 +531,9 @@ export class Souk {
       const played = video.play();
       if (played && played.catch) played.catch(() => { video.muted = true; video.play().catch(() => {}); });
     });
-    this._media.set(key, {pc, room, kind: "watch", video});
+    this._media.set(key, {pc, room, kind: "watch", video, trickle});
     try {
-      await this._negotiate(pc, "watch", room);
+      await this._negotiate(pc, "watch", room, trickle);
     } catch (err) {
       this._stopMedia(key);
       throw err;
@@ -554,7 +563,7 @@ export class Souk {
   /** After a reconnect the server has dropped our media sessions: publish and watch again. */
   _rewatch() {
     for (const m of [...this._media.values()]) {
-      if (m.kind === "watch") this.watch(m.video, m.room).catch(() => {});
+      if (m.kind === "watch") this.watch(m.video, m.room, {trickle: m.trickle}).catch(() => {});
       else if (m.kind === "publish") this.publish(m.stream, m.room).catch(() => {});
     }
   }

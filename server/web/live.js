@@ -6,10 +6,46 @@ import {QuestionList} from "/static/questions.js";
 import {SaleCards, TeamBuyCards} from "/static/sales.js";
 
 const WATCH_RETRY_MS = 2000;
+// Full offers by default (ICE gathering completes first: works with any server); ?trickle=1
+// sends the offer at once and the candidates after it with the `ice` op.
+const trickle = new URLSearchParams(location.search).get("trickle") === "1";
 
 async function main() {
   const {souk, id: room} = await boot("viewer");
   const ch = `room:${room}`;
+  const video = byTestId("video");
+  byTestId("unmute").addEventListener("click", () => { video.muted = false; video.play().catch(() => {}); });
+  const status = byTestId("video-status");
+  video.addEventListener("playing", () => status.classList.add("hidden"));
+
+  // Watch: now if the room is live; again whenever it goes live or the peer fails.
+  let watching = false, retry = null;
+  async function watch() {
+    retry = null;
+    if (watching) return;
+    watching = true;
+    try {
+      const pc = await souk.watch(video, room, {trickle});
+      status.textContent = "connecting video…";
+      pc.addEventListener("connectionstatechange", () => {
+        if (pc.connectionState === "failed" || pc.connectionState === "closed") {
+          watching = false;
+          status.classList.remove("hidden");
+          status.textContent = "video lost, retrying…";
+          watchSoon(WATCH_RETRY_MS);
+        }
+      });
+    } catch (err) {
+      watching = false;
+      status.textContent = err.code === "not_found" ? "waiting for the stream…"
+        : err.code === "unknown_op" ? "video is not available on this server" : explain(err);
+      if (err.code !== "unknown_op" && err.code !== "forbidden") watchSoon(WATCH_RETRY_MS);
+    }
+  }
+  function watchSoon(ms) {
+    if (!retry && !watching) retry = setTimeout(watch, ms);
+  }
+  watch(); // before join: ICE gathering overlaps the join round trip
   const chat = new ChatPanel(byTestId("chat"), souk, {room});
   const questions = new QuestionList(byTestId("qa"), souk, ch, {mode: "viewer", room});
   const sales = new SaleCards(byTestId("sales"), souk, room, {mode: "viewer"});
@@ -72,38 +108,6 @@ async function main() {
     }
   });
 
-  const video = byTestId("video");
-  byTestId("unmute").addEventListener("click", () => { video.muted = false; video.play().catch(() => {}); });
-  const status = byTestId("video-status");
-  video.addEventListener("playing", () => status.classList.add("hidden"));
-
-  // Watch: now if the room is live; again whenever it goes live or the peer fails.
-  let watching = false, retry = null;
-  async function watch() {
-    retry = null;
-    if (watching) return;
-    watching = true;
-    try {
-      const pc = await souk.watch(video, room);
-      status.textContent = "connecting video…";
-      pc.addEventListener("connectionstatechange", () => {
-        if (pc.connectionState === "failed" || pc.connectionState === "closed") {
-          watching = false;
-          status.classList.remove("hidden");
-          status.textContent = "video lost, retrying…";
-          watchSoon(WATCH_RETRY_MS);
-        }
-      });
-    } catch (err) {
-      watching = false;
-      status.textContent = err.code === "not_found" ? "waiting for the stream…" : explain(err);
-      if (err.code !== "unknown_op" && err.code !== "forbidden") watchSoon(WATCH_RETRY_MS);
-    }
-  }
-  function watchSoon(ms) {
-    if (!retry && !watching) retry = setTimeout(watch, ms);
-  }
-  watch();
 }
 
 function setState(state) {

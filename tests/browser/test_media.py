@@ -52,10 +52,13 @@ async def test_studio_goes_live_and_viewer_sees_frames_advance(pages: Pages) -> 
     await screenshot(viewer, "live-video")
     await screenshot(studio, "studio-live")
 
-    # A second viewer joins late and plays too (the relay asks the publisher for a keyframe).
-    late = await pages.open("/live/tv1", sub="latecomer", rooms=["tv1"], phone=True)
+    # A second viewer joins late, with trickle ICE (candidates after the offer, `ice` op),
+    # and plays too (the relay asks the publisher for a keyframe).
+    late = await pages.open("/live/tv1?trickle=1", sub="latecomer", rooms=["tv1"], phone=True)
     await wait_playing(late)
     assert (await late.evaluate(FRAMES_JS))["frames"] >= 10
+    trickled = await late.evaluate("({sent: window.souk.iceSent || 0, refused: !!window.souk._noTrickle})")
+    assert trickled["sent"] >= 1 and not trickled["refused"], trickled
 
     # End: the room state reaches the viewers.
     await studio.click(tid("end"))
