@@ -120,10 +120,10 @@ function showPinned(product) {
   const el = byTestId("pinned");
   if (!product) { el.textContent = "nothing pinned yet"; el.className = "product-card meta"; return; }
   el.className = "product-card";
-  el.replaceChildren(
+  el.replaceChildren(...[
     product.image ? h("img", {src: product.image, alt: "", width: 64, height: 64}) : null,
     h("div", {}, h("b", {testid: "pinned-title"}, product.title || product.id),
-      h("div", {class: "price"}, product.price != null ? money(product.price, product.currency) : "")));
+      h("div", {class: "price"}, product.price != null ? money(product.price, product.currency) : ""))].filter(Boolean));
 }
 
 function floatHeart() {

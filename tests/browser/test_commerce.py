@@ -34,6 +34,8 @@ async def test_flash_sale_countdown_buy_and_stock(pages: Pages) -> None:
     await expect(product).to_contain_text("Longjing tea 250 g")
     await product.locator(tid("pin")).click()
     await expect(viewer.locator(tid("pinned-title"))).to_have_text("Longjing tea 250 g")
+    await expect(viewer.locator(tid("pinned"))).to_contain_text("20.00")
+    await expect(viewer.locator(tid("pinned"))).not_to_contain_text("null")
 
     # A flash sale: 3 units at 9.90, 60 s, one per person.
     await studio.fill(tid("sale-price"), "9.90")
