@@ -35,13 +35,18 @@ CHROMIUM_ARGS = [
 ]
 
 
-async def launch(pw: Any) -> Browser:
+def require_chromium() -> None:
+    """Fail (not skip) without Chromium: a missing browser must never look like a pass."""
     if not Path(CHROMIUM).is_file():
         pytest.fail(
             f"Chromium not found at {CHROMIUM}: install Debian's package "
             "(apt-get install -y chromium); browser tests never download a browser",
             pytrace=False,
         )
+
+
+async def launch(pw: Any) -> Browser:
+    require_chromium()
     browser: Browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
                                                 headless=True)
     return browser
