@@ -92,3 +92,49 @@ async def test_sdk_reconnects_and_resumes_without_loss_or_duplicates(pages: Page
         reconnects = await page.evaluate("window.souk.reconnects")
     assert got == ["before", "during-0", "during-1", "during-2", "after"]
     assert reconnects == 1
+
+
+async def test_sdk_gap_triggers_resume_and_stale_epoch_gets_resync(pages: Pages) -> None:
+    page = await sdk_page(pages)
+    await page.evaluate(
+        """async (tok) => {
+            const {Souk} = await import("/sdk/souk.js");
+            const souk = new Souk(null, tok, {backoff: [100, 200]});
+            window.got = [];
+            window.resyncs = [];
+            souk.on("chat", (ev) => window.got.push(ev.text));
+            souk.on("resync", (ev) => window.resyncs.push(ev));
+            await souk.connect();
+            await souk.join("r3");
+            // Lose exactly one frame on the wire: the one carrying "lost-1".
+            const ws = souk._ws, deliver = ws.onmessage;
+            let dropped = false;
+            ws.onmessage = (m) => {
+                if (!dropped && String(m.data).includes("lost-1")) { dropped = true; return; }
+                deliver(m);
+            };
+            window.souk = souk;
+        }""",
+        token("dora", "viewer", rooms=["r3"]),
+    )
+    from client_sdk import Client
+
+    async with Client(pages.server.url, token("eve", "viewer", rooms=["r3"])) as eve:
+        await eve.join("r3")
+        await eve.chat("r3", "lost-1")
+        await eve.chat("r3", "next-2")
+        await page.wait_for_function("window.got.length >= 2", timeout=5000)
+        assert await page.evaluate("window.got") == ["lost-1", "next-2"]
+
+        # A stale epoch (as after a server restart): the resume answers with a resync snapshot.
+        await page.evaluate("""() => {
+            window.souk.channels.get("room:r3").epoch = "stale-epoch";
+            window.souk._ws.close(4000, "test drop");
+        }""")
+        await page.wait_for_function("window.resyncs.length === 1", timeout=10_000)
+        resync = await page.evaluate("window.resyncs[0]")
+        assert resync["ch"] == "room:r3" and resync["epoch"] != "stale-epoch"
+        assert [m["text"] for m in resync["snapshot"]["chat"]] == ["lost-1", "next-2"]
+        await eve.chat("r3", "after-resync")
+        await page.wait_for_function("window.got.includes('after-resync')", timeout=5000)
+        assert await page.evaluate("window.got") == ["lost-1", "next-2", "after-resync"]
