@@ -19,7 +19,7 @@ async function main() {
   video.addEventListener("playing", () => status.classList.add("hidden"));
 
   // Watch: now if the room is live; again whenever it goes live or the peer fails.
-  let watching = false, retry = null;
+  let watching = false, retry = null, ended = false;
   async function watch() {
     retry = null;
     if (watching) return;
@@ -28,7 +28,7 @@ async function main() {
       const pc = await souk.watch(video, room, {trickle});
       status.textContent = "connecting video…";
       pc.addEventListener("connectionstatechange", () => {
-        if (pc.connectionState === "failed" || pc.connectionState === "closed") {
+        if ((pc.connectionState === "failed" || pc.connectionState === "closed") && !ended) {
           watching = false;
           status.classList.remove("hidden");
           status.textContent = "video lost, retrying…";
@@ -43,7 +43,7 @@ async function main() {
     }
   }
   function watchSoon(ms) {
-    if (!retry && !watching) retry = setTimeout(watch, ms);
+    if (!retry && !watching && !ended) retry = setTimeout(watch, ms);
   }
   watch(); // before join: ICE gathering overlaps the join round trip
   const chat = new ChatPanel(byTestId("chat"), souk, {room});
@@ -54,6 +54,10 @@ async function main() {
   const apply = (snap) => {
     byTestId("title").textContent = snap.title || `Room ${room}`;
     setState(snap.state);
+    if (snap.state === "ended") {
+      ended = true;
+      status.textContent = "the live has ended";
+    }
     byTestId("viewers").textContent = snap.viewers ?? 0;
     byTestId("likes").textContent = snap.likes ?? 0;
     showPinned(snap.pinned);
@@ -72,7 +76,18 @@ async function main() {
   souk.on("state", (ev) => {
     if (ev.ch !== ch) return;
     setState(ev.state);
-    if (ev.state === "live") watchSoon(200);
+    if (ev.state === "live") {
+      ended = false;
+      watchSoon(200);
+    } else if (ev.state === "ended") {
+      ended = true;
+      clearTimeout(retry);
+      retry = null;
+      if (watching) souk.unwatch(room).catch(() => {});
+      watching = false;
+      status.classList.remove("hidden");
+      status.textContent = "the live has ended";
+    }
   });
   souk.on("order", (ev) => {
     byTestId("orders").prepend(h("div", {testid: "order"}, `order ${ev.id}: ${ev.qty} × ${money(ev.price, ev.currency)} — ${ev.status}`));

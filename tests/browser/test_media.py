@@ -63,3 +63,4 @@ async def test_studio_goes_live_and_viewer_sees_frames_advance(pages: Pages) -> 
     # End: the room state reaches the viewers.
     await studio.click(tid("end"))
     await expect(viewer.locator(tid("room-state"))).to_have_text("ended")
+    await expect(viewer.locator(tid("video-status"))).to_have_text("the live has ended")
