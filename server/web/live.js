@@ -89,8 +89,14 @@ async function main() {
       status.textContent = "the live has ended";
     }
   });
+  // My orders, from `order` events on user:<me>; one line per order, updated in place.
   souk.on("order", (ev) => {
-    byTestId("orders").prepend(h("div", {testid: "order"}, `order ${ev.id}: ${ev.qty} × ${money(ev.price, ev.currency)} — ${ev.status}`));
+    const box = byTestId("orders");
+    const line = h("div", {testid: "order", dataset: {order: ev.id, status: ev.status}},
+      `${ev.qty} × ${ev.title || ev.product || ""} ${money(ev.price, ev.currency)} — ${ev.status}`);
+    const old = box.querySelector(`[data-order="${CSS.escape(ev.id)}"]`);
+    if (old) old.replaceWith(line);
+    else box.prepend(line);
   });
 
   // Hearts: counted locally and sent in one `like` at most every 300 ms (the server aggregates too).

@@ -144,7 +144,11 @@ export class TeamBuyCards {
     const now = this.souk.serverNow();
     const cards = [...this.offers.values()].map((o) => {
       const teams = [...this.teams.values()].filter((t) => t.offer === o.id && (t.status === "open" || t.status === "confirmed"));
-      const result = h("div", {testid: "team-result"}, this.results.get(o.id) || "");
+      const mine = this.teams.get(this.myTeam.get(o.id));
+      const text = mine
+        ? `Your team: ${mine.count ?? (mine.members || []).length}/${mine.size} — ${mine.status}`
+        : this.results.get(o.id) || "";
+      const result = h("div", {testid: "team-result", dataset: {status: mine ? mine.status : ""}}, text);
       return h("div", {class: "sale", testid: "teambuy-card", dataset: {offer: o.id}},
         h("div", {class: "row"}, h("b", {}, o.title || o.product), h("span", {class: "price"}, money(o.price, o.currency)),
           h("span", {class: "meta"}, `team of ${o.size} · ${o.window_s}s to fill`)),
@@ -166,15 +170,23 @@ export class TeamBuyCards {
   }
 
   get results() {
-    if (!this._results) this._results = new Map();
+    if (!this._results) this._results = new Map(); // offer id -> last error text
     return this._results;
+  }
+
+  get myTeam() {
+    if (!this._myTeam) this._myTeam = new Map(); // offer id -> the team this user is in
+    return this._myTeam;
   }
 
   async act(offerId, promise) {
     try {
       const team = await promise;
-      if (team && team.id) this.upsertTeam(team);
-      this.results.set(offerId, `In team ${team.id}: ${team.count ?? (team.members || []).length}/${team.size}`);
+      if (team && team.id) {
+        this.myTeam.set(offerId, team.id);
+        this.results.delete(offerId);
+        this.upsertTeam(team);
+      }
     } catch (err) {
       this.results.set(offerId, explain(err));
     }

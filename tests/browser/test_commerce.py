@@ -65,6 +65,8 @@ async def test_flash_sale_countdown_buy_and_stock(pages: Pages) -> None:
     await expect(card.locator(tid("buy"))).to_be_enabled()
     await card.locator(tid("buy")).click()
     await expect(card.locator(tid("buy-result"))).to_have_attribute("data-outcome", "limit_reached")
+    await expect(card.locator(tid("buy-result"))).to_have_text("You reached the per-person limit")
+    await expect(viewer.locator(tid("order"))).to_have_count(1)
     await screenshot(viewer, "live-flash-sale")
 
     # Two other buyers empty it: the viewer sees the stock drop to zero and "sold out".
@@ -108,7 +110,7 @@ async def test_group_buy_open_and_join_from_the_viewer_page(pages: Pages) -> Non
     offer = viewer.locator(tid("teambuy-card"))
     await expect(offer).to_have_count(1)
     await offer.locator(tid("team-open")).click()
-    await expect(offer.locator(tid("team-result"))).to_contain_text("1/2")
+    await expect(offer.locator(tid("team-result"))).to_contain_text("1/2 — open")
     await expect(offer.locator(tid("team"))).to_have_count(1)
     offer_id = await offer.get_attribute("data-offer")
     team_id = await offer.locator(tid("team")).get_attribute("data-team")
@@ -117,4 +119,8 @@ async def test_group_buy_open_and_join_from_the_viewer_page(pages: Pages) -> Non
         team = await friend.team_join(str(offer_id), str(team_id))
     assert team["status"] == "confirmed"
     await expect(offer.locator(f'{tid("team")}[data-status="confirmed"]')).to_have_count(1)
+    await expect(offer.locator(tid("team-result"))).to_contain_text("2/2 — confirmed")
+    # The leader's order, pending while the team filled, is now confirmed: one line, updated.
+    await expect(viewer.locator(tid("order"))).to_have_count(1)
+    await expect(viewer.locator(tid("order"))).to_have_attribute("data-status", "confirmed")
     await screenshot(viewer, "live-group-buy-phone")
