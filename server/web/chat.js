@@ -10,13 +10,14 @@ export class ChatPanel {
    * @param root  element holding [data-testid=chat-list], chat-form, chat-input, chat-error
    * @param where {room} or {group}
    */
-  constructor(root, souk, where, {moderation = false, onMessage} = {}) {
+  constructor(root, souk, where, {moderation = false, onMessage, describeReply} = {}) {
     this.root = root;
     this.souk = souk;
     this.where = where;
     this.ch = where.group ? `group:${where.group}` : `room:${where.room}`;
     this.moderation = moderation;
     this.onMessage = onMessage;
+    this.describeReply = describeReply || ((id) => id);
     this.list = byTestId("chat-list", root);
     this.input = byTestId("chat-input", root);
     this.error = byTestId("chat-error", root);
@@ -43,7 +44,7 @@ export class ChatPanel {
     if (this.list.querySelector(`li[data-id="${CSS.escape(m.id)}"]`)) return;
     const li = h("li", {testid: "chat-msg", dataset: {id: m.id, user: m.user}},
       h("span", {class: `who${STAFF.has(m.role) ? " staff" : ""}`}, m.name || m.user),
-      m.reply_to ? h("span", {class: "meta"}, `↩ ${m.reply_to} `) : null,
+      m.reply_to ? h("span", {class: "meta", testid: "chat-reply-to"}, `↩ ${this.describeReply(m.reply_to)} `) : null,
       h("span", {testid: "chat-text"}, m.text));
     if (this.moderation && m.user !== (this.souk.user && this.souk.user.id) && !STAFF.has(m.role)) {
       li.prepend(h("span", {class: "actions"},

@@ -9,9 +9,21 @@ async function main() {
   const room = new URLSearchParams(location.search).get("room") || "demo";
   const {souk, id: group, user} = await boot("member", {room});
   const ch = `group:${group}`;
-  const chat = new ChatPanel(byTestId("chat"), souk, {group},
-    {moderation: ["streamer", "moderator", "admin"].includes(user.role)});
-  const questions = new QuestionList(byTestId("qa"), souk, ch, {mode: "group",
+  let questions = null;
+  const chat = new ChatPanel(byTestId("chat"), souk, {group}, {
+    moderation: ["streamer", "moderator", "admin"].includes(user.role),
+    describeReply: (id) => (questions && questions.items.get(id) ? `“${questions.items.get(id).text}”` : id),
+    // A reply to an open mirrored question answers it (the server sends this group no
+    // question event for its own answer: its members see the reply): show it answered here.
+    onMessage: (m) => {
+      const q = m.reply_to && questions && questions.items.get(m.reply_to);
+      if (q && q.status === "open") {
+        questions.upsert({id: q.id, status: "answered", answer: m.text,
+          answered_by: {via: "group", user: m.user, name: m.name}});
+      }
+    },
+  });
+  questions = new QuestionList(byTestId("qa"), souk, ch, {mode: "group",
     onReply: (q) => chat.setReply(q.id, q.text)});
 
   // Members join the group (a no-op when already in); tokens that list the group may just enter.
@@ -19,14 +31,14 @@ async function main() {
   const snap = await souk.join(undefined, {group});
   byTestId("title").textContent = (snap.group && (snap.group.title || snap.group.topic)) || snap.title || `Group ${group}`;
   byTestId("member-count").textContent = snap.members ?? 0;
-  chat.render(snap.chat);
   questions.render(snap.questions);
+  chat.render(snap.chat);
   for (const n of snap.notices || []) addNotice(n);
 
   souk.on("resync", (ev) => {
     if (ev.ch !== ch || !ev.snapshot) return;
-    chat.render(ev.snapshot.chat);
     questions.render(ev.snapshot.questions);
+    chat.render(ev.snapshot.chat);
   });
   souk.on("notice", (ev) => { if (ev.ch === ch) addNotice(ev); });
   souk.on("member_joined", (ev) => { if (ev.ch === ch) { byTestId("member-count").textContent = ev.members; loadMembers(); } });

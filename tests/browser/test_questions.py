@@ -62,6 +62,8 @@ async def test_question_flows_between_viewer_studio_and_group(pages: Pages) -> N
         await expect(answer).to_contain_text("Yes, to most countries")
         await expect(answer).to_contain_text("(in a group)")
         await expect(question(studio, "Does it ship abroad?")).to_have_attribute("data-status", "answered")
+        await expect(mirrored).to_have_attribute("data-status", "answered")
+        await expect(group.locator(tid("chat-reply-to"))).to_contain_text("Does it ship abroad?")
 
         # Upvote someone else's question from the page; dismiss from the studio.
         async with Client(url, token("other", "viewer", rooms=["qa1"])) as other:
