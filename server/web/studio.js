@@ -18,6 +18,7 @@ async function main() {
 
   const apply = (snap) => {
     byTestId("title").textContent = snap.title || `Room ${room}`;
+    if (snap.title) byTestId("title-input").value = snap.title;
     setState(snap.state);
     byTestId("viewers").textContent = snap.viewers ?? 0;
     byTestId("likes").textContent = snap.likes ?? 0;
@@ -51,6 +52,8 @@ async function main() {
   }
 
   const goLive = byTestId("go-live"), end = byTestId("end"), mediaStatus = byTestId("media-status");
+  // Reloaded while live: "end" works at once, "go live" publishes the camera again.
+  if (byTestId("room-state").textContent === "live") end.disabled = false;
   goLive.addEventListener("click", async () => {
     goLive.disabled = true;
     studioError(null);
