@@ -8,17 +8,21 @@ report these tests as passed or skipped.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
 from tests.conftest import ROOT, ServerProcess, token
 
 CHROMIUM = os.environ.get("SOUK_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"
+# Every browser test module: `pytestmark = BROWSER` (marked, and run on the session's loop,
+# where the shared Chromium lives).
+BROWSER = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="session")]
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -52,8 +56,9 @@ async def launch(pw: Any) -> Browser:
     return browser
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def browser() -> AsyncIterator[Browser]:
+    """One Chromium for the session; each page gets its own context (cookies, storage)."""
     async with async_playwright() as pw:
         b = await launch(pw)
         try:
@@ -62,10 +67,15 @@ async def browser() -> AsyncIterator[Browser]:
             await b.close()
 
 
-@pytest.fixture
-def souk(server_process: Callable[..., ServerProcess]) -> ServerProcess:
-    """A real server child process in demo mode (its secret is the tests' SECRET)."""
-    return server_process("--demo")
+@pytest.fixture(scope="session")
+def souk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One real server child process in demo mode for the browser suite (its secret is the
+    tests' SECRET); every test uses its own rooms and users, so tests do not see each other."""
+    proc = ServerProcess(tmp_path_factory.mktemp("browser") / "data", None, "--demo").start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
 
 
 class Pages:
@@ -100,7 +110,7 @@ class Pages:
             await ctx.close()
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="session")
 async def pages(browser: Browser, souk: ServerProcess) -> AsyncIterator[Pages]:
     p = Pages(browser, souk)
     try:

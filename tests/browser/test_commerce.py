@@ -12,10 +12,10 @@ import pytest
 from playwright.async_api import expect
 
 from client_sdk import Client, SoukError
-from tests.browser.conftest import Pages, require_op, screenshot, tid
+from tests.browser.conftest import BROWSER, Pages, require_op, screenshot, tid
 from tests.conftest import token
 
-pytestmark = pytest.mark.browser
+pytestmark = BROWSER
 
 
 async def test_flash_sale_countdown_buy_and_stock(pages: Pages) -> None:

@@ -3,14 +3,13 @@ websocket), and a viewer page on another browser context plays it: frames advanc
 
 from __future__ import annotations
 
-import pytest
 from playwright.async_api import Page, expect
 
 from client_sdk import Client
-from tests.browser.conftest import Pages, require_op, screenshot, tid
+from tests.browser.conftest import BROWSER, Pages, require_op, screenshot, tid
 from tests.conftest import token
 
-pytestmark = pytest.mark.browser
+pytestmark = BROWSER
 
 FRAMES_JS = """async () => {
     const v = document.querySelector('[data-testid="video"]');

@@ -9,10 +9,10 @@ import pytest
 from playwright.async_api import expect
 
 from client_sdk import Client, SoukError
-from tests.browser.conftest import Pages, screenshot, tid
+from tests.browser.conftest import BROWSER, Pages, screenshot, tid
 from tests.conftest import token
 
-pytestmark = pytest.mark.browser
+pytestmark = BROWSER
 
 
 async def test_viewer_page_chats_and_hearts_reach_a_python_client(pages: Pages) -> None:

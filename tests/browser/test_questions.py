@@ -4,14 +4,13 @@ by replying in the group, and that answer flows back to the room. Upvotes, notic
 
 from __future__ import annotations
 
-import pytest
 from playwright.async_api import expect
 
 from client_sdk import Client
-from tests.browser.conftest import Pages, require_op, screenshot, tid
+from tests.browser.conftest import BROWSER, Pages, require_op, screenshot, tid
 from tests.conftest import token
 
-pytestmark = pytest.mark.browser
+pytestmark = BROWSER
 
 
 def question(page, text: str):  # type: ignore[no-untyped-def]

@@ -3,13 +3,12 @@ clock offset, and reconnect + resume without loss or duplicates."""
 
 from __future__ import annotations
 
-import pytest
 from playwright.async_api import Page
 
-from tests.browser.conftest import Pages, tid
+from tests.browser.conftest import BROWSER, Pages, tid
 from tests.conftest import token
 
-pytestmark = pytest.mark.browser
+pytestmark = BROWSER
 
 
 async def sdk_page(pages: Pages) -> Page:
