@@ -398,6 +398,8 @@ export class Souk {
   async productCreate({id, title, price, stock, image, currency} = {}) {
     return (await this.request("product_create", {id, title, price, stock, image, currency})).product;
   }
+  /** The shop's products (the catalogue the studio pins and sells from). */
+  async products() { return (await this.request("products")).products; }
   /** `{product, price, stock, durationS, perUserLimit, startsAt?}`; price in cents. */
   async saleCreate(room, {product, price, stock, durationS, perUserLimit, startsAt} = {}) {
     return (await this.request("sale_create", {

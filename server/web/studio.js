@@ -147,8 +147,8 @@ async function main() {
   refreshStats();
 }
 
-// Products made in this studio: the server has no catalogue listing op, so the page keeps the
-// ones it created (per room, in localStorage) to pin and to put on sale.
+// The shop's products, to pin and to put on sale: from the `products` op; a server without
+// it gets the ones this studio created (kept per room in localStorage).
 class Products {
   constructor(souk, room) {
     this.souk = souk;
@@ -158,6 +158,14 @@ class Products {
     try { this.items = JSON.parse(localStorage.getItem(this.key) || "[]"); } catch { this.items = []; }
     byTestId("product-form").addEventListener("submit", (e) => { e.preventDefault(); this.create(); });
     this.draw();
+    this.load();
+  }
+
+  async load() {
+    try {
+      this.items = (await this.souk.products()).slice().sort((a, b) => (b.created_at || 0) - (a.created_at || 0));
+      this.draw();
+    } catch { /* no listing op: keep the local list */ }
   }
 
   async create() {
@@ -172,6 +180,7 @@ class Products {
       byTestId("product-title").value = "";
       error.textContent = "";
       this.draw();
+      for (const id of ["sale-product", "teambuy-product"]) byTestId(id).value = p.id; // sell what was just made
     } catch (err) { error.textContent = explain(err); }
   }
 
