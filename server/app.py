@@ -34,6 +34,7 @@ from server.gateway import Gateway
 from server.http import HttpRoutes, bearer, json_response
 from server.metrics import Metrics
 from server.ops import fields
+from server.ops import media as media_ops
 from server.rooms import Rooms
 from server.session import Session
 from server.store.sqlite import SqliteDatabase
@@ -103,6 +104,12 @@ class App:
         self._load_rooms()
         await self.community.start()
         await self.commerce.start()
+        from media.relay import MediaRelay
+
+        self.media = MediaRelay(
+            rtc_host=self.cfg.rtc_host, stun_urls=tuple(self.cfg.stun_url or ()),
+            turn_urls=tuple(self.cfg.turn_url or ()), turn_secret=self.cfg.turn_secret or None,
+        )
         self.rooms.start()
         if self.cfg.demo:
             await self._seed_demo()
@@ -145,10 +152,12 @@ class App:
         for task in list(self._tasks):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(task, 2)
-        for feature in (self.media, self.community, self.commerce):
-            if feature is not None:
-                with contextlib.suppress(Exception):
-                    await feature.stop()
+        if self.media is not None:
+            with contextlib.suppress(Exception):
+                await self.media.close()
+        for feature in (self.community, self.commerce):
+            with contextlib.suppress(Exception):
+                await feature.stop()
         if self.server is not None:
             self.server.close()
             with contextlib.suppress(Exception):
@@ -201,12 +210,13 @@ class App:
             self.leave(s, ch)
         if self.media is not None and s.media:
             for kind, room in list(s.media):
-                with contextlib.suppress(Exception):
+                try:
                     if kind == "publish":
                         await self.media.unpublish(room)
                     else:
-                        assert s.identity is not None
-                        await self.media.unwatch(room, f"{s.identity.id}#{s.id}")
+                        await self.media.unwatch(room, media_ops.peer_id(s))
+                except Exception:
+                    log.exception("releasing media failed", extra={"room": room, "kind": kind})
 
     async def may_enter_group(self, ident: Identity, group: str) -> bool:
         if ident.token_lists_group(group):
