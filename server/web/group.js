@@ -55,6 +55,7 @@ async function main() {
     }
   }
   loadMembers();
+  document.body.dataset.ready = "1"; // every control is wired (tests wait for this)
 }
 
 function addNotice(n) {

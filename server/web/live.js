@@ -129,6 +129,7 @@ async function main() {
     }
   });
 
+  document.body.dataset.ready = "1"; // every control is wired (tests wait for this)
 }
 
 function setState(state) {

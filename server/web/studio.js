@@ -42,14 +42,17 @@ async function main() {
   // Camera and microphone preview (fake devices in tests); go live publishes this stream.
   const preview = byTestId("preview");
   const status = byTestId("preview-status");
-  let stream = null;
-  try {
-    stream = await navigator.mediaDevices.getUserMedia({video: {width: 640, height: 360}, audio: true});
-    preview.srcObject = stream;
-    status.classList.add("hidden");
-  } catch (err) {
-    status.textContent = `camera unavailable: ${err.name || err}`;
-  }
+  // Not awaited here: the page's controls work while the camera starts; go live waits for it.
+  const camera = navigator.mediaDevices.getUserMedia({video: {width: 640, height: 360}, audio: true})
+    .then((stream) => {
+      preview.srcObject = stream;
+      status.classList.add("hidden");
+      return stream;
+    })
+    .catch((err) => {
+      status.textContent = `camera unavailable: ${err.name || err}`;
+      return null;
+    });
 
   const goLive = byTestId("go-live"), end = byTestId("end"), mediaStatus = byTestId("media-status");
   // Reloaded while live: "end" works at once, "go live" publishes the camera again.
@@ -58,6 +61,7 @@ async function main() {
     goLive.disabled = true;
     studioError(null);
     try {
+      const stream = await camera;
       await souk.roomState(room, "live");
       if (stream) {
         mediaStatus.textContent = "publishing…";
@@ -145,6 +149,7 @@ async function main() {
   souk.on("sale", (ev) => { if (ev.ch === ch && !statsTimer) statsTimer = setTimeout(refreshStats, 300); });
   setInterval(() => { if (document.visibilityState === "visible") refreshStats(); }, 3000);
   refreshStats();
+  document.body.dataset.ready = "1"; // every control is wired (tests wait for this)
 }
 
 // The shop's products, to pin and to put on sale: from the `products` op; a server without

@@ -102,7 +102,9 @@ class Pages:
             url += ("&" if "?" in url else "?") + "token=" + tok
         await page.goto(url)
         if wait_conn:
-            await page.wait_for_function("document.body.dataset.conn === 'open'", timeout=10_000)
+            await page.wait_for_function(
+                "document.body.dataset.conn === 'open' && document.body.dataset.ready === '1'",
+                timeout=10_000)
         return page
 
     async def close(self) -> None:
