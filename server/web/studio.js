@@ -113,8 +113,10 @@ async function main() {
     const price = toCents(byTestId("sale-price").value);
     if (!Number.isFinite(price)) { commerceError({message: "price like 12.50"}); return; }
     try {
+      const startsIn = num("sale-starts-in") || 0; // seconds; the start is on the server's clock
       const sale = await souk.saleCreate(room, {product: byTestId("sale-product").value, price,
-        stock: num("sale-stock"), durationS: num("sale-duration"), perUserLimit: num("sale-limit")});
+        stock: num("sale-stock"), durationS: num("sale-duration"), perUserLimit: num("sale-limit"),
+        startsAt: startsIn > 0 ? Math.round(souk.serverNow()) + startsIn * 1000 : undefined});
       sales.upsert(sale);
       commerceError(null);
       refreshStats();

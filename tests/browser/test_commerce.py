@@ -126,3 +126,28 @@ async def test_group_buy_open_and_join_from_the_viewer_page(pages: Pages) -> Non
     await expect(viewer.locator(tid("order"))).to_have_count(1)
     await expect(viewer.locator(tid("order"))).to_have_attribute("data-status", "confirmed")
     await screenshot(viewer, "live-group-buy-phone")
+
+
+async def test_scheduled_sale_counts_down_to_its_start_then_sells(pages: Pages) -> None:
+    async with Client(pages.server.url, token("probe3", "viewer", rooms=["sale2"])) as probe:
+        await require_op(probe, "sale_create", room="sale2")
+    studio = await pages.open("/studio/sale2", sub="seller3", role="streamer", rooms=["sale2"])
+    viewer = await pages.open("/live/sale2", sub="early-bird", rooms=["sale2"], phone=True)
+    await studio.fill(tid("product-title"), "Jasmine tea 100 g")
+    await studio.fill(tid("product-price"), "15")
+    await studio.fill(tid("product-stock"), "5")
+    await studio.click(tid("product-create"))
+    await expect(studio.locator(f'{tid("sale-product")} option:checked')).to_have_text("Jasmine tea 100 g")
+    await studio.fill(tid("sale-price"), "5")
+    await studio.fill(tid("sale-stock"), "2")
+    await studio.fill(tid("sale-starts-in"), "3")
+    await studio.click(tid("sale-start"))
+    card = viewer.locator(tid("sale-card"))
+    await expect(card.locator(tid("sale-phase"))).to_have_text("starting soon")
+    await expect(card.locator(tid("sale-countdown"))).to_have_text(re.compile(r"starts in 0:0[1-3]"))
+    await expect(card.locator(tid("buy"))).to_be_disabled()
+    # The server starts it on its clock; the card turns live and the buy goes through.
+    await expect(card.locator(tid("sale-phase"))).to_have_text("live", timeout=8000)
+    await card.locator(tid("buy")).click()
+    await expect(card.locator(tid("buy-result"))).to_have_attribute("data-outcome", "ordered")
+    await expect(card.locator(tid("sale-stock"))).to_have_text("1 / 2 left")

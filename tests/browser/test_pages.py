@@ -92,3 +92,11 @@ async def test_demo_mode_pages_fetch_their_own_tokens(pages: Pages) -> None:
     await screenshot(index, "index")
     await asyncio.sleep(0)
     assert not [c for c in pages.console if c.startswith("pageerror")], pages.console
+
+
+async def test_a_bad_token_shows_why_instead_of_a_blank_page(pages: Pages) -> None:
+    page = await pages.open("/live/shop3?token=not-a-jwt", wait_conn=False)
+    fatal = page.locator(tid("fatal"))
+    await expect(fatal).to_be_visible()
+    await expect(fatal).to_contain_text("Could not start")
+    assert await page.evaluate("document.body.dataset.ready") is None
