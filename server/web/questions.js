@@ -17,11 +17,13 @@ export class QuestionList {
     this.list = byTestId("q-list", root);
     this.error = byTestId("q-error", root);
     this.items = new Map();
+    this.rows = new Map(); // id -> {li, key}: rows are kept, so a half-typed answer survives events
     souk.on("question", (ev) => { if (ev.ch === ch) this.upsert(ev); });
   }
 
   render(questions) {
     this.items.clear();
+    this.rows.clear();
     for (const q of questions || []) this.items.set(q.id, q);
     this.draw();
   }
@@ -36,7 +38,37 @@ export class QuestionList {
     const rank = (q) => (q.status === "open" ? 0 : 1);
     const qs = [...this.items.values()].sort((a, b) =>
       rank(a) - rank(b) || (b.votes || 0) - (a.votes || 0) || (a.asked_at || 0) - (b.asked_at || 0));
-    this.list.replaceChildren(...qs.map((q) => this.row(q)));
+    let refocus = null;
+    const wanted = qs.map((q) => {
+      const key = `${q.status}|${q.votes || 0}|${q.answer || ""}|${q.text}`;
+      let row = this.rows.get(q.id);
+      if (!row || row.key !== key) {
+        const li = this.row(q);
+        const old = row && row.li.querySelector("input");
+        const fresh = li.querySelector("input");
+        if (old && fresh) {
+          fresh.value = old.value; // keep what staff were typing, and where
+          if (document.activeElement === old) refocus = {el: fresh, caret: old.selectionStart};
+        }
+        if (row) row.li.replaceWith(li);
+        row = {li, key};
+        this.rows.set(q.id, row);
+      }
+      return row.li;
+    });
+    const current = [...this.list.children];
+    if (wanted.length !== current.length || wanted.some((li, i) => li !== current[i])) {
+      const focused = document.activeElement;
+      const caret = focused && focused.tagName === "INPUT" ? focused.selectionStart : null;
+      this.list.replaceChildren(...wanted);
+      if (!refocus && focused && focused.isConnected && focused !== document.activeElement) {
+        refocus = {el: focused, caret};
+      }
+    }
+    if (refocus && refocus.el.isConnected) {
+      refocus.el.focus();
+      if (refocus.caret !== null) refocus.el.setSelectionRange(refocus.caret, refocus.caret);
+    }
   }
 
   row(q) {

@@ -122,7 +122,15 @@ export class TeamBuyCards {
     this.teams = new Map(); // team id -> team
     souk.on("teambuy", (ev) => { if (ev.ch === `room:${room}`) this.upsertOffer(ev); });
     souk.on("team", (ev) => { if (ev.ch === `room:${room}`) this.upsertTeam(ev); });
-    this.timer = setInterval(() => this.draw(), 1000);
+    // Only the time-left labels tick: redrawing the cards every second could swallow a click.
+    this.timer = setInterval(() => this.tick(), 1000);
+  }
+
+  tick() {
+    const now = this.souk.serverNow();
+    for (const el of this.root.querySelectorAll("[data-expires]")) {
+      el.textContent = `${clockText(Number(el.dataset.expires) - now)} left`;
+    }
   }
 
   render(offers) {
@@ -155,7 +163,9 @@ export class TeamBuyCards {
         h("ul", {class: "list"}, teams.map((t) => h("li", {testid: "team", dataset: {team: t.id, status: t.status}},
           h("span", {}, `${t.count ?? (t.members || []).length} / ${t.size} `),
           h("div", {class: "stockbar"}, h("div", {style: `width:${(100 * (t.count ?? (t.members || []).length)) / t.size}%`})),
-          h("span", {class: "meta"}, t.status === "open" ? `${clockText(t.expires_at - now)} left` : t.status),
+          t.status === "open"
+            ? h("span", {class: "meta", dataset: {expires: String(t.expires_at)}}, `${clockText(t.expires_at - now)} left`)
+            : h("span", {class: "meta"}, t.status),
           this.mode === "viewer" && t.status === "open"
             ? h("button", {class: "small", testid: "team-join", onclick: () => this.act(o.id, this.souk.teamJoin(o.id, t.id))}, "join")
             : null))),

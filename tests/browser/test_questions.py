@@ -80,3 +80,26 @@ async def test_question_flows_between_viewer_studio_and_group(pages: Pages) -> N
         await expect(group.locator(tid("notice"), has_text="Flash sale at 8 pm")).to_have_count(1)
         await screenshot(group, "group")
         await screenshot(viewer, "live-questions-phone")
+
+
+async def test_studio_answer_being_typed_survives_new_questions_and_votes(pages: Pages) -> None:
+    url = pages.server.url
+    async with Client(url, token("asker2", "viewer", rooms=["qa2"])) as asker, \
+            Client(url, token("voter2", "viewer", rooms=["qa2"])) as voter:
+        await require_op(asker, "ask", room="qa2", text="")
+        await asker.join("qa2")
+        await voter.join("qa2")
+        studio = await pages.open("/studio/qa2", sub="streamer-qa2", role="streamer", rooms=["qa2"])
+        first = await asker.ask("qa2", "How long does shipping take?")
+        row = question(studio, "How long does shipping take?")
+        await row.locator(tid("answer-input")).click()
+        await studio.keyboard.type("Two to three ")
+        # While the streamer types: an upvote on this question and a new question arrive.
+        await voter.upvote("qa2", first["id"])
+        await asker.ask("qa2", "Is there a warranty?")
+        await expect(row.locator(tid("q-votes"))).to_have_text("▲1")
+        await expect(question(studio, "Is there a warranty?")).to_have_count(1)
+        await studio.keyboard.type("days")
+        await expect(row.locator(tid("answer-input"))).to_have_value("Two to three days")
+        await studio.keyboard.press("Enter")
+        await expect(row.locator(tid("q-answer"))).to_contain_text("Two to three days")
