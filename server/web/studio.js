@@ -118,6 +118,7 @@ async function main() {
         stock: num("sale-stock"), durationS: num("sale-duration"), perUserLimit: num("sale-limit"),
         startsAt: startsIn > 0 ? Math.round(souk.serverNow()) + startsIn * 1000 : undefined});
       sales.upsert(sale);
+      products.load(); // the sale's stock is reserved from the product's
       commerceError(null);
       refreshStats();
     } catch (err) { commerceError(err); }
@@ -130,6 +131,7 @@ async function main() {
       const offer = await souk.teambuyCreate(room, {product: byTestId("teambuy-product").value, price,
         size: num("teambuy-size"), windowS: num("teambuy-window")});
       if (offer && offer.id) teambuys.upsertOffer(offer);
+      products.load();
       commerceError(null);
     } catch (err) { commerceError(err); }
   });
