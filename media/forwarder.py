@@ -181,6 +181,7 @@ class StreamForwarder:
         self.packets_out = 0
         self.retransmits = 0
         self.keyframe_starts = 0
+        self.frames_in = 0
 
     @property
     def step(self) -> int:
@@ -248,6 +249,7 @@ class StreamForwarder:
         elif pt != self.payload_type or not packet.payload:
             return  # unknown payload type or padding-only probe
         self.packets_in += 1
+        self.frames_in += packet.marker
         self.media_ssrc = packet.ssrc
         in_seq = packet.sequence_number
         in_ts = packet.timestamp
