@@ -140,7 +140,8 @@ class ViewerStream:
         outlet.sendto(outlet.protect(bytes(data)), outlet.addr)
         self.packets += 1
         self.octets += len(packet.payload)
-        hooks.record_sent(self.sender, ntp, out_ts, len(packet.payload))
+        if not self.packets & 7:  # the SR loop reads these about once a second
+            hooks.record_sent(self.sender, ntp, out_ts, self.packets, self.octets)
 
     def retransmit(self, out_seq: int) -> bool:
         """Answer one NACKed sequence number from this viewer's history."""
@@ -278,7 +279,7 @@ class StreamForwarder:
                     (in_ts + viewer.ts_off) & 0xFFFFFFFF,
                     ntp,
                 )
-            except (OSError, RuntimeError, ValueError):
+            except Exception:
                 continue  # a viewer's socket or SRTP context went away: unwatch cleans up
             self.packets_out += 1
 
@@ -332,7 +333,7 @@ class StreamForwarder:
             assert isinstance(item, SourcePacket)
             try:
                 viewer.send(item, (first_seq + i) & 0xFFFF, burst_ts, ntp)
-            except (OSError, RuntimeError, ValueError):
+            except Exception:
                 break
             self.packets_out += 1
         self.request_keyframe()

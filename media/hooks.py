@@ -204,12 +204,17 @@ def check_sender_report_fields(sender: RTCRtpSender) -> None:
         _require(sender, name)
 
 
-def record_sent(sender: RTCRtpSender, ntp: int, rtp_timestamp: int, payload_len: int) -> None:
-    """Feed the sender's RTCP SR loop: aiortc builds SRs from these name-mangled fields."""
+def record_sent(
+    sender: RTCRtpSender, ntp: int, rtp_timestamp: int, packets: int, octets: int
+) -> None:
+    """Feed the sender's RTCP SR loop: aiortc builds SRs from these name-mangled fields.
+
+    ``packets`` and ``octets`` are totals (not increments), so callers may update sparsely.
+    """
     sender._RTCRtpSender__ntp_timestamp = ntp  # type: ignore[attr-defined]
     sender._RTCRtpSender__rtp_timestamp = rtp_timestamp  # type: ignore[attr-defined]
-    sender._RTCRtpSender__packet_count += 1  # type: ignore[attr-defined]
-    sender._RTCRtpSender__octet_count += payload_len  # type: ignore[attr-defined]
+    sender._RTCRtpSender__packet_count = packets  # type: ignore[attr-defined]
+    sender._RTCRtpSender__octet_count = octets  # type: ignore[attr-defined]
 
 
 def sent_packet_count(sender: RTCRtpSender) -> int:

@@ -151,13 +151,13 @@ async def test_send_side_hooks_outlet_nack_and_sender_report(pinned: None) -> No
         assert out.ssrc == t.sender._ssrc
         pt = hooks.negotiated_codecs(t)[0].payloadType
         assert pt is not None
-        for seq in (100, 101, 103, 104, 105):
+        for n, seq in enumerate((100, 101, 103, 104, 105), start=1):
             packet = RtpPacket(
                 payload_type=pt, sequence_number=seq, timestamp=seq * 3000, ssrc=out.ssrc
             )
             packet.payload = b"\x10\x00" + bytes(20)
             out.sendto(out.protect(packet.serialize(out.extensions)), out.addr)
-            hooks.record_sent(t.sender, 1, seq * 3000, 22)
+            hooks.record_sent(t.sender, 1, seq * 3000, n, 22 * n)
             await asyncio.sleep(0.01)
         await wait_until(lambda: len(arrived) == 5, 5, "packets at the peer")
         assert struct.unpack_from("!H", arrived[0], 2)[0] == 100
