@@ -278,15 +278,21 @@ class Proc:
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self.proc = proc
 
+    log_dir: Path | None = None
+
     @classmethod
     async def start(cls, *args: str) -> Proc:
+        stderr: Any = asyncio.subprocess.DEVNULL
+        if cls.log_dir is not None:
+            name = "-".join(a.strip("-") for a in args[:3])
+            stderr = open(cls.log_dir / f"{name}.err", "ab")  # noqa: ASYNC230
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             __file__,
             *args,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
+            stderr=stderr,
         )
         return cls(proc)
 
@@ -496,6 +502,9 @@ async def controller(args: argparse.Namespace) -> None:
         "machine": {"cpus": os.cpu_count(), "load_avg_at_start": os.getloadavg()},
         "source": {"codec": "VP8", "fps": FPS, "size": f"{WIDTH}x{HEIGHT}", "noise": True},
     }
+    if args.logs:
+        Proc.log_dir = Path(args.logs)
+        Proc.log_dir.mkdir(parents=True, exist_ok=True)
     direct = await Proc.start("direct", "--seconds", "5")
     d = json.loads(await direct.line(limit_s=60))
     await direct.stop()
@@ -503,10 +512,13 @@ async def controller(args: argparse.Namespace) -> None:
     print(f"direct (no relay) latency p50 {report['direct_latency_p50_ms']} ms", flush=True)
 
     fwd_steps = [100, 150, 200, 250, 300, 350, 400, 500, 600]
-    report["forward"] = await ramp("forward", args.port, fwd_steps, args.quick, log)
-    report["transcode"] = await ramp(
-        "transcode", args.port + 1, [1, 2, 4, 6, 8, 10, 12, 15, 20, 25], args.quick, log
-    )
+    report["forward"] = report["transcode"] = {"steps": []}
+    if args.only in (None, "forward"):
+        report["forward"] = await ramp("forward", args.port, fwd_steps, args.quick, log)
+    if args.only in (None, "transcode"):
+        report["transcode"] = await ramp(
+            "transcode", args.port + 1, [1, 2, 4, 6, 8, 10, 12, 15, 20, 25], args.quick, log
+        )
     if args.cycles:
         report["leak"] = await leak(args.port + 2, args.cycles, log)
 
@@ -529,6 +541,9 @@ async def controller(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="role")
     r = sub.add_parser("relay")
@@ -547,6 +562,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="two steps per ramp (smoke run)")
     parser.add_argument("--cycles", type=int, default=500, help="watch/unwatch cycles (0: skip)")
     parser.add_argument("--out", default="reports/media_bench.json")
+    parser.add_argument("--only", choices=["forward", "transcode"], default=None)
+    parser.add_argument("--logs", default="", help="directory for the children's stderr")
     args = parser.parse_args()
     try:
         import uvloop
