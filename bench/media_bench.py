@@ -150,7 +150,14 @@ async def run_publisher(port: int, seconds: float) -> None:
                 await peer.accept((await resp.json())["sdp"])
         await peer.connected()
         print("ready", flush=True)
-        await asyncio.sleep(seconds)
+        end = time.time() + seconds
+        while time.time() < end:
+            await asyncio.sleep(2)
+            print(
+                f"publisher {peer.pc.connectionState} frames {peer.video.frames_sent}",
+                file=sys.stderr,
+                flush=True,
+            )
         await peer.close()
 
 
