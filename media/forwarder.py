@@ -31,7 +31,6 @@ from media import hooks
 from media.keyframes import KeyframeCache, PliThrottle, is_keyframe_start
 from media.nack import SentHistory
 
-SOURCE_RING = 1024  # source packets kept per stream for late joiners' NACKs of the burst
 _HEADER = struct.Struct("!HII")
 
 
