@@ -37,6 +37,18 @@ FPS = 30
 WIDTH, HEIGHT = 320, 240  # with noise: ~1.2-1.4 Mbit/s VP8, 2-3 ms to encode a frame
 WINDOW_S = 5.0
 LOSS_TOLERANCE = 0.97  # a viewer "keeps the source rate" if it got >= 97 % of the frames
+MAX_LAG_MS = 1000  # and the probe's pixel latency p95 stays under this (no backlog building)
+
+
+def served(step: dict[str, Any]) -> bool:
+    """A step counts as served at the source rate with no frame loss: every viewer got
+    >= 97 % of the frames the publisher sent, the publisher itself ran at >= 90 % of its
+    rate (a starved publisher is not a pass), and the relay was not building a backlog."""
+    return (
+        (step["min_frame_ratio"] or 0) >= LOSS_TOLERANCE
+        and step["source_fps"] >= 0.9 * FPS
+        and (step["latency_p95_ms"] is None or step["latency_p95_ms"] < MAX_LAG_MS)
+    )
 
 
 def pct(values: list[float], p: float) -> float | None:
@@ -426,7 +438,7 @@ async def ramp(
             result["steps"].append(m)
             log.append(f"{mode}: {m}")
             print(log[-1], flush=True)
-            if (m["min_frame_ratio"] or 0) < LOSS_TOLERANCE or m["relay_cpu_pct"] > 95:
+            if not served(m) or m["relay_cpu_pct"] > 95:
                 break
             if quick and len(result["steps"]) >= 2:
                 break
@@ -434,7 +446,7 @@ async def ramp(
             step["cpu_pct_per_viewer"] = round(
                 (step["relay_cpu_pct"] - result["idle_relay_cpu_pct"]) / max(step["viewers"], 1), 3
             )
-        ok = [s for s in result["steps"] if (s["min_frame_ratio"] or 0) >= LOSS_TOLERANCE]
+        ok = [s for s in result["steps"] if served(s)]
         result["max_viewers_no_loss"] = max((s["viewers"] for s in ok), default=0)
         # CPU per viewer (above the idle intake) at the largest loss-free step; if no step
         # was loss-free, at the first step, flagged
