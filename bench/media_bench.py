@@ -374,6 +374,10 @@ async def measure(
     viewer_cpu = sum(a["cpu"] - b["cpu"] for b, a in zip(before, after, strict=True)) / (w1 - w0)
     return {
         "viewers": len(ratios),
+        "relay_viewers": s1.get("viewers"),  # what the relay itself counts
+        "relay_packets_out_per_s": round(
+            (s1.get("packets_out_total", 0) - s0.get("packets_out_total", 0)) / (w1 - w0)
+        ),
         "relay_cpu_pct": round(100 * (c1 - c0) / (w1 - w0), 1),
         "viewer_procs_cpu_pct": round(100 * viewer_cpu, 1),
         "min_frame_ratio": round(min(ratios), 3) if ratios else None,
