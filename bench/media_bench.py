@@ -144,6 +144,17 @@ async def run_relay(mode: str, port: int) -> None:
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port).start()
         print("ready", flush=True)
+        profile = os.environ.get("MEDIA_BENCH_PROFILE")  # "start_s,duration_s,path"
+        if profile:
+            import cProfile
+
+            start_s, duration_s, path = profile.split(",")
+            await asyncio.sleep(float(start_s))
+            profiler = cProfile.Profile()
+            profiler.enable()
+            await asyncio.sleep(float(duration_s))
+            profiler.disable()
+            profiler.dump_stats(path)
         await asyncio.Future()
 
 
