@@ -87,7 +87,11 @@ class _Room:
 
 
 class MediaRelay:
-    """Forwarding WebRTC relay. See docs/media.md for the design and its limits."""
+    """Forwarding WebRTC relay. See docs/media.md for the design and its limits.
+
+    No simulcast or SVC: every viewer gets the publisher's one encoding. Bandwidth estimation
+    is aiortc's REMB on the uplink only; there is no per-viewer congestion control.
+    """
 
     def __init__(
         self,
