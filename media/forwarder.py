@@ -31,7 +31,6 @@ from media import hooks
 from media.keyframes import KeyframeCache, PliThrottle, is_keyframe_start
 from media.nack import SentHistory
 
-SOURCE_RING = 1024  # source packets kept per stream for late joiners' NACKs of the burst
 _HEADER = struct.Struct("!HII")
 
 
@@ -140,7 +139,8 @@ class ViewerStream:
         outlet.sendto(outlet.protect(bytes(data)), outlet.addr)
         self.packets += 1
         self.octets += len(packet.payload)
-        hooks.record_sent(self.sender, ntp, out_ts, len(packet.payload))
+        if not self.packets & 7:  # the SR loop reads these about once a second
+            hooks.record_sent(self.sender, ntp, out_ts, self.packets, self.octets)
 
     def retransmit(self, out_seq: int) -> bool:
         """Answer one NACKed sequence number from this viewer's history."""
@@ -181,6 +181,7 @@ class StreamForwarder:
         self.packets_out = 0
         self.retransmits = 0
         self.keyframe_starts = 0
+        self.frames_in = 0
 
     @property
     def step(self) -> int:
@@ -248,6 +249,7 @@ class StreamForwarder:
         elif pt != self.payload_type or not packet.payload:
             return  # unknown payload type or padding-only probe
         self.packets_in += 1
+        self.frames_in += packet.marker
         self.media_ssrc = packet.ssrc
         in_seq = packet.sequence_number
         in_ts = packet.timestamp
@@ -276,7 +278,7 @@ class StreamForwarder:
                     (in_ts + viewer.ts_off) & 0xFFFFFFFF,
                     ntp,
                 )
-            except (OSError, RuntimeError, ValueError):
+            except Exception:
                 continue  # a viewer's socket or SRTP context went away: unwatch cleans up
             self.packets_out += 1
 
@@ -330,7 +332,7 @@ class StreamForwarder:
             assert isinstance(item, SourcePacket)
             try:
                 viewer.send(item, (first_seq + i) & 0xFFFF, burst_ts, ntp)
-            except (OSError, RuntimeError, ValueError):
+            except Exception:
                 break
             self.packets_out += 1
         self.request_keyframe()

@@ -204,12 +204,17 @@ def check_sender_report_fields(sender: RTCRtpSender) -> None:
         _require(sender, name)
 
 
-def record_sent(sender: RTCRtpSender, ntp: int, rtp_timestamp: int, payload_len: int) -> None:
-    """Feed the sender's RTCP SR loop: aiortc builds SRs from these name-mangled fields."""
+def record_sent(
+    sender: RTCRtpSender, ntp: int, rtp_timestamp: int, packets: int, octets: int
+) -> None:
+    """Feed the sender's RTCP SR loop: aiortc builds SRs from these name-mangled fields.
+
+    ``packets`` and ``octets`` are totals (not increments), so callers may update sparsely.
+    """
     sender._RTCRtpSender__ntp_timestamp = ntp  # type: ignore[attr-defined]
     sender._RTCRtpSender__rtp_timestamp = rtp_timestamp  # type: ignore[attr-defined]
-    sender._RTCRtpSender__packet_count += 1  # type: ignore[attr-defined]
-    sender._RTCRtpSender__octet_count += payload_len  # type: ignore[attr-defined]
+    sender._RTCRtpSender__packet_count = packets  # type: ignore[attr-defined]
+    sender._RTCRtpSender__octet_count = octets  # type: ignore[attr-defined]
 
 
 def sent_packet_count(sender: RTCRtpSender) -> int:
@@ -301,6 +306,24 @@ def filter_incoming_datagrams(ice_transport: Any, keep: RtpFilter) -> None:
                 return data
 
     ice_transport._recv = recv
+
+
+def intercept_ice_data(ice_transport: Any, keep: RtpFilter) -> None:
+    """Like :func:`filter_incoming_datagrams`, one step earlier: inside aioice's
+    ``Connection.data_received``, before the datagram is queued for the DTLS task.
+
+    A dropped datagram then costs one function call instead of a queue put, a task wake-up
+    and a pass through the DTLS loop: what lets one load-generator process host hundreds of
+    sink viewers.
+    """
+    connection = _require(ice_transport, "_connection")
+    original: Callable[[bytes, int], None] = _require(connection, "data_received")
+
+    def data_received(data: bytes, component: int) -> None:
+        if keep(data):
+            original(data, component)
+
+    connection.data_received = data_received
 
 
 def ignore_keyframe_requests(sender: RTCRtpSender) -> None:

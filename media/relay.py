@@ -25,6 +25,7 @@ from typing import Any
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtcrtptransceiver import RTCRtpTransceiver
+from aiortc.rtp import RtpPacket
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
 from media import codecs, hooks, ice
@@ -86,7 +87,11 @@ class _Room:
 
 
 class MediaRelay:
-    """Forwarding WebRTC relay. See docs/media.md for the design and its limits."""
+    """Forwarding WebRTC relay. See docs/media.md for the design and its limits.
+
+    No simulcast or SVC: every viewer gets the publisher's one encoding. Bandwidth estimation
+    is aiortc's REMB on the uplink only; there is no per-viewer congestion control.
+    """
 
     def __init__(
         self,
@@ -222,7 +227,15 @@ class MediaRelay:
             forwarder.attach_source(
                 codec.payloadType, codecs.rtx_payload_type(negotiated), send_pli
             )
-            hooks.tap_rtp(receiver, forwarder.on_rtp)
+
+            def tap(
+                packet: RtpPacket, f: StreamForwarder = forwarder, epoch: int = forwarder.epoch
+            ) -> None:
+                # a replaced publisher keeps sending until it is closed: ignore it
+                if f.epoch == epoch:
+                    f.on_rtp(packet)
+
+            hooks.tap_rtp(receiver, tap)
 
     async def unpublish(self, room: str) -> None:
         """Drop the room's publisher; viewers stay connected, waiting for the next one."""

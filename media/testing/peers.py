@@ -166,7 +166,7 @@ class ViewerPeer(_Peer):
 class RtpSinkViewer(_Peer):
     """A viewer that never decodes: it counts RTP packets and video frames, then drops them.
 
-    Packets are dropped as they come off the ICE transport, before SRTP: the RTP header
+    Packets are dropped as aioice receives them, before SRTP: the RTP header
     (payload type, marker) travels in the clear, so frames are counted by the marker bit of
     video packets without decrypting anything. That keeps a load generator's per-viewer cost
     far below the relay's, so the benchmark measures the relay. (It also means no RTCP
@@ -188,7 +188,7 @@ class RtpSinkViewer(_Peer):
         await super().accept(answer_sdp)
         codecs = hooks.negotiated_codecs(self._video)
         self.video_pt = codecs[0].payloadType if codecs else None
-        hooks.filter_incoming_datagrams(self._video.receiver.transport.transport, self._count)
+        hooks.intercept_ice_data(self._video.receiver.transport.transport, self._count)
 
     def _count(self, data: bytes) -> bool:
         if len(data) < 12 or not 127 < data[0] < 192 or 192 <= data[1] <= 223:

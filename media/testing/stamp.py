@@ -78,12 +78,13 @@ def read_stamp(frame: av.VideoFrame) -> int | None:
     luma = frame.planes[0]
     stride = luma.line_size
     data = bytes(luma)
-    sx, sy = frame.width / WIDTH, frame.height / HEIGHT
+    if frame.width < WIDTH or frame.height < ROWS * BLOCK_H:
+        return None
     word = 0
-    for i in range(BITS):
+    for i in range(BITS):  # the blocks sit at fixed pixel positions, whatever the size
         r, c = divmod(i, COLS)
-        cy = int((r * BLOCK_H + BLOCK_H / 2) * sy)
-        cx = int((c * BLOCK_W + BLOCK_W / 2) * sx)
+        cy = r * BLOCK_H + BLOCK_H // 2
+        cx = c * BLOCK_W + BLOCK_W // 2
         total = count = 0
         for row in range(max(cy - 4, 0), cy + 4):
             chunk = data[row * stride + max(cx - 8, 0) : row * stride + cx + 8]

@@ -151,13 +151,13 @@ async def test_send_side_hooks_outlet_nack_and_sender_report(pinned: None) -> No
         assert out.ssrc == t.sender._ssrc
         pt = hooks.negotiated_codecs(t)[0].payloadType
         assert pt is not None
-        for seq in (100, 101, 103, 104, 105):
+        for n, seq in enumerate((100, 101, 103, 104, 105), start=1):
             packet = RtpPacket(
                 payload_type=pt, sequence_number=seq, timestamp=seq * 3000, ssrc=out.ssrc
             )
             packet.payload = b"\x10\x00" + bytes(20)
             out.sendto(out.protect(packet.serialize(out.extensions)), out.addr)
-            hooks.record_sent(t.sender, 1, seq * 3000, 22)
+            hooks.record_sent(t.sender, 1, seq * 3000, n, 22 * n)
             await asyncio.sleep(0.01)
         await wait_until(lambda: len(arrived) == 5, 5, "packets at the peer")
         assert struct.unpack_from("!H", arrived[0], 2)[0] == 100
@@ -195,3 +195,31 @@ def test_hook_error_names_the_missing_attribute() -> None:
     with pytest.raises(hooks.HookError, match="_retransmit"):
         hooks.intercept_feedback(Stub(), lambda s: None, lambda: None)  # type: ignore[arg-type]
     assert RTCRtpSender is not None
+
+
+async def test_intercept_ice_data_sees_srtp_before_dtls(pinned: None) -> None:
+    publisher = PublisherPeer(audio=False, fps=20)
+    receiver_pc = _pc()
+    tapped: list[RtpPacket] = []
+    seen: list[bytes] = []
+
+    def keep(data: bytes) -> bool:
+        if 127 < data[0] < 192 and not 192 <= data[1] <= 223:
+            seen.append(data)
+            return False  # drop SRTP
+        return True  # STUN, DTLS, SRTCP go on
+
+    try:
+        offer = await publisher.offer()
+        await receiver_pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
+        transceiver = receiver_pc.getTransceivers()[0]
+        hooks.tap_rtp(transceiver.receiver, tapped.append)
+        hooks.intercept_ice_data(transceiver.receiver.transport.transport, keep)
+        await receiver_pc.setLocalDescription(await receiver_pc.createAnswer())
+        await publisher.accept(receiver_pc.localDescription.sdp)
+        await wait_until(lambda: len(seen) > 10, 10, "SRTP at the interceptor")
+        assert receiver_pc.connectionState == "connected"  # DTLS still went through
+        assert tapped == []
+    finally:
+        await publisher.close()
+        await receiver_pc.close()

@@ -305,3 +305,22 @@ async def test_unpublish_keeps_viewers_and_close_room_ends_everything(relay: Med
     finally:
         await viewer.close()
         await publisher.close()
+
+
+async def test_new_publisher_must_keep_the_codec_viewers_negotiated(relay: MediaRelay) -> None:
+    first = PublisherPeer(codec="VP8", fps=FPS)
+    viewer = RtpSinkViewer()
+    h264_only = PublisherPeer(codec="H264", fps=FPS)
+    try:
+        await publish_to(relay, "room", first)
+        await watch_from(relay, "room", "v", viewer)
+        with pytest.raises(MediaError) as err:
+            await relay.publish("room", "streamer", await h264_only.offer())
+        assert err.value.code == "conflict"
+        # the refused attempt did not disturb the live stream
+        frames = viewer.video_frames
+        await wait_until(lambda: viewer.video_frames > frames + 5, 5, "frames still flowing")
+        assert relay.room_codecs("room")["video"] == "video/VP8"
+    finally:
+        for peer in (viewer, first, h264_only):
+            await peer.close()
