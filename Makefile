@@ -26,10 +26,15 @@ test: $(STAMP) services
 	$(PY) -m pytest -q -p no:cacheprovider --timeout=300
 
 bench: $(STAMP) services
-	$(PY) -m pytest -q bench --benchmark-only -p no:cacheprovider -s
+	mkdir -p reports/bench
+	$(PY) bench/bench_fanout.py --viewers 5000 --rate 500
+	$(PY) -m pytest -q bench/test_bench_ledger.py -p no:cacheprovider -s
+	$(PY) bench/bench_mirror.py
+	$(PY) bench/media_bench.py
+	$(PY) bench/bench_ttff_browser.py
 
 loadtest: $(STAMP)
-	$(PY) -m loadtest.suite --profile full --report reports/full
+	bash .ci/loadtest.sh
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check server media client_sdk loadtest tests
