@@ -224,7 +224,7 @@ async def run_viewers(port: int, kind: str, prefix: str) -> None:
                 except Exception:
                     return None, peer
                 deadline = time.time() + 15
-                while first_frame(peer) is None and time.time() < deadline:  # noqa: ASYNC110 - polling a counter fed by a packet hook
+                while first_frame(peer) is None and time.time() < deadline:
                     await asyncio.sleep(0.005)
                 ff = first_frame(peer)
                 return (None if ff is None else (ff - start_at) * 1000), peer
@@ -255,7 +255,7 @@ async def run_viewers(port: int, kind: str, prefix: str) -> None:
                         peer = RtpSinkViewer()
                         await join(peer, f"{prefix}c{counter}")
                         deadline = time.time() + 10
-                        while peer.first_frame_at is None and time.time() < deadline:  # noqa: ASYNC110 - polling a counter fed by a packet hook
+                        while peer.first_frame_at is None and time.time() < deadline:
                             await asyncio.sleep(0.005)
                         async with http.post(
                             f"http://127.0.0.1:{port}/unwatch", json={"id": f"{prefix}c{counter}"}
