@@ -426,13 +426,15 @@ class App:
             return json_response(await self.operations.metrics.group_metrics(parts[1], self.clock_ms()))
 
         async def shop_metrics(request: Request, query: dict[str, list[str]], parts: list[str]) -> Response:
+            if parts[1] != "metrics":  # the router matches "shop/*"
+                raise SoukError(Code.NOT_FOUND, "no such resource")
             ident = merchant(request, query)
             await self.operations.flush()
             return json_response(await self.operations.metrics.shop_metrics(ident.shop))
 
         self.http.api["rooms/*/metrics"] = room_metrics
         self.http.api["groups/*/metrics"] = group_metrics
-        self.http.api["shop/metrics"] = shop_metrics
+        self.http.api["shop/*"] = shop_metrics  # GET /api/shop/metrics
 
     def _staff_of(self, request: Request, query: dict[str, list[str]], room: str) -> Identity:
         ident = bearer(self, request, query)
