@@ -432,9 +432,11 @@ class Operations:
     def sample_presence(self) -> None:
         now = self.clock_ms()
         ms = int(self.presence_interval_s * 1000)
+        excluded = set().union(*self.excluded.values()) if self.excluded else set()
         for room, users in self.present.items():
-            if users:
-                self._presence.append((room, now, len(users), ms))
+            n = sum(1 for u in users if u not in excluded)
+            if n:
+                self._presence.append((room, now, n, ms))
 
     async def flush(self) -> None:
         act, pres, acts = self._activity, self._presence, self._actions
