@@ -22,6 +22,9 @@ from server.store.sqlite import SqliteDatabase
 STAFF: Final = "('moderator', 'streamer', 'admin')"
 NOT_EXCLUDED: Final = "NOT IN (SELECT user FROM metrics_excluded WHERE shop = :shop)"
 ANSWER_TARGET_MS: Final = 5 * 60_000
+# revenue is what buyers pay: list price times units, less coupon discounts
+REDEMPTION: Final = "LEFT JOIN coupon_redemptions r ON r.order_id = o.id"
+NET: Final = "SUM(o.qty * o.price) - COALESCE(SUM(r.discount), 0)"
 
 
 def _room_shop(c: sqlite3.Connection, room: str) -> str:
@@ -60,12 +63,12 @@ class MetricsStore:
             f" FROM orders o LEFT JOIN coupon_redemptions r ON r.order_id = o.id"
             f" WHERE o.room = :room AND o.status = 'confirmed' AND o.user {NOT_EXCLUDED}", p).fetchone()
         per_sale = [dict(r) for r in c.execute(
-            f"SELECT o.sale AS sale, COUNT(*) AS orders, SUM(o.qty) AS units, SUM(o.qty * o.price) AS revenue"
-            f" FROM orders o WHERE o.room = :room AND o.status = 'confirmed' AND o.sale IS NOT NULL"
+            f"SELECT o.sale AS sale, COUNT(*) AS orders, SUM(o.qty) AS units, {NET} AS revenue"
+            f" FROM orders o {REDEMPTION} WHERE o.room = :room AND o.status = 'confirmed' AND o.sale IS NOT NULL"
             f" AND o.user {NOT_EXCLUDED} GROUP BY o.sale ORDER BY revenue DESC", p)]
         per_team = [dict(r) for r in c.execute(
-            f"SELECT o.offer AS teambuy, COUNT(*) AS orders, SUM(o.qty) AS units, SUM(o.qty * o.price) AS revenue,"
-            f" COUNT(DISTINCT o.team) AS teams FROM orders o WHERE o.room = :room AND o.status = 'confirmed'"
+            f"SELECT o.offer AS teambuy, COUNT(*) AS orders, SUM(o.qty) AS units, {NET} AS revenue,"
+            f" COUNT(DISTINCT o.team) AS teams FROM orders o {REDEMPTION} WHERE o.room = :room AND o.status = 'confirmed'"
             f" AND o.offer IS NOT NULL AND o.user {NOT_EXCLUDED} GROUP BY o.offer ORDER BY revenue DESC", p)]
         revenue = int(orders["gross"]) - int(orders["discounts"])
         return {
@@ -129,7 +132,7 @@ class MetricsStore:
             f" AND ts >= :since) WHERE u {NOT_EXCLUDED}"
             f" AND u IN (SELECT user_id FROM group_members WHERE group_id = :group)", p).fetchone()[0]
         buys = c.execute(
-            "SELECT o.user AS user, COUNT(*) AS n, SUM(o.qty * o.price) AS spent FROM orders o"
+            f"SELECT o.user AS user, COUNT(*) AS n, {NET} AS spent FROM orders o {REDEMPTION}"
             " JOIN group_members gm ON gm.user_id = o.user AND gm.group_id = :group"
             " JOIN products pr ON pr.id = o.product AND pr.shop = :shop"
             f" WHERE o.status = 'confirmed' AND gm.role NOT IN {STAFF} AND o.user {NOT_EXCLUDED} GROUP BY o.user",
@@ -152,8 +155,8 @@ class MetricsStore:
         def run(c: sqlite3.Connection) -> dict[str, Any]:
             p = {"shop": shop}
             rooms = [dict(r) for r in c.execute(
-                f"SELECT o.room AS room, COUNT(*) AS orders, SUM(o.qty) AS units, SUM(o.qty * o.price) AS revenue,"
-                f" COUNT(DISTINCT o.user) AS buyers FROM orders o JOIN products pr ON pr.id = o.product"
+                f"SELECT o.room AS room, COUNT(*) AS orders, SUM(o.qty) AS units, {NET} AS revenue,"
+                f" COUNT(DISTINCT o.user) AS buyers FROM orders o {REDEMPTION} JOIN products pr ON pr.id = o.product"
                 f" WHERE pr.shop = :shop AND o.status = 'confirmed' AND o.user {NOT_EXCLUDED}"
                 f" GROUP BY o.room ORDER BY revenue DESC LIMIT 100", p)]
             groups = [dict(r) for r in c.execute(

@@ -97,6 +97,7 @@ async def test_numbers_match_the_script(server: Running) -> None:
     assert any("poll" in a for w in g["weeks"] for a in w["actions"])
     s = await asyncio.to_thread(_get, f"{server.http}/api/shop/metrics", tok)
     assert s["coupons"] == {"issued": 1, "redeemed": 1, "discounts": 300}
+    assert s["revenue"] == 2700 and r["sales"][0]["revenue"] == 2700
 
 
 @pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium missing: apt-get install -y chromium")
