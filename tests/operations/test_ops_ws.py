@@ -291,3 +291,52 @@ async def test_metrics_endpoints_roles(server: Running) -> None:
     with pytest.raises(urllib.error.HTTPError) as e:
         await http_json(server, "/api/rooms/r1/metrics", token("v", "viewer"))
     assert e.value.code == 403
+
+
+async def test_concurrent_invite_joins_reward_once_per_three(server: Running) -> None:
+    """10 invitees join at once with one code (each twice, concurrently): 10 counted, 3 rewards."""
+    g1 = await _group(server)
+    async with server.client("inv", "member") as inv:
+        await inv.request("group_join", group=g1)
+        code = (await inv.request("invite_code"))["code"]
+    friends = [server.client(f"c{i}", "member") for i in range(10)]
+    for f in friends:
+        await f.connect()
+    try:
+        results = await asyncio.gather(*(f.request("group_join", group=g1, invite=code) for f in friends * 2),
+                                       return_exceptions=True)
+    finally:
+        for f in friends:
+            await f.close()
+    counted = [r["invite"]["counted"] for r in results if isinstance(r, dict)]
+    assert counted.count(True) == 10
+    rows = server.app.db.read_sync(lambda c: c.execute("SELECT COUNT(*) FROM invite_rewards").fetchone()[0])
+    assert rows == 3
+    async with server.client("inv", "member") as inv:
+        assert len([c for c in (await inv.request("coupons_mine"))["coupons"] if c["source"] == "invite"]) == 3
+
+
+@pytest.mark.parametrize("op,fields", [
+    ("poll_create", {"room": "r1", "question": 5, "options": ["a", "b"]}),
+    ("poll_create", {"room": "r1", "group": "g", "question": "q", "options": ["a", "b"]}),
+    ("poll_create", {"room": "r1", "question": "q", "options": "ab"}),
+    ("poll_vote", {"poll": {"x": 1}, "option": 0}),
+    ("poll_close", {"poll": "x" * 100}),
+    ("checkin", {"group": None}),
+    ("points_redeem", {"points": "100"}),
+    ("showcase_post", {"group": "nope", "order": "o", "image_url": "https://x", "text": "t"}),
+    ("showcase_approve", {"post": ["p"]}),
+    ("coupon_issue", {"user": ["a"] * 101, "value": 1}),
+    ("coupon_issue", {"user": "u", "layer": "dormant", "value": 1}),
+    ("coupon_issue", {"layer": "gold", "value": 1}),
+    ("members", {"limit": -1}),
+    ("layer_thresholds", {"high_value_aov": -5}),
+    ("layer_invite", {"layer": "dormant", "group": "nope"}),
+    ("metrics_exclude", {"add": "bot"}),
+    ("buy", {"sale": "s1", "qty": 1, "key": "k", "coupon": {"$ne": 1}}),
+])
+async def test_hostile_fields_are_refused_with_codes(server: Running, op: str, fields: dict[str, Any]) -> None:
+    async with server.client("adm", "admin") as adm:
+        with pytest.raises(SoukError) as e:
+            await adm.request(op, **fields)
+        assert e.value.code in ("invalid", "not_found", "forbidden", "conflict"), e.value
