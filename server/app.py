@@ -278,6 +278,7 @@ class App:
         return dict(product)
 
     async def buy(self, ident: Identity, frame: dict[str, Any]) -> dict[str, Any]:
+        await self.operations.check_sale_target(frame.get("sale"), ident.id)  # a layer's sale
         return dict(await self.commerce.buy(ident.id, frame.get("sale"), frame.get("qty", 1),
                                             frame.get("key"), ident.name, coupon=frame.get("coupon")))
 

@@ -70,6 +70,7 @@ class Operations:
         self.posted_orders: set[str] = set()
         self.thresholds: dict[str, Thresholds] = {}
         self.excluded: dict[str, set[str]] = {}
+        self.sale_targets: dict[str, tuple[str, str]] = {}  # sale -> (shop, layer)
         self.presence_interval_s = presence_interval_s
         self.flush_interval_s = flush_interval_s
         self.present: dict[str, Counter[str]] = {}  # room -> user -> connections (viewers only)
@@ -117,6 +118,8 @@ class Operations:
             self.posted_orders.add(r["order_id"])
         for r in rows["thresholds"]:
             self.thresholds[r["shop"]] = thresholds_from(orjson.loads(r["data"]))
+        for r in rows["targets"]:
+            self.sale_targets[r["sale"]] = (r["shop"], r["layer"])
         for r in rows["excluded"]:
             self.excluded.setdefault(r["shop"], set()).add(r["user"])
         self._tasks = [asyncio.create_task(self._flush_loop()), asyncio.create_task(self._presence_loop())]
@@ -404,6 +407,23 @@ class Operations:
             t = fields.text({"tag": tag}, "tag", 1, 100)
             rows = [r for r in rows if t in r["tags"]]
         return rows
+
+    async def target_sale(self, shop: str, sale: str, layer: Any) -> dict[str, Any]:
+        """Restrict a flash sale to the members of one layer (e.g. a presale for high-value)."""
+        lay = layer_value(layer)
+        await self.store.target_sale(sale, shop, lay, self.clock_ms())
+        self.sale_targets[sale] = (shop, lay)
+        return {"sale": sale, "layer": lay}
+
+    async def check_sale_target(self, sale: Any, user: str) -> None:
+        """Before `buy`: a targeted sale admits only its layer (checked from the records now)."""
+        target = self.sale_targets.get(sale) if isinstance(sale, str) else None
+        if target is None:
+            return
+        shop, layer = target
+        row = await self.metrics.one_member(shop, user, self.clock_ms(), self.thresholds_of(shop))
+        if row["layer"] != layer:
+            raise SoukError(Code.FORBIDDEN, f"this sale is for {layer} members", layer=layer)
 
     # -- metrics: the activity log ---------------------------------------------------------
     def viewer_joined(self, room: str, user: str, role: str) -> None:

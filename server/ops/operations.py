@@ -203,6 +203,19 @@ async def layer_invite(app: App, s: Session, frame: Frame) -> Result:
     return {"invited": invited}
 
 
+@op("sale_target", roles=STREAMERS)
+async def sale_target(app: App, s: Session, frame: Frame) -> Result:
+    """Target a flash sale at a layer: only members of that layer may buy it."""
+    ident = _ident(s)
+    sale_id = fields.ident(frame, "sale")
+    room = app.commerce.sale_room(sale_id)
+    if room is None:
+        raise SoukError(Code.NOT_FOUND, f"no sale {sale_id}")
+    if not ident.may_enter_room(room):
+        raise SoukError(Code.FORBIDDEN, "your token does not admit you to this room")
+    return {"target": await app.operations.target_sale(ident.shop, sale_id, frame.get("layer"))}
+
+
 @op("metrics_exclude", roles=STREAMERS)
 async def metrics_exclude(app: App, s: Session, frame: Frame) -> Result:
     """The merchant's own accounts and bots: never counted in the numbers."""

@@ -189,6 +189,31 @@ class MetricsStore:
         return await self.db.read(run)
 
     # -- member layers ---------------------------------------------------------------------
+    async def one_member(self, shop: str, user: str, now_ms: int, t: Thresholds) -> dict[str, Any]:
+        """One member's layer (for a sale targeted at a layer): indexed per-user lookups."""
+
+        def run(c: sqlite3.Connection) -> dict[str, Any]:
+            p = {"shop": shop, "user": user, "since": now_ms - WINDOW_MS}
+            o = c.execute("SELECT COUNT(*), COALESCE(SUM(o.qty * o.price), 0) FROM orders o"
+                          " JOIN products pr ON pr.id = o.product WHERE o.user = :user AND o.created_at >= :since"
+                          " AND pr.shop = :shop AND o.status = 'confirmed'", p).fetchone()
+
+            def one(sql: str) -> int:
+                return int(c.execute(sql, p).fetchone()[0])
+
+            s = MemberStats(
+                user, int(o[0]), int(o[1]),
+                one("SELECT COUNT(*) FROM group_messages m JOIN groups g ON g.id = m.group_id"
+                    " WHERE m.user_id = :user AND m.ts >= :since AND g.shop = :shop"),
+                one("SELECT COUNT(*) FROM poll_votes v JOIN polls q ON q.id = v.poll"
+                    " WHERE v.user = :user AND v.ts >= :since AND q.shop = :shop"),
+                one("SELECT COUNT(*) FROM checkins WHERE user = :user AND ts >= :since AND shop = :shop"),
+                one("SELECT COUNT(*) FROM questions WHERE answered_by = :user AND answered_at >= :since"),
+            )  # fmt: skip
+            return describe(s, t)
+
+        return await self.db.read(run)
+
     async def member_stats(self, shop: str, now_ms: int, t: Thresholds, excluded: set[str]) -> list[dict[str, Any]]:
         def run(c: sqlite3.Connection) -> list[dict[str, Any]]:
             p = {"shop": shop, "since": now_ms - WINDOW_MS}

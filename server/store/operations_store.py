@@ -67,6 +67,9 @@ CREATE TABLE IF NOT EXISTS showcase_posts (
     order_id TEXT NOT NULL UNIQUE, user TEXT NOT NULL, image_url TEXT NOT NULL,
     text TEXT NOT NULL, ts INTEGER NOT NULL, status TEXT NOT NULL, coupon TEXT
 );
+CREATE TABLE IF NOT EXISTS sale_targets (
+    sale TEXT PRIMARY KEY, shop TEXT NOT NULL, layer TEXT NOT NULL, ts INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS layer_thresholds (shop TEXT PRIMARY KEY, data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS metrics_excluded (
     shop TEXT NOT NULL, user TEXT NOT NULL, PRIMARY KEY (shop, user)
@@ -92,6 +95,8 @@ LATE_INDEXES: Final = (
     "CREATE INDEX IF NOT EXISTS group_messages_by_user ON group_messages (user_id, ts)",
     "CREATE INDEX IF NOT EXISTS group_exits_by_group ON group_exits (group_id, left_at)",
     "CREATE INDEX IF NOT EXISTS orders_created ON orders (created_at)",
+    "CREATE INDEX IF NOT EXISTS questions_by_answerer ON questions (answered_by, answered_at)",
+    "CREATE INDEX IF NOT EXISTS checkins_user ON checkins (user, ts)",
     # covering indexes: the dashboard's aggregates read the index only, never the table
     "CREATE INDEX IF NOT EXISTS group_messages_metrics ON group_messages (group_id, ts, user_id, reply_to)",
     "CREATE INDEX IF NOT EXISTS orders_metrics ON orders (room, status, user, qty, price, product, sale, offer, team)",
@@ -230,6 +235,14 @@ class OperationsStore:
 
         await self.db.write(run)
 
+    async def target_sale(self, sale: str, shop: str, layer: str, ts: int) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO sale_targets VALUES (?, ?, ?, ?) ON CONFLICT (sale)"
+                         " DO UPDATE SET layer = excluded.layer, ts = excluded.ts", (sale, shop, layer, ts))
+            conn.execute("INSERT INTO merchant_actions VALUES (?, 'sale', ?, 'target', ?, ?)", (shop, sale, layer, ts))
+
+        await self.db.write(run)
+
     # -- settings --------------------------------------------------------------------------
     async def save_thresholds(self, shop: str, data: dict[str, int]) -> None:
         blob = orjson.dumps(data).decode()
@@ -281,6 +294,7 @@ class OperationsStore:
                          " UNION SELECT DISTINCT g.shop, e.user_id FROM group_exits e JOIN groups g ON g.id = e.group_id",
                 "posts": "SELECT * FROM showcase_posts",
                 "thresholds": "SELECT * FROM layer_thresholds",
+                "targets": "SELECT * FROM sale_targets",
                 "excluded": "SELECT * FROM metrics_excluded",
             }
             return {k: c.execute(sql).fetchall() for k, sql in q.items()}

@@ -340,3 +340,25 @@ async def test_hostile_fields_are_refused_with_codes(server: Running, op: str, f
         with pytest.raises(SoukError) as e:
             await adm.request(op, **fields)
         assert e.value.code in ("invalid", "not_found", "forbidden", "conflict"), e.value
+
+
+async def test_sale_targeted_at_a_layer(server: Running) -> None:
+    g1 = await _group(server)
+    big_sale = await _setup_sale(server, price=30_000)
+    presale = await _setup_sale(server, price=5000)
+    async with server.client("st", "streamer") as st, server.client("big", "member") as big, \
+            server.client("idle", "member") as idle:
+        for m in (big, idle):
+            await m.request("group_join", group=g1)
+        await big.buy(big_sale, 1)
+        assert (await st.request("sale_target", sale=presale, layer="high_value"))["target"]["layer"] == "high_value"
+        assert (await big.buy(presale, 1))["sale"] == presale
+        with pytest.raises(SoukError) as e:
+            await idle.buy(presale, 1)
+        assert e.value.code == "forbidden"
+        with pytest.raises(SoukError) as e:
+            await st.request("sale_target", sale=presale, layer="vip")
+        assert e.value.code == "invalid"
+        with pytest.raises(SoukError) as e:
+            await big.request("sale_target", sale=presale, layer="dormant")
+        assert e.value.code == "forbidden"
