@@ -12,6 +12,7 @@ from client_sdk import Client, SoukError
 from tests.conftest import token
 
 
+@pytest.mark.slow
 async def test_coupon_spent_before_kill9_stays_spent(server_process: Callable[..., Any]) -> None:
     proc = server_process()
     async with Client(proc.url, token("st", "streamer"), reconnect=False) as st:

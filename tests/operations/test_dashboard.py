@@ -100,10 +100,11 @@ async def test_numbers_match_the_script(server: Running) -> None:
     assert s["revenue"] == 2700 and r["sales"][0]["revenue"] == 2700
 
 
-@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium missing: apt-get install -y chromium")
+@pytest.mark.browser
 async def test_dashboard_page_shows_the_scripted_totals(server: Running, tmp_path: Path) -> None:
     from playwright.async_api import async_playwright
 
+    assert os.path.exists(CHROMIUM), "Debian chromium missing: apt-get install -y chromium (.ci/ensure-services.sh)"
     gid = await scripted_session(server)
     url = f"{server.http}/dashboard?token={token('st', 'streamer')}&room=r1&group={gid}"
     async with async_playwright() as pw:
