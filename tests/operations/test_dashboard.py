@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import pytest
 from tests.conftest import Running, token
 
 CHROMIUM = "/usr/bin/chromium"
+HAVE_CHROMIUM = Path(CHROMIUM).exists()
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
                  "--disable-component-update", "--disable-sync", "--disable-quic"]
 
@@ -104,7 +104,7 @@ async def test_numbers_match_the_script(server: Running) -> None:
 async def test_dashboard_page_shows_the_scripted_totals(server: Running, tmp_path: Path) -> None:
     from playwright.async_api import async_playwright
 
-    assert os.path.exists(CHROMIUM), "Debian chromium missing: apt-get install -y chromium (.ci/ensure-services.sh)"
+    assert HAVE_CHROMIUM, "Debian chromium missing: apt-get install -y chromium (.ci/ensure-services.sh)"
     gid = await scripted_session(server)
     url = f"{server.http}/dashboard?token={token('st', 'streamer')}&room=r1&group={gid}"
     async with async_playwright() as pw:
