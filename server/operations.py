@@ -122,6 +122,10 @@ class Operations:
             self.sale_targets[r["sale"]] = (r["shop"], r["layer"])
         for r in rows["excluded"]:
             self.excluded.setdefault(r["shop"], set()).add(r["user"])
+        now = self.clock_ms()
+        for poll in self.polls.values():  # re-arm the timed closes of open polls
+            if poll.closes_at is not None:
+                self._arm_poll(poll, now)
         self._tasks = [asyncio.create_task(self._flush_loop()), asyncio.create_task(self._presence_loop())]
 
     async def stop(self) -> None:
@@ -179,9 +183,14 @@ class Operations:
         self._poll_throttle[poll.id] = PushThrottle()
         self.publish(poll.channel, "poll", poll.to_dict(now))
         if poll.closes_at is not None:
-            asyncio.get_running_loop().call_later(
-                max(0.0, (poll.closes_at - now) / 1000), lambda: self._spawn(self._expire_poll(poll.id)))
+            self._arm_poll(poll, now)
         return poll.to_dict(now)
+
+    def _arm_poll(self, poll: Poll, now: int) -> None:
+        assert poll.closes_at is not None
+        pid = poll.id
+        asyncio.get_running_loop().call_later(
+            max(0.0, (poll.closes_at - now) / 1000), lambda: self._spawn(self._expire_poll(pid)))
 
     def poll(self, poll_id: Any) -> Poll:
         pid = fields.ident_value(poll_id, "poll")

@@ -362,3 +362,17 @@ async def test_sale_targeted_at_a_layer(server: Running) -> None:
         with pytest.raises(SoukError) as e:
             await big.request("sale_target", sale=presale, layer="dormant")
         assert e.value.code == "forbidden"
+
+
+async def test_poll_closes_by_itself_at_closes_at(server: Running) -> None:
+    async with server.client("st", "streamer") as st, server.client("v1") as v1:
+        await v1.join("r1")
+        events = v1.events("room:r1", types=["poll"])
+        closes_at = server.app.clock_ms() + 1200
+        poll = (await st.request("poll_create", room="r1", question="Now?", options=["y", "n"], closes_at=closes_at))["poll"]
+        await v1.request("poll_vote", poll=poll["id"], option=0)
+        ev = await events.wait_for(lambda e: e["open"] is False, timeout=5)
+        assert ev["counts"] == [1, 0]
+        with pytest.raises(SoukError) as e:
+            await v1.request("poll_vote", poll=poll["id"], option=1)
+        assert e.value.code in ("ended", "not_found")
