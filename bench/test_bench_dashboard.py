@@ -11,7 +11,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import bench_dashboard as bd  # noqa: E402
+import bench_dashboard as bd
 
 
 def test_bench_dashboard(benchmark: Any) -> None:
