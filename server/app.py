@@ -96,7 +96,13 @@ class App:
             self.db, self.bus, self.clock_ms, answer_target_s=cfg.answer_target_s,
             webhook_host=cfg.host, webhook_port=cfg.webhook_port or None,
         )
+        # operations (issue 10): coupons, polls, check-ins, invites, layers, the numbers
+        from server.operations import Operations
+
+        self.operations: Any = Operations(self.db, self._ops_publish, self.clock_ms)
+        self.commerce.coupons = self.operations.coupons
         self._register_api()
+        self._register_operations_api()
 
     # ---- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:
@@ -104,6 +110,7 @@ class App:
         self._load_rooms()
         await self.community.start()
         await self.commerce.start()
+        await self.operations.start()  # after both: it reads their tables
         from media.relay import MediaRelay
 
         self.media = MediaRelay(
@@ -155,7 +162,7 @@ class App:
         if self.media is not None:
             with contextlib.suppress(Exception):
                 await self.media.close()
-        for feature in (self.community, self.commerce):
+        for feature in (self.operations, self.community, self.commerce):
             with contextlib.suppress(Exception):
                 await feature.stop()
         if self.server is not None:
@@ -177,6 +184,8 @@ class App:
     def subscribe(self, s: Session, ch: str) -> None:
         s.channels.add(ch)
         self.hub.subscribe(ch, s)
+        if ch.startswith("room:") and s.identity is not None:  # operations: presence log
+            self.operations.viewer_joined(ch[5:], s.identity.id, s.identity.role)
 
     def unsubscribe(self, s: Session, ch: str) -> None:
         s.channels.discard(ch)
@@ -186,6 +195,8 @@ class App:
         if ch not in s.channels:
             return
         self.unsubscribe(s, ch)
+        if ch.startswith("room:") and s.identity is not None:  # operations: presence log
+            self.operations.viewer_left(ch[5:], s.identity.id)
         room = self.rooms.get(ch)
         if room is not None and s.identity is not None:
             room.exit(s.identity.id)
@@ -260,6 +271,8 @@ class App:
     async def after_chat(self, ch: str, room: Room, ident: Identity, msg: dict[str, Any]) -> None:
         if room.kind == "group":
             await self.community.on_group_chat(room.id, ident.public(), msg)
+        else:  # operations: room messages count in the merchant's numbers
+            self.operations.activity(room.id, ident.id, ident.role, "chat")
 
     async def product_card(self, product_id: str) -> dict[str, Any]:
         product = self.commerce.product(product_id)
@@ -268,8 +281,9 @@ class App:
         return dict(product)
 
     async def buy(self, ident: Identity, frame: dict[str, Any]) -> dict[str, Any]:
+        await self.operations.check_sale_target(frame.get("sale"), ident.id)  # a layer's sale
         return dict(await self.commerce.buy(ident.id, frame.get("sale"), frame.get("qty", 1),
-                                            frame.get("key"), ident.name))
+                                            frame.get("key"), ident.name, coupon=frame.get("coupon")))
 
     def _commerce_publish(self, ch: str, type: str, fields: dict[str, Any], *, droppable: bool = False) -> None:
         """Commerce events go to the bus; the ones the community cares about also go there:
@@ -278,6 +292,9 @@ class App:
         self.bus.publish(ch, type, fields, droppable=droppable)
         if type == "sale" and fields.get("phase") == "live" and fields.get("id") not in self._announced:
             self._announced.add(str(fields.get("id")))
+            room = self.rooms.get(room_channel(str(fields.get("room"))))  # operations: actions log
+            self.operations.action(room.shop if room else "default", "room", str(fields.get("room")),
+                                   "sale", str(fields.get("title") or fields.get("id")))
             self._spawn(self.community.on_sale_started(str(fields.get("room")), fields))
         elif type == "teambuy" and fields.get("id") not in self._announced:
             self._announced.add(str(fields.get("id")))
@@ -286,6 +303,9 @@ class App:
             product = self.commerce.product(str(fields.get("product")))
             shop = product["shop"] if product else "default"
             self._spawn(self.community.tag_purchase(shop, str(fields.get("user")), str(fields.get("product"))))
+
+    def _ops_publish(self, ch: str, type: str, fields: dict[str, Any], *, droppable: bool = False) -> None:
+        self.bus.publish(ch, type, fields, droppable=droppable)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -382,6 +402,43 @@ class App:
         self.http.api["rooms/*/sales"] = room_sales
         self.http.api["rooms/*/orders"] = room_orders
         self.http.api["rooms/*/stats"] = room_stats
+
+    def _register_operations_api(self) -> None:
+        """The merchant's numbers (issue 10): streamer/admin tokens of the shop."""
+
+        def merchant(request: Request, query: dict[str, list[str]]) -> Identity:
+            ident = bearer(self, request, query)
+            if ident.role not in (Role.STREAMER, Role.ADMIN):
+                raise SoukError(Code.FORBIDDEN, "the numbers are for the shop's streamers and admins")
+            return ident
+
+        async def room_metrics(request: Request, query: dict[str, list[str]], parts: list[str]) -> Response:
+            ident = merchant(request, query)
+            if not fields.ID_RE.match(parts[1]) or not ident.may_enter_room(parts[1]):
+                raise SoukError(Code.FORBIDDEN, "your token does not admit you to this room")
+            await self.operations.flush()
+            return json_response(await self.operations.metrics.room_metrics(parts[1]))
+
+        async def group_metrics(request: Request, query: dict[str, list[str]], parts: list[str]) -> Response:
+            ident = merchant(request, query)
+            group = self.community.directory.groups.get(parts[1])
+            if group is None:
+                raise SoukError(Code.NOT_FOUND, "no such group")
+            if ident.role != Role.ADMIN and group.shop != ident.shop:
+                raise SoukError(Code.FORBIDDEN, "this group belongs to another shop")
+            await self.operations.flush()
+            return json_response(await self.operations.metrics.group_metrics(parts[1], self.clock_ms()))
+
+        async def shop_metrics(request: Request, query: dict[str, list[str]], parts: list[str]) -> Response:
+            if parts[1] != "metrics":  # the router matches "shop/*"
+                raise SoukError(Code.NOT_FOUND, "no such resource")
+            ident = merchant(request, query)
+            await self.operations.flush()
+            return json_response(await self.operations.metrics.shop_metrics(ident.shop))
+
+        self.http.api["rooms/*/metrics"] = room_metrics
+        self.http.api["groups/*/metrics"] = group_metrics
+        self.http.api["shop/*"] = shop_metrics  # GET /api/shop/metrics
 
     def _staff_of(self, request: Request, query: dict[str, list[str]], room: str) -> Identity:
         ident = bearer(self, request, query)

@@ -17,6 +17,7 @@ return `{"team": ..., "order": ...}`; every refusal is a `SoukError` with a prot
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import secrets
 import sqlite3
@@ -28,12 +29,13 @@ from client_sdk.protocol import Code, room_channel, user_channel
 from server.bus.base import Publish
 from server.domain import fields
 from server.domain.catalog import Catalog, Product, new_product
+from server.domain.coupons import CouponBook
 from server.domain.flashsale import OVER, FlashSale, Phase, sale_spec
 from server.domain.order import Order
 from server.domain.teambuy import Joined, Team, TeamBuyOffer, TeamStatus, offer_spec
 from server.domain.throttle import PushThrottle
 from server.errors import SoukError
-from server.store.base import CommerceStore, StockConflict
+from server.store.base import CommerceStore, CouponConflict, StockConflict
 from server.store.ledger import SqliteLedger
 from server.store.sqlite import SqliteDatabase
 
@@ -85,6 +87,8 @@ class Commerce:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._running = False
         self._order_batch = max(1, order_batch)
+        # operations (issue 10): the coupon book, set by the Operations adapter; None = no coupons
+        self.coupons: CouponBook | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -224,9 +228,12 @@ class Commerce:
         return sale
 
     async def buy(
-        self, user_id: str, sale_id: Any, qty: Any, key: Any, name: str = ""
+        self, user_id: str, sale_id: Any, qty: Any, key: Any, name: str = "", coupon: Any = None
     ) -> dict[str, Any]:
-        """Buy `qty` units, all or nothing; returns the order once it is durable."""
+        """Buy `qty` units, all or nothing; returns the order once it is durable.
+
+        `coupon` (issue 10): reserved in `self.coupons` in the same synchronous step as the
+        stock, written with the order (unique redemption row), released if the write fails."""
         user_id = fields.user_value(user_id)
         name = fields.name_value(name)
         sale = self.sales.get(fields.ident_value(sale_id, "sale"))
@@ -245,8 +252,24 @@ class Commerce:
             if pending is not None:
                 await self._wait_write(pending)
             return order.to_dict()
+        if coupon is not None:  # operations: no await between the stock and the coupon
+            order = self._apply_coupon(sale, order, coupon, now)
         await self._wait_write(self._enqueue(sale, order))
         return order.to_dict()
+
+    def _apply_coupon(self, sale: FlashSale, order: Order, coupon: Any, now: int) -> Order:
+        """Reserve the coupon for a just-reserved order, or undo the order and refuse."""
+        try:
+            if self.coupons is None:
+                raise SoukError(Code.UNAVAILABLE, "coupons are not enabled on this server")
+            cid = fields.ident_value(coupon, "coupon")
+            discount = self.coupons.reserve(cid, order.user, order.amount, order.id, now)
+        except SoukError:
+            self._unbuy(sale, order)
+            raise
+        amended = dataclasses.replace(order, coupon=cid, discount=discount)
+        sale.amend(amended)
+        return amended
 
     def _enqueue(self, sale: FlashSale, order: Order) -> asyncio.Future[None]:
         """Queue an order for the next batch write; the batch goes out at the end of this
@@ -281,11 +304,17 @@ class Commerce:
             if error is None:
                 # told here, not by the caller: a buyer that went away still has its order
                 self._publish(user_channel(order.user), "order", order.to_dict())
+                if order.coupon is not None and self.coupons is not None:
+                    self.coupons.redeemed(order.coupon, order.id)
+                    self._publish(user_channel(order.user), "coupon",
+                                  {"id": order.coupon, "status": "redeemed", "order": order.id})
                 moved[sale.id] = sale
                 if not fut.done():
                     fut.set_result(None)
                 continue
             self._unbuy(sale, order)
+            if order.coupon is not None and self.coupons is not None:
+                self.coupons.release(order.coupon, order.id)
             if not fut.done():
                 fut.set_exception(error)
                 fut.exception()  # retrieved: the buyer (or its replays) re-raise it
@@ -310,6 +339,8 @@ class Commerce:
     async def _wait_write(task: asyncio.Future[Any]) -> None:
         try:
             await asyncio.shield(task)
+        except CouponConflict:
+            raise SoukError(Code.CONFLICT, "this coupon was already used") from None
         except StockConflict:
             raise SoukError(
                 Code.ENDED, "the sale or team closed before the order was recorded"

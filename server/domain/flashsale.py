@@ -219,6 +219,14 @@ class FlashSale:
                 return self.stock_left
         return 0
 
+    def amend(self, order: Order) -> None:
+        """Replace a reserved order by an amended copy (same user, key and qty), e.g. with a
+        coupon applied, so that replays and `release` see the copy that is written."""
+        known = self._by_key.get((order.user, order.key))
+        if known is None or known.id != order.id or known.qty != order.qty:
+            raise ValueError("amend: not a reserved order of this sale")
+        self._by_key[(order.user, order.key)] = order
+
     def restore(self, order: Order) -> None:
         """Recovery: re-learn a durable order (stock_left was loaded with the sale)."""
         self._remember(order)

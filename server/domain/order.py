@@ -35,6 +35,9 @@ class Order:
     offer: str | None = None
     team: str | None = None
     name: str = ""
+    # operations (issue 10): a coupon applied atomically with the order, and its discount
+    coupon: str | None = None
+    discount: int = 0  # cents off `amount`
 
     @property
     def amount(self) -> int:
@@ -56,6 +59,10 @@ class Order:
         }
         if self.sale is not None:
             out["sale"] = self.sale
+        if self.coupon is not None:
+            out["coupon"] = self.coupon
+            out["discount"] = self.discount
+            out["paid"] = self.amount - self.discount
         if self.team is not None:
             out["team"] = self.team
             out["offer"] = self.offer

@@ -48,7 +48,28 @@ op("upvote", roles=VIEWERS)(_delegate("upvote", joined_room=True))
 op("answer", roles=MODERATORS)(_delegate("answer", staff=True))
 op("dismiss", roles=MODERATORS)(_delegate("dismiss", staff=True))
 op("group_create", roles=STREAMERS)(_delegate("group_create"))
-op("group_join", roles=MEMBERS)(_delegate("group_join"))
+_group_join = _delegate("group_join")
+
+
+@op("group_join", roles=MEMBERS)
+async def group_join(app: App, s: Session, frame: Frame) -> Result:
+    """Operations (issue 10): an `invite` code attributes the join to its inviter (tag
+    invited_by, reward rule); self-invites and members the shop already had do not count."""
+    assert s.identity is not None
+    code = frame.get("invite")
+    if code is None:
+        result = await _group_join(app, s, frame)
+        group = (result or {}).get("group") or {}
+        app.operations.mark_known(str(group.get("shop", s.identity.shop)), s.identity.id)
+        return result
+    shop, inviter = app.operations.inviter_of_code(code)
+    known = app.operations.was_known(shop, s.identity.id)
+    if inviter != s.identity.id:
+        frame = {**frame, "invited_by": inviter}
+    result = await _group_join(app, s, frame)
+    group = (result or {}).get("group") or {}
+    invite = await app.operations.joined(shop, s.identity.id, str(group.get("id")), inviter, known)
+    return {**(result or {}), "invite": invite}
 op("group_leave", roles=MEMBERS)(_delegate("group_leave"))
 op("group_members", roles=MEMBERS)(_delegate("group_members"))
 op("link_groups", roles=STREAMERS)(_delegate("link_groups", staff=True))

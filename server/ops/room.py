@@ -62,6 +62,10 @@ async def like(app: App, s: Session, frame: Frame) -> Result:
     ch, room = joined_room(app, s, frame)
     room.like(frame.get("count"))
     app.rooms.dirty_likes.add(ch)
+    if room.kind == "room" and s.identity is not None:  # operations: likes in the numbers
+        count = frame.get("count")
+        n = count if type(count) is int and count > 0 else 1
+        app.operations.activity(room.id, s.identity.id, s.identity.role, "like", n)
     return None
 
 

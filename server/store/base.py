@@ -33,6 +33,10 @@ class StockConflict(Exception):
     """A durable guard refused a write (stock would go below zero, or the sale closed)."""
 
 
+class CouponConflict(Exception):
+    """The redemption's unique row exists: this coupon was already spent (issue 10)."""
+
+
 class CommerceStore(Protocol):
     async def migrate(self) -> None:
         """Create the schema if missing (idempotent)."""
@@ -50,7 +54,9 @@ class CommerceStore(Protocol):
         """Insert sale orders and decrement their sales' stock_left, in one durable step; a
         sale reaching zero is marked sold_out. Returns one entry per order: None when it is
         recorded, a StockConflict when its sale is closed or short of stock (that order alone
-        is refused). Raises if nothing could be recorded. Many orders per call is the point:
+        is refused), a CouponConflict when its coupon (`Order.coupon`) already has a
+        redemption row (the redemption is written in the same transaction as the order).
+        Raises if nothing could be recorded. Many orders per call is the point:
         the adapter gathers the orders of one loop iteration into one write."""
 
     async def close_sale(self, sale_id: str, phase: str) -> int:
@@ -72,6 +78,9 @@ class CommerceStore(Protocol):
 
     async def orders_of(self, user: str, limit: int = 100) -> list[dict[str, Any]]:
         """A buyer's orders, newest first."""
+
+    async def order(self, order_id: str) -> dict[str, Any] | None:
+        """One order by id, or None."""
 
     async def orders_of_room(self, room: str, limit: int = 1000, after: str | None = None) -> list[dict[str, Any]]:
         """A room's orders, oldest first, paged by the last order id seen."""

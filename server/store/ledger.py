@@ -18,7 +18,7 @@ from server.domain.catalog import Product
 from server.domain.flashsale import FlashSale, Phase
 from server.domain.order import Order
 from server.domain.teambuy import Team, TeamBuyOffer, TeamStatus
-from server.store.base import LedgerState, StockConflict
+from server.store.base import CouponConflict, LedgerState, StockConflict
 from server.store.sqlite import SqliteDatabase
 
 SCHEMA: Final = (
@@ -90,6 +90,14 @@ SCHEMA: Final = (
     "CREATE INDEX IF NOT EXISTS orders_user ON orders (user, created_at)",
     "CREATE INDEX IF NOT EXISTS orders_room ON orders (room, status)",
     "CREATE INDEX IF NOT EXISTS orders_team ON orders (team)",
+    # operations (issue 10): one row per spent coupon, written with its order; the primary
+    # key is the final guard against spending a coupon twice
+    """CREATE TABLE IF NOT EXISTS coupon_redemptions (
+        coupon TEXT PRIMARY KEY,
+        order_id TEXT NOT NULL UNIQUE,
+        user TEXT NOT NULL,
+        discount INTEGER NOT NULL CHECK (discount >= 0),
+        ts INTEGER NOT NULL)""",
 )
 
 _ORDER_COLUMNS: Final = "id, user, name, room, product, sale, offer, team, qty, price, currency, key, status, created_at"
@@ -223,12 +231,21 @@ class SqliteLedger:
     async def add_orders(self, orders: list[Order]) -> list[Exception | None]:
         rows = [_order_row(o) for o in orders]
         sales = [(o.sale, o.qty) for o in orders]
+        coupons = [(i, (o.coupon, o.id, o.user, o.discount, o.created_at))
+                   for i, o in enumerate(orders) if o.coupon is not None]
 
         def run(conn: sqlite3.Connection) -> list[Exception | None]:
             results: list[Exception | None] = [None] * len(rows)
             by_sale: dict[str | None, list[int]] = {}
+            for i, redemption in coupons:  # first: a spent coupon refuses its order alone
+                cur = conn.execute(
+                    "INSERT OR IGNORE INTO coupon_redemptions (coupon, order_id, user, discount, ts)"
+                    " VALUES (?, ?, ?, ?, ?)", redemption)
+                if cur.rowcount != 1:
+                    results[i] = CouponConflict(f"coupon {redemption[0]} already redeemed")
             for i, (sale, _) in enumerate(sales):
-                by_sale.setdefault(sale, []).append(i)
+                if results[i] is None:
+                    by_sale.setdefault(sale, []).append(i)
             accepted: list[int] = []
             for sale, idxs in by_sale.items():
                 if _take(conn, sale, sum(sales[i][1] for i in idxs)):
@@ -239,6 +256,9 @@ class SqliteLedger:
                         accepted.append(i)
                     else:
                         results[i] = StockConflict(f"sale {sale} is closed or short of stock")
+                        if orders[i].coupon is not None:  # no order, no redemption
+                            conn.execute("DELETE FROM coupon_redemptions WHERE order_id = ?",
+                                         (orders[i].id,))
             accepted.sort()
             # one multi-row INSERT per chunk: one statement is one hand-off of the GIL
             for start in range(0, len(accepted), _ROWS_PER_INSERT):
@@ -356,6 +376,15 @@ class SqliteLedger:
                 (user, limit),
             )
             return [_order_from(r).to_dict() for r in rows]
+
+        return await self.db.read(run)
+
+    async def order(self, order_id: str) -> dict[str, Any] | None:
+        """One order by id (operations: show-your-order checks the buyer and the status)."""
+
+        def run(conn: sqlite3.Connection) -> dict[str, Any] | None:
+            r = conn.execute(f"SELECT {_ORDER_COLUMNS} FROM orders WHERE id = ?", (order_id,)).fetchone()
+            return None if r is None else _order_from(r).to_dict()
 
         return await self.db.read(run)
 
