@@ -25,7 +25,7 @@ from loadtest.slo import Slo, SloError, default_slos, parse_slo, parse_slos
 from loadtest.stamps import CLOCKS
 from loadtest.verdict import BAD_CONFIG
 from loadtest.watchdog import local_server_pid
-from loadtest.workers import CapacityError, check_capacity
+from loadtest.workers import CapacityError, check_capacity, quiet_gc
 
 PROFILES = ("small", "full")
 
@@ -168,6 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         import uvloop
 
+        quiet_gc()
         result = uvloop.run(execute(cfg, scenario, slos, console))
     except ConfigError as exc:
         console.print(f"[red]bad configuration:[/] {exc}")

@@ -19,13 +19,11 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
-
-from client_sdk.protocol import SUBPROTOCOL_MSGPACK, Frame, Op, decode, encode
+from client_sdk.protocol import SUBPROTOCOL_MSGPACK, Frame, Op, decode
 from loadtest.credentials import TokenSource
 from loadtest.framescan import scan_seqs
 from loadtest.metrics import Metrics
+from loadtest.rawviewer import RawViewer, open_silent
 from loadtest.schedule import OpenLoop
 from loadtest.session import RequestError, Session
 from loadtest.stamps import Clock, read_stamp
@@ -109,7 +107,7 @@ class Crowd:
         self.failed = 0
         self.frames = 0
         self.silent_seq: list[SeqTracker] = []
-        self.sockets: list[ClientConnection] = []
+        self.sockets: list[RawViewer] = []
         self.sessions: list[Session] = []
         self.probe_reports: list[ProbeReport] = []
         self.readers: set[asyncio.Task[None]] = set()
@@ -175,76 +173,38 @@ class Crowd:
 
     async def _join_silent(self, index: int, scheduled_ns: int) -> None:
         s = self.spec
+        steps: list[Frame] = [{"op": Op.AUTH, "token": self._token(index)}]
+        if s.group_join and "group" in s.target:
+            steps.append({"op": Op.GROUP_JOIN, "group": s.target["group"]})
+        steps.append({"op": Op.JOIN, **s.target})
+        tracker = SeqTracker()
+
+        def on_frame(data: bytes) -> None:
+            self.frames += 1
+            pairs = scan_seqs(data)
+            if pairs is None:
+                pairs = _decode_pairs(data)
+            for ch, seq in pairs:
+                tracker.see(ch, seq)
+
         try:
-            ws = await asyncio.wait_for(
-                connect(s.url, subprotocols=[SUBPROTOCOL_MSGPACK],  # type: ignore[list-item]
-                        compression=None, open_timeout=s.join_timeout_s, ping_interval=None,
-                        max_size=2**22),
-                s.join_timeout_s,
-            )
+            viewer, reply = await open_silent(s.url, steps, on_frame, s.join_timeout_s)
         except TimeoutError:
             self.metrics.timeout(JOIN)
             self.failed += 1
             return
-        except Exception as exc:  # refused, reset, HTTP 503 on upgrade...
-            self.metrics.error(JOIN, type(exc).__name__)
-            self.failed += 1
-            return
-        try:
-            reply = await asyncio.wait_for(self._silent_handshake(ws, index), s.join_timeout_s)
-        except TimeoutError:
-            self.metrics.timeout(JOIN)
-            self.failed += 1
-            await ws.close()
-            return
-        except Exception as exc:
+        except Exception as exc:  # refused, reset, HTTP 503 on upgrade, an error reply...
             self.metrics.error(JOIN, getattr(exc, "code", type(exc).__name__))
             self.failed += 1
-            await ws.close()
             return
         now = time.monotonic_ns()
         self.metrics.record(JOIN, now - scheduled_ns, now)
         self.joined += 1
-        tracker = SeqTracker()
         snap = reply.get("snapshot")
         if isinstance(snap, dict) and isinstance(snap.get("seq"), int):
             tracker.baseline(self.channel, snap["seq"])
         self.silent_seq.append(tracker)
-        self.sockets.append(ws)
-        t = asyncio.create_task(self._silent_read(ws, tracker))
-        self.readers.add(t)
-
-    async def _silent_handshake(self, ws: ClientConnection, index: int) -> Frame:
-        """auth (+ group_join) + join, each reply decoded; returns the join reply."""
-        steps: list[Frame] = [{"op": Op.AUTH, "token": self._token(index)}]
-        if self.spec.group_join and "group" in self.spec.target:
-            steps.append({"op": Op.GROUP_JOIN, "group": self.spec.target["group"]})
-        steps.append({"op": Op.JOIN, **self.spec.target})
-        reply: Frame = {}
-        for rid, step in enumerate(steps, 1):
-            await ws.send(encode({**step, "rid": rid}, SUBPROTOCOL_MSGPACK))
-            while True:
-                frame = decode(await ws.recv(), SUBPROTOCOL_MSGPACK)
-                if frame["op"] in (Op.OK, Op.ERROR) and frame.get("rid") == rid:
-                    break
-            if frame["op"] == Op.ERROR:
-                raise RequestError(str(frame.get("code")), str(frame.get("message", "")))
-            reply = frame
-        return reply
-
-    async def _silent_read(self, ws: ClientConnection, tracker: SeqTracker) -> None:
-        try:
-            async for data in ws:
-                self.frames += 1
-                if not isinstance(data, bytes):
-                    continue
-                pairs = scan_seqs(data)
-                if pairs is None:
-                    pairs = _decode_pairs(data)
-                for ch, seq in pairs:
-                    tracker.see(ch, seq)
-        except ConnectionClosed:
-            pass
+        self.sockets.append(viewer)
 
     # running ---------------------------------------------------------------------------
     async def run(self) -> dict[str, Any]:
@@ -319,7 +279,9 @@ class Crowd:
     async def _close_all(self) -> None:
         for t in self.readers:
             t.cancel()
-        closers = [ws.close() for ws in self.sockets] + [x.close() for x in self.sessions]
+        for viewer in self.sockets:
+            viewer.close()
+        closers = [x.close() for x in self.sessions]
         if closers:
             tasks = [asyncio.ensure_future(c) for c in closers]
             _, pending = await asyncio.wait(tasks, timeout=10.0)

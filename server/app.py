@@ -134,6 +134,8 @@ class App:
             ping_timeout=20,
             close_timeout=2,
             reuse_port=self.cfg.workers > 1,
+            # a join burst must queue, not overflow: a dropped SYN costs the client 1 s+
+            backlog=4096,
             server_header="Souk",
         )
         sock = next(iter(self.server.sockets))

@@ -99,10 +99,11 @@ class Gateway:
                     raise SoukError(Code.UNAUTHORIZED, "send auth first")
                 if s.identity.role not in spec.roles:
                     raise SoukError(Code.FORBIDDEN, f"role {s.identity.role} may not {op_name}")
-            app.metrics.frames_in.labels(op_name).inc()
+            frames_in, op_seconds = app.metrics.op_children(op_name)
+            frames_in.inc()
             started = time.perf_counter()
             result = await spec.handler(app, s, frame)
-            app.metrics.op_seconds.labels(op_name).observe(time.perf_counter() - started)
+            op_seconds.observe(time.perf_counter() - started)
             if rid is not None:
                 s.reply(rid, result)
         except SoukError as err:

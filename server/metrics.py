@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 
@@ -26,6 +28,16 @@ class Metrics:
         self.overflows = Gauge("souk_fanout_overflows", "Connections closed as slow consumers", registry=r)
         self.rooms = Gauge("souk_rooms", "Rooms and groups in memory", registry=r)
         self.closed = Counter("souk_closed_total", "Connections closed by the server", ["code"], registry=r)
+
+        self._per_op: dict[str, tuple[Any, Any]] = {}
+
+    def op_children(self, op: str) -> tuple[Any, Any]:
+        """(frames counter, latency histogram) of one op; `labels()` takes a lock and builds a
+        key on every call, so the children are looked up once per op name."""
+        children = self._per_op.get(op)
+        if children is None:
+            children = self._per_op[op] = (self.frames_in.labels(op), self.op_seconds.labels(op))
+        return children
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,0 +1,52 @@
+"""The HS256 verifier against tokens PyJWT mints, and against forgeries PyJWT would refuse."""
+
+from __future__ import annotations
+
+import base64
+import time
+
+import jwt
+import orjson
+import pytest
+
+from server.auth import decode_hs256, verify_token
+from server.errors import SoukError
+
+SECRET = "unit-secret-0123456789-0123456789-xyz"
+
+
+def b64(doc: object) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(doc)).rstrip(b"=").decode()
+
+
+def test_accepts_what_pyjwt_mints() -> None:
+    tok = jwt.encode({"sub": "u", "role": "viewer", "exp": int(time.time()) + 60, "rooms": ["a"]}, SECRET,
+                     algorithm="HS256")
+    ident = verify_token(tok, SECRET)
+    assert (ident.id, ident.role, ident.rooms) == ("u", "viewer", ("a",))
+    assert decode_hs256(tok, SECRET) == jwt.decode(tok, SECRET, algorithms=["HS256"])
+
+
+@pytest.mark.parametrize(
+    ("make", "why"),
+    [
+        (lambda: jwt.encode({"sub": "u", "exp": int(time.time()) + 60}, "other-secret-0123456789-0123456789"), "signature"),
+        (lambda: jwt.encode({"sub": "u", "exp": int(time.time()) + 60}, SECRET, algorithm="HS512"), "HS256"),
+        (lambda: f"{b64({'alg': 'none'})}.{b64({'sub': 'u', 'exp': 9e9})}.", "HS256"),
+        (lambda: f"{b64({'alg': 'HS256'})}.{b64({'sub': 'u', 'exp': 9e9})}.", "base64url"),
+        (lambda: f"{b64({'alg': 'none'})}.{b64({'sub': 'u', 'exp': 9e9})}.AAAA", "HS256"),
+        (lambda: jwt.encode({"sub": "u"}, SECRET, algorithm="HS256"), "exp"),
+        (lambda: jwt.encode({"sub": "u", "exp": int(time.time()) - 60}, SECRET, algorithm="HS256"), "expired"),
+        (lambda: jwt.encode({"sub": "u", "exp": int(time.time()) + 60, "nbf": int(time.time()) + 600}, SECRET,
+                            algorithm="HS256"), "not valid yet"),
+        (lambda: "a.b", "compact"),
+        (lambda: "é.é.é", "compact"),
+        (lambda: "!!!!.!!!!.!!!!", "base64url"),
+        (lambda: jwt.encode({"sub": "u", "exp": int(time.time()) + 60}, SECRET, algorithm="HS256") + "x", "signature"),
+    ],
+)
+def test_refuses_forgeries(make, why: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(SoukError) as err:
+        verify_token(make(), SECRET)
+    assert err.value.code == "unauthorized"
+    assert why in err.value.message
