@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
+from redis.asyncio import Redis
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import NegotiationError
 from websockets.http11 import Request, Response
@@ -26,6 +27,7 @@ from client_sdk.protocol import SUBPROTOCOLS, Close, Code, Role, room_channel
 from client_sdk.tokens import mint_token
 from server.auth import Identity
 from server.bus.local import LocalBus
+from server.bus.redis import RedisBus
 from server.config import Config
 from server.domain.room import Room
 from server.errors import SoukError
@@ -73,7 +75,14 @@ class App:
         self.clock_ms = wall_ms
         self.metrics = Metrics()
         self.hub = Hub(tick_s=cfg.tick_ms / 1000, soft_limit=cfg.soft_limit, hard_limit=cfg.hard_limit)
-        self.bus = LocalBus(self.hub, self.clock_ms, history=cfg.history)
+        self.bus: LocalBus | RedisBus
+        if cfg.redis:
+            self.redis: Redis | None = Redis.from_url(cfg.redis)
+            self.bus = RedisBus(self.hub, self.clock_ms, self.redis, prefix=cfg.redis_prefix,
+                                history=cfg.history)
+        else:
+            self.redis = None
+            self.bus = LocalBus(self.hub, self.clock_ms, history=cfg.history)
         self.rooms = Rooms(self.bus, likes_interval_s=cfg.likes_interval_s,
                            viewers_interval_s=cfg.viewers_interval_s)
         self.sessions: set[Session] = set()
@@ -91,6 +100,7 @@ class App:
     # ---- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:
         self.db.start()
+        await self.bus.start()
         self._load_rooms()
         self.rooms.start()
         if self.cfg.demo:
@@ -139,6 +149,10 @@ class App:
             self.server.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.server.wait_closed(), 2)
+        await self.bus.stop()
+        if self.redis is not None:
+            with contextlib.suppress(Exception):
+                await self.redis.aclose()
         await self.db.close()
 
     async def run_forever(self) -> None:
@@ -154,10 +168,13 @@ class App:
     def subscribe(self, s: Session, ch: str) -> None:
         s.channels.add(ch)
         self.hub.subscribe(ch, s)
+        self.bus.watch(ch)
 
     def unsubscribe(self, s: Session, ch: str) -> None:
         s.channels.discard(ch)
         self.hub.unsubscribe(ch, s)
+        if not self.hub.has_subscribers(ch):
+            self.bus.unwatch(ch)
 
     def leave(self, s: Session, ch: str) -> None:
         if ch not in s.channels:
@@ -218,7 +235,7 @@ class App:
                 snap.update(self.community.room_snapshot(key))
         elif kind == "group" and self.community is not None:
             snap.update(self.community.group_snapshot(key))
-        epoch, seq = self.bus.head(ch)
+        epoch, seq = await self.bus.head(ch)
         snap["epoch"] = epoch
         snap["seq"] = seq
         return snap
