@@ -24,8 +24,8 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from client_sdk.protocol import SUBPROTOCOL_MSGPACK, decode, encode  # noqa: E402
-from client_sdk.tokens import mint_token  # noqa: E402
+from client_sdk.protocol import SUBPROTOCOL_MSGPACK, decode, encode
+from client_sdk.tokens import mint_token
 
 SECRET = "bench-secret-0123456789-0123456789-abcdef"
 

@@ -177,7 +177,7 @@ class Client:
         if "server_time" in reply:
             self.server_time_offset_ms = int(reply["server_time"]) - time.time_ns() // 1_000_000
         self._connected.set()
-        return self.user  # type: ignore[return-value]
+        return self.user
 
     async def close(self) -> None:
         self._closed = True
@@ -285,9 +285,10 @@ class Client:
             st = self.channels.setdefault(ch, ChannelState())
             st.seq, st.epoch = int(ev.get("seq", 0)), ev.get("epoch")
         elif isinstance(ch, str) and isinstance(seq, int):
-            st = self.channels.get(ch)
-            if st is None:
-                st = self.channels[ch] = ChannelState(seq=seq - 1)
+            known = self.channels.get(ch)
+            if known is None:
+                known = self.channels[ch] = ChannelState(seq=seq - 1)
+            st = known
             if seq <= st.seq:
                 return  # already seen (overlap between a snapshot/resume and the stream)
             if seq > st.seq + 1:
@@ -359,7 +360,7 @@ class Client:
                 await self._reauth_and_resume()
                 self.reconnects += 1
                 return
-            except (TimeoutError, OSError, ConnectionClosed, SoukError) as exc:
+            except (TimeoutError, OSError, WebSocketException, SoukError) as exc:
                 log.info("reconnect failed: %s", exc)
                 delay = min(self.backoff[1], delay * 2)
 

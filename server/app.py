@@ -93,8 +93,13 @@ class App:
         self.draining = False
         self.server: Server | None = None
         self.commerce: Any = None
-        self.community: Any = None
         self.media: Any = None
+        from server.community import Community
+
+        self.community: Any = Community(
+            self.db, self.bus, self.clock_ms, answer_target_s=cfg.answer_target_s,
+            webhook_host=cfg.host, webhook_port=cfg.webhook_port or None,
+        )
         self._register_api()
 
     # ---- lifecycle ------------------------------------------------------------------
@@ -102,6 +107,7 @@ class App:
         self.db.start()
         await self.bus.start()
         self._load_rooms()
+        await self.community.start()
         self.rooms.start()
         if self.cfg.demo:
             await self._seed_demo()
@@ -240,12 +246,15 @@ class App:
         snap["seq"] = seq
         return snap
 
-    def check_text(self, text: str, ident: Identity) -> None:
-        if self.community is not None:
+    def check_text(self, text: str, ident: Identity, ch: str | None = None) -> None:
+        """The link/ad filter (and, in a group, membership and the welfare rule)."""
+        if ch is not None and ch.startswith("group:"):
+            self.community.check_group_chat(ch[6:], ident.public(), text)
+        else:
             self.community.check_text(text, ident.role)
 
     async def after_chat(self, ch: str, room: Room, ident: Identity, msg: dict[str, Any]) -> None:
-        if room.kind == "group" and self.community is not None:
+        if room.kind == "group":
             await self.community.on_group_chat(room.id, ident.public(), msg)
 
     async def product_card(self, product_id: str) -> dict[str, Any]:
@@ -316,7 +325,14 @@ class App:
                 raise SoukError(Code.NOT_FOUND, "no such room")
             return json_response(await self.snapshot(room_channel(key)))
 
+        async def room_stats(request: Request, query: dict[str, list[str]], parts: list[str]) -> Response:
+            ident = bearer(self, request, query)
+            if not ident.is_staff or not ident.may_enter_room(parts[1]):
+                raise SoukError(Code.FORBIDDEN, "stats are for the room's streamer, moderators and admins")
+            return json_response(await self.community.room_stats(parts[1]))
+
         self.http.api["rooms/*"] = room_info
+        self.http.api["rooms/*/stats"] = room_stats
 
     def refresh_metrics(self) -> None:
         st = self.hub.stats
@@ -327,7 +343,17 @@ class App:
         self.metrics.rooms.set(len(self.rooms.by_channel))
 
     async def _seed_demo(self) -> None:
+        """A demo room linked to a demo core group whose demo member is already in it."""
         room = self.rooms.room("demo")
         if not room.title:
             room.title = "Souk demo live room"
             await self.save_room(room)
+        community = self.community
+        if "demo-core" not in community.directory.groups:
+            group = community.directory.create_group(
+                "demo-core", "default", {"tier": "core", "topic": "demo", "title": "Demo core fans"},
+                self.clock_ms())
+            await community.store.create_group(group)
+            await community.link_groups("demo", ["demo-core"], shop="default")
+            await community.group_join({"id": "demo-member", "name": "Demo member", "role": "member"},
+                                       "demo-core", None, None, shop="default")

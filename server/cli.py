@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.workers > 1:
         from server.workers import run_workers
 
-        return run_workers(cfg)
+        return int(run_workers(cfg))
     from server.app import App
 
     app = App(cfg)

@@ -44,7 +44,7 @@ class Gateway:
         app.metrics.connections.inc()
         app.metrics.connections_total.inc()
         loop = asyncio.get_running_loop()
-        deadline = loop.call_later(app.cfg.auth_timeout_s, self._auth_deadline, s)
+        deadline: asyncio.TimerHandle | None = loop.call_later(app.cfg.auth_timeout_s, self._auth_deadline, s)
         try:
             async for message in ws:
                 await self.dispatch(s, message)

@@ -47,7 +47,7 @@ class Session:
 
     # ---- the hub's side -------------------------------------------------------------
     def buffered(self) -> int:
-        return self._buffer_size()  # type: ignore[no-any-return]
+        return int(self._buffer_size())
 
     def write(self, data: bytes) -> None:
         if not self.closing and self.ws.protocol.state is State.OPEN:

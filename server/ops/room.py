@@ -50,7 +50,7 @@ async def chat(app: App, s: Session, frame: Frame) -> Result:
     text = fields.text(frame, "text", MAX_CHAT_CHARS)
     if not s.identity.is_staff and not s.chat_bucket.take(now):
         raise SoukError(Code.RATE_LIMITED, "you are sending messages too fast")
-    app.check_text(text, s.identity)
+    app.check_text(text, s.identity, ch)
     type_, msg = room.chat_message(s.identity.actor, text, frame.get("reply_to"), now)
     app.bus.publish(ch, type_, msg, droppable=True)
     await app.after_chat(ch, room, s.identity, msg)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import urllib.request
 
@@ -15,8 +16,8 @@ from tests.conftest import token
 
 async def test_sigterm_closes_clients_with_1012_and_exits_zero(server_process) -> None:  # type: ignore[no-untyped-def]
     proc = server_process()
-    with urllib.request.urlopen(proc.http + "/healthz", timeout=5) as r:
-        assert r.status == 200
+    status = await asyncio.to_thread(lambda: urllib.request.urlopen(proc.http + "/healthz", timeout=5).status)
+    assert status == 200
     ws = await websockets.connect(proc.url, subprotocols=[SUBPROTOCOL_JSON])  # type: ignore[list-item]
     await ws.send(encode({"op": "auth", "rid": 1, "token": token("d")}, SUBPROTOCOL_JSON))
     assert decode(await ws.recv(), SUBPROTOCOL_JSON)["op"] == "ok"

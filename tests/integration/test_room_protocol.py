@@ -7,7 +7,6 @@ import asyncio
 import pytest
 import websockets
 
-from client_sdk import Client
 from client_sdk.errors import Forbidden, Invalid, SoukError
 from client_sdk.protocol import SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK, decode, encode
 from tests.conftest import Running, token
