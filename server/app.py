@@ -36,6 +36,7 @@ from server.gateway import Gateway
 from server.http import HttpRoutes, bearer, json_response
 from server.metrics import Metrics
 from server.ops import fields
+from server.presence import ClusterPresence
 from server.rooms import Rooms
 from server.session import Session
 from server.store.sqlite import SqliteDatabase
@@ -85,6 +86,12 @@ class App:
             self.bus = LocalBus(self.hub, self.clock_ms, history=cfg.history)
         self.rooms = Rooms(self.bus, likes_interval_s=cfg.likes_interval_s,
                            viewers_interval_s=cfg.viewers_interval_s)
+        self.presence: ClusterPresence | None = None
+        if self.redis is not None:
+            self.rooms.count_viewers = False
+            self.presence = ClusterPresence(
+                self.redis, self.rooms.by_channel, self.bus, prefix=cfg.redis_prefix,
+                interval_s=cfg.viewers_interval_s, watched=self.hub.has_subscribers)
         self.sessions: set[Session] = set()
         self.gateway = Gateway(self)
         self.http = HttpRoutes(self)
@@ -109,6 +116,8 @@ class App:
         self._load_rooms()
         await self.community.start()
         self.rooms.start()
+        if self.presence is not None:
+            await self.presence.start()
         if self.cfg.demo:
             await self._seed_demo()
         self.server = await serve(
@@ -147,6 +156,8 @@ class App:
 
     async def stop(self) -> None:
         await self.rooms.stop()
+        if self.presence is not None:
+            await self.presence.stop()
         for feature in (self.media, self.community, self.commerce):
             if feature is not None:
                 with contextlib.suppress(Exception):
@@ -241,6 +252,8 @@ class App:
                 snap.update(self.community.room_snapshot(key))
         elif kind == "group" and self.community is not None:
             snap.update(self.community.group_snapshot(key))
+        if self.presence is not None and room is not None:
+            snap["viewers"] = self.presence.total(ch)
         epoch, seq = await self.bus.head(ch)
         snap["epoch"] = epoch
         snap["seq"] = seq

@@ -32,6 +32,8 @@ class Rooms:
         self.dirty_likes: set[str] = set()
         self.dirty_viewers: set[str] = set()
         self.on_create = on_create
+        # False in a cluster: server/presence.py publishes the counts summed over every node
+        self.count_viewers = True
         self._tasks: list[asyncio.Task[None]] = []
 
     def room(self, room_id: str) -> Room:
@@ -80,6 +82,8 @@ class Rooms:
 
     def _flush_viewers(self) -> None:
         dirty, self.dirty_viewers = self.dirty_viewers, set()
+        if not self.count_viewers:
+            return
         for ch in dirty:
             room = self.by_channel.get(ch)
             if room is not None and (ev := room.viewers_changed()) is not None:
