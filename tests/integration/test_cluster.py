@@ -7,6 +7,7 @@ subprocesses for chat order, resume on another node and `--workers`.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import time
@@ -83,7 +84,7 @@ async def test_viewer_counts_are_summed_over_nodes(server_factory: Callable[...,
             assert ev is not None
             seen.append(ev["count"])
         assert seen and seen[-1] == 3
-        assert all(x != y for x, y in zip(seen, seen[1:], strict=False)), seen
+        assert all(x != y for x, y in itertools.pairwise(seen)), seen
     finally:
         for c in clients:
             await c.close()
