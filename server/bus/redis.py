@@ -39,6 +39,8 @@ from server.fanout import Event, Hub
 log = logging.getLogger("souk.bus.redis")
 
 # KEYS: seq, epoch, log.  ARGV: pub/sub channel, body, epoch candidate, maxlen, ttl seconds.
+# The TTL (idle channels vanish) is refreshed every 64th event: cheaper, and a TTL of hours
+# makes the difference moot.
 PUBLISH_LUA = """
 if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('SET', KEYS[2], ARGV[3])
@@ -51,9 +53,11 @@ if not ep then
   redis.call('SET', KEYS[2], ep)
 end
 redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[4], '0-' .. seq, 'e', ARGV[2])
-redis.call('EXPIRE', KEYS[1], ARGV[5])
-redis.call('EXPIRE', KEYS[2], ARGV[5])
-redis.call('EXPIRE', KEYS[3], ARGV[5])
+if seq % 64 == 1 then
+  redis.call('EXPIRE', KEYS[1], ARGV[5])
+  redis.call('EXPIRE', KEYS[2], ARGV[5])
+  redis.call('EXPIRE', KEYS[3], ARGV[5])
+end
 redis.call('PUBLISH', ARGV[1], ep .. '\\n' .. seq .. '\\n' .. ARGV[2])
 return seq
 """
