@@ -83,7 +83,9 @@ class SqliteDatabase:
         for sql in self._schemas:
             writer.executescript(sql)
         self._reader = self._connect()
-        self._thread = threading.Thread(target=self._run, args=(writer,), name="souk-sqlite-writer", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, args=(writer,), name="souk-sqlite-writer", daemon=True
+        )
         self._thread.start()
 
     async def close(self) -> None:
@@ -137,6 +139,35 @@ class SqliteDatabase:
         conn.close()
 
     def _commit(self, conn: sqlite3.Connection, batch: list[_Pending]) -> None:
+        """Run a batch in one transaction. Optimistic first: no per-job SAVEPOINT (each costs
+        two statements, and every statement is a GIL hand-off with the event loop). Only if a
+        job raises is the batch rolled back and run again with a SAVEPOINT per job, so that the
+        failing job fails alone. A job may therefore run twice: jobs must have no effect
+        outside the connection."""
+        results: list[tuple[_Pending, bool, Any]]
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            results = [(job, True, job.fn(conn)) for job in batch]
+            conn.execute("COMMIT")
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                conn.execute("ROLLBACK")
+            results = (
+                self._commit_isolated(conn, batch) if len(batch) > 1 else [(batch[0], False, exc)]
+            )
+        self.stats.commits += 1
+        self.stats.writes += len(batch)
+        self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
+        for job, ok, value in results:
+            by_loop.setdefault(job.loop, []).append((job.future, ok, value))
+        for loop, settled in by_loop.items():  # one wake-up per loop, not one per job
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
+                loop.call_soon_threadsafe(_settle_all, settled)
+
+    def _commit_isolated(
+        self, conn: sqlite3.Connection, batch: list[_Pending]
+    ) -> list[tuple[_Pending, bool, Any]]:
         results: list[tuple[_Pending, bool, Any]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -156,11 +187,12 @@ class SqliteDatabase:
             with contextlib.suppress(Exception):
                 conn.execute("ROLLBACK")
             results = [(job, False, exc) for job in batch]
-        self.stats.commits += 1
-        self.stats.writes += len(batch)
-        self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
-        for job, ok, value in results:
-            job.loop.call_soon_threadsafe(_settle, job.future, ok, value)
+        return results
+
+
+def _settle_all(settled: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for fut, ok, value in settled:
+        _settle(fut, ok, value)
 
 
 def _settle(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
