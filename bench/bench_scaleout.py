@@ -12,6 +12,12 @@ event latency = arrival - send time (one machine, one clock) into an HDR histogr
 Reported: viewers connected and held to the end, events received / expected, latency
 p50/p99/max, time to connect all viewers, server CPU seconds.
 
+`--rush`: a flash sale of `--stock` units, `--buyers` buyers arriving open-loop at `--arrival`
+per second, through `Commerce.buy` (the websocket op is wired by the gateway): embedded
+(SQLite group commit, one process) vs 2 node processes (PostgreSQL ledger + Redis stock gate)
+sharing the arrivals. Reports orders/s (first arrival to last acknowledgement) and buy
+latency from scheduled arrival (p50/p99/max), and checks PostgreSQL holds exactly the orders.
+
 Caveat: the load process shares the 2 cores with the server; with 2 workers it competes with
 both. Numbers are for comparing configurations in one run, not absolute.
 """
@@ -79,14 +85,42 @@ class Sink(asyncio.Protocol):
         self.bytes += len(data)
         if not self.upgraded.done():
             self.buf += data
-            if b"\r\n\r\n" in self.buf:
+            end = self.buf.find(b"\r\n\r\n")
+            if end >= 0:
                 assert self.transport is not None
                 self.transport.write(_masked(encode({"op": "auth", "rid": 1, "token": self.token},
                                                     SUBPROTOCOL_MSGPACK)))
                 self.transport.write(_masked(encode({"op": "join", "rid": 2, "room": "bench"},
                                                     SUBPROTOCOL_MSGPACK)))
                 self.upgraded.set_result(None)
-                self.buf = b""
+                self.buf = self.buf[end + 4:]
+            return
+        self.buf += data
+        self._frames()
+
+    def _frames(self) -> None:
+        """Skip over frames without decoding them; answer pings (the server closes a peer
+        that does not pong within 20 s)."""
+        buf = self.buf
+        pos = 0
+        while len(buf) - pos >= 2:
+            op, n = buf[pos] & 0x0F, buf[pos + 1] & 0x7F
+            head = 2
+            if n == 126:
+                if len(buf) - pos < 4:
+                    break
+                n, head = int.from_bytes(buf[pos + 2:pos + 4], "big"), 4
+            elif n == 127:
+                if len(buf) - pos < 10:
+                    break
+                n, head = int.from_bytes(buf[pos + 2:pos + 10], "big"), 10
+            if len(buf) - pos < head + n:
+                break
+            if op == 0x9 and self.transport is not None:  # ping -> pong, same payload
+                payload = buf[pos + head:pos + head + n]
+                self.transport.write(bytes([0x8A, 0x80 | n]) + b"\0\0\0\0" + payload)
+            pos += head + n
+        self.buf = buf[pos:]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -262,6 +296,184 @@ def run_config(name: str, extra: list[str], viewers: int, rate: float, seconds: 
     }
 
 
+# ---- flash-sale rush: 2 cluster nodes (PostgreSQL + Redis gate) vs the embedded SQLite ---------
+
+PG = "postgresql://postgres@127.0.0.1:5432"
+
+
+async def _buyers(commerce: Any, sale: str, first: int, n: int, rate: float) -> dict[str, Any]:
+    """Open loop: buyer i arrives at start + i/rate whatever the server is doing."""
+    from hdrh.histogram import HdrHistogram
+
+    from server.errors import SoukError
+
+    hist = HdrHistogram(1, 60_000_000, 3)
+    acked = refused = 0
+    last_ack = 0.0
+
+    async def one(i: int, due: float) -> None:
+        nonlocal acked, refused, last_ack
+        try:
+            await commerce.buy(f"u{i}", sale, 1, f"k{i}")
+            acked += 1
+            last_ack = time.time()
+        except SoukError:
+            refused += 1
+        hist.record_value(max(1, int((time.monotonic() - due) * 1e6)))
+
+    start = time.monotonic() + 0.1
+    t0 = time.time() + 0.1
+    tasks = []
+    for k in range(n):
+        due = start + k / rate
+        delay = due - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(first + k, due)))
+    await asyncio.gather(*tasks)
+    return {"acked": acked, "refused": refused, "t0": t0, "last_ack": last_ack,
+            "p50_ms": hist.get_value_at_percentile(50) / 1000,
+            "p99_ms": hist.get_value_at_percentile(99) / 1000,
+            "max_ms": hist.get_max_value() / 1000}
+
+
+def rush_node(dsn: str, schema: str, prefix: str, sale: str, first: int, n: int, rate: float,
+              go: Any, out: Any) -> None:
+    async def main() -> None:
+        import asyncpg
+        from redis.asyncio import Redis
+
+        from server.commerce import Commerce
+        from server.store.postgres import PostgresLedger, StockGate
+
+        pool = await asyncpg.create_pool(dsn, min_size=2, max_size=8,
+                                         server_settings={"search_path": schema})
+        commerce = Commerce(PostgresLedger(pool, StockGate(Redis.from_url(REDIS), prefix)),
+                            lambda *a, **k: None)
+        await commerce.start()
+        out.put("ready")
+        while go.empty():
+            await asyncio.sleep(0.01)
+        out.put(await _buyers(commerce, sale, first, n, rate))
+        await commerce.stop()
+        await pool.close()
+
+    uvloop.run(main())
+
+
+async def _sale_on(commerce: Any, stock: int) -> str:
+    product = await commerce.product_create("shop", {"title": "Tea", "price": 1000,
+                                                     "stock": stock * 2})
+    sale = await commerce.sale_create("bench", {"product": product["id"], "price": 500,
+                                                "stock": stock, "duration_s": 600})
+    return str(sale["id"])
+
+
+def rush_embedded(stock: int, buyers: int, rate: float) -> dict[str, Any]:
+    async def main() -> dict[str, Any]:
+        from server.commerce import Commerce
+        from server.store.ledger import SqliteLedger
+        from server.store.sqlite import SqliteDatabase
+
+        db = SqliteDatabase(Path(tempfile.mkdtemp(prefix="souk-rush-")) / "souk.db")
+        db.start()
+        commerce = Commerce(SqliteLedger(db), lambda *a, **k: None)
+        await commerce.start()
+        sale = await _sale_on(commerce, stock)
+        r = await _buyers(commerce, sale, 0, buyers, rate)
+        await commerce.stop()
+        await db.close()
+        return r
+
+    r = uvloop.run(main())
+    return _rush_report("embedded (SQLite, 1 process)", [r], stock, buyers, rate)
+
+
+def rush_cluster(stock: int, buyers: int, rate: float) -> dict[str, Any]:
+    import asyncpg
+
+    schema = f"bench_{uuid.uuid4().hex[:8]}"
+    prefix = f"souk-bench-{uuid.uuid4().hex[:8]}:"
+    dsn = PG + "/postgres"
+
+    async def setup() -> str:
+        from redis.asyncio import Redis
+
+        from server.commerce import Commerce
+        from server.store.postgres import PostgresLedger, StockGate
+
+        conn = await asyncpg.connect(dsn)
+        await conn.execute(f"CREATE SCHEMA {schema}")
+        await conn.close()
+        pool = await asyncpg.create_pool(dsn, server_settings={"search_path": schema})
+        redis = Redis.from_url(REDIS)
+        commerce = Commerce(PostgresLedger(pool, StockGate(redis, prefix)), lambda *a, **k: None)
+        await commerce.start()
+        sale = await _sale_on(commerce, stock)
+        await commerce.stop()
+        await pool.close()
+        await redis.aclose()
+        return sale
+
+    async def teardown() -> None:
+        from redis.asyncio import Redis
+
+        conn = await asyncpg.connect(dsn)
+        await conn.execute(f"DROP SCHEMA {schema} CASCADE")
+        await conn.close()
+        r = Redis.from_url(REDIS)
+        keys = [k async for k in r.scan_iter(match=prefix + "*")]
+        if keys:
+            await r.delete(*keys)
+        await r.aclose()
+
+    sale = asyncio.run(setup())
+    ctx = mp.get_context("spawn")
+    go, outs, procs = ctx.Queue(), [ctx.Queue(), ctx.Queue()], []
+    half = buyers // 2
+    for k in range(2):
+        p = ctx.Process(target=rush_node, args=(dsn, schema, prefix, sale, k * half, half,
+                                                rate / 2, go, outs[k]))
+        p.start()
+        procs.append(p)
+    for q in outs:
+        assert q.get(timeout=60) == "ready"
+    go.put(1)
+    go.put(1)
+    results = [q.get(timeout=300) for q in outs]
+    for p in procs:
+        p.join(30)
+
+    async def count() -> tuple[int, int]:
+        conn = await asyncpg.connect(dsn, server_settings={"search_path": schema})
+        n = await conn.fetchval("SELECT COUNT(*) FROM orders WHERE sale = $1", sale)
+        left = await conn.fetchval("SELECT stock_left FROM sales WHERE id = $1", sale)
+        await conn.close()
+        return int(n), int(left)
+
+    durable, left = asyncio.run(count())
+    asyncio.run(teardown())
+    report = _rush_report("2 nodes (PostgreSQL + Redis gate)", results, stock, buyers, rate)
+    report["orders_in_postgres"] = durable
+    report["stock_left_in_postgres"] = left
+    return report
+
+
+def _rush_report(name: str, parts: list[dict[str, Any]], stock: int, buyers: int,
+                 rate: float) -> dict[str, Any]:
+    acked = sum(p["acked"] for p in parts)
+    t0 = min(p["t0"] for p in parts)
+    last = max(p["last_ack"] for p in parts)
+    return {
+        "config": name, "stock": stock, "buyers": buyers, "arrival_per_s": rate,
+        "orders": acked, "refused": sum(p["refused"] for p in parts),
+        "orders_per_s": round(acked / max(last - t0, 1e-6), 1),
+        "buy_p50_ms": max(p["p50_ms"] for p in parts),
+        "buy_p99_ms": max(p["p99_ms"] for p in parts),
+        "buy_max_ms": max(p["max_ms"] for p in parts),
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--viewers", type=int, default=2000)
@@ -270,7 +482,19 @@ def main() -> None:
     p.add_argument("--probes", type=int, default=20, help="viewers that decode and time events")
     p.add_argument("--configs", default="embedded,redis-1,redis-2")
     p.add_argument("--out", default="reports/bench/scaleout.json")
+    p.add_argument("--rush", action="store_true", help="the flash-sale rush comparison only")
+    p.add_argument("--stock", type=int, default=2000)
+    p.add_argument("--buyers", type=int, default=6000)
+    p.add_argument("--arrival", type=float, default=3000.0, help="buyers arriving per second")
     a = p.parse_args()
+    if a.rush:
+        rush_report = {"runs": [rush_embedded(a.stock, a.buyers, a.arrival),
+                                rush_cluster(a.stock, a.buyers, a.arrival)],
+                       "load_average": os.getloadavg()}
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_bytes(orjson.dumps(rush_report, option=orjson.OPT_INDENT_2))
+        print(orjson.dumps(rush_report, option=orjson.OPT_INDENT_2).decode())
+        return
     prefix = f"souk-bench-{uuid.uuid4().hex[:8]}:"
     configs = {
         "embedded": [],
