@@ -36,6 +36,7 @@ from server.gateway import Gateway
 from server.http import HttpRoutes, bearer, json_response
 from server.metrics import Metrics
 from server.ops import fields
+from server.ops import media as media_ops
 from server.presence import ClusterPresence
 from server.rooms import Rooms
 from server.session import Session
@@ -98,10 +99,14 @@ class App:
         self.db = SqliteDatabase(cfg.db_path)
         self.db.add_schema(ROOMS_SCHEMA)
         self.draining = False
+        self._announced: set[str] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self.server: Server | None = None
-        self.commerce: Any = None
         self.media: Any = None
+        from server.commerce import Commerce
         from server.community import Community
+
+        self.commerce: Any = Commerce(self.db, self._commerce_publish, self.clock_ms)
 
         self.community: Any = Community(
             self.db, self.bus, self.clock_ms, answer_target_s=cfg.answer_target_s,
@@ -115,6 +120,13 @@ class App:
         await self.bus.start()
         self._load_rooms()
         await self.community.start()
+        await self.commerce.start()
+        from media.relay import MediaRelay
+
+        self.media = MediaRelay(
+            rtc_host=self.cfg.rtc_host, stun_urls=tuple(self.cfg.stun_url or ()),
+            turn_urls=tuple(self.cfg.turn_url or ()), turn_secret=self.cfg.turn_secret or None,
+        )
         self.rooms.start()
         if self.presence is not None:
             await self.presence.start()
@@ -158,10 +170,15 @@ class App:
         await self.rooms.stop()
         if self.presence is not None:
             await self.presence.stop()
-        for feature in (self.media, self.community, self.commerce):
-            if feature is not None:
-                with contextlib.suppress(Exception):
-                    await feature.stop()
+        for task in list(self._tasks):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, 2)
+        if self.media is not None:
+            with contextlib.suppress(Exception):
+                await self.media.close()
+        for feature in (self.community, self.commerce):
+            with contextlib.suppress(Exception):
+                await feature.stop()
         if self.server is not None:
             self.server.close()
             with contextlib.suppress(Exception):
@@ -221,12 +238,13 @@ class App:
             self.leave(s, ch)
         if self.media is not None and s.media:
             for kind, room in list(s.media):
-                with contextlib.suppress(Exception):
+                try:
                     if kind == "publish":
                         await self.media.unpublish(room)
                     else:
-                        assert s.identity is not None
-                        await self.media.unwatch(room, f"{s.identity.id}#{s.id}")
+                        await self.media.unwatch(room, media_ops.peer_id(s))
+                except Exception:
+                    log.exception("releasing media failed", extra={"room": room, "kind": kind})
 
     async def may_enter_group(self, ident: Identity, group: str) -> bool:
         if ident.token_lists_group(group):
@@ -271,12 +289,40 @@ class App:
             await self.community.on_group_chat(room.id, ident.public(), msg)
 
     async def product_card(self, product_id: str) -> dict[str, Any]:
-        if self.commerce is not None:
-            product = self.commerce.product(product_id)
-            if product is None:
-                raise SoukError(Code.NOT_FOUND, f"no product {product_id}")
-            return dict(product)
-        return {"id": product_id}
+        product = self.commerce.product(product_id)
+        if product is None:
+            raise SoukError(Code.NOT_FOUND, f"no product {product_id}")
+        return dict(product)
+
+    async def buy(self, ident: Identity, frame: dict[str, Any]) -> dict[str, Any]:
+        return dict(await self.commerce.buy(ident.id, frame.get("sale"), frame.get("qty", 1),
+                                            frame.get("key"), ident.name))
+
+    def _commerce_publish(self, ch: str, type: str, fields: dict[str, Any], *, droppable: bool = False) -> None:
+        """Commerce events go to the bus; the ones the community cares about also go there:
+        a sale going live or a team buy opening notifies the linked groups, a confirmed order
+        tags the buyer."""
+        self.bus.publish(ch, type, fields, droppable=droppable)
+        if type == "sale" and fields.get("phase") == "live" and fields.get("id") not in self._announced:
+            self._announced.add(str(fields.get("id")))
+            self._spawn(self.community.on_sale_started(str(fields.get("room")), fields))
+        elif type == "teambuy" and fields.get("id") not in self._announced:
+            self._announced.add(str(fields.get("id")))
+            self._spawn(self.community.on_teambuy_started(str(fields.get("room")), fields))
+        elif type == "order" and fields.get("status") == "confirmed":
+            product = self.commerce.product(str(fields.get("product")))
+            shop = product["shop"] if product else "default"
+            self._spawn(self.community.tag_purchase(shop, str(fields.get("user")), str(fields.get("product"))))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task failed", exc_info=task.exception())
 
     async def room_ended(self, room: Room) -> None:
         if self.media is not None:
@@ -344,8 +390,31 @@ class App:
                 raise SoukError(Code.FORBIDDEN, "stats are for the room's streamer, moderators and admins")
             return json_response(await self.community.room_stats(parts[1]))
 
+        async def room_sales(request: Request, query: dict[str, list[str]], parts: list[str]) -> Response:
+            self._staff_of(request, query, parts[1])
+            return json_response(await self.commerce.sales_stats(parts[1]))
+
+        async def room_orders(request: Request, query: dict[str, list[str]], parts: list[str]) -> Response:
+            self._staff_of(request, query, parts[1])
+            after: str | None = (query.get("after") or [""])[0] or None
+            raw_limit = (query.get("limit") or ["1000"])[0]
+            if not raw_limit.isdigit():
+                raise SoukError(Code.INVALID, "limit must be a positive integer")
+            limit = min(5000, max(1, int(raw_limit)))
+            orders = await self.commerce.store.orders_of_room(parts[1], limit, after)
+            return json_response({"room": parts[1], "orders": orders,
+                                  "next": orders[-1]["id"] if len(orders) == limit else None})
+
         self.http.api["rooms/*"] = room_info
+        self.http.api["rooms/*/sales"] = room_sales
+        self.http.api["rooms/*/orders"] = room_orders
         self.http.api["rooms/*/stats"] = room_stats
+
+    def _staff_of(self, request: Request, query: dict[str, list[str]], room: str) -> Identity:
+        ident = bearer(self, request, query)
+        if ident.role not in (Role.STREAMER, Role.ADMIN) or not ident.may_enter_room(room):
+            raise SoukError(Code.FORBIDDEN, "sales and orders are for the room's streamer and admins")
+        return ident
 
     def refresh_metrics(self) -> None:
         st = self.hub.stats
@@ -360,6 +429,15 @@ class App:
         room = self.rooms.room("demo")
         if not room.title:
             room.title = "Souk demo live room"
+            for fields in (
+                {"id": "demo-serum", "title": "Hydrating serum 30 ml", "price": 12900, "stock": 500,
+                 "image": "/static/products/serum.svg"},
+                {"id": "demo-mask", "title": "Sheet masks x10", "price": 5900, "stock": 1000,
+                 "image": "/static/products/mask.svg"},
+            ):
+                if self.commerce.product(str(fields["id"])) is None:
+                    await self.commerce.product_create("default", fields)
+            room.pinned = self.commerce.product("demo-serum")
             await self.save_room(room)
         community = self.community
         if "demo-core" not in community.directory.groups:

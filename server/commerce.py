@@ -22,7 +22,7 @@ import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any
 
 from client_sdk.protocol import Code, room_channel, user_channel
 from server.bus.base import Publish
@@ -38,7 +38,6 @@ from server.store.ledger import SqliteLedger
 from server.store.sqlite import SqliteDatabase
 
 log = logging.getLogger("souk.commerce")
-T = TypeVar("T")
 
 MAX_SNAPSHOT_SALES = 50
 MAX_VIEW_TEAMS = 20  # an offer's view lists the joinable teams closest to full, not all
@@ -107,6 +106,7 @@ class Commerce:
             if sale.tick(now) and sale.phase in OVER and not was_over:
                 self._product_of(sale).give_back(before_left)
                 await self.store.close_sale(sale.id, str(sale.phase))
+                self._publish_sale(sale)
         for offer in state.offers:
             self._register_offer(offer)
             for team in offer.expire(now):
@@ -133,6 +133,10 @@ class Commerce:
 
     # -- products --------------------------------------------------------------------------
     async def product_create(self, shop: str, raw: Any) -> dict[str, Any]:
+        """See `_product_create`; runs detached so a caller that goes away cannot cut it in half."""
+        return await self._detached(self._product_create(shop, raw))
+
+    async def _product_create(self, shop: str, raw: Any) -> dict[str, Any]:
         now = self.clock_ms()
         product = new_product(shop, raw, new_id("p", now), now)
         self.catalog.add(product)  # refuses a known id before touching storage
@@ -165,6 +169,10 @@ class Commerce:
 
     # -- flash sales -----------------------------------------------------------------------
     async def sale_create(self, room: str, raw: Any, shop: str | None = None) -> dict[str, Any]:
+        """See `_sale_create`; runs detached so a caller that goes away cannot cut it in half."""
+        return await self._detached(self._sale_create(room, raw, shop))
+
+    async def _sale_create(self, room: str, raw: Any, shop: str | None = None) -> dict[str, Any]:
         """Create a sale (its stock is reserved from the product at once); `shop`, when given,
         must own the product."""
         room = fields.ident_value(room, "room")
@@ -191,6 +199,10 @@ class Commerce:
         return self.sale_view(sale)
 
     async def sale_cancel(self, room: str, sale_id: Any) -> dict[str, Any]:
+        """See `_sale_cancel`; runs detached so a caller that goes away cannot cut it in half."""
+        return await self._detached(self._sale_cancel(room, sale_id))
+
+    async def _sale_cancel(self, room: str, sale_id: Any) -> dict[str, Any]:
         sale = self._sale_in(room, sale_id)
         units = sale.cancel(self.clock_ms())
         self._product_of(sale).give_back(units)
@@ -234,13 +246,6 @@ class Commerce:
                 await self._wait_write(pending)
             return order.to_dict()
         await self._wait_write(self._enqueue(sale, order))
-        self._publish(user_channel(order.user), "order", order.to_dict())
-        if sale.phase is Phase.SOLD_OUT:
-            if sale.id not in self._announced_sold_out:
-                self._announced_sold_out.add(sale.id)
-                self._publish_sale(sale)
-        else:
-            self._stock_moved(sale)
         return order.to_dict()
 
     def _enqueue(self, sale: FlashSale, order: Order) -> asyncio.Future[None]:
@@ -270,9 +275,13 @@ class Commerce:
         except Exception as exc:
             log.error("order batch write failed: %r", exc)
             results = [exc] * len(batch)
+        moved: dict[str, FlashSale] = {}
         for (sale, order, fut), error in zip(batch, results, strict=True):
             self._pending.pop(order.id, None)
             if error is None:
+                # told here, not by the caller: a buyer that went away still has its order
+                self._publish(user_channel(order.user), "order", order.to_dict())
+                moved[sale.id] = sale
                 if not fut.done():
                     fut.set_result(None)
                 continue
@@ -280,6 +289,12 @@ class Commerce:
             if not fut.done():
                 fut.set_exception(error)
                 fut.exception()  # retrieved: the buyer (or its replays) re-raise it
+        for sale in moved.values():
+            if sale.phase is not Phase.SOLD_OUT:
+                self._stock_moved(sale)
+            elif sale.id not in self._announced_sold_out:
+                self._announced_sold_out.add(sale.id)
+                self._publish_sale(sale)  # the final 0: a phase change, never droppable
 
     def _unbuy(self, sale: FlashSale, order: Order) -> None:
         before = sale.phase
@@ -290,24 +305,6 @@ class Commerce:
             self._product_of(sale).give_back(give)  # the sale closed meanwhile
         else:
             self._stock_moved(sale)
-
-    async def _make_durable(
-        self, order_id: str, write: Coroutine[Any, Any, T], undo: Callable[[], None]
-    ) -> T:
-        """Await the write that makes an order durable; replays of its key wait on the same
-        task. The write is shielded: a caller that goes away (cancelled) does not un-queue it,
-        and the in-memory reservation is undone only if the write itself failed."""
-        task = asyncio.ensure_future(write)
-        self._pending[order_id] = task
-
-        def settled(t: asyncio.Future[T]) -> None:
-            self._pending.pop(order_id, None)
-            if t.cancelled() or t.exception() is not None:
-                undo()
-
-        task.add_done_callback(settled)
-        await self._wait_write(task)
-        return task.result()
 
     @staticmethod
     async def _wait_write(task: asyncio.Future[Any]) -> None:
@@ -349,6 +346,8 @@ class Commerce:
 
     def _phase_moved(self, sale: FlashSale) -> None:
         """A phase changed by time or by a failed write: tell the room, close if over."""
+        if sale.phase is Phase.LIVE:  # e.g. back from sold_out: announce the next zero again
+            self._announced_sold_out.discard(sale.id)
         if sale.phase in OVER:
             self._product_of(sale).give_back(sale.stock_left)
             self._disarm(f"sale:{sale.id}")
@@ -395,6 +394,10 @@ class Commerce:
 
     # -- team buys -------------------------------------------------------------------------
     async def teambuy_create(self, room: str, raw: Any, shop: str | None = None) -> dict[str, Any]:
+        """See `_teambuy_create`; runs detached so a caller that goes away cannot cut it in half."""
+        return await self._detached(self._teambuy_create(room, raw, shop))
+
+    async def _teambuy_create(self, room: str, raw: Any, shop: str | None = None) -> dict[str, Any]:
         room = fields.ident_value(room, "room")
         now = self.clock_ms()
         spec = offer_spec(raw)
@@ -431,16 +434,9 @@ class Commerce:
         joined = offer.open(user_id, name, key, new_id("t", now), new_id("o", now), now)
         if not joined.new:
             return await self._replayed(joined)
-        team, order = joined.team, joined.order
-        await self._make_durable(
-            order.id, self.store.open_team(team, order), lambda: self._unjoin(offer, joined)
+        return await self._make_durable(
+            offer, joined, self.store.open_team(joined.team, joined.order)
         )
-        offer.committed(joined)
-        self._arm_offer(offer)
-        self._publish(user_channel(user_id), "order", order.to_dict())
-        self._publish_team(team, final=False)
-        self._publish_offer(offer, droppable=True)
-        return {"team": team.to_dict(), "order": order.to_dict()}
 
     async def team_join(
         self, user_id: str, name: str, offer_id: Any, team_id: Any, key: Any
@@ -454,23 +450,43 @@ class Commerce:
         joined = offer.join(user_id, name, key, team_id, new_id("o", now), now)
         if not joined.new:
             return await self._replayed(joined)
+        return await self._make_durable(offer, joined, self.store.join_team(joined.order))
+
+    async def _make_durable(
+        self, offer: TeamBuyOffer, joined: Joined, write: Coroutine[Any, Any, bool | None]
+    ) -> dict[str, Any]:
+        """Run a team write and everything that follows it as one task of its own, so that
+        the commit, the events and `committed` happen even if the caller goes away; replays
+        of the same key wait on that task."""
+        task = asyncio.ensure_future(self._team_write(offer, joined, write))
+        self._pending[joined.order.id] = task
+        task.add_done_callback(lambda _: self._pending.pop(joined.order.id, None))
+        await self._wait_write(task)
+        return task.result()
+
+    async def _team_write(
+        self, offer: TeamBuyOffer, joined: Joined, write: Coroutine[Any, Any, bool | None]
+    ) -> dict[str, Any]:
         team, order = joined.team, joined.order
-        confirmed = await self._make_durable(
-            order.id, self.store.join_team(order), lambda: self._unjoin(offer, joined)
-        )
+        try:
+            confirmed = await write
+        except BaseException:
+            self._unjoin(offer, joined)
+            raise
         offer.committed(joined)
-        if confirmed != (team.status is TeamStatus.CONFIRMED):
+        if confirmed is not None and confirmed != (team.status is TeamStatus.CONFIRMED):
             log.warning("team %s: ledger confirmed=%s, memory %s", team.id, confirmed, team.status)
         if team.status is TeamStatus.CONFIRMED:
             for member in team.members:
                 self._publish(user_channel(member.user), "order", member.to_dict())
             self._publish_team(team, final=True)
-            self._publish_offer(offer, droppable=True)
-            self._arm_offer(offer)
         else:
-            self._publish(user_channel(user_id), "order", order.to_dict())
+            self._publish(user_channel(order.user), "order", order.to_dict())
             self._publish_team(team, final=False)
-        current = team.member(user_id) or order
+        if order.user == team.leader or team.status is TeamStatus.CONFIRMED:
+            self._publish_offer(offer, droppable=True)  # a team appeared or left the list
+        self._arm_offer(offer)
+        current = team.member(order.user) or order
         return {"team": team.to_dict(), "order": current.to_dict()}
 
     async def _replayed(self, joined: Joined) -> dict[str, Any]:
@@ -606,7 +622,22 @@ class Commerce:
         if handle is not None:
             handle.cancel()
 
+    async def _detached(self, coro: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
+        """Run a change (memory, durable write, events) as a task of its own: cancelling the
+        caller (a client that disconnects) must not stop it between the write and the state
+        that follows it."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(_retrieve)  # a refusal nobody waits for any more is not an error
+        return await asyncio.shield(task)
+
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()

@@ -73,5 +73,8 @@ class CommerceStore(Protocol):
     async def orders_of(self, user: str, limit: int = 100) -> list[dict[str, Any]]:
         """A buyer's orders, newest first."""
 
+    async def orders_of_room(self, room: str, limit: int = 1000, after: str | None = None) -> list[dict[str, Any]]:
+        """A room's orders, oldest first, paged by the last order id seen."""
+
     async def sales_stats(self, room: str) -> dict[str, Any]:
         """Confirmed orders, units and revenue per product of a room."""

@@ -359,6 +359,26 @@ class SqliteLedger:
 
         return await self.db.read(run)
 
+    async def orders_of_room(self, room: str, limit: int = 1000, after: str | None = None) -> list[dict[str, Any]]:
+        """A room's orders, oldest first, for the merchant's backend (`GET /api/rooms/<id>/orders`);
+        `after` is the last order id of the previous page."""
+
+        def run(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            if after is None:
+                rows = conn.execute(
+                    f"SELECT {_ORDER_COLUMNS} FROM orders WHERE room = ? ORDER BY rowid LIMIT ?",
+                    (room, limit),
+                )
+            else:
+                rows = conn.execute(
+                    f"SELECT {_ORDER_COLUMNS} FROM orders WHERE room = ? AND rowid > "
+                    "(SELECT rowid FROM orders WHERE id = ?) ORDER BY rowid LIMIT ?",
+                    (room, after, limit),
+                )
+            return [_order_from(r).to_dict() for r in rows]
+
+        return await self.db.read(run)
+
     async def sales_stats(self, room: str) -> dict[str, Any]:
         def run(conn: sqlite3.Connection) -> dict[str, Any]:
             rows = conn.execute(

@@ -547,3 +547,33 @@ async def test_room_snapshot_and_rooms_of_sales_and_offers(node: Node) -> None:
     assert node.commerce.sale_room("nope") is None and node.commerce.sale_room(5) is None
     created = [d for f, d in node.events.of("room:r1", "teambuy") if f["open_teams"] == 0]
     assert created == [False]  # creation is not droppable; updates are
+
+
+async def test_buyer_that_goes_away_still_gets_its_durable_order(node: Node) -> None:
+    sale = await sale_of(node, stock=1)
+    task = asyncio.create_task(node.commerce.buy("a", sale["id"], 1, "k"))
+    await asyncio.sleep(0)  # the reservation is made; the write is queued
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await eventually(lambda: bool(node.events.of("user:a", "order")))
+    order = node.events.of("user:a", "order")[0][0]
+    assert last_sale_phase(node) == "sold_out"
+    again = await node.commerce.buy("a", sale["id"], 1, "k")  # the retry finds it
+    assert again["id"] == order["id"]
+    assert ledger_rows(node.path, "SELECT id FROM orders")[0]["id"] == order["id"]
+    assert_books_balance(node.path)
+
+
+async def test_team_joiner_that_goes_away_still_fills_the_team(node: Node) -> None:
+    offer = await offer_of(node, size=2)
+    team = (await node.commerce.team_open("a", "", offer["id"], "k"))["team"]["id"]
+    task = asyncio.create_task(node.commerce.team_join("b", "", offer["id"], team, "k"))
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await eventually(lambda: node.events.of("room:r1", "team")[-1][0]["status"] == "confirmed")
+    # the members were released once the filling write committed: a may open a new team
+    again = await node.commerce.team_open("a", "", offer["id"], "k2")
+    assert again["team"]["status"] == "open"

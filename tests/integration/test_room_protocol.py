@@ -36,11 +36,12 @@ async def test_snapshot_carries_recent_chat_pin_and_viewers(server: Running) -> 
     async with server.client("s1", "streamer") as st, server.client("v1") as v1:
         await st.join("r2")
         await st.chat("r2", "welcome")
+        await st.request("product_create", id="sku-1", title="Serum", price=9900, stock=10)
         await st.request("pin", room="r2", product="sku-1")
         await st.request("room_state", room="r2", state="live")
         snap = await v1.join("r2")
         assert [m["text"] for m in snap["chat"]] == ["welcome"]
-        assert snap["pinned"] == {"id": "sku-1"}
+        assert snap["pinned"]["id"] == "sku-1" and snap["pinned"]["price"] == 9900
         assert snap["state"] == "live"
         assert snap["viewers"] == 2
 

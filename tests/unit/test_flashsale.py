@@ -321,4 +321,4 @@ class SaleMachine(RuleBasedStateMachine):
 
 
 TestSaleMachine = SaleMachine.TestCase
-TestSaleMachine.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+TestSaleMachine.settings = settings(max_examples=75, stateful_step_count=35, deadline=None)

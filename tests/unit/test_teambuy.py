@@ -283,4 +283,4 @@ class TeamMachine(RuleBasedStateMachine):
 
 
 TestTeamMachine = TeamMachine.TestCase
-TestTeamMachine.settings = settings(max_examples=120, stateful_step_count=40, deadline=None)
+TestTeamMachine.settings = settings(max_examples=75, stateful_step_count=35, deadline=None)

@@ -1,0 +1,92 @@
+"""WebRTC signalling ops on the same websocket: publish/unpublish, watch/unwatch, ice.
+
+The media relay (media/) knows nothing of tokens or rooms' rules; these handlers check the
+role and the room, name the peer after the user and the connection, and remember what the
+connection holds so that a dropped websocket releases its media too.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from client_sdk.protocol import Code, Frame
+from media.errors import MediaError
+from server.errors import SoukError
+from server.ops import fields
+from server.ops.registry import STREAMERS, VIEWERS, Result, op
+
+if TYPE_CHECKING:
+    from server.app import App
+    from server.session import Session
+
+
+def _relay(app: App) -> Any:
+    if app.media is None:
+        raise SoukError(Code.UNAVAILABLE, "media is not enabled on this server")
+    return app.media
+
+
+def _room(s: Session, frame: Frame) -> str:
+    assert s.identity is not None
+    room = fields.ident(frame, "room")
+    if not s.identity.may_enter_room(room):
+        raise SoukError(Code.FORBIDDEN, "your token does not admit you to this room")
+    return room
+
+
+def peer_id(s: Session) -> str:
+    assert s.identity is not None
+    return f"{s.identity.id}#{s.id}"
+
+
+async def _call(coro: Any) -> Any:
+    try:
+        return await coro
+    except MediaError as err:
+        raise SoukError(err.code, err.message) from None
+
+
+@op("publish", roles=STREAMERS, cost=2)
+async def publish(app: App, s: Session, frame: Frame) -> Result:
+    room = _room(s, frame)
+    result = await _call(_relay(app).publish(room, peer_id(s), frame.get("sdp")))
+    s.media.add(("publish", room))
+    return dict(result)
+
+
+@op("unpublish", roles=STREAMERS)
+async def unpublish(app: App, s: Session, frame: Frame) -> Result:
+    room = _room(s, frame)
+    await _call(_relay(app).unpublish(room))
+    s.media.discard(("publish", room))
+    return None
+
+
+@op("watch", roles=VIEWERS, cost=2)
+async def watch(app: App, s: Session, frame: Frame) -> Result:
+    room = _room(s, frame)
+    result = await _call(_relay(app).watch(room, peer_id(s), frame.get("sdp")))
+    s.media.add(("watch", room))
+    return dict(result)
+
+
+@op("unwatch", roles=VIEWERS)
+async def unwatch(app: App, s: Session, frame: Frame) -> Result:
+    room = _room(s, frame)
+    if ("watch", room) not in s.media:
+        raise SoukError(Code.NOT_FOUND, "you are not watching this room")
+    await _call(_relay(app).unwatch(room, peer_id(s)))
+    s.media.discard(("watch", room))
+    return None
+
+
+@op("ice", roles=VIEWERS, cost=0.25)
+async def ice(app: App, s: Session, frame: Frame) -> Result:
+    room = _room(s, frame)
+    if not any(r == room for _, r in s.media):
+        raise SoukError(Code.NOT_FOUND, "publish or watch this room first")
+    candidate = frame.get("candidate")
+    if not isinstance(candidate, dict):
+        raise SoukError(Code.INVALID, "candidate must be a map (RTCIceCandidateInit)")
+    await _call(_relay(app).add_ice(room, peer_id(s), candidate))
+    return None

@@ -1,0 +1,197 @@
+"""Regression tests for media/hooks.py: every aiortc/aioice internal the relay relies on.
+
+If an aiortc upgrade renames or reshapes one of them, a test here fails with the hook's name
+(HookError or a plain assertion), instead of the relay silently forwarding nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections.abc import AsyncIterator
+
+import aioice.ice
+import pytest
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.rtcrtpsender import RTCRtpSender
+from aiortc.rtp import RtpPacket
+
+from media import hooks
+from media.forwarder import ParkedTrack
+from media.testing import PublisherPeer, loopback
+from media.testing.peers import wait_until
+
+pytestmark = pytest.mark.media
+
+
+@pytest.fixture
+async def pinned() -> AsyncIterator[None]:
+    with loopback():
+        yield
+
+
+async def _connect(offerer: RTCPeerConnection, answerer: RTCPeerConnection) -> None:
+    await offerer.setLocalDescription(await offerer.createOffer())
+    await answerer.setRemoteDescription(offerer.localDescription)
+    await answerer.setLocalDescription(await answerer.createAnswer())
+    await offerer.setRemoteDescription(answerer.localDescription)
+    await wait_until(
+        lambda: offerer.connectionState == answerer.connectionState == "connected", 10, "connect"
+    )
+
+
+def _pc() -> RTCPeerConnection:
+    return RTCPeerConnection(RTCConfiguration(iceServers=[]))
+
+
+def test_version_pin() -> None:
+    assert hooks.aiortc_version_supported()
+    assert not hooks.aiortc_version_supported("1.17.0")
+    assert not hooks.aiortc_version_supported("2.0.0")
+
+
+async def test_private_attributes_exist_before_connecting() -> None:
+    pc = _pc()
+    try:
+        t = pc.addTransceiver(ParkedTrack("video"), direction="sendonly")
+        hooks.check_sender_report_fields(t.sender)
+        assert hooks.sent_packet_count(t.sender) == 0
+        assert hooks.negotiated_codecs(t) is not None
+        assert hooks.decoder_running(t.receiver) is False
+        for name in ("_handle_rtp_packet", "_send_rtcp_pli", "_RTCRtpReceiver__stop_decoder"):
+            assert callable(getattr(t.receiver, name)), name
+        for name in ("_retransmit", "_send_keyframe"):
+            assert callable(getattr(t.sender, name)), name
+        assert callable(t.receiver.transport._handle_rtp_data)
+        assert hasattr(t.receiver.transport, "_tx_srtp")
+        assert hasattr(t.receiver.transport.transport, "_connection")
+        assert hasattr(t.receiver.transport.transport._connection, "_nominated")
+    finally:
+        await pc.close()
+
+
+def test_host_pin_is_reference_counted_and_reversible() -> None:
+    original = aioice.ice.get_host_addresses
+    hooks.HostPin.acquire("127.0.0.1")
+    hooks.HostPin.acquire("127.0.0.1")
+    try:
+        assert aioice.ice.get_host_addresses(True, False) == ["127.0.0.1"]
+        assert aioice.ice.get_host_addresses(False, True) == []
+        with pytest.raises(hooks.HookError):
+            hooks.HostPin.acquire("10.0.0.1")
+        hooks.HostPin.release()
+        assert hooks.HostPin.pinned() == "127.0.0.1"
+    finally:
+        hooks.HostPin.release()
+    assert aioice.ice.get_host_addresses is original
+    assert hooks.HostPin.pinned() is None
+
+
+async def test_pinned_offer_has_only_the_pinned_host_candidate(pinned: None) -> None:
+    pc = _pc()
+    try:
+        pc.addTransceiver("video", direction="recvonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        candidates = [
+            line for line in pc.localDescription.sdp.splitlines() if line.startswith("a=candidate")
+        ]
+        assert candidates
+        assert all(line.split()[4] == "127.0.0.1" for line in candidates)
+    finally:
+        await pc.close()
+
+
+async def test_receive_side_hooks_on_a_live_publisher(pinned: None) -> None:
+    """tap_rtp sees the publisher's packets, skip_decoding stops the decoder, send_pli
+    reaches the publisher's sender (observed through intercept_feedback)."""
+    publisher = PublisherPeer(audio=False, fps=20)
+    receiver_pc = _pc()
+    seen: list[RtpPacket] = []
+    plis: list[int] = []
+    try:
+        hooks.intercept_feedback(publisher.video_sender, lambda seq: None, lambda: plis.append(1))
+        offer = await publisher.offer()
+        await receiver_pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
+        transceiver = receiver_pc.getTransceivers()[0]
+        hooks.skip_decoding(transceiver.receiver)
+        hooks.tap_rtp(transceiver.receiver, seen.append)
+        await receiver_pc.setLocalDescription(await receiver_pc.createAnswer())
+        await publisher.accept(receiver_pc.localDescription.sdp)
+        await wait_until(lambda: len(seen) > 10, 10, "tapped RTP packets")
+        assert not hooks.decoder_running(transceiver.receiver)
+        pt = hooks.negotiated_codecs(transceiver)[0].payloadType
+        media = [p for p in seen if p.payload_type == pt]
+        assert media, "tap saw no packets of the negotiated codec"
+        await hooks.send_pli(transceiver.receiver, media[-1].ssrc)
+        await wait_until(lambda: bool(plis), 5, "PLI at the publisher")
+    finally:
+        await publisher.close()
+        await receiver_pc.close()
+
+
+async def test_send_side_hooks_outlet_nack_and_sender_report(pinned: None) -> None:
+    """A packet sent through outlet() arrives decrypted at the peer; a gap makes the peer
+    NACK and intercept_feedback delivers it; record_sent feeds the SR counters."""
+    sender_pc, peer = _pc(), _pc()
+    arrived: list[bytes] = []
+    nacks: list[int] = []
+    try:
+        t = sender_pc.addTransceiver(ParkedTrack("video"), direction="sendonly")
+        hooks.intercept_feedback(t.sender, nacks.append, lambda: None)
+        await _connect(sender_pc, peer)
+        peer_transport = peer.getTransceivers()[0].receiver.transport
+
+        def keep(data: bytes) -> bool:
+            arrived.append(data)
+            return True
+
+        hooks.filter_incoming_rtp(peer_transport, keep)
+        out = hooks.outlet(t.sender)
+        assert out is not None
+        assert out.ssrc == t.sender._ssrc
+        pt = hooks.negotiated_codecs(t)[0].payloadType
+        assert pt is not None
+        for seq in (100, 101, 103, 104, 105):
+            packet = RtpPacket(
+                payload_type=pt, sequence_number=seq, timestamp=seq * 3000, ssrc=out.ssrc
+            )
+            packet.payload = b"\x10\x00" + bytes(20)
+            out.sendto(out.protect(packet.serialize(out.extensions)), out.addr)
+            hooks.record_sent(t.sender, 1, seq * 3000, 22)
+            await asyncio.sleep(0.01)
+        await wait_until(lambda: len(arrived) == 5, 5, "packets at the peer")
+        assert struct.unpack_from("!H", arrived[0], 2)[0] == 100
+        await wait_until(lambda: 102 in nacks, 5, "NACK for the gap")
+        assert hooks.sent_packet_count(t.sender) == 5
+    finally:
+        await sender_pc.close()
+        await peer.close()
+
+
+async def test_filter_incoming_rtp_can_drop_everything(pinned: None) -> None:
+    publisher = PublisherPeer(audio=False, fps=20)
+    receiver_pc = _pc()
+    tapped: list[RtpPacket] = []
+    dropped: list[int] = []
+    try:
+        offer = await publisher.offer()
+        await receiver_pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
+        transceiver = receiver_pc.getTransceivers()[0]
+        hooks.tap_rtp(transceiver.receiver, tapped.append)
+        hooks.filter_incoming_rtp(transceiver.receiver.transport, lambda d: bool(dropped.append(1)))
+        await receiver_pc.setLocalDescription(await receiver_pc.createAnswer())
+        await publisher.accept(receiver_pc.localDescription.sdp)
+        await wait_until(lambda: len(dropped) > 10, 10, "RTP at the filter")
+        assert tapped == []
+    finally:
+        await publisher.close()
+        await receiver_pc.close()
+
+
+def test_hook_error_names_the_missing_attribute() -> None:
+    class Stub:
+        transport = None
+
+    with pytest.raises(hooks.HookError, match="_retransmit"):
+        hooks.intercept_feedback(Stub(), lambda s: None, lambda: None)  # type: ignore[arg-type]
+    assert RTCRtpSender is not None
