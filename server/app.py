@@ -40,6 +40,8 @@ from server.ops import media as media_ops
 from server.presence import ClusterPresence
 from server.rooms import Rooms
 from server.session import Session
+from server.store.base import CommerceStore
+from server.store.postgres import PostgresLedger, StockGate
 from server.store.sqlite import SqliteDatabase
 
 log = logging.getLogger("souk.app")
@@ -106,7 +108,13 @@ class App:
         from server.commerce import Commerce
         from server.community import Community
 
-        self.commerce: Any = Commerce(self.db, self._commerce_publish, self.clock_ms)
+        self.ledger: PostgresLedger | None = None
+        if cfg.postgres:
+            if self.redis is None:
+                raise SystemExit("souk: --postgres needs --redis (the stock gate lives there)")
+            self.ledger = PostgresLedger(cfg.postgres, StockGate(self.redis, cfg.redis_prefix))
+        store: CommerceStore | SqliteDatabase = self.db if self.ledger is None else self.ledger
+        self.commerce: Any = Commerce(store, self._commerce_publish, self.clock_ms)
 
         self.community: Any = Community(
             self.db, self.bus, self.clock_ms, answer_target_s=cfg.answer_target_s,
@@ -184,6 +192,9 @@ class App:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.server.wait_closed(), 2)
         await self.bus.stop()
+        if self.ledger is not None:
+            with contextlib.suppress(Exception):
+                await self.ledger.close()
         if self.redis is not None:
             with contextlib.suppress(Exception):
                 await self.redis.aclose()

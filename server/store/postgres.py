@@ -213,8 +213,10 @@ class PostgresLedger:
     """`CommerceStore` over an asyncpg pool, with an optional Redis `StockGate` in front of
     flash-sale orders (required when more than one node sells)."""
 
-    def __init__(self, pool: asyncpg.Pool, gate: StockGate | None = None) -> None:
-        self.pool = pool
+    def __init__(self, pool: asyncpg.Pool | str, gate: StockGate | None = None) -> None:
+        # a DSN: the pool is opened by migrate() (Commerce.start), inside the running loop
+        self._dsn = pool if isinstance(pool, str) else None
+        self.pool: asyncpg.Pool = None if isinstance(pool, str) else pool
         self.gate = gate
         self._waiting: list[tuple[list[Order], asyncio.Future[list[Exception | None]]]] = []
         self._writer: asyncio.Task[None] | None = None
@@ -222,11 +224,18 @@ class PostgresLedger:
 
     # -- schema and recovery ---------------------------------------------------------------
     async def migrate(self) -> None:
+        if self.pool is None:
+            self.pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=8)
         async with self.pool.acquire() as conn, conn.transaction():
             # one node migrates at a time (CREATE ... IF NOT EXISTS races otherwise)
             await conn.execute("SELECT pg_advisory_xact_lock(7306202611)")
             for sql in SCHEMA:
                 await conn.execute(sql)
+
+    async def close(self) -> None:
+        """Close the pool if this ledger opened it (it was given a DSN)."""
+        if self._dsn is not None and self.pool is not None:
+            await self.pool.close()
 
     async def load(self) -> LedgerState:
         state = LedgerState()
@@ -477,6 +486,19 @@ class PostgresLedger:
             rows = await conn.fetch(
                 f'SELECT {_COLS} FROM orders WHERE "user" = $1'
                 " ORDER BY created_at DESC, n DESC LIMIT $2", user, limit)
+        return [_order_from(r).to_dict() for r in rows]
+
+    async def orders_of_room(self, room: str, limit: int = 1000,
+                             after: str | None = None) -> list[dict[str, Any]]:
+        """A room's orders, oldest first (commit order), paged by the last order id seen."""
+        async with self.pool.acquire() as conn:
+            if after is None:
+                rows = await conn.fetch(
+                    f"SELECT {_COLS} FROM orders WHERE room = $1 ORDER BY n LIMIT $2", room, limit)
+            else:
+                rows = await conn.fetch(
+                    f"SELECT {_COLS} FROM orders WHERE room = $1 AND n >"
+                    " (SELECT n FROM orders WHERE id = $2) ORDER BY n LIMIT $3", room, after, limit)
         return [_order_from(r).to_dict() for r in rows]
 
     async def sales_stats(self, room: str) -> dict[str, Any]:

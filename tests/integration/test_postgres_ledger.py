@@ -208,6 +208,9 @@ async def test_restart_keeps_orders_and_rebuilds_the_gate(cluster: Cluster) -> N
     acked, _ = await rush([a2], sale, range(100))
     assert len(acked) == 9
     assert await durable(a2, sale) == (10, 10, 0)
+    page1 = await a2.ledger.orders_of_room("r1", limit=4)
+    page2 = await a2.ledger.orders_of_room("r1", limit=100, after=page1[-1]["id"])
+    assert page1[0]["id"] == order["id"] and len(page1) + len(page2) == 10
 
 
 CHILD = """
