@@ -257,6 +257,9 @@ class App:
                 except Exception:
                     log.exception("releasing media failed", extra={"room": room, "kind": kind})
 
+    def group_exists(self, group: str) -> bool:
+        return group in self.community.directory.groups
+
     async def may_enter_group(self, ident: Identity, group: str) -> bool:
         if ident.token_lists_group(group):
             return True

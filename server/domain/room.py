@@ -117,7 +117,7 @@ class Room:
 
     def delete_message(self, actor: Actor, message_id: Any) -> Event:
         _require_staff(actor)
-        if not isinstance(message_id, str):
+        if not isinstance(message_id, str) or not 0 < len(message_id) <= 64:
             raise SoukError(Code.INVALID, "message must be a message id")
         for msg in self.chat:
             if msg["id"] == message_id:

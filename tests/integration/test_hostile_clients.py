@@ -74,7 +74,7 @@ async def test_wrong_room_and_wrong_role(server: Running) -> None:
     reply = await call(ws, {"op": "resume", "rid": 4, "ch": "user:someone-else", "seq": 0})
     assert reply["code"] == "forbidden"
     reply = await call(ws, {"op": "join", "rid": 5, "group": "g1"})
-    assert reply["code"] == "forbidden"
+    assert reply["code"] == "not_found"
     await ws.close()
 
 
