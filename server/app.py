@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import signal
 import sqlite3
 import time
@@ -38,6 +39,7 @@ from server.metrics import Metrics
 from server.ops import fields
 from server.ops import media as media_ops
 from server.presence import ClusterPresence
+from server.replica import RoomReplica
 from server.rooms import Rooms
 from server.session import Session
 from server.store.base import CommerceStore
@@ -88,8 +90,11 @@ class App:
             self.redis = None
             self.bus = LocalBus(self.hub, self.clock_ms, history=cfg.history)
         self.rooms = Rooms(self.bus, likes_interval_s=cfg.likes_interval_s,
-                           viewers_interval_s=cfg.viewers_interval_s)
+                           viewers_interval_s=cfg.viewers_interval_s,
+                           on_create=self._node_unique_ids if cfg.redis else None)
         self.presence: ClusterPresence | None = None
+        if isinstance(self.bus, RedisBus):
+            self.bus.on_remote = RoomReplica(self.rooms.get, self.expel).apply
         if self.redis is not None:
             self.rooms.count_viewers = False
             self.presence = ClusterPresence(
@@ -270,6 +275,10 @@ class App:
     # ---- feature hooks --------------------------------------------------------------
     async def snapshot(self, ch: str) -> dict[str, Any]:
         kind, _, key = ch.partition(":")
+        # first: in a cluster this may wait until the node receives the channel (and has
+        # caught up with other nodes' recent events); everything below is read without a
+        # pause, so the state and the seq match
+        epoch, seq = await self.bus.head(ch)
         snap: dict[str, Any] = {}
         room = self.rooms.get(ch)
         if room is not None:
@@ -286,10 +295,15 @@ class App:
             snap.update(self.community.group_snapshot(key))
         if self.presence is not None and room is not None:
             snap["viewers"] = self.presence.total(ch)
-        epoch, seq = await self.bus.head(ch)
         snap["epoch"] = epoch
         snap["seq"] = seq
         return snap
+
+    @staticmethod
+    def _node_unique_ids(room: Room) -> None:
+        """In a cluster each node numbers chat messages; start each node's numbering at a
+        random point so ids from two nodes do not collide (delete_message names one)."""
+        room.next_msg = secrets.randbelow(2**40) * 1000 + 1
 
     def check_text(self, text: str, ident: Identity, ch: str | None = None) -> None:
         """The link/ad filter (and, in a group, membership and the welfare rule)."""

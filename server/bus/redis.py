@@ -77,7 +77,9 @@ end
 return {ep, redis.call('GET', KEYS[1])}
 """
 
-CONTROL = "__node__"  # a channel every node stays subscribed to, so the reader always has one
+CONTROL = "__node__"
+ORIGIN = "\x00origin"  # key of the publishing node's id while an event is in the bus
+REPLAY = 200  # events of a channel's recent history applied when a node starts watching it  # a channel every node stays subscribed to, so the reader always has one
 
 
 @dataclass(eq=False)
@@ -122,6 +124,9 @@ class RedisBus:
         self.linger_s = linger_s
         self.batch = batch
         self.watched: dict[str, _Watch] = {}
+        self.node_id = secrets.token_hex(6)
+        # called with (ch, event) for every event another node published on a watched channel
+        self.on_remote: Callable[[str, Event], None] | None = None
         self.published = 0  # scripts Redis has run for this node
         self.lost = 0  # events given up after Redis refused them
         self._outbox: deque[tuple[str, bytes, int]] = deque()
@@ -202,7 +207,7 @@ class RedisBus:
         event["ch"] = ch
         event["ts"] = self.clock_ms()
         event["type"] = type
-        body = msgpack.packb([droppable, event], use_bin_type=True)
+        body = msgpack.packb([droppable, event, self.node_id], use_bin_type=True)
         self._outbox.append((ch, body, self._limit(ch)))
         self._idle.clear()
         self._wake.set()
@@ -291,6 +296,8 @@ class RedisBus:
         if seq == last:
             return []
         events = [ev for ev, _ in await self._read_range(ch, seq + 1, last)]
+        for ev in events:
+            ev.pop(ORIGIN, None)
         if len(events) != last - seq or events[0]["seq"] != seq + 1:
             return None
         return events
@@ -413,6 +420,11 @@ class RedisBus:
         for attempt in range(50):
             try:
                 w.epoch, w.delivered = await self._remote_head(w.ch)
+                if self.on_remote is not None and w.delivered > 0:
+                    for ev, _ in await self._read_range(
+                            w.ch, max(1, w.delivered - REPLAY + 1), w.delivered):
+                        if ev.pop(ORIGIN, None) is not None:
+                            self.on_remote(w.ch, ev)
                 break
             except (RedisError, OSError) as exc:
                 log.warning("reading head of %s failed: %s", w.ch, exc)
@@ -431,8 +443,10 @@ class RedisBus:
         return [self._decode(_id_seq(rid), data[b"e"]) for rid, data in rows]
 
     def _decode(self, seq: int, body: bytes) -> tuple[Event, bool]:
-        droppable, event = msgpack.unpackb(body, raw=False)
+        droppable, event, *origin = msgpack.unpackb(body, raw=False)
         event["seq"] = seq
+        if origin and origin[0] != self.node_id:
+            event[ORIGIN] = origin[0]  # taken off again before the hub sees the event
         return event, bool(droppable)
 
     def _accept(self, w: _Watch, data: bytes) -> None:
@@ -456,10 +470,13 @@ class RedisBus:
 
     def _deliver(self, w: _Watch, event: Event, droppable: bool) -> None:
         w.delivered = event["seq"]
+        remote = event.pop(ORIGIN, None) is not None
         if w.gate:
             w.held.append((event, droppable))
         else:
             self.hub.deliver(w.ch, event, droppable)
+        if remote and self.on_remote is not None:
+            self.on_remote(w.ch, event)  # another node's event: let this node's state follow
 
     async def _fill(self, w: _Watch) -> None:
         """A hole between what was delivered and what arrived: read it from the stream."""

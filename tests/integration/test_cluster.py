@@ -20,6 +20,7 @@ import pytest
 from redis.asyncio import Redis
 
 from client_sdk import Client
+from client_sdk.errors import SoukError
 from tests.conftest import Running, ServerProcess, free_port, token
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -234,3 +235,38 @@ async def test_workers_share_the_port_restart_and_drain(server_process: Callable
     # SIGTERM drains every worker and the supervisor exits 0
     assert proc.terminate(timeout=15) == 0
     assert not [p for p in first if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
+
+
+async def test_room_state_follows_across_nodes(server_factory: Callable[..., Any],
+                                               prefix: str) -> None:
+    """Chat history, pin and room state set on node A are in a snapshot taken on node B; a
+    ban on A takes the user out on B and B refuses them; a deletion on A reaches B's state."""
+    a: Running = await server_factory(redis=REDIS_URL, redis_prefix=prefix)
+    b: Running = await server_factory(redis=REDIS_URL, redis_prefix=prefix)
+    async with client(a.url, "s1", "streamer") as st:
+        await st.join("rs")
+        ids = [await st.chat("rs", f"hello {i}") for i in range(3)]
+        product = (await st.request("product_create", title="Tea", price=990, stock=5))["product"]
+        await st.request("pin", room="rs", product=product["id"])
+        await st.request("room_state", room="rs", state="live")
+        # node b has nobody in rs yet: its first joiner still gets the recent history
+        async with client(b.url, "v1") as v1:
+            snap = await v1.join("rs")
+            assert [m["text"] for m in snap["chat"]] == ["hello 0", "hello 1", "hello 2"]
+            assert snap["pinned"]["id"] == product["id"] and snap["state"] == "live"
+            # live from here: a's next message lands in b's Room too
+            stream = v1.events("room:rs", types=["chat"])
+            await st.chat("rs", "later")
+            assert (await stream.next(5))["text"] == "later"
+            await st.request("delete_message", room="rs", message=ids[0])
+            await asyncio.sleep(0.2)
+            async with client(b.url, "v2") as v2:
+                texts = [m["text"] for m in (await v2.join("rs"))["chat"]]
+                assert texts == ["hello 1", "hello 2", "later"]
+            # a ban on a: v1 (on b) is expelled at once and cannot come back through b
+            expelled = v1.events("room:rs", types=["expelled"])
+            await st.request("ban", room="rs", user="v1")
+            await expelled.next(5)
+            with pytest.raises(SoukError) as exc:
+                await v1.join("rs")
+            assert exc.value.code == "banned"
