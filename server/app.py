@@ -97,6 +97,7 @@ class App:
             self.bus.on_remote = RoomReplica(self.rooms.get, self.expel).apply
         if self.redis is not None:
             self.rooms.count_viewers = False
+            self.rooms.count_likes = False
             self.presence = ClusterPresence(
                 self.redis, self.rooms.by_channel, self.bus, prefix=cfg.redis_prefix,
                 interval_s=cfg.viewers_interval_s, watched=self.hub.has_subscribers)
@@ -295,6 +296,7 @@ class App:
             snap.update(self.community.group_snapshot(key))
         if self.presence is not None and room is not None:
             snap["viewers"] = self.presence.total(ch)
+            snap["likes"] = self.presence.likes_total(ch)
         snap["epoch"] = epoch
         snap["seq"] = seq
         return snap

@@ -1,4 +1,4 @@
-"""Viewer counts across the nodes of a cluster: approximate, throttled, cheap.
+"""Viewer counts and like totals across the nodes of a cluster: approximate, throttled, cheap.
 
 Why this shape (RESEARCH.md: presence that scales is counts, not member lists): every
 `interval_s` each node runs one Lua script per channel it has viewers on. The script writes
@@ -7,7 +7,8 @@ expiring when nobody refreshes it), drops fields of nodes that stopped refreshin
 node stops counting after `stale_s`), sums the rest and elects one node per channel
 (SET NX PX) to publish the `viewers` event when the sum moved. So a count costs one script
 per channel per node per second, whatever the number of viewers, and each count reaches
-clients once, not once per node.
+clients once, not once per node. Likes ride along: each node adds the taps it counted since
+its last report to the room's counter (INCRBY), and the same leader publishes the total.
 """
 
 from __future__ import annotations
@@ -26,8 +27,11 @@ from server.domain.room import Room
 
 log = logging.getLogger("souk.presence")
 
-# KEYS: hash, leader.  ARGV: node, local count, stale ms, leader ms.  -> {total, leader?}
+# KEYS: hash, leader, likes.  ARGV: node, local count, stale ms, leader ms, new likes.
+# -> {viewers total, leader?, likes total}
 REPORT_LUA = """
+local likes = redis.call('INCRBY', KEYS[3], ARGV[5])
+if tonumber(ARGV[5]) > 0 then redis.call('EXPIRE', KEYS[3], 7 * 86400) end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if tonumber(ARGV[2]) > 0 then
@@ -49,9 +53,9 @@ if #all > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
 local leader = redis.call('GET', KEYS[2])
 if (not leader) or leader == ARGV[1] then
   redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[4])
-  return {total, 1}
+  return {total, 1, likes}
 end
-return {total, 0}
+return {total, 0, likes}
 """
 
 
@@ -81,18 +85,26 @@ class ClusterPresence:
         self.totals: dict[str, int] = {}  # last cluster-wide count seen per channel
         self._reported: dict[str, int] = {}  # last local count written per channel
         self._published: dict[str, int] = {}  # last count this node published as leader
+        self.likes: dict[str, int] = {}  # cluster-wide like totals, last seen
+        self._likes_sent: dict[str, int] = {}  # local likes already added to Redis
+        self._likes_published: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
         self._sha = ""
 
     def _keys(self, ch: str) -> list[str]:
         tag = f"{self.prefix}{{{ch}}}"
-        return [tag + ":presence", tag + ":presence-leader"]
+        return [tag + ":presence", tag + ":presence-leader", tag + ":likes"]
 
     def total(self, ch: str) -> int:
         """The cluster-wide count for a snapshot: the last sum, or at least the local one."""
         room = self.rooms.get(ch)
         local = room.viewers if room is not None else 0
         return max(self.totals.get(ch, 0), local)
+
+    def likes_total(self, ch: str) -> int:
+        room = self.rooms.get(ch)
+        unsent = 0 if room is None else room.likes - self._likes_sent.get(ch, 0)
+        return self.likes.get(ch, 0) + unsent
 
     async def start(self) -> None:
         self._sha = str(await self.redis.script_load(REPORT_LUA))
@@ -127,11 +139,14 @@ class ClusterPresence:
             return
         pipe = self.redis.pipeline(transaction=False)
         counts = []
+        liked = []
         for ch in chans:
             room = self.rooms[ch]
             counts.append(room.viewers)
-            pipe.evalsha(self._sha, 2, *self._keys(ch), self.node_id, room.viewers,
-                         self.stale_ms, self.stale_ms)
+            new_likes = room.likes - self._likes_sent.get(ch, 0)
+            liked.append(new_likes)
+            pipe.evalsha(self._sha, 3, *self._keys(ch), self.node_id, room.viewers,
+                         self.stale_ms, self.stale_ms, new_likes)
         try:
             results = await pipe.execute()
         except RedisError as exc:
@@ -139,8 +154,14 @@ class ClusterPresence:
                 self._sha = str(await self.redis.script_load(REPORT_LUA))
                 return
             raise
-        for ch, count, (total, leader) in zip(chans, counts, results, strict=True):
+        for ch, count, new_likes, (total, leader, likes) in zip(chans, counts, liked, results,
+                                                                 strict=True):
             total = int(total)
+            self._likes_sent[ch] = self._likes_sent.get(ch, 0) + new_likes
+            self.likes[ch] = int(likes)
+            if leader and self._likes_published.get(ch, 0) != int(likes):
+                self._likes_published[ch] = int(likes)
+                self.publish(ch, "likes", {"total": int(likes)}, droppable=True)
             self.totals[ch] = total
             if count > 0:
                 self._reported[ch] = count

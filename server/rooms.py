@@ -34,6 +34,7 @@ class Rooms:
         self.on_create = on_create
         # False in a cluster: server/presence.py publishes the counts summed over every node
         self.count_viewers = True
+        self.count_likes = True
         self._tasks: list[asyncio.Task[None]] = []
 
     def room(self, room_id: str) -> Room:
@@ -75,6 +76,8 @@ class Rooms:
 
     def _flush_likes(self) -> None:
         dirty, self.dirty_likes = self.dirty_likes, set()
+        if not self.count_likes:
+            return
         for ch in dirty:
             room = self.by_channel.get(ch)
             if room is not None and (ev := room.likes_changed()) is not None:

@@ -67,17 +67,18 @@ async def test_viewer_counts_are_summed_over_nodes(server_factory: Callable[...,
         every = watcher_a.events("room:p", types=["viewers"])
         for c in clients:
             await c.join("p")
-        await counts_a.wait_for(lambda e: e["count"] == 5, timeout=5)
-        await counts_b.wait_for(lambda e: e["count"] == 5, timeout=5)
+        await counts_a.wait_for(lambda e: e["count"] == 5, timeout=10)
+        await counts_b.wait_for(lambda e: e["count"] == 5, timeout=10)
         # a late joiner's snapshot carries the cluster-wide count too
         async with client(b.url, "late") as late:
             snap = await late.join("p")
             assert snap["viewers"] >= 5
-            await counts_a.wait_for(lambda e: e["count"] == 6, timeout=5)
+            await counts_a.wait_for(lambda e: e["count"] == 6, timeout=10)
         # leaving on one node lowers the sum everyone sees
         await clients[1].close()
         await clients[3].close()
-        await counts_b.wait_for(lambda e: e["count"] == 3, timeout=5)
+        await counts_b.wait_for(lambda e: e["count"] == 3, timeout=10)
+        await counts_a.wait_for(lambda e: e["count"] == 3, timeout=10)
         # one count event per change, not one per node: no value is pushed twice in a row
         seen = []
         while not every.queue.empty():
@@ -85,7 +86,9 @@ async def test_viewer_counts_are_summed_over_nodes(server_factory: Callable[...,
             assert ev is not None
             seen.append(ev["count"])
         assert seen and seen[-1] == 3
-        assert all(x != y for x, y in itertools.pairwise(seen)), seen
+        # (two publishing nodes would repeat every value; a leader hand-over under load may
+        # repeat one)
+        assert sum(x == y for x, y in itertools.pairwise(seen)) <= 1, seen
     finally:
         for c in clients:
             await c.close()
@@ -270,3 +273,20 @@ async def test_room_state_follows_across_nodes(server_factory: Callable[..., Any
             with pytest.raises(SoukError) as exc:
                 await v1.join("rs")
             assert exc.value.code == "banned"
+
+
+async def test_likes_are_summed_over_nodes(server_factory: Callable[..., Any], prefix: str) -> None:
+    a: Running = await server_factory(redis=REDIS_URL, redis_prefix=prefix, viewers_interval_s=0.2)
+    b: Running = await server_factory(redis=REDIS_URL, redis_prefix=prefix, viewers_interval_s=0.2)
+    async with client(a.url, "la") as on_a, client(b.url, "lb") as on_b:
+        await on_a.join("lk")
+        await on_b.join("lk")
+        totals_a = on_a.events("room:lk", types=["likes"])
+        totals_b = on_b.events("room:lk", types=["likes"])
+        for _ in range(5):
+            await on_a.like("lk", 3)
+            await on_b.like("lk", 4)
+        await totals_a.wait_for(lambda e: e["total"] == 35, timeout=10)
+        await totals_b.wait_for(lambda e: e["total"] == 35, timeout=10)
+        async with client(b.url, "lc") as late:
+            assert (await late.join("lk"))["likes"] == 35
