@@ -69,7 +69,9 @@ async def test_viewer_counts_are_summed_over_nodes(server_factory: Callable[...,
             await c.join("p")
         await counts_a.wait_for(lambda e: e["count"] == 5, timeout=10)
         await counts_b.wait_for(lambda e: e["count"] == 5, timeout=10)
-        # a late joiner's snapshot carries the cluster-wide count too
+        # a late joiner's snapshot carries the cluster-wide count too (as of b's last report,
+        # every 0.2 s here)
+        await asyncio.sleep(0.5)
         async with client(b.url, "late") as late:
             snap = await late.join("p")
             assert snap["viewers"] >= 5
@@ -151,8 +153,8 @@ async def test_resume_on_another_node(nodes: Callable[[int], list[ServerProcess]
         v = client(a.url, "v1")
         await v.connect()
         snap = await v.join("r2")
-        await st.chat("r2", "before")
         stream = v.events("room:r2", types=["chat"])
+        await st.chat("r2", "before")
         first = await stream.next(5)
         epoch, last = snap["epoch"], first["seq"]
         await v.close()
@@ -288,5 +290,6 @@ async def test_likes_are_summed_over_nodes(server_factory: Callable[..., Any], p
             await on_b.like("lk", 4)
         await totals_a.wait_for(lambda e: e["total"] == 35, timeout=10)
         await totals_b.wait_for(lambda e: e["total"] == 35, timeout=10)
+        await asyncio.sleep(0.5)  # b's next report reads the total (snapshots are throttled)
         async with client(b.url, "lc") as late:
             assert (await late.join("lk"))["likes"] == 35
