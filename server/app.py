@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import signal
 import sqlite3
 import time
@@ -17,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
+from redis.asyncio import Redis
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import NegotiationError
 from websockets.http11 import Request, Response
@@ -26,6 +28,7 @@ from client_sdk.protocol import SUBPROTOCOLS, Close, Code, Role, room_channel
 from client_sdk.tokens import mint_token
 from server.auth import Identity
 from server.bus.local import LocalBus
+from server.bus.redis import RedisBus
 from server.config import Config
 from server.domain.room import Room
 from server.errors import SoukError
@@ -35,8 +38,12 @@ from server.http import HttpRoutes, bearer, json_response
 from server.metrics import Metrics
 from server.ops import fields
 from server.ops import media as media_ops
+from server.presence import ClusterPresence
+from server.replica import RoomReplica
 from server.rooms import Rooms
 from server.session import Session
+from server.store.base import CommerceStore
+from server.store.postgres import PostgresLedger, StockGate
 from server.store.sqlite import SqliteDatabase
 
 log = logging.getLogger("souk.app")
@@ -74,9 +81,26 @@ class App:
         self.clock_ms = wall_ms
         self.metrics = Metrics()
         self.hub = Hub(tick_s=cfg.tick_ms / 1000, soft_limit=cfg.soft_limit, hard_limit=cfg.hard_limit)
-        self.bus = LocalBus(self.hub, self.clock_ms, history=cfg.history)
+        self.bus: LocalBus | RedisBus
+        if cfg.redis:
+            self.redis: Redis | None = Redis.from_url(cfg.redis)
+            self.bus = RedisBus(self.hub, self.clock_ms, self.redis, prefix=cfg.redis_prefix,
+                                history=cfg.history)
+        else:
+            self.redis = None
+            self.bus = LocalBus(self.hub, self.clock_ms, history=cfg.history)
         self.rooms = Rooms(self.bus, likes_interval_s=cfg.likes_interval_s,
-                           viewers_interval_s=cfg.viewers_interval_s)
+                           viewers_interval_s=cfg.viewers_interval_s,
+                           on_create=self._node_unique_ids if cfg.redis else None)
+        self.presence: ClusterPresence | None = None
+        if isinstance(self.bus, RedisBus):
+            self.bus.on_remote = RoomReplica(self.rooms.get, self.expel).apply
+        if self.redis is not None:
+            self.rooms.count_viewers = False
+            self.rooms.count_likes = False
+            self.presence = ClusterPresence(
+                self.redis, self.rooms.by_channel, self.bus, prefix=cfg.redis_prefix,
+                interval_s=cfg.viewers_interval_s, watched=self.hub.has_subscribers)
         self.sessions: set[Session] = set()
         self.gateway = Gateway(self)
         self.http = HttpRoutes(self)
@@ -90,7 +114,13 @@ class App:
         from server.commerce import Commerce
         from server.community import Community
 
-        self.commerce: Any = Commerce(self.db, self._commerce_publish, self.clock_ms)
+        self.ledger: PostgresLedger | None = None
+        if cfg.postgres:
+            if self.redis is None:
+                raise SystemExit("souk: --postgres needs --redis (the stock gate lives there)")
+            self.ledger = PostgresLedger(cfg.postgres, StockGate(self.redis, cfg.redis_prefix))
+        store: CommerceStore | SqliteDatabase = self.db if self.ledger is None else self.ledger
+        self.commerce: Any = Commerce(store, self._commerce_publish, self.clock_ms)
 
         self.community: Any = Community(
             self.db, self.bus, self.clock_ms, answer_target_s=cfg.answer_target_s,
@@ -107,6 +137,7 @@ class App:
     # ---- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:
         self.db.start()
+        await self.bus.start()
         self._load_rooms()
         await self.community.start()
         await self.commerce.start()
@@ -118,6 +149,8 @@ class App:
             turn_urls=tuple(self.cfg.turn_url or ()), turn_secret=self.cfg.turn_secret or None,
         )
         self.rooms.start()
+        if self.presence is not None:
+            await self.presence.start()
         if self.cfg.demo:
             await self._seed_demo()
         self.server = await serve(
@@ -158,6 +191,8 @@ class App:
 
     async def stop(self) -> None:
         await self.rooms.stop()
+        if self.presence is not None:
+            await self.presence.stop()
         for task in list(self._tasks):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(task, 2)
@@ -171,6 +206,13 @@ class App:
             self.server.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.server.wait_closed(), 2)
+        await self.bus.stop()
+        if self.ledger is not None:
+            with contextlib.suppress(Exception):
+                await self.ledger.close()
+        if self.redis is not None:
+            with contextlib.suppress(Exception):
+                await self.redis.aclose()
         await self.db.close()
 
     async def run_forever(self) -> None:
@@ -186,12 +228,15 @@ class App:
     def subscribe(self, s: Session, ch: str) -> None:
         s.channels.add(ch)
         self.hub.subscribe(ch, s)
+        self.bus.watch(ch)
         if ch.startswith("room:") and s.identity is not None:  # operations: presence log
             self.operations.viewer_joined(ch[5:], s.identity.id, s.identity.role)
 
     def unsubscribe(self, s: Session, ch: str) -> None:
         s.channels.discard(ch)
         self.hub.unsubscribe(ch, s)
+        if not self.hub.has_subscribers(ch):
+            self.bus.unwatch(ch)
 
     def leave(self, s: Session, ch: str) -> None:
         if ch not in s.channels:
@@ -244,6 +289,10 @@ class App:
     # ---- feature hooks --------------------------------------------------------------
     async def snapshot(self, ch: str) -> dict[str, Any]:
         kind, _, key = ch.partition(":")
+        # first: in a cluster this may wait until the node receives the channel (and has
+        # caught up with other nodes' recent events); everything below is read without a
+        # pause, so the state and the seq match
+        epoch, seq = await self.bus.head(ch)
         snap: dict[str, Any] = {}
         room = self.rooms.get(ch)
         if room is not None:
@@ -258,10 +307,18 @@ class App:
                 snap.update(self.community.room_snapshot(key))
         elif kind == "group" and self.community is not None:
             snap.update(self.community.group_snapshot(key))
-        epoch, seq = self.bus.head(ch)
+        if self.presence is not None and room is not None:
+            snap["viewers"] = self.presence.total(ch)
+            snap["likes"] = self.presence.likes_total(ch)
         snap["epoch"] = epoch
         snap["seq"] = seq
         return snap
+
+    @staticmethod
+    def _node_unique_ids(room: Room) -> None:
+        """In a cluster each node numbers chat messages; start each node's numbering at a
+        random point so ids from two nodes do not collide (delete_message names one)."""
+        room.next_msg = secrets.randbelow(2**40) * 1000 + 1
 
     def check_text(self, text: str, ident: Identity, ch: str | None = None) -> None:
         """The link/ad filter (and, in a group, membership and the welfare rule)."""

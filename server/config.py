@@ -47,6 +47,7 @@ class Config:
     # connectors / scale-out
     webhook_port: int = 0
     redis: str = ""
+    redis_prefix: str = "souk:"
     postgres: str = ""
     workers: int = 1
     answer_target_s: int = 300
@@ -69,6 +70,7 @@ _FLAGS: dict[str, dict[str, Any]] = {
     "turn_secret": {"help": "coturn static-auth-secret for time-limited TURN credentials"},
     "webhook_port": {"type": int, "help": "port for inbound signed connector webhooks (0: off)"},
     "redis": {"help": "redis:// URL: run as a node of a cluster"},
+    "redis_prefix": {"help": "prefix of every Redis key and channel (one cluster per prefix)"},
     "postgres": {"help": "postgresql:// DSN for orders in cluster mode"},
     "workers": {"type": int, "help": "worker processes sharing the port (needs --redis)"},
     "answer_target_s": {"type": int, "help": "seconds before an open question is flagged"},

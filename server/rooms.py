@@ -32,6 +32,9 @@ class Rooms:
         self.dirty_likes: set[str] = set()
         self.dirty_viewers: set[str] = set()
         self.on_create = on_create
+        # False in a cluster: server/presence.py publishes the counts summed over every node
+        self.count_viewers = True
+        self.count_likes = True
         self._tasks: list[asyncio.Task[None]] = []
 
     def room(self, room_id: str) -> Room:
@@ -73,6 +76,8 @@ class Rooms:
 
     def _flush_likes(self) -> None:
         dirty, self.dirty_likes = self.dirty_likes, set()
+        if not self.count_likes:
+            return
         for ch in dirty:
             room = self.by_channel.get(ch)
             if room is not None and (ev := room.likes_changed()) is not None:
@@ -80,6 +85,8 @@ class Rooms:
 
     def _flush_viewers(self) -> None:
         dirty, self.dirty_viewers = self.dirty_viewers, set()
+        if not self.count_viewers:
+            return
         for ch in dirty:
             room = self.by_channel.get(ch)
             if room is not None and (ev := room.viewers_changed()) is not None:

@@ -70,12 +70,25 @@ class LocalBus:
         self.hub.deliver(ch, event, droppable)
         return event
 
-    def head(self, ch: str) -> tuple[str, int]:
-        """(epoch, last seq) of a channel: what a snapshot carries so the client can resume."""
+    def watch(self, ch: str) -> None:
+        """A local subscriber appeared on `ch`: nothing to do, every event is local."""
+
+    def unwatch(self, ch: str) -> None:
+        """The last local subscriber of `ch` left: nothing to do."""
+
+    async def start(self) -> None:
+        """Nothing to connect to (same lifecycle as RedisBus)."""
+
+    async def stop(self) -> None:
+        """Nothing to close."""
+
+    async def head(self, ch: str) -> tuple[str, int]:
+        """(epoch, last seq) of a channel: what a snapshot carries so the client can resume.
+        Async like RedisBus.head, where it may wait for Redis."""
         log = self.log(ch)
         return log.epoch, log.seq
 
-    def since(self, ch: str, seq: int, epoch: str | None) -> list[Event] | None:
+    async def since(self, ch: str, seq: int, epoch: str | None) -> list[Event] | None:
         """Events after `seq`, or None when they are no longer all in the history."""
         log = self.log(ch)
         if epoch is not None and epoch != log.epoch:

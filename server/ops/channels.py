@@ -97,8 +97,8 @@ async def resume(app: App, s: Session, frame: Frame) -> Result:
     await authorize_channel(app, s.identity, ch)
     _enter(app, s, ch)
     app.hub.flush(ch)  # whatever was pending is now in both the history and the socket
-    missed = app.bus.since(ch, seq, epoch)
-    head_epoch, head_seq = app.bus.head(ch)
+    missed = await app.bus.since(ch, seq, epoch)
+    head_epoch, head_seq = await app.bus.head(ch)
     if missed is None:
         snapshot: dict[str, Any] = await app.snapshot(ch)
         s.send({"op": "event", "ch": ch, "type": "resync", "epoch": head_epoch, "seq": head_seq,

@@ -21,7 +21,7 @@ async def auth(app: App, s: Session, frame: Frame) -> Result:
     identity = verify_token(frame.get("token"), app.cfg.secret)
     s.identity = identity
     app.subscribe(s, user_channel(identity.id))
-    epoch, seq = app.bus.head(user_channel(identity.id))
+    epoch, seq = await app.bus.head(user_channel(identity.id))
     return {"user": identity.public(), "ch": user_channel(identity.id), "epoch": epoch, "seq": seq,
             "server_time": app.clock_ms()}
 
