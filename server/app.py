@@ -141,6 +141,12 @@ class App:
         self._load_rooms()
         await self.community.start()
         await self.commerce.start()
+        if self.ledger is not None:
+            # orders live in PostgreSQL; the embedded ledger's tables still exist (empty) so
+            # that the operations features start; their order-based numbers are refused
+            from server.store.ledger import SqliteLedger
+
+            await SqliteLedger(self.db).migrate()
         await self.operations.start()  # after both: it reads their tables
         from media.relay import MediaRelay
 
@@ -462,6 +468,11 @@ class App:
         self.http.api["rooms/*/orders"] = room_orders
         self.http.api["rooms/*/stats"] = room_stats
 
+    def _metrics_available(self) -> None:
+        if self.ledger is not None:
+            raise SoukError(Code.UNAVAILABLE, "the merchant's numbers read orders from the embedded "
+                            "ledger; in cluster mode (--postgres) they are not available yet")
+
     def _register_operations_api(self) -> None:
         """The merchant's numbers (issue 10): streamer/admin tokens of the shop."""
 
@@ -475,6 +486,7 @@ class App:
             ident = merchant(request, query)
             if not fields.ID_RE.match(parts[1]) or not ident.may_enter_room(parts[1]):
                 raise SoukError(Code.FORBIDDEN, "your token does not admit you to this room")
+            self._metrics_available()
             await self.operations.flush()
             return json_response(await self.operations.metrics.room_metrics(parts[1]))
 
@@ -485,6 +497,7 @@ class App:
                 raise SoukError(Code.NOT_FOUND, "no such group")
             if ident.role != Role.ADMIN and group.shop != ident.shop:
                 raise SoukError(Code.FORBIDDEN, "this group belongs to another shop")
+            self._metrics_available()
             await self.operations.flush()
             return json_response(await self.operations.metrics.group_metrics(parts[1], self.clock_ms()))
 
@@ -492,6 +505,7 @@ class App:
             if parts[1] != "metrics":  # the router matches "shop/*"
                 raise SoukError(Code.NOT_FOUND, "no such resource")
             ident = merchant(request, query)
+            self._metrics_available()
             await self.operations.flush()
             return json_response(await self.operations.metrics.shop_metrics(ident.shop))
 

@@ -39,6 +39,7 @@ STATUS_FOR_CODE = {
     Code.BAD_FRAME: 400,
     Code.RATE_LIMITED: 429,
     Code.CONFLICT: 409,
+    Code.UNAVAILABLE: 503,
 }
 
 Route = Callable[["App", Request, dict[str, list[str]], list[str]], Awaitable[Response]]

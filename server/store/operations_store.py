@@ -122,8 +122,11 @@ class OperationsStore:
 
     async def late_indexes(self) -> None:
         def run(conn: sqlite3.Connection) -> None:
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             for sql in LATE_INDEXES:
-                conn.execute(sql)
+                table = sql.split(" ON ", 1)[1].split(" ", 1)[0]
+                if table in tables:  # orders live in PostgreSQL in cluster mode
+                    conn.execute(sql)
 
         await self.db.write(run)
 
