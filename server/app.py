@@ -421,11 +421,11 @@ class App:
         if role not in Role.ALL:
             raise SoukError(Code.INVALID, f"role must be one of {', '.join(Role.ALL)}")
         room = (query.get("room") or ["demo"])[0]
-        if not fields.ID_RE.match(room):
+        if not fields.ID_RE.fullmatch(room):
             raise SoukError(Code.INVALID, "bad room id")
         name = (query.get("name") or [""])[0][:32]
         sub = (query.get("sub") or [""])[0][:64]
-        if not sub or not fields.ID_RE.match(sub):
+        if not sub or not fields.ID_RE.fullmatch(sub):
             sub = f"{role}-{int(time.time() * 1000) % 10_000_000:07d}-{len(self.sessions)}"
         token = mint_token(self.cfg.secret, sub, name=name or sub, role=role, rooms=[room, "*"] if role == "admin" else [room],
                            groups=["*"], ttl_s=12 * 3600)
@@ -484,7 +484,7 @@ class App:
 
         async def room_metrics(request: Request, query: dict[str, list[str]], parts: list[str]) -> Response:
             ident = merchant(request, query)
-            if not fields.ID_RE.match(parts[1]) or not ident.may_enter_room(parts[1]):
+            if not fields.ID_RE.fullmatch(parts[1]) or not ident.may_enter_room(parts[1]):
                 raise SoukError(Code.FORBIDDEN, "your token does not admit you to this room")
             self._metrics_available()
             await self.operations.flush()

@@ -22,7 +22,7 @@ MAX_PRICE: Final = 100_000_000_00  # 100 million in the major unit: far above an
 MAX_STOCK: Final = 1_000_000
 MAX_NAME: Final = 64
 
-_ID_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
+ID_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")  # the one id rule (ops reuse it)
 _CURRENCY_RE: Final = re.compile(r"[A-Z]{3}")
 _CONTROL_RE: Final = re.compile(r"[\x00-\x1f\x7f]")
 _MISSING: Final = object()
@@ -82,7 +82,7 @@ def text(fields: Mapping[str, Any], name: str, lo: int, hi: int, default: str | 
 
 def ident_value(value: Any, name: str) -> str:
     """An id as the protocol carries it: 1-64 of letters, digits and `_ . : -`."""
-    if not isinstance(value, str) or not _ID_RE.fullmatch(value):
+    if not isinstance(value, str) or not ID_RE.fullmatch(value):
         raise invalid(name, "must be an id of 1-64 letters, digits, '_', '.', ':' or '-'")
     return value
 

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 async def authorize_channel(app: App, ident: Identity, ch: str) -> None:
     """May this identity subscribe to `ch`? Raises forbidden/not_found/invalid otherwise."""
     kind, _, key = ch.partition(":")
-    if not key or not fields.ID_RE.match(key):
+    if not key or not fields.ID_RE.fullmatch(key):
         raise SoukError(Code.INVALID, "'ch' must be room:<id>, group:<id>, user:<id> or staff:<room>")
     if kind == "room":
         if not ident.may_enter_room(key):

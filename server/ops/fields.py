@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import re
-
 from client_sdk.protocol import Code, Frame
+from server.domain.fields import ID_RE
 from server.errors import SoukError
 
-ID_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
+__all__ = ["ID_RE", "ident", "integer", "opt_ident", "room_or_group", "text"]
+
 
 
 def ident(frame: Frame, name: str) -> str:
     """A required id (room, group, product, ...): 1-64 of [A-Za-z0-9_.:-]."""
     value = frame.get(name)
-    if not isinstance(value, str) or not ID_RE.match(value):
-        raise SoukError(Code.INVALID, f"'{name}' must be an id (1-64 characters of A-Z a-z 0-9 _ . : -)")
+    if not isinstance(value, str) or not ID_RE.fullmatch(value):
+        raise SoukError(Code.INVALID, f"'{name}' must be an id (1-64 characters of A-Z a-z 0-9 _ . : -, starting with a letter or digit)")
     return value
 
 
