@@ -120,9 +120,9 @@ class App:
                 raise SystemExit("souk: --postgres needs --redis (the stock gate lives there)")
             self.ledger = PostgresLedger(cfg.postgres, StockGate(self.redis, cfg.redis_prefix))
         store: CommerceStore | SqliteDatabase = self.db if self.ledger is None else self.ledger
-        self.commerce: Any = Commerce(store, self._commerce_publish, self.clock_ms)
+        self.commerce = Commerce(store, self._commerce_publish, self.clock_ms)
 
-        self.community: Any = Community(
+        self.community = Community(
             self.db, self.bus, self.clock_ms, answer_target_s=cfg.answer_target_s,
             webhook_host=cfg.host, webhook_port=cfg.webhook_port or None,
         )
@@ -288,9 +288,7 @@ class App:
     async def may_enter_group(self, ident: Identity, group: str) -> bool:
         if ident.token_lists_group(group):
             return True
-        if self.community is not None:
-            return bool(self.community.is_member(ident.id, group))
-        return False
+        return bool(self.community.is_member(ident.id, group))
 
     # ---- feature hooks --------------------------------------------------------------
     async def snapshot(self, ch: str) -> dict[str, Any]:
@@ -304,14 +302,9 @@ class App:
         if room is not None:
             snap.update(room.snapshot())
         if kind == "room":
-            snap.setdefault("questions", [])
-            snap.setdefault("sales", [])
-            snap.setdefault("teambuys", [])
-            if self.commerce is not None:
-                snap.update(self.commerce.room_snapshot(key))
-            if self.community is not None:
-                snap.update(self.community.room_snapshot(key))
-        elif kind == "group" and self.community is not None:
+            snap.update(self.commerce.room_snapshot(key))
+            snap.update(self.community.room_snapshot(key))
+        elif kind == "group":
             snap.update(self.community.group_snapshot(key))
         if self.presence is not None and room is not None:
             snap["viewers"] = self.presence.total(ch)

@@ -15,16 +15,9 @@ if TYPE_CHECKING:
     from server.session import Session
 
 
-def _community(app: App) -> object:
-    if app.community is None:
-        raise SoukError(Code.UNAVAILABLE, "community features are not enabled on this server")
-    return app.community
-
-
 def _delegate(name: str, *, joined_room: bool = False, staff: bool = False) -> Handler:
     async def handler(app: App, s: Session, frame: Frame) -> Result:
         assert s.identity is not None
-        _community(app)
         if joined_room:
             room = fields.ident(frame, "room")
             if room_channel(room) not in s.channels:
@@ -80,7 +73,6 @@ op("connector_create", roles=ADMINS)(_delegate("connector_create"))
 @op("remove", roles=MODERATORS)
 async def remove(app: App, s: Session, frame: Frame) -> Result:
     assert s.identity is not None
-    _community(app)
     gid = fields.ident(frame, "group")
     await app.community.dispatch("remove", s.identity.public(), frame, shop=s.identity.shop)
     app.expel(fields.ident(frame, "user"), group_channel(gid))
@@ -91,7 +83,6 @@ async def remove(app: App, s: Session, frame: Frame) -> Result:
 async def warn(app: App, s: Session, frame: Frame) -> Result:
     """One more offence on the warn → mute → remove ladder, applied at once."""
     assert s.identity is not None
-    _community(app)
     ch, room = staff_room(app, s, frame)
     user = fields.ident(frame, "user")
     step = await app.community.offence(ch, user)
