@@ -294,20 +294,27 @@ class Client:
             if seq > st.seq + 1:
                 if not st.resuming:  # a hole: the resume delivers it and what follows, in order
                     st.resuming = True
-                    asyncio.get_running_loop().create_task(self._resume(ch, st))
+                    asyncio.get_running_loop().create_task(self._resume_gap(ch, st))
                 return
             st.seq = seq
         for stream in list(self._streams):
             stream._offer(ev)
 
     async def _resume(self, ch: str, st: ChannelState) -> None:
+        """Ask for what followed `st.seq` (or a resync); the one resume path, for gaps and
+        reconnects alike. Raises the server's refusal."""
+        st.resuming = True
         try:
             reply = await self.request("resume", ch=ch, seq=st.seq, epoch=st.epoch)
-            st.resuming = False
-            if "seq" in reply and reply.get("resync"):
+            if reply.get("resync"):
                 st.seq, st.epoch = int(reply["seq"]), reply.get("epoch")
-        except SoukError as exc:
+        finally:
             st.resuming = False
+
+    async def _resume_gap(self, ch: str, st: ChannelState) -> None:
+        try:
+            await self._resume(ch, st)
+        except SoukError as exc:
             log.warning("resume of %s failed: %s", ch, exc)
 
     # ---- reading and reconnecting ---------------------------------------------------
@@ -372,13 +379,7 @@ class Client:
         try:
             await self._authenticate()
             for ch, st in list(self.channels.items()):
-                st.resuming = True
-                try:
-                    reply = await self.request("resume", ch=ch, seq=st.seq, epoch=st.epoch)
-                    if reply.get("resync"):
-                        st.seq, st.epoch = int(reply["seq"]), reply.get("epoch")
-                finally:
-                    st.resuming = False
+                await self._resume(ch, st)
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
