@@ -1,8 +1,15 @@
-"""Field validation for op frames: every value from a client is hostile until checked."""
+"""Field validation for op frames: every value from a client is hostile until checked.
+
+Ids and integers follow the domain's rules (server/domain/fields.py), so a room id or a
+quantity is judged the same wherever it arrives; `text` stays here because chat keeps the
+text exactly as typed (newlines included), where the domain's `text` strips and refuses
+control characters.
+"""
 
 from __future__ import annotations
 
 from client_sdk.protocol import Code, Frame
+from server.domain import fields as domain_fields
 from server.domain.fields import ID_RE
 from server.errors import SoukError
 
@@ -11,11 +18,8 @@ __all__ = ["ID_RE", "ident", "integer", "opt_ident", "room_or_group", "text"]
 
 
 def ident(frame: Frame, name: str) -> str:
-    """A required id (room, group, product, ...): 1-64 of [A-Za-z0-9_.:-]."""
-    value = frame.get(name)
-    if not isinstance(value, str) or not ID_RE.fullmatch(value):
-        raise SoukError(Code.INVALID, f"'{name}' must be an id (1-64 characters of A-Z a-z 0-9 _ . : -, starting with a letter or digit)")
-    return value
+    """A required id (room, group, product, ...)."""
+    return domain_fields.ident_value(frame.get(name), name)
 
 
 def opt_ident(frame: Frame, name: str) -> str | None:
@@ -32,12 +36,7 @@ def text(frame: Frame, name: str, max_len: int, *, required: bool = True) -> str
 
 
 def integer(frame: Frame, name: str, lo: int, hi: int, default: int | None = None) -> int:
-    value = frame.get(name, default)
-    if value is None and default is not None:
-        value = default
-    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
-        raise SoukError(Code.INVALID, f"'{name}' must be an integer {lo}..{hi}")
-    return value
+    return domain_fields.integer(frame, name, lo, hi, default)
 
 
 def room_or_group(frame: Frame) -> tuple[str, str]:
