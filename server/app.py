@@ -95,6 +95,7 @@ class App:
         self.presence: ClusterPresence | None = None
         if isinstance(self.bus, RedisBus):
             self.bus.on_remote = RoomReplica(self.rooms.get, self.expel).apply
+            self.bus.snapshot_of = self.snapshot_at
         if self.redis is not None:
             self.rooms.count_viewers = False
             self.rooms.count_likes = False
@@ -292,11 +293,17 @@ class App:
 
     # ---- feature hooks --------------------------------------------------------------
     async def snapshot(self, ch: str) -> dict[str, Any]:
-        kind, _, key = ch.partition(":")
         # first: in a cluster this may wait until the node receives the channel (and has
         # caught up with other nodes' recent events); everything below is read without a
         # pause, so the state and the seq match
         epoch, seq = await self.bus.head(ch)
+        return self.snapshot_at(ch, epoch, seq)
+
+    def snapshot_at(self, ch: str, epoch: str, seq: int) -> dict[str, Any]:
+        """The snapshot of `ch` as this node holds it, labelled with (epoch, seq): no await,
+        so nothing can slip in between the state and its label (also used by the cluster bus
+        for the `resync` it pushes when Redis lost a channel's history)."""
+        kind, _, key = ch.partition(":")
         snap: dict[str, Any] = {}
         room = self.rooms.get(ch)
         if room is not None:

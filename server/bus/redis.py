@@ -38,10 +38,18 @@ from server.fanout import Event, Hub
 
 log = logging.getLogger("souk.bus.redis")
 
-# KEYS: seq, epoch, log.  ARGV: pub/sub channel, body, epoch candidate, maxlen, ttl seconds.
+# KEYS: seq, epoch, log, pubs.  ARGV: pub/sub channel, body, epoch candidate, maxlen, ttl
+# seconds, node id, the node's publish counter.
 # The TTL (idle channels vanish) is refreshed every 64th event: cheaper, and a TTL of hours
 # makes the difference moot.
+# `pubs` holds each node's last counter on the channel: a batch retried after a connection
+# broke mid-pipeline (some scripts ran, the replies were lost) runs those again, and they
+# must not publish twice. A node's counter only grows and one connection keeps its order,
+# so "counter <= last" means "already published".
 PUBLISH_LUA = """
+local last = redis.call('HGET', KEYS[4], ARGV[6])
+if last and tonumber(last) >= tonumber(ARGV[7]) then return -1 end
+redis.call('HSET', KEYS[4], ARGV[6], ARGV[7])
 if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('SET', KEYS[2], ARGV[3])
   redis.call('DEL', KEYS[3])
@@ -57,6 +65,7 @@ if seq % 64 == 1 then
   redis.call('EXPIRE', KEYS[1], ARGV[5])
   redis.call('EXPIRE', KEYS[2], ARGV[5])
   redis.call('EXPIRE', KEYS[3], ARGV[5])
+  redis.call('EXPIRE', KEYS[4], ARGV[5])
 end
 redis.call('PUBLISH', ARGV[1], ep .. '\\n' .. seq .. '\\n' .. ARGV[2])
 return seq
@@ -127,9 +136,13 @@ class RedisBus:
         self.node_id = secrets.token_hex(6)
         # called with (ch, event) for every event another node published on a watched channel
         self.on_remote: Callable[[str, Event], None] | None = None
+        # (ch, epoch, seq) -> the channel's snapshot as this node holds it, for the `resync`
+        # pushed when Redis lost the channel's history (None: an empty snapshot)
+        self.snapshot_of: Callable[[str, str, int], dict[str, Any]] | None = None
         self.published = 0  # scripts Redis has run for this node
         self.lost = 0  # events given up after Redis refused them
-        self._outbox: deque[tuple[str, bytes, int]] = deque()
+        self._outbox: deque[tuple[str, bytes, int, int]] = deque()
+        self._counter = 0  # numbers this node's publishes (see PUBLISH_LUA)
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -145,7 +158,7 @@ class RedisBus:
     # ---- keys -----------------------------------------------------------------------
     def _keys(self, ch: str) -> list[str]:
         tag = f"{self.prefix}{{{ch}}}"
-        return [tag + ":seq", tag + ":epoch", tag + ":log"]
+        return [tag + ":seq", tag + ":epoch", tag + ":log", tag + ":pubs"]
 
     def _topic(self, ch: str) -> str:
         return self.prefix + ch
@@ -208,7 +221,8 @@ class RedisBus:
         event["ts"] = self.clock_ms()
         event["type"] = type
         body = msgpack.packb([droppable, event, self.node_id], use_bin_type=True)
-        self._outbox.append((ch, body, self._limit(ch)))
+        self._counter += 1
+        self._outbox.append((ch, body, self._limit(ch), self._counter))
         self._idle.clear()
         self._wake.set()
 
@@ -237,12 +251,12 @@ class RedisBus:
                 self._outbox.popleft()
             self.published += n
 
-    async def _run_batch(self, items: list[tuple[str, bytes, int]]) -> None:
+    async def _run_batch(self, items: list[tuple[str, bytes, int, int]]) -> None:
         pipe = self.redis.pipeline(transaction=False)
-        ttl = self.ttl_s
-        for ch, body, limit in items:
-            pipe.evalsha(self._publish_sha, 3, *self._keys(ch), self._topic(ch), body,
-                         secrets.token_hex(4), limit, ttl)
+        ttl, node = self.ttl_s, self.node_id
+        for ch, body, limit, n in items:
+            pipe.evalsha(self._publish_sha, 4, *self._keys(ch), self._topic(ch), body,
+                         secrets.token_hex(4), limit, ttl, node, n)
         results = await pipe.execute(raise_on_error=False)
         for r in results:
             if isinstance(r, NoScriptError):
@@ -256,7 +270,7 @@ class RedisBus:
     async def _remote_head(self, ch: str) -> tuple[str, int]:
         try:
             ep, seq = await self.redis.evalsha(
-                self._head_sha, 3, *self._keys(ch), secrets.token_hex(4), self.ttl_s)
+                self._head_sha, 3, *self._keys(ch)[:3], secrets.token_hex(4), self.ttl_s)
         except NoScriptError:
             self._head_sha = str(await self.redis.script_load(HEAD_LUA))
             return await self._remote_head(ch)
@@ -527,8 +541,14 @@ class RedisBus:
         log.info("channel history reset", extra={"ch": w.ch, "epoch": epoch, "seq": seq})
         w.epoch, w.delivered = epoch, seq
         w.ahead = {s: v for s, v in w.ahead.items() if s > seq}
+        snapshot: dict[str, Any] = {}
+        if self.snapshot_of is not None:
+            try:  # the node's state outlived Redis's history: hand it over with the reset
+                snapshot = self.snapshot_of(w.ch, epoch, seq)
+            except Exception:
+                log.exception("snapshot for the resync of %s failed", w.ch)
         event: Event = {"op": "event", "ch": w.ch, "type": "resync", "epoch": epoch, "seq": seq,
-                        "ts": self.clock_ms(), "snapshot": {}}
+                        "ts": self.clock_ms(), "snapshot": snapshot}
         self.hub.deliver(w.ch, event, False)
 
 

@@ -352,10 +352,35 @@ async def test_redis_gap_is_filled_from_the_stream(redis_backend: Backend) -> No
     for i in (1, 2, 3):  # published to the stream, but on a topic nobody listens to
         body = msgpack.packb([False, {"op": "event", "ch": "room:g", "ts": 1, "type": "chat",
                                       "i": i}])
-        await redis_backend.redis.eval(PUBLISH_LUA, 3, *keys, "nowhere", body, "e", 100, 60)
+        await redis_backend.redis.eval(PUBLISH_LUA, 4, *keys, "nowhere", body, "e", 100, 60,
+                                       "other-node", i)
     a.bus.publish("room:g", "chat", {"i": 4})
     await wait_for(lambda: len(sub.of("room:g")) == 5)
     assert [(e["seq"], e["i"]) for e in sub.of("room:g")] == [(k + 1, k) for k in range(5)]
+
+
+async def test_redis_batch_retried_after_a_broken_pipeline_publishes_once(
+        redis_backend: Backend) -> None:
+    """A pipeline whose replies were lost (the connection broke after Redis ran it) is sent
+    again by the writer: the scripts that already ran must not publish a second time."""
+    a = await redis_backend.node()
+    assert isinstance(a.bus, RedisBus)
+    sub = Recorder()
+    a.subscribe("room:r", sub)
+    await a.bus.head("room:r")
+    a.bus.publish("room:r", "chat", {"i": 0})
+    await redis_backend.settle()
+    base = a.bus._counter
+    a.bus._counter += 2  # the two publishes of the batch below take the next two numbers
+    items = [("room:r", msgpack.packb([False, {"op": "event", "ch": "room:r", "ts": 1,
+                                               "type": "chat", "i": i}, a.bus.node_id]),
+              100, base + i) for i in (1, 2)]
+    await a.bus._run_batch(items[:1])  # the first script ran, then "the connection broke"
+    await a.bus._run_batch(items)  # the writer's retry of the whole batch
+    a.bus.publish("room:r", "chat", {"i": 3})  # counters go on growing: published
+    await wait_for(lambda: len(sub.of("room:r")) == 4)
+    await asyncio.sleep(0.1)
+    assert [(e["seq"], e["i"]) for e in sub.of("room:r")] == [(1, 0), (2, 1), (3, 2), (4, 3)]
 
 
 async def test_redis_flush_mid_stream_tells_subscribers_to_resync(redis_backend: Backend) -> None:

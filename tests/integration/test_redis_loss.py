@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -22,6 +23,7 @@ from server.bus.redis import RedisBus
 from server.fanout import Hub
 from tests.conftest import free_port
 from tests.integration.test_bus_backends import Recorder, wait_for
+from tests.integration.test_cluster import client
 
 pytestmark = [pytest.mark.scaleout, pytest.mark.timeout(60)]
 
@@ -76,6 +78,7 @@ async def test_redis_restart_mid_stream(private_redis: PrivateRedis) -> None:
     await _ping(private_redis.url)
     hub = Hub(tick_s=0.002)
     bus = RedisBus(hub, lambda: 1, Redis.from_url(private_redis.url), prefix="t:", linger_s=0.2)
+    bus.snapshot_of = lambda ch, epoch, seq: {"chat": ["what this node holds"], "at": [epoch, seq]}
     await bus.start()
     try:
         sub = Recorder()
@@ -99,6 +102,9 @@ async def test_redis_restart_mid_stream(private_redis: PrivateRedis) -> None:
         after = sub.events[3:]
         resync = [e for e in after if e["type"] == "resync"]
         assert len(resync) == 1 and resync[0]["epoch"] != old_epoch
+        # the node's state outlived Redis: the resync hands it over, labelled with the reset
+        assert resync[0]["snapshot"] == {"chat": ["what this node holds"],
+                                         "at": [resync[0]["epoch"], resync[0]["seq"]]}
         new_epoch = resync[0]["epoch"]
         chats = [e for e in after if e["type"] == "chat"]
         # the new history starts right after the resync point, gap-free
@@ -113,3 +119,30 @@ async def test_redis_restart_mid_stream(private_redis: PrivateRedis) -> None:
     finally:
         await bus.stop()
         await bus.redis.aclose()
+
+
+async def test_server_resync_after_redis_loss_carries_the_rooms_state(
+        private_redis: PrivateRedis, server_factory: Callable[..., Any]) -> None:
+    """End to end: a viewer of a real server is told to resync when Redis comes back empty,
+    and the resync's snapshot is the room as the node still holds it (its chat), so the
+    client does not need a fresh `join` to redraw."""
+    await _ping(private_redis.url)
+    srv = await server_factory(redis=private_redis.url, redis_prefix="loss:")
+    async with client(srv.url, "s1", "streamer") as st, client(srv.url, "v1") as v:
+        await st.join("lr")
+        await v.join("lr")
+        chats = v.events("room:lr", types=["chat"])
+        await st.chat("lr", "before the loss")
+        await chats.next(10)
+        resyncs = v.events("room:lr", types=["resync"])
+        private_redis.kill()
+        private_redis.start()
+        await _ping(private_redis.url)
+        await st.chat("lr", "after the loss")
+        resync = await resyncs.next(20)
+        texts = [m["text"] for m in resync["snapshot"]["chat"]]
+        assert "before the loss" in texts
+        assert resync["snapshot"]["seq"] == resync["seq"]
+        assert resync["snapshot"]["epoch"] == resync["epoch"]
+        after = await chats.next(10)
+        assert after["text"] == "after the loss" and after["seq"] == resync["seq"] + 1
