@@ -82,10 +82,13 @@ class App:
         self.metrics = Metrics()
         self.hub = Hub(tick_s=cfg.tick_ms / 1000, soft_limit=cfg.soft_limit, hard_limit=cfg.hard_limit)
         self.bus: LocalBus | RedisBus
+        if cfg.redis_shard and not cfg.redis:
+            raise SystemExit("souk: --redis-shard needs --redis (the first shard)")
         if cfg.redis:
             self.redis: Redis | None = Redis.from_url(cfg.redis)
             self.bus = RedisBus(self.hub, self.clock_ms, self.redis, prefix=cfg.redis_prefix,
-                                history=cfg.history)
+                                history=cfg.history,
+                                shards=[Redis.from_url(url) for url in cfg.redis_shard])
         else:
             self.redis = None
             self.bus = LocalBus(self.hub, self.clock_ms, history=cfg.history)

@@ -48,6 +48,7 @@ class Config:
     webhook_port: int = 0
     redis: str = ""
     redis_prefix: str = "souk:"
+    redis_shard: list[str] = field(default_factory=list)
     postgres: str = ""
     workers: int = 1
     answer_target_s: int = 300
@@ -71,6 +72,10 @@ _FLAGS: dict[str, dict[str, Any]] = {
     "webhook_port": {"type": int, "help": "port for inbound signed connector webhooks (0: off)"},
     "redis": {"help": "redis:// URL: run as a node of a cluster"},
     "redis_prefix": {"help": "prefix of every Redis key and channel (one cluster per prefix)"},
+    "redis_shard": {"action": "append",
+                    "help": "a further Redis for the bus: channels are spread over --redis and "
+                            "these by a hash of their name (repeatable; the same list in the "
+                            "same order on every node)"},
     "postgres": {"help": "postgresql:// DSN for orders in cluster mode"},
     "workers": {"type": int, "help": "worker processes sharing the port (needs --redis)"},
     "answer_target_s": {"type": int, "help": "seconds before an open question is flagged"},

@@ -13,7 +13,12 @@ Why this shape (DESIGN.md §6, issue 9):
 - The channel's `epoch` lives in Redis next to its seq and is created with it, so a client can
   resume on any node, and a history that restarts (Redis flushed, keys expired) gets a new
   epoch: clients are told to resync instead of being handed the wrong events.
-- Keys of one channel share a hash tag (`{room:x}`), so a Redis Cluster shards by channel.
+- Shards: the bus may spread channels over several independent Redis servers (`--redis`
+  plus `--redis-shard`, the same list in the same order on every node): a channel's keys and
+  its pub/sub topic live on the shard its name hashes to (CRC-32), so each Redis carries only
+  its share of the publishes and of the fan-out to nodes. Each shard has its own connection,
+  writer, subscriber connection and reader; per-channel order needs nothing across shards.
+- Keys of one channel also share a hash tag (`{room:x}`), for a Redis Cluster behind a proxy.
 
 Stream entry ids are `0-<seq>`, so `since` is one XRANGE by seq.
 """
@@ -24,8 +29,9 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import zlib
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -107,8 +113,31 @@ class _Watch:
     linger: asyncio.TimerHandle | None = None
 
 
+class _Shard:
+    """One Redis server of the bus: the channels that hash to it, with their own connection,
+    publish queue, subscriber connection and tasks."""
+
+    def __init__(self, index: int, redis: Redis) -> None:
+        self.index = index
+        self.redis = redis
+        self.outbox: deque[tuple[str, bytes, int, int]] = deque()
+        self.wake = asyncio.Event()
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.control: deque[tuple[str, str]] = deque()
+        self.control_wake = asyncio.Event()
+        self.pending_acks: dict[str, int] = {}
+        self.pubsub: PubSub | None = None
+        self.publish_sha = ""
+        self.head_sha = ""
+        self.published = 0
+
+
 class RedisBus:
-    """Publish/head/since over Redis; same contract as LocalBus (server/bus/base.py)."""
+    """Publish/head/since over Redis; same contract as LocalBus (server/bus/base.py).
+
+    `redis` is the first shard (and the Redis other cluster features use); `shards` adds more
+    Redis servers for the bus only."""
 
     def __init__(
         self,
@@ -122,10 +151,12 @@ class RedisBus:
         ttl_s: int = 24 * 3600,
         linger_s: float = 5.0,
         batch: int = 512,
+        shards: Sequence[Redis] = (),
     ) -> None:
         self.hub = hub
         self.clock_ms = clock_ms
         self.redis = redis
+        self.shards = [_Shard(i, r) for i, r in enumerate([redis, *shards])]
         self.prefix = prefix
         self.history = history
         self.user_history = user_history
@@ -139,21 +170,15 @@ class RedisBus:
         # (ch, epoch, seq) -> the channel's snapshot as this node holds it, for the `resync`
         # pushed when Redis lost the channel's history (None: an empty snapshot)
         self.snapshot_of: Callable[[str, str, int], dict[str, Any]] | None = None
-        self.published = 0  # scripts Redis has run for this node
         self.lost = 0  # events given up after Redis refused them
-        self._outbox: deque[tuple[str, bytes, int, int]] = deque()
         self._counter = 0  # numbers this node's publishes (see PUBLISH_LUA)
-        self._wake = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._control: deque[tuple[str, str]] = deque()
-        self._control_wake = asyncio.Event()
-        self._pending_acks: dict[str, int] = {}
-        self._pubsub: PubSub | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
-        self._publish_sha = ""
-        self._head_sha = ""
+
+    @property
+    def published(self) -> int:
+        """Scripts Redis has run for this node (all shards)."""
+        return sum(sh.published for sh in self.shards)
 
     # ---- keys -----------------------------------------------------------------------
     def _keys(self, ch: str) -> list[str]:
@@ -163,21 +188,27 @@ class RedisBus:
     def _topic(self, ch: str) -> str:
         return self.prefix + ch
 
+    def _shard(self, ch: str) -> _Shard:
+        if len(self.shards) == 1:
+            return self.shards[0]
+        return self.shards[zlib.crc32(ch.encode()) % len(self.shards)]
+
     def _limit(self, ch: str) -> int:
         return self.user_history if ch.startswith("user:") else self.history
 
     # ---- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:
-        self._publish_sha = str(await self.redis.script_load(PUBLISH_LUA))
-        self._head_sha = str(await self.redis.script_load(HEAD_LUA))
-        self._pubsub = self.redis.pubsub()
-        await self._pubsub.subscribe(self._topic(CONTROL))
         loop = asyncio.get_running_loop()
-        self._tasks = [
-            loop.create_task(self._writer()),
-            loop.create_task(self._reader()),
-            loop.create_task(self._controller()),
-        ]
+        for sh in self.shards:
+            sh.publish_sha = str(await sh.redis.script_load(PUBLISH_LUA))
+            sh.head_sha = str(await sh.redis.script_load(HEAD_LUA))
+            sh.pubsub = sh.redis.pubsub()
+            await sh.pubsub.subscribe(self._topic(CONTROL))
+            self._tasks += [
+                loop.create_task(self._writer(sh)),
+                loop.create_task(self._reader(sh)),
+                loop.create_task(self._controller(sh)),
+            ]
 
     async def stop(self) -> None:
         with contextlib.suppress(TimeoutError):
@@ -192,16 +223,21 @@ class RedisBus:
         for w in self.watched.values():
             if w.linger is not None:
                 w.linger.cancel()
-        if self._pubsub is not None:
+        for sh in self.shards:
+            if sh.pubsub is not None:
+                with contextlib.suppress(Exception):
+                    await sh.pubsub.aclose()  # type: ignore[no-untyped-call]
+                sh.pubsub = None
+        for sh in self.shards[1:]:  # the first is the caller's connection: it closes it
             with contextlib.suppress(Exception):
-                await self._pubsub.aclose()  # type: ignore[no-untyped-call]
-            self._pubsub = None
+                await sh.redis.aclose()
 
     async def drained(self) -> None:
         """Wait until every queued publish has been run by Redis (tests, drain)."""
-        while self._outbox or not self._idle.is_set():
-            await self._idle.wait()
-            await asyncio.sleep(0)
+        for sh in self.shards:
+            while sh.outbox or not sh.idle.is_set():
+                await sh.idle.wait()
+                await asyncio.sleep(0)
 
     # ---- publishing -----------------------------------------------------------------
     def __call__(
@@ -222,24 +258,25 @@ class RedisBus:
         event["type"] = type
         body = msgpack.packb([droppable, event, self.node_id], use_bin_type=True)
         self._counter += 1
-        self._outbox.append((ch, body, self._limit(ch), self._counter))
-        self._idle.clear()
-        self._wake.set()
+        sh = self._shard(ch)
+        sh.outbox.append((ch, body, self._limit(ch), self._counter))
+        sh.idle.clear()
+        sh.wake.set()
 
-    async def _writer(self) -> None:
+    async def _writer(self, sh: _Shard) -> None:
         delay = 0.05
         while True:
-            if not self._outbox:
-                self._idle.set()
-                self._wake.clear()
-                await self._wake.wait()
+            if not sh.outbox:
+                sh.idle.set()
+                sh.wake.clear()
+                await sh.wake.wait()
                 continue
-            n = min(len(self._outbox), self.batch)
-            items = [self._outbox[i] for i in range(n)]
+            n = min(len(sh.outbox), self.batch)
+            items = [sh.outbox[i] for i in range(n)]
             try:
-                await self._run_batch(items)
+                await self._run_batch(sh, items)
             except NoScriptError:
-                self._publish_sha = str(await self.redis.script_load(PUBLISH_LUA))
+                sh.publish_sha = str(await sh.redis.script_load(PUBLISH_LUA))
                 continue
             except (RedisError, OSError) as exc:
                 log.warning("redis publish failed, retrying: %s", exc)
@@ -248,14 +285,14 @@ class RedisBus:
                 continue
             delay = 0.05
             for _ in range(n):
-                self._outbox.popleft()
-            self.published += n
+                sh.outbox.popleft()
+            sh.published += n
 
-    async def _run_batch(self, items: list[tuple[str, bytes, int, int]]) -> None:
-        pipe = self.redis.pipeline(transaction=False)
+    async def _run_batch(self, sh: _Shard, items: list[tuple[str, bytes, int, int]]) -> None:
+        pipe = sh.redis.pipeline(transaction=False)
         ttl, node = self.ttl_s, self.node_id
         for ch, body, limit, n in items:
-            pipe.evalsha(self._publish_sha, 4, *self._keys(ch), self._topic(ch), body,
+            pipe.evalsha(sh.publish_sha, 4, *self._keys(ch), self._topic(ch), body,
                          secrets.token_hex(4), limit, ttl, node, n)
         results = await pipe.execute(raise_on_error=False)
         for r in results:
@@ -268,11 +305,12 @@ class RedisBus:
 
     # ---- head and since -------------------------------------------------------------
     async def _remote_head(self, ch: str) -> tuple[str, int]:
+        sh = self._shard(ch)
         try:
-            ep, seq = await self.redis.evalsha(
-                self._head_sha, 3, *self._keys(ch)[:3], secrets.token_hex(4), self.ttl_s)
+            ep, seq = await sh.redis.evalsha(
+                sh.head_sha, 3, *self._keys(ch)[:3], secrets.token_hex(4), self.ttl_s)
         except NoScriptError:
-            self._head_sha = str(await self.redis.script_load(HEAD_LUA))
+            sh.head_sha = str(await sh.redis.script_load(HEAD_LUA))
             return await self._remote_head(ch)
         return _text(ep), int(seq)
 
@@ -334,9 +372,10 @@ class RedisBus:
             return
         loop = asyncio.get_running_loop()
         self.watched[ch] = _Watch(ch, loop.create_future())
-        self._pending_acks[ch] = self._pending_acks.get(ch, 0) + 1
-        self._control.append(("subscribe", ch))
-        self._control_wake.set()
+        sh = self._shard(ch)
+        sh.pending_acks[ch] = sh.pending_acks.get(ch, 0) + 1
+        sh.control.append(("subscribe", ch))
+        sh.control_wake.set()
 
     def unwatch(self, ch: str) -> None:
         """The hub lost its last subscriber on `ch`: unsubscribe after a grace period (viewers
@@ -355,39 +394,40 @@ class RedisBus:
         del self.watched[ch]
         if not w.ready.done():
             w.ready.cancel()
-        self._control.append(("unsubscribe", ch))
-        self._control_wake.set()
+        sh = self._shard(ch)
+        sh.control.append(("unsubscribe", ch))
+        sh.control_wake.set()
 
-    async def _controller(self) -> None:
+    async def _controller(self, sh: _Shard) -> None:
         """Send SUBSCRIBE/UNSUBSCRIBE in order, consecutive ones of a kind in one command."""
         while True:
-            if not self._control:
-                self._control_wake.clear()
-                await self._control_wake.wait()
+            if not sh.control:
+                sh.control_wake.clear()
+                await sh.control_wake.wait()
                 continue
-            kind = self._control[0][0]
+            kind = sh.control[0][0]
             names: list[str] = []
-            while self._control and self._control[0][0] == kind and len(names) < 1000:
-                names.append(self._topic(self._control.popleft()[1]))
-            assert self._pubsub is not None
+            while sh.control and sh.control[0][0] == kind and len(names) < 1000:
+                names.append(self._topic(sh.control.popleft()[1]))
+            assert sh.pubsub is not None
             try:
                 if kind == "subscribe":
-                    await self._pubsub.subscribe(*names)
+                    await sh.pubsub.subscribe(*names)
                 else:
-                    await self._pubsub.unsubscribe(*names)
+                    await sh.pubsub.unsubscribe(*names)
             except (RedisError, OSError) as exc:
                 log.warning("redis %s failed, retrying: %s", kind, exc)
                 for name in reversed(names):
-                    self._control.appendleft((kind, name[len(self.prefix):]))
+                    sh.control.appendleft((kind, name[len(self.prefix):]))
                 await asyncio.sleep(0.2)
 
     # ---- receiving ------------------------------------------------------------------
-    async def _reader(self) -> None:
-        assert self._pubsub is not None
+    async def _reader(self, sh: _Shard) -> None:
+        assert sh.pubsub is not None
         plen = len(self.prefix)
         while True:
             try:
-                msg = await self._pubsub.get_message(timeout=None)
+                msg = await sh.pubsub.get_message(timeout=None)
             except (RedisError, OSError) as exc:
                 log.warning("redis pub/sub lost, reconnecting: %s", exc)
                 await asyncio.sleep(0.2)
@@ -405,16 +445,16 @@ class RedisBus:
                 else:
                     self._accept(w, msg["data"])
             elif kind == "subscribe" and ch != CONTROL:
-                self._on_subscribed(ch)
+                self._on_subscribed(sh, ch)
 
-    def _on_subscribed(self, ch: str) -> None:
-        n = self._pending_acks.get(ch, 0)
+    def _on_subscribed(self, sh: _Shard, ch: str) -> None:
+        n = sh.pending_acks.get(ch, 0)
         if n > 0:
             n -= 1
             if n:
-                self._pending_acks[ch] = n
+                sh.pending_acks[ch] = n
             else:
-                self._pending_acks.pop(ch, None)
+                sh.pending_acks.pop(ch, None)
         w = self.watched.get(ch)
         if w is None or n > 0:
             return
@@ -452,7 +492,7 @@ class RedisBus:
 
     async def _read_range(self, ch: str, lo: int, hi: int) -> list[tuple[Event, bool]]:
         """Events lo..hi (seq, inclusive) that the stream still holds."""
-        rows = cast(list[tuple[bytes, dict[bytes, bytes]]], await self.redis.xrange(
+        rows = cast(list[tuple[bytes, dict[bytes, bytes]]], await self._shard(ch).redis.xrange(
             self._keys(ch)[2], f"0-{lo}", f"0-{hi}"))
         return [self._decode(_id_seq(rid), data[b"e"]) for rid, data in rows]
 

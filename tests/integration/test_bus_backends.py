@@ -26,6 +26,7 @@ from client_sdk.protocol import SUBPROTOCOL_MSGPACK
 from server.bus.local import LocalBus
 from server.bus.redis import PUBLISH_LUA, RedisBus
 from server.fanout import Hub
+from tests.conftest import PrivateRedis
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -87,6 +88,7 @@ class Backend:
     nodes: list[Node]
     redis: Redis | None = None
     prefix: str = ""
+    shard_url: str | None = None  # "redis-sharded": a second Redis carrying part of the channels
 
     async def node(self, history: int = 1000) -> Node:
         """A further node of the same cluster (the embedded backend has only one)."""
@@ -109,7 +111,7 @@ def clock() -> int:
 
 
 @contextlib.asynccontextmanager
-async def open_backend(name: str) -> AsyncIterator[Backend]:
+async def open_backend(name: str, shard_url: str | None = None) -> AsyncIterator[Backend]:
     if name == "local":
         be = Backend("local", None, None, [])  # type: ignore[arg-type]
 
@@ -127,19 +129,22 @@ async def open_backend(name: str) -> AsyncIterator[Backend]:
 
     redis = Redis.from_url(REDIS_URL)
     prefix = f"souk-test-{uuid.uuid4().hex[:12]}:"
-    be = Backend("redis", None, None, [], redis, prefix)  # type: ignore[arg-type]
+    be = Backend(name, None, None, [], redis, prefix, shard_url)  # type: ignore[arg-type]
+    servers = [redis] + ([Redis.from_url(shard_url)] if shard_url else [])
 
     async def make_redis(history: int = 1000) -> Node:
         hub = Hub(tick_s=0.002)
+        shards = [Redis.from_url(shard_url)] if shard_url else []
         bus = RedisBus(hub, clock, Redis.from_url(REDIS_URL), prefix=prefix, history=history,
-                       linger_s=0.2)
+                       linger_s=0.2, shards=shards)
         await bus.start()
         return Node(hub, bus)
 
     async def restart_redis() -> None:  # Redis lost its data (flush / restart without AOF)
-        keys = [k async for k in redis.scan_iter(match=prefix + "*")]
-        if keys:
-            await redis.delete(*keys)
+        for r in servers:
+            keys = [k async for k in r.scan_iter(match=prefix + "*")]
+            if keys:
+                await r.delete(*keys)
 
     be.make, be.restart = make_redis, restart_redis
     try:
@@ -149,15 +154,19 @@ async def open_backend(name: str) -> AsyncIterator[Backend]:
             assert isinstance(n.bus, RedisBus)
             await n.bus.stop()
             await n.bus.redis.aclose()
-        keys = [k async for k in redis.scan_iter(match=prefix + "*")]
-        if keys:
-            await redis.delete(*keys)
-        await redis.aclose()
+        for r in servers:
+            keys = [k async for k in r.scan_iter(match=prefix + "*")]
+            if keys:
+                await r.delete(*keys)
+            await r.aclose()
 
 
-@pytest.fixture(params=["local", "redis"])
+@pytest.fixture(params=["local", "redis", "redis-sharded"])
 async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
-    async with open_backend(request.param) as be:
+    shard_url = None
+    if request.param == "redis-sharded":
+        shard_url = request.getfixturevalue("shard_redis").url
+    async with open_backend(request.param, shard_url) as be:
         yield be
 
 
@@ -375,8 +384,9 @@ async def test_redis_batch_retried_after_a_broken_pipeline_publishes_once(
     items = [("room:r", msgpack.packb([False, {"op": "event", "ch": "room:r", "ts": 1,
                                                "type": "chat", "i": i}, a.bus.node_id]),
               100, base + i) for i in (1, 2)]
-    await a.bus._run_batch(items[:1])  # the first script ran, then "the connection broke"
-    await a.bus._run_batch(items)  # the writer's retry of the whole batch
+    shard = a.bus._shard("room:r")
+    await a.bus._run_batch(shard, items[:1])  # the first script ran, then "the connection broke"
+    await a.bus._run_batch(shard, items)  # the writer's retry of the whole batch
     a.bus.publish("room:r", "chat", {"i": 3})  # counters go on growing: published
     await wait_for(lambda: len(sub.of("room:r")) == 4)
     await asyncio.sleep(0.1)
@@ -415,3 +425,38 @@ async def test_redis_unwatch_unsubscribes_after_linger(redis_backend: Backend) -
     assert "room:u" not in a.bus.watched
     await wait_for(lambda: True)
     assert (await redis_backend.redis.pubsub_numsub(topic))[0][1] == 0
+
+
+async def test_sharded_bus_puts_each_channel_on_one_shard(shard_redis: PrivateRedis) -> None:
+    """With two shards every channel's seq, history and pub/sub live on exactly one Redis,
+    both shards carry channels, and two nodes still agree on every channel's order."""
+    async with open_backend("redis-sharded", shard_redis.url) as be:
+        a, b = await be.node(), await be.node()
+        chans = [f"room:s{i}" for i in range(16)]
+        sub_a, sub_b = Recorder(), Recorder()
+        for ch in chans:
+            a.subscribe(ch, sub_a)
+            b.subscribe(ch, sub_b)
+            await a.bus.head(ch)
+            await b.bus.head(ch)
+        for i in range(3):
+            for n, ch in enumerate(chans):
+                (a if n % 2 else b).bus.publish(ch, "chat", {"i": i})
+        await wait_for(lambda: len(sub_a.events) == 48 and len(sub_b.events) == 48)
+        for ch in chans:
+            assert [(e["seq"], e["i"]) for e in sub_a.of(ch)] == [(1, 0), (2, 1), (3, 2)]
+            assert sub_a.of(ch) == sub_b.of(ch)
+        first, second = Redis.from_url(REDIS_URL), Redis.from_url(shard_redis.url)
+        try:
+            on = {0: 0, 1: 0}
+            assert isinstance(a.bus, RedisBus)
+            for ch in chans:
+                seq_key = a.bus._keys(ch)[0]
+                here = [await first.exists(seq_key), await second.exists(seq_key)]
+                assert sorted(here) == [0, 1], (ch, here)  # on one shard, not both
+                assert here[a.bus._shard(ch).index] == 1
+                on[a.bus._shard(ch).index] += 1
+            assert on[0] > 0 and on[1] > 0  # the hash spreads 16 channels over both
+        finally:
+            await first.aclose()
+            await second.aclose()

@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 
 from client_sdk import Client
 from client_sdk.errors import SoukError
-from tests.conftest import Running, ServerProcess, free_port, token
+from tests.conftest import PrivateRedis, Running, ServerProcess, free_port, token
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -148,6 +148,39 @@ async def test_viewer_on_b_sees_chat_from_a_in_order(nodes: Callable[[int], list
         for who in ("s1", "v1", "v2", "v3"):
             mine = [t for _, t in seen[0] if t.startswith(who + "-")]
             assert mine == [f"{who}-{i}" for i in range(4)]
+
+
+async def test_two_nodes_over_two_bus_shards(server_process: Callable[..., ServerProcess],
+                                             prefix: str, tmp_path: Path,
+                                             shard_redis: PrivateRedis) -> None:
+    """`--redis-shard`: rooms spread over two Redis servers, chat still crosses nodes in
+    order on every room, and each room's history lives on one of the two."""
+    a, b = (server_process("--redis", REDIS_URL, "--redis-prefix", prefix,
+                           "--redis-shard", shard_redis.url, data_dir=tmp_path / f"n{i}")
+            for i in range(2))
+    rooms = [f"sh{i}" for i in range(6)]
+    async with client(a.url, "s1", "streamer") as st, client(b.url, "v1") as v:
+        streams = {}
+        for r in rooms:
+            await st.join(r)
+            await v.join(r)
+            streams[r] = v.events(f"room:{r}", types=["chat"])
+        for i in range(3):
+            for r in rooms:
+                await st.chat(r, f"{r}-{i}")
+        for r in rooms:
+            got = [await streams[r].next(5) for _ in range(3)]
+            assert [e["text"] for e in got] == [f"{r}-{i}" for i in range(3)]
+            assert [e["seq"] for e in got] == list(range(got[0]["seq"], got[0]["seq"] + 3))
+    first, second = Redis.from_url(REDIS_URL), Redis.from_url(shard_redis.url)
+    try:
+        where = [(await first.exists(f"{prefix}{{room:{r}}}:seq"),
+                  await second.exists(f"{prefix}{{room:{r}}}:seq")) for r in rooms]
+        assert all(sorted(w) == [0, 1] for w in where), where
+        assert any(w == (0, 1) for w in where) and any(w == (1, 0) for w in where), where
+    finally:
+        await first.aclose()
+        await second.aclose()
 
 
 async def test_resume_on_another_node(nodes: Callable[[int], list[ServerProcess]]) -> None:

@@ -10,10 +10,7 @@ resyncs.
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -21,44 +18,11 @@ from redis.asyncio import Redis
 
 from server.bus.redis import RedisBus
 from server.fanout import Hub
-from tests.conftest import free_port
+from tests.conftest import PrivateRedis
 from tests.integration.test_bus_backends import Recorder, wait_for
 from tests.integration.test_cluster import client
 
 pytestmark = [pytest.mark.scaleout, pytest.mark.timeout(60)]
-
-
-class PrivateRedis:
-    def __init__(self, tmp: Path) -> None:
-        self.port = free_port()
-        self.tmp = tmp
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        exe = shutil.which("redis-server")
-        assert exe, "redis-server is installed by .ci/ensure-services.sh"
-        self.proc = subprocess.Popen(
-            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.tmp)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait(5)
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    r = PrivateRedis(tmp_path)
-    r.start()
-    yield r
-    if r.proc is not None and r.proc.poll() is None:
-        r.kill()
 
 
 async def _ping(url: str) -> None:
