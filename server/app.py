@@ -30,6 +30,7 @@ from server.auth import Identity
 from server.bus.local import LocalBus
 from server.bus.redis import RedisBus
 from server.config import Config
+from server.domain.ratelimit import UserBuckets
 from server.domain.room import Room
 from server.errors import SoukError
 from server.fanout import Hub
@@ -106,6 +107,7 @@ class App:
                 self.redis, self.rooms.by_channel, self.bus, prefix=cfg.redis_prefix,
                 interval_s=cfg.viewers_interval_s, watched=self.hub.has_subscribers)
         self.sessions: set[Session] = set()
+        self.chat_buckets = UserBuckets(cfg.chat_per_s, cfg.chat_burst)
         self.gateway = Gateway(self)
         self.http = HttpRoutes(self)
         self.db = SqliteDatabase(cfg.db_path)

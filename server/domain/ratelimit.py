@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 
@@ -46,3 +47,27 @@ class StrikeCounter:
             self.count = 0
         self.count += 1
         return self.count > self.limit
+
+
+class UserBuckets:
+    """One TokenBucket per user, shared by all of that user's connections on this node: a
+    user who opens ten sockets must not chat ten times as fast. Bounded (least recently used
+    buckets go first): a forgotten bucket only means that user starts again from a full
+    burst, which is what an idle user has anyway."""
+
+    def __init__(self, rate: float, burst: float, cap: int = 100_000) -> None:
+        self.rate, self.burst, self.cap = rate, burst, cap
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+
+    def of(self, user: str) -> TokenBucket:
+        bucket = self._buckets.get(user)
+        if bucket is None:
+            bucket = self._buckets[user] = TokenBucket(self.rate, self.burst)
+            if len(self._buckets) > self.cap:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(user)
+        return bucket
+
+    def __len__(self) -> int:
+        return len(self._buckets)

@@ -20,6 +20,7 @@ async def auth(app: App, s: Session, frame: Frame) -> Result:
         raise SoukError(Code.CONFLICT, "already authenticated")
     identity = verify_token(frame.get("token"), app.cfg.secret)
     s.identity = identity
+    s.chat_bucket = app.chat_buckets.of(identity.id)  # per user, not per connection
     app.subscribe(s, user_channel(identity.id))
     epoch, seq = await app.bus.head(user_channel(identity.id))
     return {"user": identity.public(), "ch": user_channel(identity.id), "epoch": epoch, "seq": seq,

@@ -126,6 +126,24 @@ async def test_rate_limit_then_abuse_closes_with_1008(server: Running) -> None:
     assert ws.close_code == 1008
 
 
+async def test_chat_limit_is_per_user_not_per_connection(server: Running) -> None:
+    """Opening more sockets does not buy a faster chat: the burst (5) is the user's."""
+    conns = [await authed(server, "spammer") for _ in range(3)]
+    other = await authed(server, "someone-else")
+    for ws in (*conns, other):
+        assert (await call(ws, {"op": "join", "rid": 1, "room": "lim"}))["op"] == "ok"
+    codes = []
+    for i in range(9):
+        reply = await call(conns[i % 3], {"op": "chat", "rid": 10 + i, "room": "lim",
+                                          "text": f"m{i}"})
+        codes.append(reply.get("code", reply["op"]))
+    assert codes.count("ok") == 5 and codes[5:] == ["rate_limited"] * 4, codes
+    reply = await call(other, {"op": "chat", "rid": 99, "room": "lim", "text": "hi"})
+    assert reply["op"] == "ok"  # a different user is not limited by the spammer
+    for ws in (*conns, other):
+        await ws.close()
+
+
 async def test_no_auth_within_deadline_closes_4401(server_factory) -> None:  # type: ignore[no-untyped-def]
     srv: Running = await server_factory(auth_timeout_s=0.3)
     ws = await raw(srv)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.domain.ratelimit import StrikeCounter, TokenBucket
+from server.domain.ratelimit import StrikeCounter, TokenBucket, UserBuckets
 from server.domain.room import Actor, Room
 from server.errors import SoukError
 
@@ -84,3 +84,16 @@ def test_token_bucket_and_strikes() -> None:
     s = StrikeCounter(limit=3, window_ms=1000)
     assert [s.strike(t) for t in (0, 10, 20, 30)] == [False, False, False, True]
     assert s.strike(2000) is False
+
+
+def test_user_buckets_are_shared_per_user_and_bounded() -> None:
+    users = UserBuckets(rate=1, burst=3, cap=2)
+    first, second = users.of("u1"), users.of("u1")  # two connections of one user
+    assert first is second
+    assert [first.take(0), second.take(0), first.take(0), second.take(0)] == [True] * 3 + [False]
+    assert users.of("u2").take(0)  # another user has a bucket of its own
+    users.of("u1")  # u1 used last: u2 is the least recently used
+    users.of("u3")
+    assert len(users) == 2
+    assert users.of("u1") is first  # kept
+    assert users.of("u2").take(0) and len(users) == 2  # forgotten: starts from a full burst
