@@ -111,6 +111,8 @@ class App:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.server: Server | None = None
         self.media: Any = None
+        self.cascade: Any = None  # MediaCascade in cluster mode (server/cascade.py)
+        self.node_id = secrets.token_hex(6)
         from server.commerce import Commerce
         from server.community import Community
 
@@ -179,6 +181,27 @@ class App:
         )
         sock = next(iter(self.server.sockets))
         self.cfg.port = sock.getsockname()[1]
+        if self.redis is not None:  # after the bind: the advertised URL needs the real port
+            from server.cascade import MediaCascade
+
+            self.cascade = MediaCascade(
+                self.media, self.redis, advertise_url=self.advertise_url(),
+                secret=self.cfg.secret, node_id=self.node_id, prefix=self.cfg.redis_prefix,
+                grace_s=self.cfg.edge_grace_s,
+            )
+            await self.cascade.start()
+
+    def advertise_url(self) -> str:
+        """Where other nodes reach this one for media pulls: --advertise-url, else derived
+        from --host/--port (--rtc-host when listening on every interface)."""
+        if self.cfg.advertise_url:
+            return self.cfg.advertise_url
+        host = self.cfg.host
+        if host in ("", "0.0.0.0", "::"):
+            host = self.cfg.rtc_host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"ws://{host}:{self.cfg.port}/ws"
 
     async def drain(self) -> None:
         """SIGTERM: refuse new clients, tell connected ones to go elsewhere (1012), flush."""
@@ -202,6 +225,9 @@ class App:
         for task in list(self._tasks):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(task, 2)
+        if self.cascade is not None:
+            with contextlib.suppress(Exception):
+                await self.cascade.stop()
         if self.media is not None:
             with contextlib.suppress(Exception):
                 await self.media.close()
@@ -277,6 +303,8 @@ class App:
                 try:
                     if kind == "publish":
                         await self.media.unpublish(room)
+                        if self.cascade is not None:
+                            await self.cascade.withdraw(room)
                     else:
                         await self.media.unwatch(room, media_ops.peer_id(s))
                 except Exception:
@@ -519,6 +547,12 @@ class App:
         self.metrics.dropped.set(st.dropped)
         self.metrics.overflows.set(st.overflows)
         self.metrics.rooms.set(len(self.rooms.by_channel))
+        if self.media is not None:
+            for key, value in self.media.stats().items():
+                self.metrics.media_children(key).set(value)
+        if self.cascade is not None:
+            self.metrics.media_children("edge_pulls_started_total").set(self.cascade.pulls_started)
+            self.metrics.media_children("edge_pulls_ended_total").set(self.cascade.pulls_ended)
 
     async def _seed_demo(self) -> None:
         """A demo room linked to a demo core group whose demo member is already in it."""
