@@ -70,15 +70,16 @@ async def stats(node: ServerProcess) -> dict[str, float]:
 
 
 async def wait_stat(node: ServerProcess, stat: str, value: float, what: str,
-                    timeout_s: float = 30.0) -> None:
+                    timeout_s: float = 30.0, above: bool = False) -> None:
+    """Poll the node's /metrics until ``stat`` equals ``value`` (or exceeds it: ``above``)."""
     deadline = time.monotonic() + timeout_s
     last: float | None = None
     while time.monotonic() < deadline:
         last = (await stats(node)).get(stat)
-        if last == value:
+        if last is not None and (last > value if above else last == value):
             return
         await asyncio.sleep(0.1)
-    raise AssertionError(f"{what}: {stat} stayed {last}, wanted {value}")
+    raise AssertionError(f"{what}: {stat} stayed {last}, wanted {'>' if above else ''}{value}")
 
 
 async def origin_of(prefix: str, room: str) -> str | None:
@@ -129,6 +130,19 @@ async def test_edge_viewers_share_one_pull_that_ends_after_the_grace(
                 assert (sa["publishers"], sa["viewers"], sa["edge_pulls"]) == (1, 1, 0), sa
                 assert (sb["publishers"], sb["viewers"], sb["edge_pulls"]) == (0, 2, 1), sb
                 assert sb["edge_pulls_started_total"] == 1
+                # a late viewer on B: its keyframe request travels B -> A (PLI, throttled)
+                late = client(b, "late")
+                viewers.append(late)
+                await late.connect()
+                late_peer = await watch(late, "live")
+                peers.append(late_peer)
+                await wait_until(lambda: late_peer.sink.frames >= 5, 40, "the late viewer's frames")
+                await wait_stat(a, "pli_requested_total", sa["pli_requested_total"], "A's PLIs",
+                                above=True)
+                assert (await stats(b))["pli_sent_total"] > sb["pli_sent_total"]
+                assert (await stats(b))["edge_pulls_started_total"] == 1
+                await late.close()
+                await wait_stat(b, "viewers", 2, "B after the late viewer left")
                 # one viewer leaves: the pull stays for the other
                 await viewers[0].close()
                 await wait_stat(b, "viewers", 1, "B after one viewer left")
