@@ -212,3 +212,47 @@ async def test_edge_viewer_keeps_watching_when_the_origin_moves(
                 await x.close()
             for p in peers:
                 await p.close()
+
+
+async def test_workers_on_one_port_pull_from_each_other(
+    server_process: Callable[..., ServerProcess], prefix: str, tmp_path: Path
+) -> None:
+    """`--workers 2`: the kernel spreads connections over the workers, so each worker
+    advertises a private port; a viewer on the other worker gets the stream through it."""
+    import psutil
+
+    node = server_process("--redis", REDIS_URL, "--redis-prefix", prefix, "--workers", "2",
+                          data_dir=tmp_path / "w", env={"SOUK_EDGE_GRACE_S": "1"})
+    assert node.proc is not None
+    parent = psutil.Process(node.proc.pid)
+
+    def private_ports() -> dict[int, int]:
+        """worker pid -> its private listening port (the one that is not the shared one)."""
+        out = {}
+        for p in parent.children():
+            for x in p.net_connections():
+                if x.status == "LISTEN" and x.laddr.port != node.port:
+                    out[p.pid] = x.laddr.port
+        return out
+
+    await wait_until(lambda: len(private_ports()) == 2, 30, "both workers' private ports")
+    ports = set(private_ports().values())
+    peers: list[PublisherPeer | ViewerPeer] = []
+    with loopback():
+        async with client(node, "s1", "streamer") as st:  # lands on either worker
+            peers.append(await publish(node, st, "wk"))
+            origin = await origin_of(prefix, "wk")
+            assert origin is not None
+            origin_port = int(origin.rsplit(":", 1)[1].split("/")[0])
+            assert origin_port in ports
+            (other_port,) = ports - {origin_port}
+            other = ServerProcess(node.data_dir, other_port)  # just the address of the other
+            origin_worker = ServerProcess(node.data_dir, origin_port)
+            async with client(other, "v1") as v:
+                peer = await watch(v, "wk")
+                peers.append(peer)
+                await wait_until(lambda: peer.sink.frames >= 10, 40, "frames across workers")
+                assert (await stats(other))["edge_pulls"] == 1
+                assert (await stats(origin_worker))["viewers"] == 1
+            for p in peers:
+                await p.close()
