@@ -150,6 +150,12 @@ class Client:
     ) -> None:
         await self.close()
 
+    @property
+    def connected(self) -> bool:
+        """True while the socket is open and authenticated (False after a loss, until a
+        reconnect has re-authenticated): what a long-lived service peer checks."""
+        return self._connected.is_set()
+
     async def connect(self) -> dict[str, Any]:
         """Open the socket and authenticate; returns the server's `user`."""
         await self._open()

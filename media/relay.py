@@ -9,6 +9,13 @@ Lifecycle of a room: the first ``publish`` creates it; a later ``publish`` repla
 publisher connection (a streamer reconnecting) and the viewers' streams continue with the same
 SSRC and continuous sequence numbers and timestamps, so no viewer renegotiates; ``unpublish``
 drops the publisher but keeps the viewers waiting for the next one; ``close_room`` ends all.
+
+A room is fed by one upstream *source*: either a local publisher (``publish``: the relay
+answers the streamer's offer) or an edge pull (``pull``: the relay offers, as a recvonly
+viewer of the same room on another relay, the origin, and the caller carries the offer there).
+Both end in the same receivers, RTP tap and forwarders, so keyframe caching, PLI to the
+upstream and NACK repair work the same for a cascaded stream; a pull replaced by another
+(the origin moved) keeps the viewers' numbering exactly as a publisher reconnect does.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,16 +78,26 @@ class _Viewer:
     deadline: asyncio.Future[Any] | None = None
 
 
+PUBLISHER = "publisher"
+EDGE = "edge"
+
+Signal = Callable[[str], Awaitable[str]]
+"""Carries a pull's SDP offer to the origin and returns the origin's answer."""
+
+
 @dataclass(eq=False)
-class _Publisher:
-    publisher_id: str
+class _Source:
+    """What feeds a room's forwarders: a local publisher or a pull from an origin relay."""
+
+    source_id: str
     pc: RTCPeerConnection
+    kind: str = PUBLISHER  # PUBLISHER or EDGE
 
 
 @dataclass(eq=False)
 class _Room:
     name: str
-    publisher: _Publisher | None = None
+    source: _Source | None = None
     forwarders: dict[str, StreamForwarder] = field(default_factory=dict)
     viewers: dict[str, _Viewer] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -151,28 +168,18 @@ class MediaRelay:
     # ------------------------------------------------------------------ publish
 
     async def publish(self, room: str, publisher_id: str, offer_sdp: str) -> dict[str, Any]:
-        """Accept (or replace) the room's publisher. Returns ``{"sdp", "ice_servers"}``."""
+        """Accept (or replace) the room's publisher. Returns ``{"sdp", "ice_servers"}``.
+
+        A local publisher also replaces an edge pull of the room: the stream is here now.
+        """
         self._check_open()
         _check_id(room, "room")
         _check_id(publisher_id, "publisher_id")
         kinds = _offer_kinds(offer_sdp)
-        state = self._rooms.get(room)
-        if state is None:
-            state = self._rooms[room] = _Room(room)
+        state = self._room(room)
         async with state.lock:
-            pc = RTCPeerConnection(ice.server_configuration())
-            transceivers: dict[str, RTCRtpTransceiver] = {}
+            pc, transceivers = self._receiving_pc(state, kinds)
             try:
-                for kind in kinds:
-                    t = pc.addTransceiver(kind, direction="recvonly")
-                    existing = state.forwarders.get(kind)
-                    if existing is not None and existing.viewers:
-                        # viewers negotiated this codec: the new publisher must send it too
-                        t.setCodecPreferences(codecs.preferences_like(kind, existing.codec))
-                    else:
-                        t.setCodecPreferences(codecs.publisher_preferences(kind))
-                    hooks.skip_decoding(t.receiver)
-                    transceivers[kind] = t
                 try:
                     answer = await self._answer(pc, offer_sdp)
                 except MediaError as exc:
@@ -184,28 +191,110 @@ class MediaRelay:
                     raise
                 self._attach(state, pc, transceivers)
             except BaseException:
-                await pc.close()
-                if state.publisher is None and not state.viewers and not state.forwarders:
-                    self._rooms.pop(room, None)
+                await self._discard(state, pc)
                 raise
-            old = state.publisher
-            publisher = state.publisher = _Publisher(publisher_id, pc)
-
-            @pc.on("connectionstatechange")
-            def on_state() -> None:
-                if pc.connectionState in ("failed", "closed") and state.publisher is publisher:
-                    log.info("publisher of %s went away (%s)", room, pc.connectionState)
-                    for forwarder in state.forwarders.values():
-                        forwarder.detach_source()
-
-            if old is not None:
-                await old.pc.close()
+            await self._install(state, _Source(publisher_id, pc, PUBLISHER))
         return {"sdp": answer, "ice_servers": self._ice_servers(publisher_id)}
+
+    async def pull(self, room: str, source_id: str, signal: Signal) -> None:
+        """Feed ``room`` from another relay (the origin): an edge pull.
+
+        The relay makes a recvonly offer for audio and video, ``signal`` carries it to the
+        origin as a ``watch`` and returns the origin's answer; the origin then sends this
+        relay the same forwarded packets it sends any viewer, and they enter the forwarders
+        as a local publisher's would. A pull replaces an earlier pull (the origin moved), but
+        never a local publisher (CONFLICT): a stream published here is the better source.
+        """
+        self._check_open()
+        _check_id(room, "room")
+        _check_id(source_id, "source_id")
+        state = self._room(room)
+        async with state.lock:
+            if state.source is not None and state.source.kind == PUBLISHER:
+                raise MediaError(CONFLICT, f"room {room!r} is published on this relay")
+            pc, transceivers = self._receiving_pc(state, list(KINDS))
+            try:
+                try:
+                    await pc.setLocalDescription(await pc.createOffer())
+                    answer = await signal(str(pc.localDescription.sdp))
+                    if not isinstance(answer, str) or not answer.startswith("v=0"):
+                        raise MediaError(INVALID, "the origin's answer is not an SDP")
+                    await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+                except MediaError:
+                    raise
+                except Exception as exc:  # aiortc raises several types on bad answers
+                    raise MediaError(INVALID, f"cannot apply the origin's answer: {exc}") from exc
+                if state.source is not None and state.source.kind == PUBLISHER:
+                    raise MediaError(CONFLICT, f"room {room!r} was published here meanwhile")
+                # the origin may serve only some kinds (a video-only publisher): it answers
+                # the others inactive
+                served = {
+                    k: t
+                    for k, t in transceivers.items()
+                    if t.currentDirection == "recvonly" and hooks.negotiated_codecs(t)
+                }
+                self._attach(state, pc, served)
+            except BaseException:
+                await self._discard(state, pc)
+                raise
+            await self._install(state, _Source(source_id, pc, EDGE))
+
+    def _room(self, room: str) -> _Room:
+        state = self._rooms.get(room)
+        if state is None:
+            state = self._rooms[room] = _Room(room)
+        return state
+
+    def _receiving_pc(
+        self, state: _Room, kinds: list[str]
+    ) -> tuple[RTCPeerConnection, dict[str, RTCRtpTransceiver]]:
+        """A peer connection with one recvonly, non-decoding transceiver per kind.
+
+        While viewers watch, only the codec they negotiated is accepted: a new source must
+        send it too, since the viewers' decoders were set up for it.
+        """
+        pc = RTCPeerConnection(ice.server_configuration())
+        transceivers: dict[str, RTCRtpTransceiver] = {}
+        for kind in kinds:
+            t = pc.addTransceiver(kind, direction="recvonly")
+            existing = state.forwarders.get(kind)
+            if existing is not None and existing.viewers:
+                t.setCodecPreferences(codecs.preferences_like(kind, existing.codec))
+            else:
+                t.setCodecPreferences(codecs.publisher_preferences(kind))
+            hooks.skip_decoding(t.receiver)
+            transceivers[kind] = t
+        return pc, transceivers
+
+    async def _discard(self, state: _Room, pc: RTCPeerConnection) -> None:
+        """A source that failed to set up: close it, and forget a room it alone created."""
+        await pc.close()
+        if state.source is None and not state.viewers and not state.forwarders:
+            if self._rooms.get(state.name) is state:
+                del self._rooms[state.name]
+
+    async def _install(self, state: _Room, source: _Source) -> None:
+        """Make ``source`` the room's upstream (its receivers are already attached)."""
+        old = state.source
+        state.source = source
+        pc = source.pc
+
+        @pc.on("connectionstatechange")
+        def on_state() -> None:
+            if pc.connectionState in ("failed", "closed") and state.source is source:
+                log.info("%s of %s went away (%s)", source.kind, state.name, pc.connectionState)
+                for forwarder in state.forwarders.values():
+                    forwarder.detach_source()
+
+        if old is not None:
+            await old.pc.close()
 
     def _attach(
         self, state: _Room, pc: RTCPeerConnection, transceivers: dict[str, RTCRtpTransceiver]
     ) -> None:
-        """Connect the new publisher's receivers to the room's forwarders."""
+        """Connect the new source's receivers to the room's forwarders."""
+        if not transceivers:
+            raise MediaError(INVALID, "the source offers no audio or video")
         for kind, t in transceivers.items():
             negotiated = hooks.negotiated_codecs(t)
             if not negotiated or not codecs.is_forwarded(negotiated[0]):
@@ -244,11 +333,59 @@ class MediaRelay:
         if state is None:
             return
         async with state.lock:
-            publisher, state.publisher = state.publisher, None
+            if state.source is None or state.source.kind != PUBLISHER:
+                return  # an edge pull is ended by end_pull, not by a streamer's unpublish
+            source, state.source = state.source, None
             for forwarder in state.forwarders.values():
                 forwarder.detach_source()
-            if publisher is not None:
-                await publisher.pc.close()
+            await source.pc.close()
+
+    async def end_pull(self, room: str, source_id: str) -> None:
+        """Stop pulling ``room`` (the edge's last viewer left): close the pull and, with no
+        viewer left, the room. A pull already replaced (other id, or a local publisher)
+        is left alone."""
+        _check_id(room, "room")
+        state = self._rooms.get(room)
+        if state is None:
+            return
+        async with state.lock:
+            source = state.source
+            if source is None or source.kind != EDGE or source.source_id != source_id:
+                return
+            state.source = None
+            for forwarder in state.forwarders.values():
+                forwarder.detach_source()
+            await source.pc.close()
+        if not state.viewers and state.source is None:
+            await self.close_room(room)
+
+    # ------------------------------------------------------------------ room queries
+
+    def source_of(self, room: str) -> tuple[str, str] | None:
+        """``(kind, source_id)`` of what feeds ``room`` now (PUBLISHER or EDGE), or None."""
+        state = self._rooms.get(room)
+        if state is None or state.source is None:
+            return None
+        return state.source.kind, state.source.source_id
+
+    def source_state(self, room: str) -> str | None:
+        """The upstream peer connection's state (``connected``, ``failed``, ...), or None."""
+        state = self._rooms.get(room)
+        if state is None or state.source is None:
+            return None
+        return str(state.source.pc.connectionState)
+
+    def published_rooms(self) -> list[str]:
+        """Rooms with a local publisher (the ones this relay is the origin of)."""
+        return [
+            name
+            for name, state in self._rooms.items()
+            if state.source is not None and state.source.kind == PUBLISHER
+        ]
+
+    def viewer_count(self, room: str) -> int:
+        state = self._rooms.get(room)
+        return 0 if state is None else len(state.viewers)
 
     # ------------------------------------------------------------------ watch
 
@@ -262,7 +399,7 @@ class MediaRelay:
         _check_id(viewer_id, "viewer_id")
         kinds = _offer_kinds(offer_sdp)
         state = self._rooms.get(room)
-        if state is None or state.publisher is None or not state.forwarders:
+        if state is None or state.source is None or not state.forwarders:
             raise MediaError(NOT_FOUND, f"nothing is published in room {room!r}")
         if viewer_id in state.viewers:
             await self.unwatch(room, viewer_id)
@@ -350,8 +487,8 @@ class MediaRelay:
     async def add_ice(self, room: str, peer_id: str, candidate: dict[str, Any]) -> None:
         """Add a trickled remote candidate (``RTCIceCandidate.toJSON()`` shape) to a peer.
 
-        ``peer_id`` is the publisher's or a viewer's id. An empty ``candidate`` string means
-        end of candidates.
+        ``peer_id`` is the publisher's or a viewer's id (an edge pull never trickles). An
+        empty ``candidate`` string means end of candidates.
         """
         _check_id(room, "room")
         _check_id(peer_id, "peer_id")
@@ -373,8 +510,12 @@ class MediaRelay:
         state = self._rooms.get(room)
         pc: RTCPeerConnection | None = None
         if state is not None:
-            if state.publisher is not None and state.publisher.publisher_id == peer_id:
-                pc = state.publisher.pc
+            if (
+                state.source is not None
+                and state.source.kind == PUBLISHER
+                and state.source.source_id == peer_id
+            ):
+                pc = state.source.pc
             elif peer_id in state.viewers:
                 pc = state.viewers[peer_id].pc
         if pc is None:
@@ -404,9 +545,9 @@ class MediaRelay:
             return
         for viewer in list(state.viewers.values()):
             await self._drop_viewer(state, viewer)
-        if state.publisher is not None:
-            await state.publisher.pc.close()
-            state.publisher = None
+        if state.source is not None:
+            await state.source.pc.close()
+            state.source = None
         for forwarder in state.forwarders.values():
             forwarder.detach_source()
             for key, value in _counters(forwarder).items():
@@ -432,6 +573,7 @@ class MediaRelay:
         out = {
             "rooms": len(self._rooms),
             "publishers": 0,
+            "edge_pulls": 0,
             "viewers": 0,
             "packets_in_total": 0,
             "packets_out_total": 0,
@@ -443,7 +585,8 @@ class MediaRelay:
         for key, value in self._retired.items():
             out[key] += value
         for state in self._rooms.values():
-            out["publishers"] += state.publisher is not None
+            if state.source is not None:
+                out["publishers" if state.source.kind == PUBLISHER else "edge_pulls"] += 1
             out["viewers"] += len(state.viewers)
             for forwarder in state.forwarders.values():
                 for key, value in _counters(forwarder).items():

@@ -116,7 +116,10 @@ class App:
         self._announced: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.server: Server | None = None
+        self.worker_server: Server | None = None  # --workers: this worker's own port (media)
         self.media: Any = None
+        self.cascade: Any = None  # MediaCascade in cluster mode (server/cascade.py)
+        self.node_id = secrets.token_hex(6)
         from server.commerce import Commerce
         from server.community import Community
 
@@ -165,10 +168,29 @@ class App:
             await self.presence.start()
         if self.cfg.demo:
             await self._seed_demo()
-        self.server = await serve(
+        self.server = await self._listen(self.cfg.port, reuse_port=self.cfg.workers > 1)
+        sock = next(iter(self.server.sockets))
+        self.cfg.port = sock.getsockname()[1]
+        if self.redis is not None:  # after the bind: the advertised URL needs the real port
+            from server.cascade import MediaCascade
+
+            if self.cfg.workers > 1:
+                # workers share the port, and the kernel picks the worker of each connection:
+                # an edge must reach *this* worker, so it gets a private port of its own
+                self.worker_server = await self._listen(0, reuse_port=False)
+
+            self.cascade = MediaCascade(
+                self.media, self.redis, advertise_url=self.advertise_url(),
+                secret=self.cfg.secret, node_id=self.node_id, prefix=self.cfg.redis_prefix,
+                grace_s=self.cfg.edge_grace_s,
+            )
+            await self.cascade.start()
+
+    async def _listen(self, port: int, *, reuse_port: bool) -> Server:
+        return await serve(
             self.gateway.handle,
             self.cfg.host,
-            self.cfg.port,
+            port,
             process_request=self.http,
             select_subprotocol=select_subprotocol,
             subprotocols=[Subprotocol(s) for s in SUBPROTOCOLS],
@@ -178,13 +200,27 @@ class App:
             ping_interval=20,
             ping_timeout=20,
             close_timeout=2,
-            reuse_port=self.cfg.workers > 1,
+            reuse_port=reuse_port,
             # a join burst must queue, not overflow: a dropped SYN costs the client 1 s+
             backlog=4096,
             server_header="Souk",
         )
-        sock = next(iter(self.server.sockets))
-        self.cfg.port = sock.getsockname()[1]
+
+    def advertise_url(self) -> str:
+        """Where other nodes reach this one for media pulls: a worker's private port under
+        --workers, else --advertise-url, else derived from --host/--port (--rtc-host when
+        listening on every interface)."""
+        port = self.cfg.port
+        if self.worker_server is not None:
+            port = next(iter(self.worker_server.sockets)).getsockname()[1]
+        elif self.cfg.advertise_url:
+            return self.cfg.advertise_url
+        host = self.cfg.host
+        if host in ("", "0.0.0.0", "::"):
+            host = self.cfg.rtc_host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"ws://{host}:{port}/ws"
 
     async def drain(self) -> None:
         """SIGTERM: refuse new clients, tell connected ones to go elsewhere (1012), flush."""
@@ -192,8 +228,9 @@ class App:
             return
         self.draining = True
         log.info("draining", extra={"connections": len(self.sessions)})
-        if self.server is not None:
-            self.server.close(close_connections=False)
+        for server in (self.server, self.worker_server):
+            if server is not None:
+                server.close(close_connections=False)
         for s in list(self.sessions):
             s.close(Close.RESTARTING, "server restarting: reconnect and resume")
         deadline = time.monotonic() + self.cfg.drain_timeout_s
@@ -208,16 +245,20 @@ class App:
         for task in list(self._tasks):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(task, 2)
+        if self.cascade is not None:
+            with contextlib.suppress(Exception):
+                await self.cascade.stop()
         if self.media is not None:
             with contextlib.suppress(Exception):
                 await self.media.close()
         for feature in (self.operations, self.community, self.commerce):
             with contextlib.suppress(Exception):
                 await feature.stop()
-        if self.server is not None:
-            self.server.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.server.wait_closed(), 2)
+        for server in (self.server, self.worker_server):
+            if server is not None:
+                server.close()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(server.wait_closed(), 2)
         await self.bus.stop()
         if self.ledger is not None:
             with contextlib.suppress(Exception):
@@ -283,6 +324,8 @@ class App:
                 try:
                     if kind == "publish":
                         await self.media.unpublish(room)
+                        if self.cascade is not None:
+                            await self.cascade.withdraw(room)
                     else:
                         await self.media.unwatch(room, media_ops.peer_id(s))
                 except Exception:
@@ -531,6 +574,12 @@ class App:
         self.metrics.dropped.set(st.dropped)
         self.metrics.overflows.set(st.overflows)
         self.metrics.rooms.set(len(self.rooms.by_channel))
+        if self.media is not None:
+            for key, value in self.media.stats().items():
+                self.metrics.media_children(key).set(value)
+        if self.cascade is not None:
+            self.metrics.media_children("edge_pulls_started_total").set(self.cascade.pulls_started)
+            self.metrics.media_children("edge_pulls_ended_total").set(self.cascade.pulls_ended)
 
     async def _seed_demo(self) -> None:
         """A demo room linked to a demo core group whose demo member is already in it."""

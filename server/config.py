@@ -44,6 +44,8 @@ class Config:
     stun_url: list[str] = field(default_factory=list)
     turn_url: list[str] = field(default_factory=list)
     turn_secret: str = ""
+    advertise_url: str = ""  # cluster: this node's websocket URL for media edges ("" = derived)
+    edge_grace_s: float = 5.0  # an edge keeps a pull this long after its last viewer left
     # connectors / scale-out
     webhook_port: int = 0
     redis: str = ""
@@ -69,6 +71,9 @@ _FLAGS: dict[str, dict[str, Any]] = {
     "stun_url": {"action": "append", "help": "STUN server handed to clients (repeatable)"},
     "turn_url": {"action": "append", "help": "TURN server handed to clients (repeatable)"},
     "turn_secret": {"help": "coturn static-auth-secret for time-limited TURN credentials"},
+    "advertise_url": {"help": "websocket URL other nodes pull this node's streams from "
+                              "(default ws://<host>:<port>/ws; --rtc-host if host is 0.0.0.0)"},
+    "edge_grace_s": {"type": float, "help": "seconds an edge keeps pulling after its last viewer"},
     "webhook_port": {"type": int, "help": "port for inbound signed connector webhooks (0: off)"},
     "redis": {"help": "redis:// URL: run as a node of a cluster"},
     "redis_prefix": {"help": "prefix of every Redis key and channel (one cluster per prefix)"},

@@ -27,9 +27,12 @@ class Metrics:
         self.dropped = Gauge("souk_fanout_dropped", "Droppable frames skipped for slow consumers", registry=r)
         self.overflows = Gauge("souk_fanout_overflows", "Connections closed as slow consumers", registry=r)
         self.rooms = Gauge("souk_rooms", "Rooms and groups in memory", registry=r)
+        self.media = Gauge("souk_media", "Media relay counters (MediaRelay.stats(), cascade)",
+                           ["stat"], registry=r)
         self.closed = Counter("souk_closed_total", "Connections closed by the server", ["code"], registry=r)
 
         self._per_op: dict[str, tuple[Any, Any]] = {}
+        self._media: dict[str, Any] = {}
 
     def op_children(self, op: str) -> tuple[Any, Any]:
         """(frames counter, latency histogram) of one op; `labels()` takes a lock and builds a
@@ -38,6 +41,13 @@ class Metrics:
         if children is None:
             children = self._per_op[op] = (self.frames_in.labels(op), self.op_seconds.labels(op))
         return children
+
+    def media_children(self, stat: str) -> Any:
+        """The gauge of one media stat (cached like op_children)."""
+        child = self._media.get(stat)
+        if child is None:
+            child = self._media[stat] = self.media.labels(stat)
+        return child
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

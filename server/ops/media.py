@@ -51,6 +51,8 @@ async def publish(app: App, s: Session, frame: Frame) -> Result:
     room = _room(s, frame)
     result = await _call(_relay(app).publish(room, peer_id(s), frame.get("sdp")))
     s.media.add(("publish", room))
+    if app.cascade is not None:  # cluster: this node is the room's media origin now
+        await app.cascade.advertise(room)
     return dict(result)
 
 
@@ -59,13 +61,24 @@ async def unpublish(app: App, s: Session, frame: Frame) -> Result:
     room = _room(s, frame)
     await _call(_relay(app).unpublish(room))
     s.media.discard(("publish", room))
+    if app.cascade is not None:
+        await app.cascade.withdraw(room)
     return None
 
 
 @op("watch", roles=VIEWERS, cost=2)
 async def watch(app: App, s: Session, frame: Frame) -> Result:
+    """Watch a room. In a cluster, a room published on another node is pulled from there
+    first (once per room per node). ``local: true`` (what an edge sends its origin) asks for
+    a local publisher only, so a pull never cascades on: no loops between nodes."""
     room = _room(s, frame)
-    result = await _call(_relay(app).watch(room, peer_id(s), frame.get("sdp")))
+    local = frame.get("local", False)
+    if not isinstance(local, bool):
+        raise SoukError(Code.INVALID, "local must be a boolean")
+    relay = _relay(app)
+    if app.cascade is not None and not local:
+        await _call(app.cascade.ensure_pull(room))
+    result = await _call(relay.watch(room, peer_id(s), frame.get("sdp")))
     s.media.add(("watch", room))
     return dict(result)
 
