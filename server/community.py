@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import secrets
 from collections import OrderedDict
 from collections.abc import Callable
@@ -209,6 +210,7 @@ class Community:
             return {}
         if op == "group_members":
             gid = _field(frame, "group")
+            await self._group(gid)
             members = self.group_members(gid)
             if role in STAFF_ROLES:
                 return {"members": members}
@@ -345,7 +347,7 @@ class Community:
             raise SoukError("forbidden", "only members may join groups")
         if group_id is not None:
             await self._group(group_id)
-        attempts = 8 if self.pg is not None else 1
+        attempts = 20 if self.pg is not None else 1
         for attempt in range(attempts):
             now = self.clock_ms()
             result = self.directory.join(
@@ -376,6 +378,7 @@ class Community:
                     raise SoukError(
                         "unavailable", f"group placement kept racing: {exc.message}"
                     ) from None
+                await asyncio.sleep(random.uniform(0, 0.005 * attempt))  # let the winner finish
                 await self._reload_family(group.shop, group.tier, group.topic)
                 continue
             except Exception:
@@ -384,6 +387,7 @@ class Community:
                     self.directory.groups.pop(result.created.id, None)
                 raise
             break
+        group.members[uid] = result.member  # committed (a reload meanwhile may have missed it)
         self._notify("g", id=group.id)
         if result.created is not None:
             # a spill-over group inherits the room links of its siblings (same tier and topic)
