@@ -315,3 +315,70 @@ async def test_racing_joins_never_overfill_a_group(
             return True
 
         await until(agree, what="both nodes' group sizes to match PostgreSQL")
+
+
+class Clock:
+    def __init__(self, now: int) -> None:
+        self.now = now
+
+    def __call__(self) -> int:
+        return self.now
+
+
+class Collector:
+    """A node's publish callback: what that node put on the bus."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, dict[str, Any]]] = []
+
+    def __call__(
+        self, ch: str, type: str, fields: dict[str, Any], *, droppable: bool = False
+    ) -> None:
+        self.events.append((ch, type, fields))
+
+    def on(self, ch: str, type: str) -> list[dict[str, Any]]:
+        return [f for c, t, f in self.events if c == ch and t == type]
+
+
+async def test_overdue_flagged_once_per_cluster_and_targets_follow(
+    database: str, prefix: str, tmp_path: Path
+) -> None:
+    """Two nodes (Community adapters with their own pools and Redis clients, as separate
+    processes would have) on one PostgreSQL and one Redis; a shared, controllable clock."""
+    from server.community import Community
+    from server.community_sync import ClusterSync
+    from server.store.community_pg import PgCommunityStore
+    from server.store.sqlite import SqliteDatabase
+
+    clock = Clock(1_764_000_000_000)
+    made: list[tuple[Community, Collector, SqliteDatabase, Redis]] = []
+    for i in range(2):
+        redis = Redis.from_url(REDIS_URL)
+        db = SqliteDatabase(tmp_path / f"n{i}.db")
+        pub = Collector()
+        c = Community(
+            db, pub, clock, overdue_check_s=3600, store=PgCommunityStore(database),
+            sync=ClusterSync(redis, prefix),
+        )
+        await c.start()
+        made.append((c, pub, db, redis))
+    (a, pub_a, _, _), (b, pub_b, _, _) = made
+    try:
+        await a.set_answer_target("late", 60)
+        await until(lambda: b.board("late").target_s == 60, what="B to learn the target")
+        q = await a.ask("late", {"id": "v1", "name": "V", "role": "viewer"}, "anyone?")
+        await until(lambda: q["id"] in b.board("late").questions, what="B to learn the question")
+        clock.now += 61_000
+        flagged = await asyncio.gather(a.check_overdue(), b.check_overdue())
+        assert sorted(flagged) == [0, 1]  # both timers saw it late; one flag for the cluster
+        staff = pub_a.on("staff:late", "question_overdue") + pub_b.on("staff:late", "question_overdue")
+        assert [e["question"]["id"] for e in staff] == [q["id"]]
+        assert await a.check_overdue() == 0 and await b.check_overdue() == 0
+        # the stats agree on both nodes
+        assert (await a.room_stats("late"))["overdue_open"] == 1
+        assert (await b.room_stats("late"))["overdue_open"] == 1
+    finally:
+        for c, _, db, redis in made:
+            await c.stop()
+            await db.close()
+            await redis.aclose()
