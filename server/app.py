@@ -29,6 +29,7 @@ from client_sdk.tokens import mint_token
 from server.auth import Identity
 from server.bus.local import LocalBus
 from server.bus.redis import RedisBus
+from server.community_sync import ClusterSync
 from server.config import Config
 from server.domain.ratelimit import UserBuckets
 from server.domain.room import Room
@@ -44,6 +45,7 @@ from server.replica import RoomReplica
 from server.rooms import Rooms
 from server.session import Session
 from server.store.base import CommerceStore
+from server.store.community_pg import PgCommunityStore
 from server.store.postgres import PostgresLedger, StockGate
 from server.store.sqlite import SqliteDatabase
 
@@ -131,9 +133,14 @@ class App:
         store: CommerceStore | SqliteDatabase = self.db if self.ledger is None else self.ledger
         self.commerce = Commerce(store, self._commerce_publish, self.clock_ms)
 
+        # cluster mode: community state shared in PostgreSQL, nodes' copies kept in step by
+        # change notices over Redis (server/community_sync.py)
+        community_store = PgCommunityStore(cfg.postgres) if cfg.postgres else None
+        community_sync = ClusterSync(self.redis, cfg.redis_prefix) if cfg.postgres and self.redis else None
         self.community = Community(
             self.db, self.bus, self.clock_ms, answer_target_s=cfg.answer_target_s,
             webhook_host=cfg.host, webhook_port=cfg.webhook_port or None,
+            store=community_store, sync=community_sync,
         )
         # operations (issue 10): coupons, polls, check-ins, invites, layers, the numbers
         from server.operations import Operations
@@ -331,13 +338,13 @@ class App:
                 except Exception:
                     log.exception("releasing media failed", extra={"room": room, "kind": kind})
 
-    def group_exists(self, group: str) -> bool:
-        return group in self.community.directory.groups
+    async def group_exists(self, group: str) -> bool:
+        return await self.community.group_known(group)
 
     async def may_enter_group(self, ident: Identity, group: str) -> bool:
         if ident.token_lists_group(group):
             return True
-        return bool(self.community.is_member(ident.id, group))
+        return await self.community.is_member_fresh(ident.id, group)
 
     # ---- feature hooks --------------------------------------------------------------
     async def snapshot(self, ch: str) -> dict[str, Any]:

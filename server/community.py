@@ -7,6 +7,14 @@ The gateway calls these methods for the ops `ask`, `upvote`, `answer`, `dismiss`
 the clock, ids, durability (every change is committed before its events are published, so
 what a client saw survives a restart), the publish callback, the overdue timer and the
 connectors (outbound delivery, inbound listener). See docs/community.md.
+
+In a cluster (`--postgres`, server/store/community_pg.py) the domain objects are this node's
+working copy of a shared record: the writes that can race are guarded in SQL and a refusal
+(`Stale`) makes this node adopt the committed row before it answers; after a commit the node
+tells the others (`ClusterSync`, server/community_sync.py) and they update their copies; a
+question, group or connector this node does not know is loaded before it says not_found. Only
+the node that served an op publishes its events, mirrors a question and hands it to the
+connectors, so each happens once per cluster. See docs/scaleout.md.
 """
 
 from __future__ import annotations
@@ -14,21 +22,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import secrets
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
 from server.bus.base import Publish
+from server.community_sync import ClusterSync, Notice
 from server.connectors.delivery import Delivery
 from server.connectors.formats import Connector, parse_connector
 from server.connectors.inbound import InboundListener
 from server.domain.community import STAFF_ROLES, Directory, Group
-from server.domain.mirror import Event, Mirror
+from server.domain.mirror import MAX_LINKED_GROUPS, Copy, Event, Mirror
 from server.domain.moderation import Action, FilterConfig, Ladder, LinkFilter
-from server.domain.qa import MAX_ANSWER_CHARS, Question, QuestionBoard, clean_text
+from server.domain.qa import ANSWERED, MAX_ANSWER_CHARS, OPEN, Question, QuestionBoard, clean_text
 from server.errors import SoukError
-from server.store.community_store import SCHEMA, CommunityStore
+from server.store.community_pg import PgCommunityStore
+from server.store.community_store import SCHEMA, CommunityStore, SqliteCommunityStore, Stale
 from server.store.sqlite import SqliteDatabase
 
 log = logging.getLogger("souk.community")
@@ -98,7 +109,7 @@ class Community:
 
     def __init__(
         self,
-        db: SqliteDatabase,
+        db: SqliteDatabase | None,
         publish: Publish,
         clock_ms: Callable[[], int],
         *,
@@ -111,9 +122,20 @@ class Community:
         connector_max_attempts: int = 5,
         connector_backoff_s: float = 0.5,
         connector_max_backoff_s: float = 60.0,
+        store: CommunityStore | None = None,
+        sync: ClusterSync | None = None,
     ) -> None:
         self.db = db
-        self.store = CommunityStore(db)
+        if store is None:
+            if db is None:
+                raise ValueError("Community needs a SQLite database or a store")
+            store = SqliteCommunityStore(db)
+        elif db is not None:
+            db.add_schema(SCHEMA)  # the embedded tables stay (empty) for the features reading them
+        self.store: CommunityStore = store
+        # the shared store of a cluster: lazy loads and reloads come from it
+        self.pg = store if isinstance(store, PgCommunityStore) else None
+        self.sync = sync
         self.publish = publish
         self.clock_ms = clock_ms
         self.answer_target_s = answer_target_s
@@ -188,6 +210,7 @@ class Community:
             return {}
         if op == "group_members":
             gid = _field(frame, "group")
+            await self._group(gid)
             members = self.group_members(gid)
             if role in STAFF_ROLES:
                 return {"members": members}
@@ -213,26 +236,33 @@ class Community:
 
     # -- life cycle -------------------------------------------------------------------
     async def start(self) -> None:
-        if self.db._thread is None:
-            self.db.start()
-        else:
-            await self.db.write(_create_tables)
-        for raw in self.store.load(self.directory, self.boards, self.mirror, self.answer_target_s):
-            self.connectors[raw["id"]] = Connector(
-                raw["id"],
-                raw["shop"],
-                raw["room"],
-                raw["platform"],
-                raw["url"],
-                raw["secret"],
-                raw["created_at"],
-                raw["config"],
-            )
-            self.delivery.add(self.connectors[raw["id"]])
+        await self.store.start()
+        if self.sync is not None:  # subscribed before the load: nothing committed is missed
+            await self.sync.start()
+        raws = await self.store.load(self.directory, self.boards, self.mirror, self.answer_target_s)
+        for raw in raws:
+            self._add_connector(raw)
         await self.delivery.start()
         if self.connectors:
             await self._ensure_inbound()
+        if self.sync is not None:
+            self.sync.run(self.apply_notice)
         self._overdue_task = asyncio.create_task(self._overdue_loop(), name="qa-overdue")
+
+    def _add_connector(self, raw: dict[str, Any]) -> Connector:
+        conn = Connector(
+            raw["id"],
+            raw["shop"],
+            raw["room"],
+            raw["platform"],
+            raw["url"],
+            raw["secret"],
+            raw["created_at"],
+            raw["config"],
+        )
+        self.connectors[conn.id] = conn
+        self.delivery.add(conn)
+        return conn
 
     async def stop(self) -> None:
         if self._overdue_task is not None:
@@ -245,6 +275,9 @@ class Community:
             self.inbound = None
         for conn, item in await self.delivery.stop():
             await self._dead_letter(conn, item, "not delivered before shutdown", 0)
+        if self.sync is not None:
+            await self.sync.stop()
+        await self.store.close()
 
     def _emit(self, events: list[Event]) -> None:
         for ev in events:
@@ -262,6 +295,7 @@ class Community:
         """A room's response target in seconds (default 300), kept across restarts."""
         self.board(room).set_target(target_s)
         await self.store.set_answer_target(room, target_s)
+        self._notify("target", room=room)
 
     # -- moderation -------------------------------------------------------------------
     def check_text(self, text: str, role: str | None) -> None:
@@ -293,6 +327,7 @@ class Community:
         except Exception:
             self.directory.groups.pop(group.id, None)
             raise
+        self._notify("g", id=group.id)
         return group.to_dict()
 
     async def group_join(
@@ -310,31 +345,50 @@ class Community:
         uid, name, role = _user(user)
         if role not in ("member", *STAFF_ROLES):
             raise SoukError("forbidden", "only members may join groups")
-        now = self.clock_ms()
-        result = self.directory.join(
-            {"id": uid, "name": name, "role": role},
-            now,
-            lambda: _new_id("g"),
-            group_id=group_id,
-            tier=tier,
-            topic=topic,
-            shop=shop,
-        )
-        group = result.group
-        if result.already_member:
-            return {**group.to_dict(), "spilled": False, "already_member": True}
-        tags = None
-        if source is not None or invited_by is not None:
-            tags = self.directory.update_tags(
-                group.shop, uid, {"source": source, "invited_by": invited_by}
+        if group_id is not None:
+            await self._group(group_id)
+        attempts = 20 if self.pg is not None else 1
+        for attempt in range(attempts):
+            now = self.clock_ms()
+            result = self.directory.join(
+                {"id": uid, "name": name, "role": role},
+                now,
+                lambda: _new_id("g"),
+                group_id=group_id,
+                tier=tier,
+                topic=topic,
+                shop=shop,
             )
-        try:
-            await self.store.add_member(group, result.member, result.created, tags, group.shop)
-        except Exception:
-            group.members.pop(uid, None)
-            if result.created is not None:
-                self.directory.groups.pop(result.created.id, None)
-            raise
+            group = result.group
+            if result.already_member:
+                return {**group.to_dict(), "spilled": False, "already_member": True}
+            tags = None
+            if source is not None or invited_by is not None:
+                tags = self.directory.update_tags(
+                    group.shop, uid, {"source": source, "invited_by": invited_by}
+                )
+            try:
+                await self.store.add_member(group, result.member, result.created, tags, group.shop)
+            except Stale as exc:
+                # another node placed members first: reload the family and place again
+                group.members.pop(uid, None)
+                if result.created is not None:
+                    self.directory.groups.pop(result.created.id, None)
+                if attempt == attempts - 1:
+                    raise SoukError(
+                        "unavailable", f"group placement kept racing: {exc.message}"
+                    ) from None
+                await asyncio.sleep(random.uniform(0, 0.005 * attempt))  # let the winner finish
+                await self._reload_family(group.shop, group.tier, group.topic)
+                continue
+            except Exception:
+                group.members.pop(uid, None)
+                if result.created is not None:
+                    self.directory.groups.pop(result.created.id, None)
+                raise
+            break
+        group.members[uid] = result.member  # committed (a reload meanwhile may have missed it)
+        self._notify("g", id=group.id)
         if result.created is not None:
             # a spill-over group inherits the room links of its siblings (same tier and topic)
             rooms = {
@@ -349,6 +403,7 @@ class Community:
                     log.warning("spill-over group %s not linked to %s: %s", group.id, room, exc)
                     continue
                 await self.store.save_links(room, self.mirror.linked(room))
+                self._notify("links", room=room)
         self.publish(
             f"group:{group.id}",
             "member_joined",
@@ -372,7 +427,7 @@ class Community:
         await self._drop_member(user_id, group_id, removed=True)
 
     async def _drop_member(self, user_id: str, group_id: str, *, removed: bool) -> None:
-        group = self.directory.get(group_id)
+        group = await self._group(group_id, user=user_id)
         member = (
             self.directory.remove(user_id, group_id)
             if removed
@@ -384,6 +439,7 @@ class Community:
             group.members[user_id] = member
             group.removed.discard(user_id)
             raise
+        self._notify("g", id=group_id)
         self.publish(
             f"group:{group_id}",
             "member_left",
@@ -405,8 +461,13 @@ class Community:
         return [g.to_dict() for g in self.directory.groups.values() if g.shop == shop]
 
     async def update_tags(self, shop: str, user_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+        if self.pg is not None:  # merge into what the cluster has, not into a stale copy
+            fresh = await self.pg.load_tags(shop, user_id)
+            if fresh is not None:
+                self.directory.tags[(shop, user_id)] = fresh
         tags = self.directory.update_tags(shop, user_id, fields)
         await self.store.save_tags(shop, user_id, tags)
+        self._notify("tags", shop=shop, user=user_id)
         return tags.to_dict()
 
     async def tag_purchase(
@@ -421,9 +482,16 @@ class Community:
     async def link_groups(self, room: str, group_ids: Any, *, shop: str | None = None) -> list[str]:
         """Link groups to a room; returns every group now linked. Mirroring applies from now."""
         self.board(room)
+        if self.pg is not None and isinstance(group_ids, list):
+            await self._reload_links(room)  # add to the cluster's links, not a stale copy
+            for gid in group_ids[: MAX_LINKED_GROUPS + 1]:
+                if isinstance(gid, str) and 1 <= len(gid) <= 64:
+                    with contextlib.suppress(SoukError):
+                        await self._group(gid)
         self.mirror.link(room, group_ids, self.directory, shop)
         linked = self.mirror.linked(room)
         await self.store.save_links(room, linked)
+        self._notify("links", room=room)
         return linked
 
     # -- Q&A --------------------------------------------------------------------------
@@ -445,6 +513,7 @@ class Community:
             raise
         self._emit(self.mirror.question_events(q))
         self._to_connectors(room, self._question_item(q))
+        self._notify_question(q, copies)
         return q.to_event()
 
     async def mirror_again(self, room: str, qid: str) -> int:
@@ -454,13 +523,29 @@ class Community:
         if copies:
             await self.store.save_question(q, copies)
             self._emit(self.mirror.question_events(q, only=copies, to_room=False))
+            self._notify_question(q, copies)
         return len(copies)
 
     async def upvote(self, room: str, user: dict[str, Any], qid: Any) -> dict[str, Any]:
         uid, _, _ = _user(user)
-        q = self.board(room).upvote(qid, uid)
-        await self.store.save_question(q)
+        q = self.board(room).upvote((await self._question(room, qid)).id, uid)
+        try:
+            fresh = await self.store.upvote(q, uid)
+        except Stale as exc:  # another node counted this vote, or closed the question
+            q.voters.discard(uid)
+            q.votes -= 1
+            if exc.question is not None:
+                self._adopt(exc.question, force=True)
+            raise SoukError(exc.code, exc.message) from None
+        except Exception:
+            if self.pg is not None:
+                q.voters.discard(uid)
+                q.votes -= 1
+            raise
+        if fresh is not q:  # the count as committed, whatever node voted meanwhile
+            self._adopt(fresh, force=True)
         self._emit(self.mirror.question_events(q, droppable=True))
+        self._notify_question(q, voter=uid)
         return q.to_event()
 
     async def answer(
@@ -470,26 +555,44 @@ class Community:
         uid, name, role = _user(user)
         _require_staff(user, "answer questions")
         by = {"user": uid, "name": name, "role": role, "via": "room"}
+        qid = (await self._question(room, qid)).id
         q = self.board(room).answer(qid, by, text, self.clock_ms(), on_stream=on_stream)
         await self._answered(q, skip_group=None, skip_connector=None)
         return q.to_event()
 
     async def dismiss(self, room: str, user: dict[str, Any], qid: Any) -> dict[str, Any]:
         _require_staff(user, "dismiss questions")
-        q = self.board(room).dismiss(qid)
-        await self.store.save_question(q)
+        q = self.board(room).dismiss((await self._question(room, qid)).id)
+        try:
+            await self.store.close_question(q)
+        except Stale as exc:
+            q.status = OPEN
+            if exc.question is not None:
+                self._adopt(exc.question, force=True)
+            raise SoukError(exc.code, exc.message) from None
+        except Exception:
+            if self.pg is not None:
+                q.status = OPEN
+            raise
         self._emit(self.mirror.question_events(q))
+        self._notify_question(q)
         return q.to_event()
 
     async def _answered(
         self, q: Question, *, skip_group: str | None, skip_connector: str | None
     ) -> None:
         try:
-            await self.store.save_question(q)
+            await self.store.close_question(q)
+        except Stale as exc:  # another node answered first: its answer stands
+            self._undo_answer(q)
+            if exc.question is not None:
+                self._adopt(exc.question, force=True)
+            raise SoukError(exc.code, exc.message) from None
         except Exception:
             self._undo_answer(q)
             raise
         self._publish_answer(q, skip_group=skip_group, skip_connector=skip_connector)
+        self._notify_question(q)
 
     def _undo_answer(self, q: Question) -> None:
         """Roll the domain back when the answer could not be made durable."""
@@ -535,21 +638,32 @@ class Community:
             "reply_to": reply_to if isinstance(reply_to, str) else None,
             "ts": ts if isinstance(ts, int) else self.clock_ms(),
         }
-        q = self._answer_by_reply(group_id, uid, name, text, reply_to)
+        q = await self._answer_by_reply(group_id, uid, name, text, reply_to)
         try:  # the message and the answer it gives are one transaction: one commit, not two
-            await self.store.add_message(group_id, record, answered=q)
+            kept = await self.store.add_message(group_id, record, answered=q)
         except Exception:
             if q is not None:
                 self._undo_answer(q)
             raise
+        if q is not None and not kept:  # answered on another node first: just chat
+            self._undo_answer(q)
+            await self._reload_question(q.id)
+            return
         if q is not None:
             self._publish_answer(q, skip_group=group_id, skip_connector=None)
+            self._notify_question(q)
 
-    def _answer_by_reply(
+    async def _answer_by_reply(
         self, group_id: str, uid: str, name: str, text: str, reply_to: Any
     ) -> Question | None:
         """Apply a group reply to a mirrored question in the domain; None if it is just chat."""
         copy = self.mirror.resolve_reply(group_id, reply_to)
+        if copy is None and self.pg is not None and isinstance(reply_to, str) and reply_to:
+            # a copy made on another node whose notice has not arrived: ask the record
+            qid = await self.pg.question_of_copy(reply_to[:64])
+            if qid is not None:
+                await self._reload_question(qid)
+                copy = self.mirror.resolve_reply(group_id, reply_to)
         if copy is None:
             return None
         board = self.boards.get(copy.room)
@@ -578,9 +692,9 @@ class Community:
         ext_user = data.get("user")
         if ext_user is not None and (not isinstance(ext_user, str) or len(ext_user) > 64):
             raise SoukError("invalid", "user must be a string of at most 64 characters")
-        board = self.boards.get(conn.room)
-        if board is None:
-            raise SoukError("not_found", "no such question in this room")
+        board = self.board(conn.room)
+        if isinstance(qid, str) and qid:
+            qid = (await self._question(conn.room, qid)).id
         by = {
             "user": ext_user,
             "name": name,
@@ -640,6 +754,7 @@ class Community:
                 skipped.append({"group": gid, "code": exc.code})
                 continue
             await self.store.add_notice(gid, str(kind), body, now)
+            self._notify("g", id=gid)
             fields = {"kind": kind, "text": body, "group": gid, "ts": now, **(extra or {})}
             if room is not None:
                 fields["room"] = room
@@ -709,27 +824,221 @@ class Community:
     async def recent_group_messages(self, group_id: str, limit: int = 50) -> list[dict[str, Any]]:
         return await self.store.recent_messages(group_id, limit)
 
+    # -- cluster: keeping this node's copies in step ------------------------------------
+    def _notify(self, kind: str, **fields: Any) -> None:
+        """Tell the other nodes of the cluster that an entity changed (after the commit)."""
+        if self.sync is not None:
+            self.sync.notify(kind, **fields)
+
+    def _notify_question(
+        self, q: Question, copies: list[Copy] | None = None, *, voter: str | None = None
+    ) -> None:
+        if self.sync is None:
+            return
+        wire = {k: v for k, v in q.to_event().items() if k != "on_stream"}
+        wire.update(
+            on_stream=q.on_stream,
+            answer=q.answer,
+            answered_by=q.answered_by,
+            answered_at=q.answered_at,
+            overdue_flagged=q.overdue_flagged,
+            rev=q.rev,
+        )
+        notice: dict[str, Any] = {"q": wire}
+        if copies:
+            notice["copies"] = [[c.id, c.group] for c in copies]
+        if voter is not None:
+            notice["voter"] = voter
+        self.sync.notify("q", **notice)
+
+    def _adopt(
+        self,
+        fresh: Question,
+        copies: list[Copy] | None = None,
+        *,
+        force: bool = False,
+        full_voters: bool = False,
+    ) -> Question:
+        """Make this node's copy of a question the committed one (if newer, or `force`).
+
+        `fresh.voters` is every voter when `full_voters` (a load), else the ones this update
+        is known to add (a vote); the count is always the committed `votes`.
+        """
+        board = self.board(fresh.room)
+        for copy in copies or ():
+            if copy.id not in self.mirror.by_id:
+                self.mirror.add_copy(copy)
+        local = board.questions.get(fresh.id)
+        if local is None:
+            board.add(fresh)
+            return fresh
+        if full_voters:
+            local.voters = set(fresh.voters)
+        else:
+            local.voters |= fresh.voters
+        if not force and fresh.rev <= local.rev:
+            return local
+        was_open = local.status == OPEN
+        local.votes = fresh.votes
+        local.status = fresh.status
+        local.answer = fresh.answer
+        local.answered_by = fresh.answered_by
+        local.answered_at = fresh.answered_at
+        local.on_stream = fresh.on_stream
+        local.overdue_flagged = local.overdue_flagged or fresh.overdue_flagged
+        local.rev = max(local.rev, fresh.rev)
+        if was_open and local.status == ANSWERED and local.answered_at is not None:
+            board.answer_times_ms.append(max(0, local.answered_at - local.asked_at))
+        return local
+
+    async def _reload_question(self, qid: str) -> Question | None:
+        if self.pg is None:
+            return None
+        got = await self.pg.load_question(qid)
+        if got is None:
+            return None
+        return self._adopt(got[0], got[1], force=True, full_voters=True)
+
+    async def _question(self, room: str, qid: Any) -> Question:
+        """The question `qid` of `room`; in a cluster, one asked on another node is loaded
+        from the shared store before this node says not_found."""
+        board = self.board(room)
+        if (
+            self.pg is not None
+            and isinstance(qid, str)
+            and 1 <= len(qid) <= 64
+            and qid not in board.questions
+        ):
+            q = await self._reload_question(qid)
+            if q is not None and q.room != room:
+                raise SoukError("not_found", "no such question in this room")
+        return board.get(qid)
+
+    async def _group(self, gid: Any, *, user: str | None = None) -> Group:
+        """The group `gid`; in a cluster reloaded first when this node does not know it (or
+        does not know `user` in it: they may have joined through another node)."""
+        if self.pg is not None and isinstance(gid, str) and 1 <= len(gid) <= 64:
+            known = self.directory.groups.get(gid)
+            if known is None or (user is not None and user not in known.members):
+                await self._reload_group(gid)
+        return self.directory.get(gid)
+
+    def _put_group(self, fresh: Group) -> None:
+        """Adopt a group as committed, keeping the object other code may hold."""
+        known = self.directory.groups.get(fresh.id)
+        if known is None:
+            self.directory.groups[fresh.id] = fresh
+            return
+        known.title, known.cap = fresh.title, fresh.cap
+        known.members = fresh.members
+        known.removed = fresh.removed
+        known.notices_at = fresh.notices_at
+
+    async def _reload_group(self, gid: str) -> None:
+        if self.pg is not None:
+            fresh = await self.pg.load_group(gid)
+            if fresh is not None:
+                self._put_group(fresh)
+
+    async def _reload_family(self, shop: str, tier: str, topic: str) -> None:
+        if self.pg is not None:
+            for fresh in await self.pg.load_family(shop, tier, topic):
+                self._put_group(fresh)
+
+    async def _reload_links(self, room: str) -> None:
+        if self.pg is None:
+            return
+        links = await self.pg.load_links(room)
+        for gid in links:
+            if gid not in self.directory.groups:
+                await self._reload_group(gid)
+        if links:
+            self.mirror.links[room] = links
+        else:
+            self.mirror.links.pop(room, None)
+
+    async def is_member_fresh(self, user_id: str, group_id: str) -> bool:
+        """Membership for a channel join: in a cluster, one made on another node counts."""
+        if self.directory.is_member(user_id, group_id):
+            return True
+        with contextlib.suppress(SoukError):
+            await self._group(group_id, user=user_id)
+        return self.directory.is_member(user_id, group_id)
+
+    async def group_known(self, group_id: str) -> bool:
+        """Does the group exist (in a cluster: anywhere)? For channel joins."""
+        with contextlib.suppress(SoukError):
+            await self._group(group_id)
+        return group_id in self.directory.groups
+
+    async def _connector(self, cid: str) -> Connector | None:
+        """The inbound listener's lookup: a connector created on another node is loaded."""
+        conn = self.connectors.get(cid)
+        if conn is None and self.pg is not None and 1 <= len(cid) <= 64:
+            raw = await self.pg.load_connector(cid)
+            if raw is not None:
+                conn = self.connectors.get(cid) or self._add_connector(raw)
+        return conn
+
+    async def apply_notice(self, notice: Notice) -> None:
+        """Another node committed a change: update this node's copy (never re-publish,
+        re-mirror or re-deliver: that node did it, once)."""
+        kind = notice.get("k")
+        if kind == "q":
+            w = notice["q"]
+            fresh = Question(
+                id=w["id"], room=w["room"], user=w["user"], name=w["name"], text=w["text"],
+                asked_at=w["asked_at"], votes=w["votes"],
+                voters={notice["voter"]} if notice.get("voter") else set(),
+                status=w["status"], answer=w.get("answer"), answered_by=w.get("answered_by"),
+                answered_at=w.get("answered_at"), on_stream=bool(w.get("on_stream")),
+                overdue_flagged=bool(w.get("overdue_flagged")), rev=int(w.get("rev", 0)),
+            )
+            copies = [Copy(cid, gid, fresh.room, fresh.id) for cid, gid in notice.get("copies", ())]
+            self._adopt(fresh, copies)
+        elif kind == "g":
+            await self._reload_group(str(notice["id"]))
+        elif kind == "links":
+            await self._reload_links(str(notice["room"]))
+        elif kind == "c":
+            if self.pg is not None and notice["id"] not in self.connectors:
+                raw = await self.pg.load_connector(str(notice["id"]))
+                if raw is not None:
+                    self._add_connector(raw)
+                    await self._ensure_inbound()
+        elif kind == "tags":
+            if self.pg is not None:
+                tags = await self.pg.load_tags(str(notice["shop"]), str(notice["user"]))
+                if tags is not None:
+                    self.directory.tags[(str(notice["shop"]), str(notice["user"]))] = tags
+        elif kind == "target":
+            if self.pg is not None:
+                target = await self.pg.load_target(str(notice["room"]))
+                if target is not None:
+                    self.board(str(notice["room"])).set_target(target)
+
     # -- overdue timer ----------------------------------------------------------------
     async def check_overdue(self) -> int:
         """Flag questions past their room's target on `staff:<room>`; returns how many."""
         now = self.clock_ms()
         flagged: list[Question] = []
-        for room, board in list(self.boards.items()):
-            for q in board.newly_overdue(now):
-                flagged.append(q)
-                self.publish(
-                    f"staff:{room}",
-                    "question_overdue",
-                    {
-                        "room": room,
-                        "question": q.to_event(),
-                        "age_s": (now - q.asked_at) // 1000,
-                        "target_s": board.target_s,
-                    },
-                )
-        if flagged:
-            await self.store.save_questions(flagged)
-        return len(flagged)
+        for board in list(self.boards.values()):
+            flagged.extend(board.newly_overdue(now))
+        # in a cluster every node's timer sees the question late; the store lets one flag it
+        done = await self.store.flag_overdue(flagged)
+        for q in done:
+            board = self.boards[q.room]
+            self.publish(
+                f"staff:{q.room}",
+                "question_overdue",
+                {
+                    "room": q.room,
+                    "question": q.to_event(),
+                    "age_s": (now - q.asked_at) // 1000,
+                    "target_s": board.target_s,
+                },
+            )
+        return len(done)
 
     async def _overdue_loop(self) -> None:
         while True:
@@ -756,6 +1065,7 @@ class Community:
         self.connectors[conn.id] = conn
         self.delivery.add(conn)
         await self._ensure_inbound()
+        self._notify("c", id=conn.id)
         out = conn.to_dict(with_secret=True)
         if self.inbound is not None:
             out["inbound_url"] = f"http://{self.webhook_host}:{self.inbound.port}/hooks/{conn.id}"
@@ -764,7 +1074,7 @@ class Community:
     async def _ensure_inbound(self) -> None:
         if self.inbound is None and self.webhook_port is not None:
             self.inbound = InboundListener(
-                self.connectors.get,
+                self._connector,
                 self.answer_from_connector,
                 self.clock_ms,
                 host=self.webhook_host,
@@ -825,8 +1135,3 @@ class Community:
             },
         )
 
-
-def _create_tables(conn: Any) -> None:
-    for stmt in SCHEMA.split(";"):
-        if stmt.strip():
-            conn.execute(stmt)

@@ -34,7 +34,7 @@ def _json(status: int, data: dict[str, Any]) -> web.Response:
 class InboundListener:
     def __init__(
         self,
-        lookup: Callable[[str], Connector | None],
+        lookup: Callable[[str], Awaitable[Connector | None]],
         on_answer: AnswerHook,
         clock_ms: Callable[[], int],
         *,
@@ -69,7 +69,7 @@ class InboundListener:
             self._runner = None
 
     async def _handle(self, request: web.Request) -> web.Response:
-        conn = self.lookup(request.match_info["cid"])
+        conn = await self.lookup(request.match_info["cid"])  # a cluster may load it first
         if conn is None:
             return _json(404, {"error": "not_found", "message": "no such connector"})
         if request.content_length is not None and request.content_length > MAX_BODY:

@@ -53,6 +53,8 @@ class Question:
     answered_at: int | None = None
     on_stream: bool = False
     overdue_flagged: bool = False
+    # the shared store's version of the row (cluster mode): nodes apply a copy only if newer
+    rev: int = 0
 
     def to_event(self) -> dict[str, Any]:
         """The `question` event fields (the same shape in snapshots and in pushes)."""

@@ -24,7 +24,7 @@ async def authorize_channel(app: App, ident: Identity, ch: str) -> None:
         if not ident.may_enter_room(key):
             raise SoukError(Code.FORBIDDEN, f"your token does not admit you to room {key}")
     elif kind == "group":
-        if not app.group_exists(key):
+        if not await app.group_exists(key):
             raise SoukError(Code.NOT_FOUND, f"no group {key}")
         if not await app.may_enter_group(ident, key):
             raise SoukError(Code.FORBIDDEN, f"you are not a member of group {key}")

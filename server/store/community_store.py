@@ -1,16 +1,22 @@
-"""Durable community state in the shared SQLite file: groups, members, tags, questions,
-mirrors, room links, group messages, notices, connectors and dead letters.
+"""Durable community state: the `CommunityStore` protocol and its SQLite implementation
+(groups, members, tags, questions, mirrors, room links, group messages, notices, connectors
+and dead letters, in the shared SQLite file).
 
 Why here and not in the domain: the domain keeps the live state in memory (microsecond rules);
 this module makes every change durable (`await` returns after the group commit) and rebuilds
 the domain objects on start, so membership, tags, messages and questions survive a restart.
 Table names are distinct from the commerce tables that share the file.
+
+Two implementations: `SqliteCommunityStore` (embedded, one node: the in-memory domain is the
+only writer, so every write simply succeeds) and `PgCommunityStore` (server/store/
+community_pg.py, cluster mode: several nodes write the same rows, so the writes that can race
+are guarded in SQL and may refuse with `Stale`, after which the adapter refreshes its copy).
 """
 
 from __future__ import annotations
 
 import sqlite3
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -120,12 +126,81 @@ def _upsert_tags(conn: sqlite3.Connection, shop: str, user: str, t: Tags) -> Non
     )
 
 
-class CommunityStore:
+class Stale(Exception):
+    """A guarded write refused because another node changed the row first (cluster mode).
+
+    `code`/`message` are what the client is told when the refusal is final (e.g. `conflict`,
+    "already upvoted"); `question` is the row as committed, for the adapter to adopt.
+    The SQLite store never raises it: one node is the only writer.
+    """
+
+    def __init__(self, code: str, message: str, question: Question | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.question = question
+
+
+class CommunityStore(Protocol):
+    """What the Community adapter needs from a durable store (SQLite or PostgreSQL).
+
+    Every write returns after it committed. The question writes that two nodes can race
+    (`upvote`, `close_question`, `add_message` with an answer, `flag_overdue`) and
+    `add_member` (capacity, spill-over) may raise `Stale` in the PostgreSQL store.
+    """
+
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
+    async def create_group(self, group: Group) -> None: ...
+    async def add_member(
+        self, group: Group, member: Member, created: Group | None, tags: Tags | None, shop: str
+    ) -> None: ...
+    async def remove_member(
+        self, group_id: str, member: Member, now_ms: int, removed: bool
+    ) -> None: ...
+    async def save_tags(self, shop: str, user: str, tags: Tags) -> None: ...
+    async def add_notice(self, group_id: str, kind: str, text: str, ts: int) -> None: ...
+    async def add_message(
+        self, group_id: str, msg: dict[str, Any], *, answered: Question | None = None
+    ) -> bool: ...
+    async def set_answer_target(self, room: str, target_s: int) -> None: ...
+    async def save_question(self, q: Question, copies: list[Copy] | None = None) -> None: ...
+    async def upvote(self, q: Question, user: str) -> Question: ...
+    async def close_question(self, q: Question) -> Question: ...
+    async def flag_overdue(self, qs: list[Question]) -> list[Question]: ...
+    async def save_links(self, room: str, group_ids: list[str]) -> None: ...
+    async def save_connector(self, conn: dict[str, Any]) -> None: ...
+    async def add_dead_letter(
+        self, connector_id: str, room: str, item: dict[str, Any], error: str, attempts: int, ts: int
+    ) -> int: ...
+    async def recent_messages(self, group_id: str, limit: int = 50) -> list[dict[str, Any]]: ...
+    async def dead_letters(self, connector_id: str | None = None) -> list[dict[str, Any]]: ...
+    async def exits(self, group_id: str) -> int: ...
+    async def load(
+        self,
+        directory: Directory,
+        boards: dict[str, QuestionBoard],
+        mirror: Mirror,
+        default_target_s: int,
+    ) -> list[dict[str, Any]]: ...
+
+
+class SqliteCommunityStore:
     """Durable writes (each one group-committed) and the load that rebuilds the domain."""
 
     def __init__(self, db: SqliteDatabase) -> None:
         self.db = db
         db.add_schema(SCHEMA)
+
+    async def start(self) -> None:
+        """Create the tables (the app's database may already be running)."""
+        if self.db._thread is None:
+            self.db.start()
+        else:
+            await self.db.write(_create_tables)
+
+    async def close(self) -> None:
+        """Nothing: the database belongs to the app."""
 
     # -- writes -----------------------------------------------------------------------
     async def create_group(self, group: Group) -> None:
@@ -178,8 +253,11 @@ class CommunityStore:
 
     async def add_message(
         self, group_id: str, msg: dict[str, Any], *, answered: Question | None = None
-    ) -> None:
-        """Keep a group message and, in the same transaction, the question it answered."""
+    ) -> bool:
+        """Keep a group message and, in the same transaction, the question it answered.
+
+        Returns whether the answer was kept (always, here: this node is the only writer).
+        """
 
         def fn(c: sqlite3.Connection) -> None:
             c.execute(
@@ -198,6 +276,7 @@ class CommunityStore:
                 _upsert_question(c, answered)
 
         await self.db.write(fn)
+        return answered is not None
 
     async def set_answer_target(self, room: str, target_s: int) -> None:
         await self.db.write(
@@ -223,6 +302,22 @@ class CommunityStore:
                 _upsert_question(c, q)
 
         await self.db.write(fn)
+
+    async def upvote(self, q: Question, user: str) -> Question:
+        """The vote the domain just counted (the domain is the only writer here)."""
+        await self.save_question(q)
+        return q
+
+    async def close_question(self, q: Question) -> Question:
+        """An answer or a dismissal the domain just applied."""
+        await self.save_question(q)
+        return q
+
+    async def flag_overdue(self, qs: list[Question]) -> list[Question]:
+        """Keep the overdue flags; returns the questions flagged (all of them, here)."""
+        if qs:
+            await self.save_questions(qs)
+        return qs
 
     async def save_links(self, room: str, group_ids: list[str]) -> None:
         def fn(c: sqlite3.Connection) -> None:
@@ -307,7 +402,7 @@ class CommunityStore:
             )
         )
 
-    def load(
+    async def load(
         self,
         directory: Directory,
         boards: dict[str, QuestionBoard],
@@ -386,3 +481,9 @@ class CommunityStore:
             ]
 
         return self.db.read_sync(fn)
+
+
+def _create_tables(conn: sqlite3.Connection) -> None:
+    for stmt in SCHEMA.split(";"):
+        if stmt.strip():
+            conn.execute(stmt)

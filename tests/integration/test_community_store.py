@@ -1,19 +1,31 @@
-"""Community over a real SQLite file: the flows of issue 6 and what survives a restart.
+"""Community over a real store: the flows of issue 6 and what survives a restart.
 
-The publish callback is a collector (the websocket fan-out is the gateway's); everything else
-is real: the SQLite file with group commit, the adapter, the domain.
+One suite, two backends (the embedded and the cluster store must behave the same): a real
+SQLite file with group commit, and real PostgreSQL (a database per test session, a schema per
+test, so parallel runs on this machine do not meet). The publish callback is a collector (the
+websocket fan-out is the gateway's); everything else is real: the store, the adapter, the
+domain.
 """
 
 from __future__ import annotations
 
+import asyncio
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from server.community import Community
 from server.errors import SoukError
+from server.store.community_pg import PgCommunityStore
 from server.store.sqlite import SqliteDatabase
+
+PG = "postgresql://postgres@127.0.0.1:5432"
 
 T0 = 1_764_000_000_000  # a Monday? irrelevant except for the welfare week, set explicitly below
 
@@ -49,11 +61,53 @@ def member(n: int) -> dict[str, str]:
     return {"id": f"u{n}", "name": f"Member {n}", "role": "member"}
 
 
+@dataclass
+class Backend:
+    """Where a test's community lives; opening it twice is a restart on the same data."""
+
+    kind: str
+    path: Path  # the SQLite file (in cluster mode it still holds the app's other tables)
+    dsn: str | None = None  # PostgreSQL, with the test's own schema as search_path
+
+
+def _sql(dsn: str, sql: str) -> None:
+    """Run one statement from a sync fixture (in its own thread: a test's loop may be running)."""
+
+    async def run() -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, run()).result()
+
+
+@pytest.fixture(scope="module")
+def pg_database() -> Iterator[str]:
+    name = f"souk_test_{uuid.uuid4().hex[:10]}"
+    _sql(PG + "/postgres", f"CREATE DATABASE {name}")
+    yield f"{PG}/{name}"
+    _sql(PG + "/postgres", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    if request.param == "sqlite":
+        return Backend("sqlite", tmp_path / "souk.db")
+    database: str = request.getfixturevalue("pg_database")
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    _sql(database, f"CREATE SCHEMA {schema}")
+    return Backend("postgres", tmp_path / "souk.db", f"{database}?search_path={schema}")
+
+
 async def open_community(
-    path: Path, clock: Clock, pub: Collector, **kw: Any
+    backend: Backend, clock: Clock, pub: Collector, **kw: Any
 ) -> tuple[SqliteDatabase, Community]:
-    db = SqliteDatabase(path)
-    c = Community(db, pub, clock, overdue_check_s=3600, **kw)
+    db = SqliteDatabase(backend.path)
+    store = PgCommunityStore(backend.dsn) if backend.dsn is not None else None
+    c = Community(db, pub, clock, overdue_check_s=3600, store=store, **kw)
     await c.start()
     return db, c
 
@@ -79,10 +133,10 @@ async def linked_setup(c: Community) -> dict[str, str]:
 
 
 async def test_question_mirrors_and_group_answer_flows_back_without_echo(
-    tmp_path: Path, clock: Clock
+    backend: Backend, clock: Clock
 ) -> None:
     pub = Collector()
-    db, c = await open_community(tmp_path / "souk.db", clock, pub)
+    db, c = await open_community(backend, clock, pub)
     try:
         g = await linked_setup(c)
         pub.clear()
@@ -133,10 +187,10 @@ async def test_question_mirrors_and_group_answer_flows_back_without_echo(
 
 
 async def test_streamer_answer_updates_every_copy_and_upvotes_flow(
-    tmp_path: Path, clock: Clock
+    backend: Backend, clock: Clock
 ) -> None:
     pub = Collector()
-    db, c = await open_community(tmp_path / "souk.db", clock, pub)
+    db, c = await open_community(backend, clock, pub)
     try:
         g = await linked_setup(c)
         q = await c.ask("r1", {"id": "v1", "name": "V", "role": "viewer"}, "ship to Macau?")
@@ -163,9 +217,9 @@ async def test_streamer_answer_updates_every_copy_and_upvotes_flow(
 
 
 async def test_restart_keeps_groups_members_tags_questions_mirrors(
-    tmp_path: Path, clock: Clock
+    backend: Backend, clock: Clock
 ) -> None:
-    path = tmp_path / "souk.db"
+    path = backend
     pub = Collector()
     db, c = await open_community(path, clock, pub)
     g = await linked_setup(c)
@@ -212,9 +266,9 @@ async def test_restart_keeps_groups_members_tags_questions_mirrors(
         await close(db2, c2)
 
 
-async def test_spill_over_through_the_adapter_inherits_links(tmp_path: Path, clock: Clock) -> None:
+async def test_spill_over_through_the_adapter_inherits_links(backend: Backend, clock: Clock) -> None:
     pub = Collector()
-    db, c = await open_community(tmp_path / "souk.db", clock, pub)
+    db, c = await open_community(backend, clock, pub)
     try:
         grp = await c.group_create("shop", {"tier": "normal", "topic": "tea", "cap": 2})
         await c.link_groups("r1", [grp["id"]])
@@ -242,9 +296,9 @@ async def test_spill_over_through_the_adapter_inherits_links(tmp_path: Path, clo
         await close(db, c)
 
 
-async def test_filter_overdue_and_sale_notices(tmp_path: Path, clock: Clock) -> None:
+async def test_filter_overdue_and_sale_notices(backend: Backend, clock: Clock) -> None:
     pub = Collector()
-    db, c = await open_community(tmp_path / "souk.db", clock, pub, answer_target_s=60)
+    db, c = await open_community(backend, clock, pub, answer_target_s=60)
     try:
         g = await linked_setup(c)
         with pytest.raises(SoukError) as err:
@@ -285,9 +339,9 @@ async def test_filter_overdue_and_sale_notices(tmp_path: Path, clock: Clock) -> 
 
 
 async def test_offence_ladder_removes_and_removal_survives_restart(
-    tmp_path: Path, clock: Clock
+    backend: Backend, clock: Clock
 ) -> None:
-    path = tmp_path / "souk.db"
+    path = backend
     pub = Collector()
     db, c = await open_community(path, clock, pub)
     grp = await c.group_create("shop", {"tier": "normal", "topic": "tea"})
