@@ -670,7 +670,12 @@ async def test_team_joiner_that_goes_away_still_fills_the_team(node: Node) -> No
     offer = await offer_of(node, size=2)
     team = (await node.commerce.team_open("a", "", offer["id"], "k"))["team"]["id"]
     task = asyncio.create_task(node.commerce.team_join("b", "", offer["id"], team, "k"))
-    await asyncio.sleep(0)
+    held = node.commerce.offers[offer["id"]].teams[team]
+    for _ in range(100_000):  # until the join is reserved (a cluster node reads the store
+        await asyncio.sleep(0)  # first) and its write is on its way: then the caller leaves
+        if len(held.members) == 2 or task.done():
+            break
+    assert not task.done()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
