@@ -348,6 +348,9 @@ class Commerce:
     def _apply_coupon(self, sale: FlashSale, order: Order, coupon: Any, now: int) -> Order:
         """Reserve the coupon for a just-reserved order, or undo the order and refuse."""
         try:
+            if self.shared:  # the coupon book is per node; spent twice across nodes otherwise
+                raise SoukError(Code.UNAVAILABLE,
+                                "coupons cannot be spent in cluster mode (--postgres) yet")
             if self.coupons is None:
                 raise SoukError(Code.UNAVAILABLE, "coupons are not enabled on this server")
             cid = fields.ident_value(coupon, "coupon")

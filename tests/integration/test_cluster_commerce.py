@@ -166,6 +166,8 @@ async def test_sale_created_on_a_is_bought_on_b_and_refusals_say_why(
         again = await u2b.buy(sale["id"], 1, "k2")  # the same key replayed on the other node
         assert again["id"] == first["id"] and again["created_at"] == first["created_at"]
         assert await refusal(u2b.buy(sale["id"], 2, "k2")) in ("conflict", "limit_reached")
+        # coupons live in each node's own book: refused rather than spendable on every node
+        assert await refusal(u3a.buy(sale["id"], 1, "k3", coupon="c1")) == "unavailable"
         await u3a.buy(sale["id"], 1, "k3")  # the last unit, sold on a
         assert await refusal(u4b.buy(sale["id"], 1, "k4")) == "sold_out"
         assert [o["id"] for o in await u2b.orders_mine()] == [first["id"]]
@@ -282,5 +284,49 @@ async def test_last_slots_raced_from_both_nodes_take_exactly_size_members(
             status = await conn.fetchval("SELECT status FROM teams WHERE id = $1", team)
             members = await conn.fetch("SELECT status FROM orders WHERE team = $1", team)
             assert status == "confirmed" and [m["status"] for m in members] == ["confirmed"] * 3
+    finally:
+        await conn.close()
+
+
+async def test_team_that_runs_out_of_time_fails_once_per_cluster(
+        two_nodes: tuple[ServerProcess, ServerProcess], database: str) -> None:
+    a, b = two_nodes
+    async with client(a.url, "s1", "streamer") as st, client(a.url, "lead") as lead, \
+            client(b.url, "m1") as m1, client(b.url, "vb") as vb, client(a.url, "va") as va:
+        for c in (st, vb, va):
+            await c.join("xf")
+        teams = [c.events("room:xf", types=["team"]) for c in (va, vb)]
+        chats = [c.events("room:xf", types=["chat"]) for c in (va, vb)]
+        told = {c.user["id"]: c.events(f"user:{c.user['id']}", types=["order"])  # type: ignore[index]
+                for c in (lead, m1)}
+        product = (await st.request("product_create", title="Rice", price=900, stock=100))["product"]
+        offer = (await st.request("teambuy_create", room="xf", product=product["id"], price=600,
+                                  size=3, window_s=3, stock=6))["teambuy"]
+        team = await lead.team_open(offer["id"], "k")  # on a; both nodes arm its deadline
+        await m1.team_join(offer["id"], team["id"], "k")  # on b
+        for s in teams:
+            await s.wait_for(lambda e: e.get("id") == team["id"] and e["status"] == "failed", 30)
+        for node in (a, b):  # both nodes' deadlines passed: neither has the team open
+            async with client(node.url, f"probe-{uuid.uuid4().hex[:8]}") as probe:
+                for _ in range(300):
+                    [tb] = (await probe.join("xf"))["teambuys"]
+                    if not tb["teams"]:
+                        break
+                    await probe.leave("xf")
+                    await asyncio.sleep(0.05)
+                assert tb["teams"] == []
+        await barrier(st, "xf", chats, "after the deadline")
+        for s in teams:
+            assert s.queue.empty()  # the one `failed` was the only final word
+        for user, stream in told.items():
+            statuses = []
+            while not stream.queue.empty():
+                statuses.append(stream.queue.get_nowait()["status"])  # type: ignore[index]
+            assert statuses.count("failed") == 1, (user, statuses)
+    conn = await asyncpg.connect(database)
+    try:
+        assert await conn.fetchval("SELECT status FROM teams WHERE id = $1", team["id"]) == "failed"
+        assert await conn.fetchval("SELECT stock_left FROM teambuys WHERE id = $1",
+                                   offer["id"]) == 6  # the hold came back once
     finally:
         await conn.close()
