@@ -23,7 +23,7 @@ import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 from client_sdk.protocol import Code, room_channel, user_channel
 from server.bus.base import Publish
@@ -40,9 +40,11 @@ from server.store.ledger import SqliteLedger
 from server.store.sqlite import SqliteDatabase
 
 log = logging.getLogger("souk.commerce")
+_T = TypeVar("_T")
 
 MAX_SNAPSHOT_SALES = 50
 MAX_VIEW_TEAMS = 20  # an offer's view lists the joinable teams closest to full, not all
+ABSENT_MS = 1000  # cluster: an id the store lacked is not asked for again within this time
 ROOM_SYNC_MS = 1000  # cluster: a join lists the room's sales/offers in the store at most 1/s
 
 # what the buyer reads when the store refuses (the code says why; see client_sdk Code)
@@ -106,6 +108,7 @@ class Commerce:
         self._room_synced: dict[str, int] = {}  # room -> when its sales/offers were last listed
         self._offer_syncs: dict[str, asyncio.Task[None]] = {}
         self._offer_dirty: set[str] = set()
+        self._absent: dict[str, int] = {}  # "kind:id" -> until when the store lacks it (ms)
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -187,8 +190,9 @@ class Commerce:
 
     async def _find_product(self, product_id: str) -> Product | None:
         product = self.catalog.get(product_id)
-        if product is None and self.shared and fields.ID_RE.fullmatch(product_id):
-            stored = await self.store.product(product_id)
+        if product is None and self._may_ask("product", product_id):
+            stored = self._absent_if_none("product", product_id,
+                                          await self.store.product(product_id))
             product = self.catalog.get(product_id)  # another task may have adopted it
             if product is None and stored is not None:
                 self.catalog.add(stored)
@@ -271,8 +275,8 @@ class Commerce:
         """A sale this node knows, or in a cluster one another node created after this node
         started: read from the store once and adopted (timers, snapshots, pushes)."""
         sale = self.sales.get(sale_id)
-        if sale is None and self.shared:
-            stored = await self.store.sale(sale_id)
+        if sale is None and self._may_ask("sale", sale_id):
+            stored = self._absent_if_none("sale", sale_id, await self.store.sale(sale_id))
             sale = self.sales.get(sale_id)  # another task may have adopted it meanwhile
             if sale is None and stored is not None:
                 await self._find_product(stored.product)
@@ -282,6 +286,22 @@ class Commerce:
                 self._arm_sale(stored)
                 sale = stored
         return sale
+
+    def _may_ask(self, kind: str, ident: str) -> bool:
+        """Cluster: ask the store for an id this node does not know, unless the store lacked
+        it a moment ago (a client sending made-up ids costs one query per second, not one
+        per frame)."""
+        if not self.shared or not fields.ID_RE.fullmatch(ident):
+            return False
+        until = self._absent.get(f"{kind}:{ident}")
+        return until is None or until <= self.clock_ms()
+
+    def _absent_if_none(self, kind: str, ident: str, found: _T) -> _T:
+        if found is None:
+            if len(self._absent) >= 10_000:
+                self._absent.clear()
+            self._absent[f"{kind}:{ident}"] = self.clock_ms() + ABSENT_MS
+        return found
 
     async def locate_sale(self, sale_id: Any) -> str | None:
         """`sale_room`, adopting a sale another node created (None: unknown anywhere)."""
@@ -583,8 +603,8 @@ class Commerce:
     async def _find_offer(self, offer_id: str) -> TeamBuyOffer | None:
         """An offer this node knows, or in a cluster one another node created (adopted)."""
         offer = self.offers.get(offer_id)
-        if offer is None and self.shared:
-            stored = await self.store.offer(offer_id)
+        if offer is None and self._may_ask("offer", offer_id):
+            stored = self._absent_if_none("offer", offer_id, await self.store.offer(offer_id))
             offer = self.offers.get(offer_id)
             if offer is None and stored is not None:
                 await self._find_product(stored.product)
