@@ -135,7 +135,9 @@ class Commerce:
             self._register_offer(offer)
             for team in offer.expire(now):
                 if not await self.store.fail_team(team.id):
-                    continue  # another node failed it (and told its members)
+                    # another node failed it and told its members (or it filled just in time)
+                    await self._settle(offer, team.id)
+                    continue
                 for member in team.members:
                     self._publish(user_channel(member.user), "order", member.to_dict())
                 self._publish_team(team, final=True)
@@ -204,9 +206,6 @@ class Commerce:
         if product is None or (shop is not None and product.shop != shop):
             raise SoukError(Code.NOT_FOUND, f"no product {product_id}")
         return product
-
-    def _product_of(self, sale: FlashSale | TeamBuyOffer) -> Product:
-        return self.catalog.require(sale.product)
 
     def _give_back(self, sale: FlashSale | TeamBuyOffer, units: int) -> None:
         """Units back to the product as this node sees it (in a cluster the product may be one
