@@ -659,7 +659,10 @@ class Commerce:
         offer = await self._offer(offer_id)
         now = self.clock_ms()
         self._expire(offer, now)
-        joined = offer.open(user_id, name, key, new_id("t", now), new_id("o", now), now)
+        try:
+            joined = offer.open(user_id, name, key, new_id("t", now), new_id("o", now), now)
+        except SoukError as exc:
+            return await self._replayed_elsewhere(offer, user_id, key, exc)
         if not joined.new:
             return await self._replayed(joined)
         return await self._make_durable(
@@ -675,7 +678,10 @@ class Commerce:
         offer = await self._offer(offer_id)
         now = self.clock_ms()
         self._expire(offer, now)
-        joined = offer.join(user_id, name, key, team_id, new_id("o", now), now)
+        try:
+            joined = offer.join(user_id, name, key, team_id, new_id("o", now), now)
+        except SoukError as exc:
+            return await self._replayed_elsewhere(offer, user_id, key, exc)
         if not joined.new:
             return await self._replayed(joined)
         return await self._make_durable(offer, joined, self.store.join_team(joined.order))
@@ -730,6 +736,13 @@ class Commerce:
         order = joined.order
         try:
             confirmed = await write
+        except KnownKey:  # the key opened or joined a team on another node: that order
+            offer.forget(joined)
+            known = await self._known_team_order(offer, order.user, order.key)
+            if known is None:
+                raise SoukError(Code.UNAVAILABLE, "this key's order could not be read; "
+                                "try again") from None
+            return known
         except BaseException:
             offer.forget(joined)
             self._spawn(self._settle(offer, joined.team.id))
@@ -748,6 +761,29 @@ class Commerce:
             self._publish_offer(offer, droppable=True)
         self._arm_offer(offer)
         current = team.member(order.user) or order
+        return {"team": team.to_dict(), "order": current.to_dict()}
+
+    async def _replayed_elsewhere(self, offer: TeamBuyOffer, user: str, key: Any,
+                                  refusal: SoukError) -> dict[str, Any]:
+        """Cluster: this node's rules refused (no such team, full, already in a team), but
+        the key may be a retry of an open or join made on another node whose team has
+        settled since (this node only keeps open teams): then that order is the answer."""
+        if self.shared and refusal.code != Code.INVALID:
+            known = await self._known_team_order(offer, user, fields.key_value(key))
+            if known is not None:
+                return known
+        raise refusal
+
+    async def _known_team_order(self, offer: TeamBuyOffer, user: str,
+                                key: str) -> dict[str, Any] | None:
+        """Cluster: a team key used on another node: its order and its team as stored (this
+        node's memory only lists the open teams); None if the store has no such order."""
+        known = await self.store.team_order(user, offer.id, key)
+        stored = None if known is None or known.team is None else await self._read_team(known.team)
+        if known is None or stored is None:
+            return None
+        team = offer.settle(stored, set(self._pending))
+        current = team.member(known.user) or known
         return {"team": team.to_dict(), "order": current.to_dict()}
 
     async def _read_team(self, team_id: str) -> Team | None:

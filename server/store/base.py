@@ -42,8 +42,9 @@ class StockConflict(Exception):
 
 
 class KnownKey(Exception):
-    """The (user, sale, key) already made an order, on another node of the cluster: the
-    buyer must get that order back, not a refusal (read it with `sale_order`)."""
+    """The (user, sale or offer, key) already made an order, on another node of the cluster:
+    the buyer must get that order back, not a refusal (read it with `sale_order` /
+    `team_order`)."""
 
 
 class CouponConflict(Exception):
@@ -111,6 +112,9 @@ class CommerceStore(Protocol):
 
     async def sale_order(self, user: str, sale_id: str, key: str) -> Order | None:
         """The order a (user, sale, key) made, or None."""
+
+    async def team_order(self, user: str, offer_id: str, key: str) -> Order | None:
+        """The team order a (user, offer, key) made, or None."""
 
     async def room_items(self, room: str) -> tuple[list[str], list[str]]:
         """The ids of a room's sales and offers, oldest first."""

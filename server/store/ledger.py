@@ -242,6 +242,15 @@ class SqliteLedger:
 
         return await self.db.read(run)
 
+    async def team_order(self, user: str, offer_id: str, key: str) -> Order | None:
+        def run(conn: sqlite3.Connection) -> Order | None:
+            r = conn.execute(
+                f"SELECT {_ORDER_COLUMNS} FROM orders WHERE user = ? AND offer = ? AND key = ?",
+                (user, offer_id, key)).fetchone()
+            return None if r is None else _order_from(r)
+
+        return await self.db.read(run)
+
     async def room_items(self, room: str) -> tuple[list[str], list[str]]:
         def run(conn: sqlite3.Connection) -> tuple[list[str], list[str]]:
             sales = [r["id"] for r in conn.execute(

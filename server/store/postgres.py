@@ -569,6 +569,12 @@ class PostgresLedger:
             user, sale_id, key)
         return None if r is None else _order_from(r)
 
+    async def team_order(self, user: str, offer_id: str, key: str) -> Order | None:
+        r = await self.pool.fetchrow(
+            f'SELECT {_COLS} FROM orders WHERE "user" = $1 AND offer = $2 AND key = $3',
+            user, offer_id, key)
+        return None if r is None else _order_from(r)
+
     async def room_items(self, room: str) -> tuple[list[str], list[str]]:
         async with self.pool.acquire() as conn:
             sales = await conn.fetch(
@@ -650,11 +656,11 @@ async def _one_team_per_buyer(conn: asyncpg.Connection, offer: str, user: str) -
 
 
 async def _insert_team_order(conn: asyncpg.Connection, order: Order) -> None:
-    """A team order; a (user, offer, key) used before (on another node) is a conflict."""
+    """A team order; a (user, offer, key) used before (on another node) is that order."""
     try:
         await conn.execute(f"INSERT INTO orders ({_COLS}) VALUES ({_ARGS})", *_order_row(order))
     except asyncpg.UniqueViolationError:
-        raise StockConflict(f"key {order.key} of {order.user} was used", "conflict") from None
+        raise KnownKey(f"key {order.key} of {order.user} made an order") from None
 
 
 def _order_row(o: Order) -> tuple[Any, ...]:

@@ -330,3 +330,28 @@ async def test_team_that_runs_out_of_time_fails_once_per_cluster(
                                    offer["id"]) == 6  # the hold came back once
     finally:
         await conn.close()
+
+
+async def test_team_keys_replayed_on_another_node_answer_the_first_order(
+        two_nodes: tuple[ServerProcess, ServerProcess]) -> None:
+    a, b = two_nodes
+    async with client(a.url, "s1", "streamer") as st, client(a.url, "solo") as solo_a, \
+            client(a.url, "mate") as mate_a, client(b.url, "solo") as solo_b, \
+            client(b.url, "mate") as mate_b:
+        product = (await st.request("product_create", title="Rice", price=900, stock=100))["product"]
+        offer = (await st.request("teambuy_create", room="xk", product=product["id"], price=600,
+                                  size=2, window_s=120))["teambuy"]
+        opened = await solo_a.request("team_open", offer=offer["id"], key="ko")
+        team = opened["team"]["id"]
+        filled = await mate_a.request("team_join", offer=offer["id"], team=team, key="kj")
+        assert filled["team"]["status"] == "confirmed"
+        # node b never saw this offer; the team is settled, so b only finds it in PostgreSQL
+        again = await mate_b.request("team_join", offer=offer["id"], team=team, key="kj")
+        assert again["order"]["id"] == filled["order"]["id"]
+        assert again["order"]["status"] == "confirmed" and again["team"]["count"] == 2
+        reopened = await solo_b.request("team_open", offer=offer["id"], key="ko")
+        assert reopened["order"]["id"] == opened["order"]["id"]
+        assert reopened["team"]["id"] == team and reopened["order"]["status"] == "confirmed"
+        # a new key is a new team, as on one node
+        fresh = await solo_b.request("team_open", offer=offer["id"], key="ko2")
+        assert fresh["team"]["id"] != team and fresh["order"]["status"] == "pending"
