@@ -352,7 +352,7 @@ class Commerce:
     async def _known_order(self, sale: FlashSale, order: Order) -> Order:
         """The key was used on another node: answer with that node's order, read back from
         the store (it may still be committing there: wait for it, bounded)."""
-        for attempt in range(40):
+        for attempt in range(20):  # about 4 s in all
             known = await self.store.sale_order(order.user, sale.id, order.key)
             if known is not None:
                 if known.qty != order.qty:
