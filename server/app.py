@@ -99,8 +99,10 @@ class App:
                            viewers_interval_s=cfg.viewers_interval_s,
                            on_create=self._node_unique_ids if cfg.redis else None)
         self.presence: ClusterPresence | None = None
+        self.replica: RoomReplica | None = None
         if isinstance(self.bus, RedisBus):
-            self.bus.on_remote = RoomReplica(self.rooms.get, self.expel).apply
+            self.replica = RoomReplica(self.rooms.get, self.expel)
+            self.bus.on_remote = self._on_remote
             self.bus.snapshot_of = self.snapshot_at
         if self.redis is not None:
             self.rooms.count_viewers = False
@@ -346,9 +348,21 @@ class App:
             return True
         return await self.community.is_member_fresh(ident.id, group)
 
+    def _on_remote(self, ch: str, event: dict[str, Any]) -> None:
+        """Another node's event on a watched channel: rooms and commerce follow it."""
+        if self.replica is not None:
+            self.replica.apply(ch, event)
+        try:
+            self.commerce.on_remote(ch, event)
+        except Exception:
+            log.exception("commerce could not follow a remote event on %s", ch)
+
     # ---- feature hooks --------------------------------------------------------------
     async def snapshot(self, ch: str) -> dict[str, Any]:
-        # first: in a cluster this may wait until the node receives the channel (and has
+        kind, _, key = ch.partition(":")
+        if kind == "room":  # cluster: sales and offers other nodes created
+            await self.commerce.sync_room(key)
+        # then: in a cluster this may wait until the node receives the channel (and has
         # caught up with other nodes' recent events); everything below is read without a
         # pause, so the state and the seq match
         epoch, seq = await self.bus.head(ch)
@@ -395,7 +409,7 @@ class App:
             self.operations.activity(room.id, ident.id, ident.role, "chat")
 
     async def product_card(self, product_id: str) -> dict[str, Any]:
-        product = self.commerce.product(product_id)
+        product = await self.commerce.find_product(product_id)
         if product is None:
             raise SoukError(Code.NOT_FOUND, f"no product {product_id}")
         return dict(product)

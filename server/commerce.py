@@ -23,7 +23,7 @@ import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 from client_sdk.protocol import Code, room_channel, user_channel
 from server.bus.base import Publish
@@ -35,14 +35,28 @@ from server.domain.order import Order
 from server.domain.teambuy import Joined, Team, TeamBuyOffer, TeamStatus, offer_spec
 from server.domain.throttle import PushThrottle
 from server.errors import SoukError
-from server.store.base import CommerceStore, CouponConflict, StockConflict
+from server.store.base import CommerceStore, CouponConflict, KnownKey, StockConflict
 from server.store.ledger import SqliteLedger
 from server.store.sqlite import SqliteDatabase
 
 log = logging.getLogger("souk.commerce")
+_T = TypeVar("_T")
 
 MAX_SNAPSHOT_SALES = 50
 MAX_VIEW_TEAMS = 20  # an offer's view lists the joinable teams closest to full, not all
+ABSENT_MS = 1000  # cluster: an id the store lacked is not asked for again within this time
+ROOM_SYNC_MS = 1000  # cluster: a join lists the room's sales/offers in the store at most 1/s
+
+# what the buyer reads when the store refuses (the code says why; see client_sdk Code)
+REFUSALS: dict[str, str] = {
+    Code.SOLD_OUT: "sold out",
+    Code.LIMIT_REACHED: "you reached the per-buyer limit of this sale",
+    Code.NOT_LIVE: "the sale has not started",
+    Code.ENDED: "the sale or team closed before the order was recorded",
+    Code.TEAM_FULL: "this team is full",
+    Code.CONFLICT: "this key was used for another order",
+    Code.ALREADY_IN_TEAM: "you are already in an open team of this offer",
+}
 
 
 def wall_ms() -> int:
@@ -89,6 +103,12 @@ class Commerce:
         self._order_batch = max(1, order_batch)
         # operations (issue 10): the coupon book, set by the Operations adapter; None = no coupons
         self.coupons: CouponBook | None = None
+        # issue 9: several nodes share the store; this node adopts what others created
+        self.shared = bool(getattr(self.store, "shared", False))
+        self._room_synced: dict[str, int] = {}  # room -> when its sales/offers were last listed
+        self._offer_syncs: dict[str, asyncio.Task[None]] = {}
+        self._offer_dirty: set[str] = set()
+        self._absent: dict[str, int] = {}  # "kind:id" -> until when the store lacks it (ms)
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -108,13 +128,16 @@ class Commerce:
             if sale.phase is Phase.SOLD_OUT:
                 self._announced_sold_out.add(sale.id)
             if sale.tick(now) and sale.phase in OVER and not was_over:
-                self._product_of(sale).give_back(before_left)
+                self._give_back(sale, before_left)
                 await self.store.close_sale(sale.id, str(sale.phase))
-                self._publish_sale(sale)
+                self._announce(sale)
         for offer in state.offers:
             self._register_offer(offer)
             for team in offer.expire(now):
-                await self.store.fail_team(team.id)
+                if not await self.store.fail_team(team.id):
+                    # another node failed it and told its members (or it filled just in time)
+                    await self._settle(offer, team.id)
+                    continue
                 for member in team.members:
                     self._publish(user_channel(member.user), "order", member.to_dict())
                 self._publish_team(team, final=True)
@@ -162,14 +185,34 @@ class Commerce:
     def products(self, shop: str) -> list[dict[str, Any]]:
         return [p.to_dict() for p in self.catalog.of_shop(shop)]
 
-    def _product_for(self, product_id: str, shop: str | None) -> Product:
+    async def find_product(self, product_id: Any) -> dict[str, Any] | None:
+        """`product`, and in a cluster a product another node created (adopted from the store)."""
+        product = await self._find_product(product_id) if isinstance(product_id, str) else None
+        return None if product is None else product.to_dict()
+
+    async def _find_product(self, product_id: str) -> Product | None:
         product = self.catalog.get(product_id)
+        if product is None and self._may_ask("product", product_id):
+            stored = self._absent_if_none("product", product_id,
+                                          await self.store.product(product_id))
+            product = self.catalog.get(product_id)  # another task may have adopted it
+            if product is None and stored is not None:
+                self.catalog.add(stored)
+                product = stored
+        return product
+
+    async def _product_for(self, product_id: str, shop: str | None) -> Product:
+        product = await self._find_product(product_id)
         if product is None or (shop is not None and product.shop != shop):
             raise SoukError(Code.NOT_FOUND, f"no product {product_id}")
         return product
 
-    def _product_of(self, sale: FlashSale | TeamBuyOffer) -> Product:
-        return self.catalog.require(sale.product)
+    def _give_back(self, sale: FlashSale | TeamBuyOffer, units: int) -> None:
+        """Units back to the product as this node sees it (in a cluster the product may be one
+        this node never loaded: the store keeps the true count)."""
+        product = self.catalog.get(sale.product)
+        if product is not None and units > 0:
+            product.give_back(units)
 
     # -- flash sales -----------------------------------------------------------------------
     async def sale_create(self, room: str, raw: Any, shop: str | None = None) -> dict[str, Any]:
@@ -182,7 +225,7 @@ class Commerce:
         room = fields.ident_value(room, "room")
         now = self.clock_ms()
         spec = sale_spec(raw, now)
-        product = self._product_for(spec.product, shop)
+        product = await self._product_for(spec.product, shop)
         product.reserve(spec.stock)
         sale = FlashSale.create(new_id("s", now), room, spec, product, now)
         try:
@@ -207,9 +250,9 @@ class Commerce:
         return await self._detached(self._sale_cancel(room, sale_id))
 
     async def _sale_cancel(self, room: str, sale_id: Any) -> dict[str, Any]:
-        sale = self._sale_in(room, sale_id)
+        sale = await self._sale_in(room, sale_id)
         units = sale.cancel(self.clock_ms())
-        self._product_of(sale).give_back(units)
+        self._give_back(sale, units)
         self._disarm(f"sale:{sale.id}")
         try:
             await self.store.close_sale(sale.id, str(Phase.CANCELLED))
@@ -220,12 +263,58 @@ class Commerce:
             self._publish_sale(sale)
         return self.sale_view(sale)
 
-    def _sale_in(self, room: str, sale_id: Any) -> FlashSale:
+    async def _sale_in(self, room: str, sale_id: Any) -> FlashSale:
         sale_id = fields.ident_value(sale_id, "sale")
-        sale = self.sales.get(sale_id)
+        sale = await self._find_sale(sale_id)
         if sale is None or sale.room != room:
             raise SoukError(Code.NOT_FOUND, f"no sale {sale_id} in this room")
         return sale
+
+    async def _find_sale(self, sale_id: str) -> FlashSale | None:
+        """A sale this node knows, or in a cluster one another node created after this node
+        started: read from the store once and adopted (timers, snapshots, pushes)."""
+        sale = self.sales.get(sale_id)
+        if sale is None and self._may_ask("sale", sale_id):
+            stored = self._absent_if_none("sale", sale_id, await self.store.sale(sale_id))
+            sale = self.sales.get(sale_id)  # another task may have adopted it meanwhile
+            if sale is None and stored is not None:
+                await self._find_product(stored.product)
+                self._register_sale(stored)
+                if stored.phase is Phase.SOLD_OUT:
+                    self._announced_sold_out.add(stored.id)
+                self._arm_sale(stored)
+                sale = stored
+        return sale
+
+    def _may_ask(self, kind: str, ident: str) -> bool:
+        """Cluster: ask the store for an id this node does not know, unless the store lacked
+        it a moment ago (a client sending made-up ids costs one query per second, not one
+        per frame)."""
+        if not self.shared or not fields.ID_RE.fullmatch(ident):
+            return False
+        until = self._absent.get(f"{kind}:{ident}")
+        return until is None or until <= self.clock_ms()
+
+    def _absent_if_none(self, kind: str, ident: str, found: _T) -> _T:
+        if found is None:
+            if len(self._absent) >= 10_000:
+                self._absent.clear()
+            self._absent[f"{kind}:{ident}"] = self.clock_ms() + ABSENT_MS
+        return found
+
+    async def locate_sale(self, sale_id: Any) -> str | None:
+        """`sale_room`, adopting a sale another node created (None: unknown anywhere)."""
+        if not isinstance(sale_id, str) or not fields.ID_RE.fullmatch(sale_id):
+            return None
+        sale = await self._find_sale(sale_id)
+        return None if sale is None else sale.room
+
+    async def locate_offer(self, offer_id: Any) -> str | None:
+        """`offer_room`, adopting an offer another node created (None: unknown anywhere)."""
+        if not isinstance(offer_id, str) or not fields.ID_RE.fullmatch(offer_id):
+            return None
+        offer = await self._find_offer(offer_id)
+        return None if offer is None else offer.room
 
     async def buy(
         self, user_id: str, sale_id: Any, qty: Any, key: Any, name: str = "", coupon: Any = None
@@ -236,7 +325,7 @@ class Commerce:
         stock, written with the order (unique redemption row), released if the write fails."""
         user_id = fields.user_value(user_id)
         name = fields.name_value(name)
-        sale = self.sales.get(fields.ident_value(sale_id, "sale"))
+        sale = await self._find_sale(fields.ident_value(sale_id, "sale"))
         if sale is None:
             raise SoukError(Code.NOT_FOUND, f"no sale {sale_id}")
         now = self.clock_ms()
@@ -247,19 +336,40 @@ class Commerce:
         finally:
             if sale.phase is not before and sale.phase is not Phase.SOLD_OUT:
                 self._phase_moved(sale)
-        if order.id != order_id:  # a replay of a known key: same order, once it is durable
-            pending = self._pending.get(order.id)
-            if pending is not None:
-                await self._wait_write(pending)
+        try:
+            if order.id != order_id:  # a replay of a known key: same order, once it is durable
+                pending = self._pending.get(order.id)
+                if pending is not None:
+                    await self._wait_write(pending)
+                return (sale.order_for(order.user, order.key) or order).to_dict()
+            if coupon is not None:  # operations: no await between the stock and the coupon
+                order = self._apply_coupon(sale, order, coupon, now)
+            await self._wait_write(self._enqueue(sale, order))
             return order.to_dict()
-        if coupon is not None:  # operations: no await between the stock and the coupon
-            order = self._apply_coupon(sale, order, coupon, now)
-        await self._wait_write(self._enqueue(sale, order))
-        return order.to_dict()
+        except KnownKey:
+            return (await self._known_order(sale, order)).to_dict()
+
+    async def _known_order(self, sale: FlashSale, order: Order) -> Order:
+        """The key was used on another node: answer with that node's order, read back from
+        the store (it may still be committing there: wait for it, bounded)."""
+        for attempt in range(20):  # about 4 s in all
+            known = await self.store.sale_order(order.user, sale.id, order.key)
+            if known is not None:
+                if known.qty != order.qty:
+                    raise SoukError(Code.CONFLICT, "this key was used for another quantity",
+                                    order=known.id)
+                if sale.order_for(known.user, known.key) is None:
+                    sale.restore(known)  # later replays on this node answer from memory
+                return known
+            await asyncio.sleep(min(0.5, 0.02 * (attempt + 1)))
+        raise SoukError(Code.UNAVAILABLE, "this key's order is still being recorded; try again")
 
     def _apply_coupon(self, sale: FlashSale, order: Order, coupon: Any, now: int) -> Order:
         """Reserve the coupon for a just-reserved order, or undo the order and refuse."""
         try:
+            if self.shared:  # the coupon book is per node; spent twice across nodes otherwise
+                raise SoukError(Code.UNAVAILABLE,
+                                "coupons cannot be spent in cluster mode (--postgres) yet")
             if self.coupons is None:
                 raise SoukError(Code.UNAVAILABLE, "coupons are not enabled on this server")
             cid = fields.ident_value(coupon, "coupon")
@@ -300,6 +410,8 @@ class Commerce:
             results = [exc] * len(batch)
         moved: dict[str, FlashSale] = {}
         for (sale, order, fut), error in zip(batch, results, strict=True):
+            if self.shared:
+                moved[sale.id] = sale  # a refusal too: the gate told how many are left
             self._pending.pop(order.id, None)
             if error is None:
                 # told here, not by the caller: a buyer that went away still has its order
@@ -319,32 +431,39 @@ class Commerce:
                 fut.set_exception(error)
                 fut.exception()  # retrieved: the buyer (or its replays) re-raise it
         for sale in moved.values():
-            if sale.phase is not Phase.SOLD_OUT:
+            if self.shared:  # the cluster's count, not only this node's buyers
+                sale.observe(self.store.stock_left(sale.id))
+            if sale.phase is Phase.LIVE:
                 self._stock_moved(sale)
-            elif sale.id not in self._announced_sold_out:
+            elif sale.phase is Phase.SOLD_OUT and sale.id not in self._announced_sold_out:
                 self._announced_sold_out.add(sale.id)
-                self._publish_sale(sale)  # the final 0: a phase change, never droppable
+                self._announce(sale)  # the final 0: a phase change, never droppable
 
     def _unbuy(self, sale: FlashSale, order: Order) -> None:
         before = sale.phase
         give = sale.release(order, self.clock_ms())
+        if self.shared:  # refused because the cluster sold out: stay sold out, say nothing
+            sale.observe(self.store.stock_left(sale.id))
         if sale.phase is not before:
             self._phase_moved(sale)  # gives the unsold stock back if the sale is now over
         elif give:
-            self._product_of(sale).give_back(give)  # the sale closed meanwhile
-        else:
+            self._give_back(sale, give)  # the sale closed meanwhile
+        elif sale.phase is Phase.LIVE:
             self._stock_moved(sale)
 
     @staticmethod
     async def _wait_write(task: asyncio.Future[Any]) -> None:
+        """Wait for a durable write; a refusal of the store becomes the buyer's error with
+        the store's reason (in a cluster the shared guard decides, not this node's memory).
+        `KnownKey` passes through: the caller answers with the other node's order."""
         try:
             await asyncio.shield(task)
         except CouponConflict:
             raise SoukError(Code.CONFLICT, "this coupon was already used") from None
-        except StockConflict:
-            raise SoukError(
-                Code.ENDED, "the sale or team closed before the order was recorded"
-            ) from None
+        except StockConflict as exc:
+            raise SoukError(exc.code, REFUSALS.get(exc.code, str(exc))) from None
+        except KnownKey:
+            raise
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -380,12 +499,32 @@ class Commerce:
         if sale.phase is Phase.LIVE:  # e.g. back from sold_out: announce the next zero again
             self._announced_sold_out.discard(sale.id)
         if sale.phase in OVER:
-            self._product_of(sale).give_back(sale.stock_left)
+            self._give_back(sale, sale.stock_left)
             self._disarm(f"sale:{sale.id}")
             self._spawn(self._close_sale(sale))
         else:
             self._arm_sale(sale)
-        self._publish_sale(sale)
+        self._announce(sale)
+
+    def _announce(self, sale: FlashSale) -> None:
+        """A phase change (live, sold out, ended) goes to the room once. In a cluster every
+        node applies it (its own timer, its own gate answers), and the one that claims
+        (sale, phase) first in the shared store tells the room."""
+        if not self.shared:
+            self._publish_sale(sale)
+            return
+        self._spawn(self._claim_and_announce(sale, sale.phase))
+
+    async def _claim_and_announce(self, sale: FlashSale, phase: Phase) -> None:
+        try:
+            won = await self.store.claim(f"sale:{sale.id}:{phase}")
+        except Exception as exc:  # better twice than never
+            log.warning("claiming %s of sale %s failed: %r", phase, sale.id, exc)
+            won = True
+        if won:
+            view = self.sale_view(sale)
+            view["phase"] = str(phase)
+            self._publish(room_channel(sale.room), "sale", view)
 
     async def _close_sale(self, sale: FlashSale) -> None:
         try:
@@ -432,7 +571,7 @@ class Commerce:
         room = fields.ident_value(room, "room")
         now = self.clock_ms()
         spec = offer_spec(raw)
-        product = self._product_for(spec.product, shop)
+        product = await self._product_for(spec.product, shop)
         if spec.stock is not None:
             product.reserve(spec.stock)
         offer = TeamBuyOffer.create(new_id("tb", now), room, spec, product, now)
@@ -449,20 +588,81 @@ class Commerce:
         self._publish_offer(offer)
         return self.offer_view(offer)
 
-    def _offer(self, offer_id: Any) -> TeamBuyOffer:
+    async def _offer(self, offer_id: Any) -> TeamBuyOffer:
+        """The offer; in a cluster also brought up to date with the store (teams opened,
+        joined, confirmed or failed on other nodes) before this node's rules run on it."""
         offer_id = fields.ident_value(offer_id, "offer")
-        offer = self.offers.get(offer_id)
+        offer = await self._find_offer(offer_id)
         if offer is None:
             raise SoukError(Code.NOT_FOUND, f"no team-buy offer {offer_id}")
+        if self.shared:
+            await self._sync_offer(offer)
         return offer
+
+    async def _find_offer(self, offer_id: str) -> TeamBuyOffer | None:
+        """An offer this node knows, or in a cluster one another node created (adopted)."""
+        offer = self.offers.get(offer_id)
+        if offer is None and self._may_ask("offer", offer_id):
+            stored = self._absent_if_none("offer", offer_id, await self.store.offer(offer_id))
+            offer = self.offers.get(offer_id)
+            if offer is None and stored is not None:
+                await self._find_product(stored.product)
+                self._register_offer(stored)
+                self._arm_offer(stored)
+                offer = stored
+        return offer
+
+    async def _sync_offer(self, offer: TeamBuyOffer) -> None:
+        """Cluster: the offer's open teams and stock as stored; teams this node still thinks
+        open but the store does not are read back one by one (confirmed or failed
+        elsewhere: their members are free again)."""
+        stored = await self.store.offer(offer.id)
+        if stored is None:
+            return
+        pending = set(self._pending)
+        gone = offer.sync(list(stored.teams.values()), stored.stock_left, pending)
+        for team in gone:
+            settled = await self.store.team(team.id)
+            if settled is not None:
+                offer.settle(settled, pending)
+        self._arm_offer(offer)
+
+    def _sync_later(self, offer_id: str) -> None:
+        """Another node changed an offer: follow it (one read at a time per offer; changes
+        that arrive meanwhile are folded into one more read)."""
+        if offer_id in self._offer_syncs:
+            self._offer_dirty.add(offer_id)
+            return
+
+        async def run() -> None:
+            try:
+                while True:
+                    self._offer_dirty.discard(offer_id)
+                    offer = await self._find_offer(offer_id)
+                    if offer is not None:
+                        await self._sync_offer(offer)
+                    if offer_id not in self._offer_dirty:
+                        return
+            except Exception:
+                log.exception("following offer %s failed", offer_id)
+            finally:
+                self._offer_syncs.pop(offer_id, None)
+
+        task = asyncio.ensure_future(run())
+        self._offer_syncs[offer_id] = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def team_open(self, user_id: str, name: str, offer_id: Any, key: Any) -> dict[str, Any]:
         """Open a team as its leader; returns {"team", "order"} once durable."""
         user_id, name = fields.user_value(user_id), fields.name_value(name)
-        offer = self._offer(offer_id)
+        offer = await self._offer(offer_id)
         now = self.clock_ms()
         self._expire(offer, now)
-        joined = offer.open(user_id, name, key, new_id("t", now), new_id("o", now), now)
+        try:
+            joined = offer.open(user_id, name, key, new_id("t", now), new_id("o", now), now)
+        except SoukError as exc:
+            return await self._replayed_elsewhere(offer, user_id, key, exc)
         if not joined.new:
             return await self._replayed(joined)
         return await self._make_durable(
@@ -475,10 +675,13 @@ class Commerce:
         """Join team `team_id`, or (None) the open team closest to full; returns {"team",
         "order"} once durable. The call that fills a team confirms every member's order."""
         user_id, name = fields.user_value(user_id), fields.name_value(name)
-        offer = self._offer(offer_id)
+        offer = await self._offer(offer_id)
         now = self.clock_ms()
         self._expire(offer, now)
-        joined = offer.join(user_id, name, key, team_id, new_id("o", now), now)
+        try:
+            joined = offer.join(user_id, name, key, team_id, new_id("o", now), now)
+        except SoukError as exc:
+            return await self._replayed_elsewhere(offer, user_id, key, exc)
         if not joined.new:
             return await self._replayed(joined)
         return await self._make_durable(offer, joined, self.store.join_team(joined.order))
@@ -499,6 +702,8 @@ class Commerce:
         self, offer: TeamBuyOffer, joined: Joined, write: Coroutine[Any, Any, bool | None]
     ) -> dict[str, Any]:
         team, order = joined.team, joined.order
+        if self.shared:
+            return await self._shared_team_write(offer, joined, write)
         try:
             confirmed = await write
         except BaseException:
@@ -520,6 +725,79 @@ class Commerce:
         current = team.member(order.user) or order
         return {"team": team.to_dict(), "order": current.to_dict()}
 
+    async def _shared_team_write(
+        self, offer: TeamBuyOffer, joined: Joined, write: Coroutine[Any, Any, bool | None]
+    ) -> dict[str, Any]:
+        """Cluster: the store counts the members (the team row locked), so the write the
+        store says filled the team is the one, over all nodes, that tells every member and
+        the room; this node's guess (`joined.filled`) only shaped the memory meanwhile.
+        After the write the team is read back, so the answer and the events show the
+        members that joined on other nodes too."""
+        order = joined.order
+        try:
+            confirmed = await write
+        except KnownKey:  # the key opened or joined a team on another node: that order
+            offer.forget(joined)
+            known = await self._known_team_order(offer, order.user, order.key)
+            if known is None:
+                raise SoukError(Code.UNAVAILABLE, "this key's order could not be read; "
+                                "try again") from None
+            return known
+        except BaseException:
+            offer.forget(joined)
+            self._spawn(self._settle(offer, joined.team.id))
+            raise
+        stored = await self._read_team(joined.team.id)
+        team = joined.team if stored is None else offer.settle(stored, set(self._pending))
+        offer.committed(Joined(team, order, new=True, filled=bool(confirmed)))
+        if confirmed:
+            for member in team.members:
+                self._publish(user_channel(member.user), "order", member.to_dict())
+            self._publish_team(team, final=True)
+        elif team.status is TeamStatus.OPEN:  # else the write that settled it told everyone
+            self._publish(user_channel(order.user), "order", order.to_dict())
+            self._publish_team(team, final=False)
+        if order.user == team.leader or confirmed:
+            self._publish_offer(offer, droppable=True)
+        self._arm_offer(offer)
+        current = team.member(order.user) or order
+        return {"team": team.to_dict(), "order": current.to_dict()}
+
+    async def _replayed_elsewhere(self, offer: TeamBuyOffer, user: str, key: Any,
+                                  refusal: SoukError) -> dict[str, Any]:
+        """Cluster: this node's rules refused (no such team, full, already in a team), but
+        the key may be a retry of an open or join made on another node whose team has
+        settled since (this node only keeps open teams): then that order is the answer."""
+        if self.shared and refusal.code != Code.INVALID:
+            known = await self._known_team_order(offer, user, fields.key_value(key))
+            if known is not None:
+                return known
+        raise refusal
+
+    async def _known_team_order(self, offer: TeamBuyOffer, user: str,
+                                key: str) -> dict[str, Any] | None:
+        """Cluster: a team key used on another node: its order and its team as stored (this
+        node's memory only lists the open teams); None if the store has no such order."""
+        known = await self.store.team_order(user, offer.id, key)
+        stored = None if known is None or known.team is None else await self._read_team(known.team)
+        if known is None or stored is None:
+            return None
+        team = offer.settle(stored, set(self._pending))
+        current = team.member(known.user) or known
+        return {"team": team.to_dict(), "order": current.to_dict()}
+
+    async def _read_team(self, team_id: str) -> Team | None:
+        try:
+            return await self.store.team(team_id)
+        except Exception:
+            log.exception("reading team %s back failed", team_id)
+            return None
+
+    async def _settle(self, offer: TeamBuyOffer, team_id: str) -> None:
+        stored = await self._read_team(team_id)
+        if stored is not None:
+            offer.settle(stored, set(self._pending))
+
     async def _replayed(self, joined: Joined) -> dict[str, Any]:
         pending = self._pending.get(joined.order.id)
         if pending is not None:
@@ -535,6 +813,11 @@ class Commerce:
     def _expire(self, offer: TeamBuyOffer, now: int) -> None:
         """Fail the teams whose deadline passed: holds released, members and room told."""
         failed = offer.expire(now)
+        if self.shared:  # the store says which node failed it: that one tells everyone
+            for team in failed:
+                self._spawn(self._fail_shared(offer, team))
+            self._arm_offer(offer)
+            return
         for team in failed:
             self._spawn(self._fail_team(team))
             for member in team.members:
@@ -543,6 +826,24 @@ class Commerce:
         if failed:
             self._publish_offer(offer, droppable=True)
         self._arm_offer(offer)
+
+    async def _fail_shared(self, offer: TeamBuyOffer, team: Team) -> None:
+        """Cluster: every node's timer fires; the one whose transaction fails the team tells
+        the members and the room; the others (and a team confirmed elsewhere just in time)
+        take the stored state quietly."""
+        try:
+            won = await self.store.fail_team(team.id)
+        except Exception:  # recovery fails it on the next start
+            log.exception("failing team %s failed", team.id)
+            return
+        stored = await self._read_team(team.id)
+        settled = team if stored is None else offer.settle(stored, set(self._pending))
+        if not won:
+            return
+        for member in settled.members:
+            self._publish(user_channel(member.user), "order", member.to_dict())
+        self._publish_team(settled, final=True)
+        self._publish_offer(offer, droppable=True)
 
     async def _fail_team(self, team: Team) -> None:
         try:
@@ -622,6 +923,77 @@ class Commerce:
             "sales": [self.sale_view(self.sales[s]) for s in sale_ids],
             "teambuys": [self.offer_view(self.offers[o]) for o in self._offers_of.get(room, [])],
         }
+
+    # -- cluster: what other nodes did -----------------------------------------------------
+    def on_remote(self, ch: str, event: dict[str, Any]) -> None:
+        """Another node's commerce event on a room this node watches (the bus's remote hook,
+        server/bus/redis.py): a sale or offer this node does not know is adopted from the
+        store; a known sale takes the cluster's phase and stock; a team change makes this
+        node re-read the offer's open teams. Nothing here is published again: the node that
+        made the change told the room."""
+        if not self.shared or not ch.startswith("room:"):
+            return
+        kind, ident = event.get("type"), event.get("id")
+        if not isinstance(ident, str) or not fields.ID_RE.fullmatch(ident):
+            return
+        if kind == "sale":
+            sale = self.sales.get(ident)
+            if sale is None:
+                self._spawn(self._adopt_sale(ident))
+            else:
+                self._follow_sale(sale, event)
+        elif kind == "teambuy":
+            self._sync_later(ident)
+        elif kind == "team" and isinstance(event.get("offer"), str):
+            if fields.ID_RE.fullmatch(event["offer"]):
+                self._sync_later(event["offer"])
+
+    async def _adopt_sale(self, sale_id: str) -> None:
+        try:
+            await self._find_sale(sale_id)
+        except Exception:
+            log.exception("adopting sale %s failed", sale_id)
+
+    def _follow_sale(self, sale: FlashSale, event: dict[str, Any]) -> None:
+        """Apply another node's view of a sale: its phase (its timer, its sold-out, a cancel
+        made there) and its stock_left; the close was written by that node."""
+        try:
+            phase: Phase | None = Phase(str(event.get("phase")))
+        except ValueError:
+            phase = None
+        left = event.get("stock_left")
+        if not sale.observe(left if type(left) is int else None, phase):
+            return
+        if sale.phase in OVER:
+            self._give_back(sale, sale.stock_left)
+            self._disarm(f"sale:{sale.id}")
+            self._disarm(f"stock:{sale.id}")
+        elif sale.phase is Phase.SOLD_OUT:
+            self._announced_sold_out.add(sale.id)
+            self._disarm(f"stock:{sale.id}")
+        else:
+            self._arm_sale(sale)
+
+    async def sync_room(self, room: str) -> None:
+        """Before a `join` snapshot in a cluster: adopt the room's sales and offers that other
+        nodes created (events only reach a node for rooms it watches). At most one listing
+        per room per ROOM_SYNC_MS, so a join burst costs one query, not one per viewer."""
+        if not self.shared:
+            return
+        now = self.clock_ms()
+        if now - self._room_synced.get(room, now - ROOM_SYNC_MS) < ROOM_SYNC_MS:
+            return
+        self._room_synced[room] = now
+        try:
+            sale_ids, offer_ids = await self.store.room_items(room)
+            for sale_id in sale_ids[-MAX_SNAPSHOT_SALES:]:
+                if sale_id not in self.sales:
+                    await self._find_sale(sale_id)
+            for offer_id in offer_ids:
+                if offer_id not in self.offers:
+                    await self._find_offer(offer_id)
+        except Exception:  # the snapshot goes out with what this node knows
+            log.exception("listing the commerce of room %s failed", room)
 
     # -- plumbing --------------------------------------------------------------------------
     def _publish(

@@ -231,6 +231,28 @@ class FlashSale:
         """Recovery: re-learn a durable order (stock_left was loaded with the sale)."""
         self._remember(order)
 
+    def observe(self, stock_left: int | None, phase: Phase | None = None) -> bool:
+        """Cluster: follow what the whole cluster did (another node's buyers, its timers, a
+        cancel made there). `stock_left` is the units left cluster-wide (the gate's number, or
+        another node's view): this node's view never goes above it; reaching 0 sells out. A
+        `phase` another node moved to is applied when it is later in the life of a sale.
+        Returns whether the phase changed (the units to give back are `stock_left` when it
+        is now over)."""
+        before = self.phase
+        if stock_left is not None and 0 <= stock_left < self.stock_left and before not in OVER:
+            self.stock_left = stock_left
+            if stock_left == 0 and before is Phase.LIVE:
+                self.phase = Phase.SOLD_OUT
+        if phase is not None and self.phase not in OVER:
+            if phase in OVER:
+                self.phase = phase
+                self.returned += self.stock_left
+            elif phase is Phase.SOLD_OUT and self.phase is not Phase.SOLD_OUT:
+                self.phase, self.stock_left = Phase.SOLD_OUT, 0
+            elif phase is Phase.LIVE and self.phase is Phase.SCHEDULED:
+                self.phase = Phase.LIVE
+        return self.phase is not before
+
     def order_for(self, user: str, key: str) -> Order | None:
         return self._by_key.get((user, key))
 

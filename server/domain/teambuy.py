@@ -12,7 +12,7 @@ opens can always fill; a failed team gives them back. Pure rules: time is `now_m
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final
@@ -339,6 +339,55 @@ class TeamBuyOffer:
             self._by_key[(m.user, m.key)] = (team, m)
             if team.status is TeamStatus.OPEN:
                 self._open_of[m.user] = team.id
+
+    # -- cluster: follow the shared store --------------------------------------------------
+    def settle(self, stored: Team, pending: Collection[str] = ()) -> Team:
+        """Cluster: make this node's team follow the store's (`stored`, with its durable
+        members). Other nodes' joins appear; a team confirmed or failed elsewhere takes that
+        status and frees its members. This node's joins whose write is still in flight
+        (order ids in `pending`) stay while the team is open. Returns this node's team."""
+        team = self.teams.get(stored.id)
+        if team is None:
+            team = dataclasses.replace(stored, members=[])
+            self.teams[team.id] = team
+        ids = {m.id for m in stored.members}
+        local = [m for m in team.members if m.id in pending and m.id not in ids]
+        team.status, team.durable = stored.status, True
+        team.members = list(stored.members) + (local if stored.status is TeamStatus.OPEN else [])
+        for m in team.members:
+            self._by_key[(m.user, m.key)] = (team, m)
+            if team.status is TeamStatus.OPEN:
+                self._open_of[m.user] = team.id
+            elif self._open_of.get(m.user) == team.id:
+                del self._open_of[m.user]
+        return team
+
+    def sync(self, open_teams: list[Team], stock_left: int | None,
+             pending: Collection[str] = ()) -> list[Team]:
+        """Cluster: `open_teams` are the offer's open teams as stored and `stock_left` its
+        stored stock. Returns this node's teams that are open here but not in the store any
+        more (settled elsewhere: the caller reads them back and `settle`s them)."""
+        listed = {t.id for t in open_teams}
+        for t in open_teams:
+            self.settle(t, pending)
+        self.stock_left = stock_left
+        return [t for t in self.teams.values() if t.status is TeamStatus.OPEN
+                and t.durable and t.id not in listed
+                and not any(m.id in pending for m in t.members)]
+
+    def forget(self, joined: Joined) -> None:
+        """Cluster: take back an `open`/`join` the store refused, without guessing the
+        team's status (the caller settles it from the store)."""
+        team, order = joined.team, joined.order
+        team.members = [m for m in team.members if m.id != order.id]
+        if self._by_key.get((order.user, order.key), (None,))[0] is team:
+            del self._by_key[(order.user, order.key)]
+        if self._open_of.get(order.user) == team.id:
+            del self._open_of[order.user]
+        if not team.members and not team.durable:  # an opening that failed
+            del self.teams[team.id]
+            if self.stock_left is not None:
+                self.stock_left += self.size
 
     def open_team_of(self, user: str) -> str | None:
         return self._open_of.get(user)

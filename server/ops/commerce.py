@@ -58,7 +58,7 @@ async def sale_cancel(app: App, s: Session, frame: Frame) -> Result:
 @op("buy", roles=VIEWERS)
 async def buy(app: App, s: Session, frame: Frame) -> Result:
     assert s.identity is not None
-    _room_admits(s.identity, app.commerce.sale_room(frame.get("sale")), "sale")
+    _room_admits(s.identity, await app.commerce.locate_sale(frame.get("sale")), "sale")
     order = await app.buy(s.identity, frame)
     return {"order": order}
 
@@ -86,14 +86,14 @@ async def teambuy_create(app: App, s: Session, frame: Frame) -> Result:
 @op("team_open", roles=VIEWERS)
 async def team_open(app: App, s: Session, frame: Frame) -> Result:
     assert s.identity is not None
-    _room_admits(s.identity, app.commerce.offer_room(frame.get("offer")), "team-buy offer")
+    _room_admits(s.identity, await app.commerce.locate_offer(frame.get("offer")), "team-buy offer")
     return dict(await app.commerce.team_open(s.identity.id, s.identity.name, frame.get("offer"), frame.get("key")))
 
 
 @op("team_join", roles=VIEWERS)
 async def team_join(app: App, s: Session, frame: Frame) -> Result:
     assert s.identity is not None
-    _room_admits(s.identity, app.commerce.offer_room(frame.get("offer")), "team-buy offer")
+    _room_admits(s.identity, await app.commerce.locate_offer(frame.get("offer")), "team-buy offer")
     result = await app.commerce.team_join(
         s.identity.id, s.identity.name, frame.get("offer"), frame.get("team"), frame.get("key"))
     return dict(result)

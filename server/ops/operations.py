@@ -208,7 +208,7 @@ async def sale_target(app: App, s: Session, frame: Frame) -> Result:
     """Target a flash sale at a layer: only members of that layer may buy it."""
     ident = _ident(s)
     sale_id = fields.ident(frame, "sale")
-    room = app.commerce.sale_room(sale_id)
+    room = await app.commerce.locate_sale(sale_id)
     if room is None:
         raise SoukError(Code.NOT_FOUND, f"no sale {sale_id}")
     if not ident.may_enter_room(room):

@@ -30,7 +30,21 @@ class LedgerState:
 
 
 class StockConflict(Exception):
-    """A durable guard refused a write (stock would go below zero, or the sale closed)."""
+    """A durable guard refused a write (stock would go below zero, or the sale closed).
+
+    `code` is the protocol code the buyer hears (client_sdk.protocol.Code): in a cluster the
+    shared guard, not this node's memory, decides, so its reason must reach the buyer as is
+    (`sold_out`, `limit_reached`, `not_live`, `ended`, `team_full`)."""
+
+    def __init__(self, message: str, code: str = "ended") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class KnownKey(Exception):
+    """The (user, sale or offer, key) already made an order, on another node of the cluster:
+    the buyer must get that order back, not a refusal (read it with `sale_order` /
+    `team_order`)."""
 
 
 class CouponConflict(Exception):
@@ -38,6 +52,10 @@ class CouponConflict(Exception):
 
 
 class CommerceStore(Protocol):
+    # several server processes share this store (a cluster): a node's memory only knows its
+    # own buyers, so the adapter asks the store (and follows other nodes' events)
+    shared: bool
+
     async def migrate(self) -> None:
         """Create the schema if missing (idempotent)."""
 
@@ -73,8 +91,41 @@ class CommerceStore(Protocol):
         """Insert a member's order; when that makes the team full (counted in the store), mark
         the team and all its orders confirmed and return True."""
 
-    async def fail_team(self, team_id: str) -> None:
-        """Mark a team failed, its orders failed, and give its held units back to the offer."""
+    async def fail_team(self, team_id: str) -> bool:
+        """Mark a team failed, its orders failed, and give its held units back to the offer.
+        Returns True only for the call that failed it (False: it was no longer open), so
+        that in a cluster exactly one node tells the members."""
+
+    # -- reading one thing back (a cluster node adopts what another node created) ----------
+    async def product(self, product_id: str) -> Product | None:
+        """One product as stored, or None."""
+
+    async def sale(self, sale_id: str) -> FlashSale | None:
+        """One sale with its orders (as `load` gives it), or None."""
+
+    async def offer(self, offer_id: str) -> TeamBuyOffer | None:
+        """One offer with its open teams and their members (the ones that can be joined),
+        its stock_left as stored; or None."""
+
+    async def team(self, team_id: str) -> Team | None:
+        """One team with its members' orders, or None."""
+
+    async def sale_order(self, user: str, sale_id: str, key: str) -> Order | None:
+        """The order a (user, sale, key) made, or None."""
+
+    async def team_order(self, user: str, offer_id: str, key: str) -> Order | None:
+        """The team order a (user, offer, key) made, or None."""
+
+    async def room_items(self, room: str) -> tuple[list[str], list[str]]:
+        """The ids of a room's sales and offers, oldest first."""
+
+    def stock_left(self, sale_id: str) -> int | None:
+        """The sale's units left cluster-wide as this node's last write saw them, or None
+        when the node's own memory is the whole truth (a single-process store)."""
+
+    async def claim(self, what: str) -> bool:
+        """True for exactly one caller per `what` over the cluster (a node that will
+        announce a sale's phase); a single-process store always says True."""
 
     async def orders_of(self, user: str, limit: int = 100) -> list[dict[str, Any]]:
         """A buyer's orders, newest first."""

@@ -132,6 +132,8 @@ def _order_from(r: sqlite3.Row) -> Order:
 class SqliteLedger:
     """`CommerceStore` over a `SqliteDatabase` (WAL, group commit)."""
 
+    shared = False  # one process owns the file
+
     def __init__(self, db: SqliteDatabase) -> None:
         self.db = db
 
@@ -150,22 +152,10 @@ class SqliteLedger:
     def _load(conn: sqlite3.Connection) -> LedgerState:
         state = LedgerState()
         for r in conn.execute("SELECT * FROM products ORDER BY created_at, id"):
-            state.products.append(
-                Product(
-                    id=r["id"], shop=r["shop"], title=r["title"], price=r["price"],
-                    currency=r["currency"], stock=r["stock"], image=r["image"],
-                    created_at=r["created_at"],
-                )
-            )  # fmt: skip
+            state.products.append(product_from(r))
         sales: dict[str, FlashSale] = {}
         for r in conn.execute("SELECT * FROM sales ORDER BY created_at, id"):
-            sales[r["id"]] = FlashSale(
-                id=r["id"], room=r["room"], product=r["product"], price=r["price"],
-                currency=r["currency"], stock=r["stock"], stock_left=r["stock_left"],
-                starts_at=r["starts_at"], ends_at=r["ends_at"],
-                per_user_limit=r["per_user_limit"], created_at=r["created_at"],
-                phase=Phase(r["phase"]), returned=r["returned"],
-            )  # fmt: skip
+            sales[r["id"]] = sale_from(r)
         for r in conn.execute(
             f"SELECT {_ORDER_COLUMNS} FROM orders WHERE sale IS NOT NULL ORDER BY created_at"
         ):
@@ -173,18 +163,10 @@ class SqliteLedger:
         state.sales = list(sales.values())
         offers: dict[str, TeamBuyOffer] = {}
         for r in conn.execute("SELECT * FROM teambuys ORDER BY created_at, id"):
-            offers[r["id"]] = TeamBuyOffer(
-                id=r["id"], room=r["room"], product=r["product"], price=r["price"],
-                currency=r["currency"], size=r["size"], window_s=r["window_s"],
-                created_at=r["created_at"], stock=r["stock"], stock_left=r["stock_left"],
-            )  # fmt: skip
+            offers[r["id"]] = offer_from(r)
         teams: dict[str, Team] = {}
         for r in conn.execute("SELECT * FROM teams ORDER BY opened_at, id"):
-            teams[r["id"]] = Team(
-                id=r["id"], offer=r["offer"], room=r["room"], leader=r["leader"],
-                size=r["size"], opened_at=r["opened_at"], expires_at=r["expires_at"],
-                status=TeamStatus(r["status"]),
-            )  # fmt: skip
+            teams[r["id"]] = team_from(r)
         for r in conn.execute(
             f"SELECT {_ORDER_COLUMNS} FROM orders WHERE team IS NOT NULL ORDER BY created_at, rowid"
         ):
@@ -193,6 +175,97 @@ class SqliteLedger:
             offers[team.offer].restore(team)
         state.offers = list(offers.values())
         return state
+
+    # -- reading one thing back ------------------------------------------------------------
+    async def product(self, product_id: str) -> Product | None:
+        def run(conn: sqlite3.Connection) -> Product | None:
+            r = conn.execute("SELECT * FROM products WHERE id = ?", (product_id,)).fetchone()
+            return None if r is None else product_from(r)
+
+        return await self.db.read(run)
+
+    async def sale(self, sale_id: str) -> FlashSale | None:
+        def run(conn: sqlite3.Connection) -> FlashSale | None:
+            r = conn.execute("SELECT * FROM sales WHERE id = ?", (sale_id,)).fetchone()
+            if r is None:
+                return None
+            sale = sale_from(r)
+            for o in conn.execute(
+                f"SELECT {_ORDER_COLUMNS} FROM orders WHERE sale = ? ORDER BY created_at, rowid",
+                (sale_id,),
+            ):
+                sale.restore(_order_from(o))
+            return sale
+
+        return await self.db.read(run)
+
+    async def offer(self, offer_id: str) -> TeamBuyOffer | None:
+        def run(conn: sqlite3.Connection) -> TeamBuyOffer | None:
+            r = conn.execute("SELECT * FROM teambuys WHERE id = ?", (offer_id,)).fetchone()
+            if r is None:
+                return None
+            offer = offer_from(r)
+            teams = {t["id"]: team_from(t) for t in conn.execute(
+                "SELECT * FROM teams WHERE offer = ? AND status = 'open' ORDER BY opened_at, id",
+                (offer_id,))}
+            for o in conn.execute(
+                f"SELECT {_ORDER_COLUMNS} FROM orders WHERE team IN"
+                " (SELECT id FROM teams WHERE offer = ? AND status = 'open')"
+                " ORDER BY created_at, rowid", (offer_id,)):
+                teams[o["team"]].members.append(_order_from(o))
+            for team in teams.values():
+                offer.restore(team)
+            return offer
+
+        return await self.db.read(run)
+
+    async def team(self, team_id: str) -> Team | None:
+        def run(conn: sqlite3.Connection) -> Team | None:
+            r = conn.execute("SELECT * FROM teams WHERE id = ?", (team_id,)).fetchone()
+            if r is None:
+                return None
+            team = team_from(r)
+            team.durable = True
+            team.members = [_order_from(o) for o in conn.execute(
+                f"SELECT {_ORDER_COLUMNS} FROM orders WHERE team = ? ORDER BY created_at, rowid",
+                (team_id,))]
+            return team
+
+        return await self.db.read(run)
+
+    async def sale_order(self, user: str, sale_id: str, key: str) -> Order | None:
+        def run(conn: sqlite3.Connection) -> Order | None:
+            r = conn.execute(
+                f"SELECT {_ORDER_COLUMNS} FROM orders WHERE user = ? AND sale = ? AND key = ?",
+                (user, sale_id, key)).fetchone()
+            return None if r is None else _order_from(r)
+
+        return await self.db.read(run)
+
+    async def team_order(self, user: str, offer_id: str, key: str) -> Order | None:
+        def run(conn: sqlite3.Connection) -> Order | None:
+            r = conn.execute(
+                f"SELECT {_ORDER_COLUMNS} FROM orders WHERE user = ? AND offer = ? AND key = ?",
+                (user, offer_id, key)).fetchone()
+            return None if r is None else _order_from(r)
+
+        return await self.db.read(run)
+
+    async def room_items(self, room: str) -> tuple[list[str], list[str]]:
+        def run(conn: sqlite3.Connection) -> tuple[list[str], list[str]]:
+            sales = [r["id"] for r in conn.execute(
+                "SELECT id FROM sales WHERE room = ? ORDER BY created_at, id", (room,))]
+            offers = [r["id"] for r in conn.execute(
+                "SELECT id FROM teambuys WHERE room = ? ORDER BY created_at, id", (room,))]
+            return sales, offers
+
+        return await self.db.read(run)
+
+    def stock_left(self, sale_id: str) -> int | None:
+        return None  # one process: its memory counts every buyer
+
+    async def claim(self, what: str) -> bool:
+        return True  # one process: it is the only one to announce
 
     # -- products and sales ----------------------------------------------------------------
     async def add_product(self, product: Product) -> None:
@@ -255,7 +328,8 @@ class SqliteLedger:
                     if _take(conn, sale, sales[i][1]):
                         accepted.append(i)
                     else:
-                        results[i] = StockConflict(f"sale {sale} is closed or short of stock")
+                        results[i] = StockConflict(f"sale {sale} is closed or short of stock",
+                                                   _refusal(conn, sale))
                         if orders[i].coupon is not None:  # no order, no redemption
                             conn.execute("DELETE FROM coupon_redemptions WHERE order_id = ?",
                                          (orders[i].id,))
@@ -335,8 +409,10 @@ class SqliteLedger:
                 " FROM teams t WHERE t.id = ?",
                 (team,),
             ).fetchone()
-            if r is None or r["status"] != "open" or r["n"] >= r["size"]:
-                raise StockConflict(f"team {team} is not open")
+            if r is None or r["status"] == "failed":
+                raise StockConflict(f"team {team} is not open", "ended")
+            if r["status"] != "open" or r["n"] >= r["size"]:
+                raise StockConflict(f"team {team} is full", "team_full")
             conn.execute(f"INSERT INTO orders ({_ORDER_COLUMNS}) VALUES ({_PLACEHOLDERS})", orow)
             if r["n"] + 1 < r["size"]:
                 return False
@@ -348,13 +424,13 @@ class SqliteLedger:
 
         return await self.db.write(run)
 
-    async def fail_team(self, team_id: str) -> None:
-        def run(conn: sqlite3.Connection) -> None:
+    async def fail_team(self, team_id: str) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
             r = conn.execute(
                 "SELECT offer, size, status FROM teams WHERE id = ?", (team_id,)
             ).fetchone()
             if r is None or r["status"] != "open":
-                return
+                return False
             conn.execute("UPDATE teams SET status = 'failed' WHERE id = ?", (team_id,))
             conn.execute(
                 "UPDATE orders SET status = ? WHERE team = ?", (order_status.FAILED, team_id)
@@ -364,8 +440,9 @@ class SqliteLedger:
                 " WHERE id = ? AND stock_left IS NOT NULL",
                 (r["size"], r["offer"]),
             )
+            return True
 
-        await self.db.write(run)
+        return await self.db.write(run)
 
     # -- queries ---------------------------------------------------------------------------
     async def orders_of(self, user: str, limit: int = 100) -> list[dict[str, Any]]:
@@ -444,6 +521,12 @@ _PLACEHOLDERS: Final = ", ".join("?" for _ in _ORDER_COLUMNS.split(","))
 _ROWS_PER_INSERT: Final = 500  # 14 columns: far below SQLite's 32,766 bound variables
 
 
+def _refusal(conn: sqlite3.Connection, sale: str | None) -> str:
+    """Why `_take` refused: the sale closed (`ended`) or ran short (`sold_out`)."""
+    r = conn.execute("SELECT phase FROM sales WHERE id = ?", (sale,)).fetchone()
+    return "ended" if r is None or r["phase"] in ("ended", "cancelled") else "sold_out"
+
+
 def _take(conn: sqlite3.Connection, sale: str | None, qty: int) -> bool:
     """Decrement a sale's stock_left by qty if it is open and has that many; the durable
     guard behind the in-memory check."""
@@ -454,3 +537,33 @@ def _take(conn: sqlite3.Connection, sale: str | None, qty: int) -> bool:
         (qty, sale),
     )
     return cur.rowcount == 1
+
+
+def product_from(r: Any) -> Product:
+    """A products row (SQLite or PostgreSQL) as a Product."""
+    return Product(id=r["id"], shop=r["shop"], title=r["title"], price=r["price"],
+                   currency=r["currency"], stock=r["stock"], image=r["image"],
+                   created_at=r["created_at"])
+
+
+def sale_from(r: Any) -> FlashSale:
+    """A sales row as a FlashSale (its orders are restored by the caller)."""
+    return FlashSale(id=r["id"], room=r["room"], product=r["product"], price=r["price"],
+                     currency=r["currency"], stock=r["stock"], stock_left=r["stock_left"],
+                     starts_at=r["starts_at"], ends_at=r["ends_at"],
+                     per_user_limit=r["per_user_limit"], created_at=r["created_at"],
+                     phase=Phase(r["phase"]), returned=r["returned"])
+
+
+def offer_from(r: Any) -> TeamBuyOffer:
+    """A teambuys row as a TeamBuyOffer (its teams are restored by the caller)."""
+    return TeamBuyOffer(id=r["id"], room=r["room"], product=r["product"], price=r["price"],
+                        currency=r["currency"], size=r["size"], window_s=r["window_s"],
+                        created_at=r["created_at"], stock=r["stock"], stock_left=r["stock_left"])
+
+
+def team_from(r: Any) -> Team:
+    """A teams row as a Team without members."""
+    return Team(id=r["id"], offer=r["offer"], room=r["room"], leader=r["leader"],
+                size=r["size"], opened_at=r["opened_at"], expires_at=r["expires_at"],
+                status=TeamStatus(r["status"]))

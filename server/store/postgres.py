@@ -32,7 +32,8 @@ from server.domain.catalog import Product
 from server.domain.flashsale import FlashSale, Phase
 from server.domain.order import Order
 from server.domain.teambuy import Team, TeamBuyOffer, TeamStatus
-from server.store.base import LedgerState, StockConflict
+from server.store.base import KnownKey, LedgerState, StockConflict
+from server.store.ledger import offer_from, product_from, sale_from, team_from
 
 SCHEMA: Final = (
     """CREATE TABLE IF NOT EXISTS products (
@@ -159,6 +160,11 @@ return 1
 """
 
 
+# the gate's refusals as the protocol codes the buyer hears (client_sdk.protocol.Code)
+GATE_CODES: Final = {"sold_out": "sold_out", "limit": "limit_reached", "not_live": "not_live",
+                     "ended": "ended"}
+
+
 class StockGate:
     """The cluster-wide atomic check of a flash-sale buy, in Redis."""
 
@@ -178,9 +184,10 @@ class StockGate:
         verdict, n = await self._take(keys=self.keys(sale), args=[user, key, qty, now_ms])
         return (verdict.decode() if isinstance(verdict, bytes) else str(verdict)), int(n)
 
-    async def take_many(self, orders: list[Order]) -> list[str]:
+    async def take_many(self, orders: list[Order]) -> list[tuple[str, int]]:
         """The verdict for each order (`ok`, `sold_out`, `limit`, `dup`, `ended`, `not_live`,
-        `missing`), checked at the time the buyer made it (`created_at`)."""
+        `missing`), checked at the time the buyer made it (`created_at`), with the units
+        left after it (`ok`) or at the refusal (`sold_out`)."""
         pipe = self.redis.pipeline(transaction=False)
         for o in orders:
             assert o.sale is not None
@@ -188,13 +195,18 @@ class StockGate:
             await self._take(keys=self.keys(o.sale), args=[o.user, o.key, o.qty, o.created_at],
                              client=pipe)
         out = await pipe.execute()
-        return [v.decode() if isinstance(v, bytes) else str(v) for v, _ in out]
+        return [(v.decode() if isinstance(v, bytes) else str(v), int(n)) for v, n in out]
 
     async def give(self, sale: str, user: str, key: str, qty: int) -> None:
         await self._give(keys=self.keys(sale)[:3], args=[user, key, qty])
 
     async def close(self, sale: str) -> None:
         await self.redis.hset(self.keys(sale)[3], "closed", "1")
+
+    async def claim(self, what: str) -> bool:
+        """SET NX: the first node to ask wins `what` (e.g. announcing a sale's phase)."""
+        return bool(await self.redis.set(f"{self.prefix}claim:{what}", b"1", nx=True,
+                                         ex=self.ttl_s))
 
     async def build(self, sale: dict[str, Any], units: dict[str, int],
                     keys: dict[str, int]) -> bool:
@@ -221,6 +233,8 @@ class PostgresLedger:
         self._waiting: list[tuple[list[Order], asyncio.Future[list[Exception | None]]]] = []
         self._writer: asyncio.Task[None] | None = None
         self.rebuilds = 0  # how many sale gates this node rebuilt from PostgreSQL
+        self._left: dict[str, int] = {}  # sale -> units left as the gate last reported
+        self.shared = gate is not None  # with a gate, several nodes sell (issue 9)
 
     # -- schema and recovery ---------------------------------------------------------------
     async def migrate(self) -> None:
@@ -377,7 +391,10 @@ class PostgresLedger:
                         accepted.append(j)
                     else:
                         refused.append(passed[j])
-                        results[passed[j]] = StockConflict(f"sale {sale} is closed or short")
+                        phase = await conn.fetchval("SELECT phase FROM sales WHERE id = $1", sale)
+                        results[passed[j]] = StockConflict(
+                            f"sale {sale} is closed or short",
+                            "ended" if phase in ("ended", "cancelled") else "sold_out")
             accepted.sort()
             if accepted:
                 await conn.executemany(f"INSERT INTO orders ({_COLS}) VALUES ({_ARGS})",
@@ -392,21 +409,28 @@ class PostgresLedger:
     async def _through_gate(self, orders: list[Order],
                             results: list[Exception | None]) -> list[int]:
         """One pipelined round trip for the whole batch; a sale whose gate Redis lost is
-        rebuilt from PostgreSQL and its orders asked again."""
+        rebuilt from PostgreSQL and its orders asked again. A refusal keeps the gate's reason
+        (the buyer hears `sold_out` or `limit_reached`, not a generic `ended`), and the units
+        the gate reports left become this node's view of the sale (`stock_left`)."""
         assert self.gate is not None
         idx = [i for i, o in enumerate(orders) if o.sale is not None]
         passed = [i for i, o in enumerate(orders) if o.sale is None]
         verdicts = await self.gate.take_many([orders[i] for i in idx])
-        for i, verdict in zip(idx, verdicts, strict=True):
+        for i, (verdict, left) in zip(idx, verdicts, strict=True):
             o = orders[i]
             assert o.sale is not None
             if verdict == "missing":
                 await self.rebuild_gate(o.sale)
-                verdict = (await self.gate.take_many([o]))[0]
+                verdict, left = (await self.gate.take_many([o]))[0]
+            if verdict in ("ok", "sold_out"):
+                self._left[o.sale] = left
             if verdict == "ok":
                 passed.append(i)
+            elif verdict == "dup":
+                results[i] = KnownKey(f"sale {o.sale}: key {o.key} of {o.user} has an order")
             else:
-                results[i] = StockConflict(f"sale {o.sale}: {verdict}")
+                results[i] = StockConflict(f"sale {o.sale}: {verdict}",
+                                           GATE_CODES.get(verdict, "ended"))
         passed.sort()
         return passed
 
@@ -442,43 +466,130 @@ class PostgresLedger:
                 o.stock_left, o.created_at)
 
     async def open_team(self, team: Team, order: Order) -> None:
+        """The offer's stock is taken only if there is enough (`sold_out` otherwise), and a
+        buyer already in an open team of the offer (opened or joined on any node) is
+        refused: this node's memory only knows its own buyers."""
         t = team
         async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(
+            await _one_team_per_buyer(conn, t.offer, order.user)
+            done = await conn.execute(
                 "UPDATE teambuys SET stock_left = stock_left - $1"
-                " WHERE id = $2 AND stock_left IS NOT NULL", t.size, t.offer)
+                " WHERE id = $2 AND (stock_left IS NULL OR stock_left >= $1)", t.size, t.offer)
+            if done != "UPDATE 1":
+                raise StockConflict(f"offer {t.offer} has no stock for another team", "sold_out")
             await conn.execute("INSERT INTO teams VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                                t.id, t.offer, t.room, t.leader, t.size, t.opened_at,
                                t.expires_at, "open")
-            await conn.execute(f"INSERT INTO orders ({_COLS}) VALUES ({_ARGS})", *_order_row(order))
+            await _insert_team_order(conn, order)
 
     async def join_team(self, order: Order) -> bool:
+        """The team row is locked first, then its members are counted in a statement of
+        their own (read committed: it sees every join committed before the lock was
+        granted), so joins racing for the last slots from several nodes never take more
+        members than the size; a team past its deadline or failed is refused."""
         async with self.pool.acquire() as conn, conn.transaction():
+            assert order.offer is not None
+            await _one_team_per_buyer(conn, order.offer, order.user)
             r = await conn.fetchrow(
-                "SELECT status, size, (SELECT COUNT(*) FROM orders o WHERE o.team = t.id) AS n"
-                " FROM teams t WHERE t.id = $1 FOR UPDATE", order.team)
-            if r is None or r["status"] != "open" or r["n"] >= r["size"]:
-                raise StockConflict(f"team {order.team} is not open")
-            await conn.execute(f"INSERT INTO orders ({_COLS}) VALUES ({_ARGS})", *_order_row(order))
-            if r["n"] + 1 < r["size"]:
+                "SELECT status, size, expires_at FROM teams WHERE id = $1 FOR UPDATE", order.team)
+            if r is None or r["status"] == "failed" or order.created_at >= r["expires_at"]:
+                raise StockConflict(f"team {order.team} is not open", "ended")
+            n = await conn.fetchval("SELECT COUNT(*) FROM orders WHERE team = $1", order.team)
+            if r["status"] != "open" or n >= r["size"]:
+                raise StockConflict(f"team {order.team} is full", "team_full")
+            await _insert_team_order(conn, order)
+            if n + 1 < r["size"]:
                 return False
             await conn.execute("UPDATE teams SET status = 'confirmed' WHERE id = $1", order.team)
             await conn.execute("UPDATE orders SET status = $1 WHERE team = $2",
                                order_status.CONFIRMED, order.team)
             return True
 
-    async def fail_team(self, team_id: str) -> None:
+    async def fail_team(self, team_id: str) -> bool:
         async with self.pool.acquire() as conn, conn.transaction():
             r = await conn.fetchrow(
                 "SELECT offer, size, status FROM teams WHERE id = $1 FOR UPDATE", team_id)
             if r is None or r["status"] != "open":
-                return
+                return False
             await conn.execute("UPDATE teams SET status = 'failed' WHERE id = $1", team_id)
             await conn.execute("UPDATE orders SET status = $1 WHERE team = $2",
                                order_status.FAILED, team_id)
             await conn.execute(
                 "UPDATE teambuys SET stock_left = stock_left + $1"
                 " WHERE id = $2 AND stock_left IS NOT NULL", r["size"], r["offer"])
+            return True
+
+    # -- reading one thing back ------------------------------------------------------------
+    async def product(self, product_id: str) -> Product | None:
+        r = await self.pool.fetchrow("SELECT * FROM products WHERE id = $1", product_id)
+        return None if r is None else product_from(r)
+
+    async def sale(self, sale_id: str) -> FlashSale | None:
+        async with self.pool.acquire() as conn:
+            r = await conn.fetchrow("SELECT * FROM sales WHERE id = $1", sale_id)
+            if r is None:
+                return None
+            sale = sale_from(r)
+            for o in await conn.fetch(
+                    f"SELECT {_COLS} FROM orders WHERE sale = $1 ORDER BY n", sale_id):
+                sale.restore(_order_from(o))
+        return sale
+
+    async def offer(self, offer_id: str) -> TeamBuyOffer | None:
+        async with self.pool.acquire() as conn:
+            r = await conn.fetchrow("SELECT * FROM teambuys WHERE id = $1", offer_id)
+            if r is None:
+                return None
+            offer = offer_from(r)
+            teams = {t["id"]: team_from(t) for t in await conn.fetch(
+                "SELECT * FROM teams WHERE offer = $1 AND status = 'open' ORDER BY opened_at, id",
+                offer_id)}
+            for o in await conn.fetch(
+                    f"SELECT {_COLS} FROM orders WHERE team = ANY($1::text[]) ORDER BY n",
+                    list(teams)):
+                teams[o["team"]].members.append(_order_from(o))
+        for team in teams.values():
+            offer.restore(team)
+        return offer
+
+    async def team(self, team_id: str) -> Team | None:
+        async with self.pool.acquire() as conn:
+            r = await conn.fetchrow("SELECT * FROM teams WHERE id = $1", team_id)
+            if r is None:
+                return None
+            team = team_from(r)
+            team.durable = True
+            team.members = [_order_from(o) for o in await conn.fetch(
+                f"SELECT {_COLS} FROM orders WHERE team = $1 ORDER BY n", team_id)]
+        return team
+
+    async def sale_order(self, user: str, sale_id: str, key: str) -> Order | None:
+        r = await self.pool.fetchrow(
+            f'SELECT {_COLS} FROM orders WHERE "user" = $1 AND sale = $2 AND key = $3',
+            user, sale_id, key)
+        return None if r is None else _order_from(r)
+
+    async def team_order(self, user: str, offer_id: str, key: str) -> Order | None:
+        r = await self.pool.fetchrow(
+            f'SELECT {_COLS} FROM orders WHERE "user" = $1 AND offer = $2 AND key = $3',
+            user, offer_id, key)
+        return None if r is None else _order_from(r)
+
+    async def room_items(self, room: str) -> tuple[list[str], list[str]]:
+        async with self.pool.acquire() as conn:
+            sales = await conn.fetch(
+                "SELECT id FROM sales WHERE room = $1 ORDER BY created_at, id", room)
+            offers = await conn.fetch(
+                "SELECT id FROM teambuys WHERE room = $1 ORDER BY created_at, id", room)
+        return [r["id"] for r in sales], [r["id"] for r in offers]
+
+    def stock_left(self, sale_id: str) -> int | None:
+        if self.gate is None:
+            return None  # no gate: one node sells, its memory is the whole truth
+        return self._left.get(sale_id)
+
+    async def claim(self, what: str) -> bool:
+        return True if self.gate is None else await self.gate.claim(what)
 
     # -- queries ---------------------------------------------------------------------------
     async def orders_of(self, user: str, limit: int = 100) -> list[dict[str, Any]]:
@@ -531,6 +642,25 @@ async def _take(conn: asyncpg.Connection, sale: str | None, qty: int) -> bool:
         " WHERE id = $2 AND stock_left >= $1 AND phase NOT IN ('ended', 'cancelled')",
         qty, sale)
     return bool(done == "UPDATE 1")
+
+
+async def _one_team_per_buyer(conn: asyncpg.Connection, offer: str, user: str) -> None:
+    """A buyer is in at most one open team of an offer, whichever node served them: the
+    (offer, user) lock serialises that buyer's opens and joins across the cluster."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))", offer, user)
+    team = await conn.fetchval(
+        'SELECT t.id FROM orders o JOIN teams t ON t.id = o.team WHERE o.offer = $1'
+        ' AND o."user" = $2 AND t.status = \'open\' LIMIT 1', offer, user)
+    if team is not None:
+        raise StockConflict(f"{user} is already in open team {team}", "already_in_team")
+
+
+async def _insert_team_order(conn: asyncpg.Connection, order: Order) -> None:
+    """A team order; a (user, offer, key) used before (on another node) is that order."""
+    try:
+        await conn.execute(f"INSERT INTO orders ({_COLS}) VALUES ({_ARGS})", *_order_row(order))
+    except asyncpg.UniqueViolationError:
+        raise KnownKey(f"key {order.key} of {order.user} made an order") from None
 
 
 def _order_row(o: Order) -> tuple[Any, ...]:

@@ -322,3 +322,22 @@ class SaleMachine(RuleBasedStateMachine):
 
 TestSaleMachine = SaleMachine.TestCase
 TestSaleMachine.settings = settings(max_examples=75, stateful_step_count=35, deadline=None)
+
+
+def test_observe_follows_the_cluster_count_and_phases() -> None:
+    sale = make(stock=10, limit=5)
+    sale.buy("a", "", 2, "k", "o1", T0)  # this node's view: 8 left
+    assert not sale.observe(12)  # never above what this node knows
+    assert sale.stock_left == 8
+    assert not sale.observe(3) and sale.stock_left == 3  # other nodes sold 5
+    refused("sold_out", sale.buy, "b", "", 4, "k", "o2", T0)
+    assert sale.observe(0) and sale.phase is Phase.SOLD_OUT
+    assert not sale.observe(None, Phase.LIVE)  # an older phase does not go back
+    assert sale.observe(None, Phase.ENDED) and sale.phase is Phase.ENDED
+    assert not sale.observe(5, Phase.CANCELLED)  # over is final
+
+
+def test_observe_starts_a_scheduled_sale_and_cancels() -> None:
+    sale = make(start_in_ms=60_000)
+    assert sale.observe(None, Phase.LIVE) and sale.phase is Phase.LIVE
+    assert sale.observe(None, Phase.CANCELLED) and sale.returned == 10

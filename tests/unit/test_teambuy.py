@@ -284,3 +284,41 @@ class TeamMachine(RuleBasedStateMachine):
 
 TestTeamMachine = TeamMachine.TestCase
 TestTeamMachine.settings = settings(max_examples=75, stateful_step_count=35, deadline=None)
+
+
+def stored_team(offer: TeamBuyOffer, team: str, users: list[str],
+                status: TeamStatus = TeamStatus.OPEN) -> Any:
+    """A team as another node's writes left it in the store."""
+    other = make(size=offer.size)
+    j = other.open(users[0], "", "k", team, f"o-{users[0]}", T0)
+    other.committed(j)
+    for u in users[1:]:
+        other.join(u, "", "k", team, f"o-{u}", T0)
+    j.team.status = status
+    return j.team
+
+
+def test_settle_adopts_members_from_other_nodes_and_keeps_pending_ones() -> None:
+    offer = make(size=4)
+    opened(offer, "a", "t1")
+    mine = offer.join("b", "", "k", "t1", "o-b", T0)  # this node's join, still being written
+    offer.settle(stored_team(offer, "t1", ["a", "x"]), pending={"o-b"})
+    team = offer.teams["t1"]
+    assert [m.user for m in team.members] == ["a", "x", "b"]
+    assert offer.open_team_of("x") == "t1" and mine.team is team
+    offer.settle(stored_team(offer, "t1", ["a", "x", "b", "y"], TeamStatus.CONFIRMED))
+    assert team.status is TeamStatus.CONFIRMED and offer.open_team_of("a") is None
+    opened(offer, "a", "t2")  # free again
+
+
+def test_sync_reports_teams_settled_elsewhere_and_forget_undoes_a_refused_join() -> None:
+    offer = make(size=3, stock=9)
+    opened(offer, "a", "t1")
+    opened(offer, "b", "t2")
+    gone = offer.sync([stored_team(offer, "t2", ["b"]), stored_team(offer, "t3", ["c"])], 3)
+    assert [t.id for t in gone] == ["t1"]  # open here, not open in the store any more
+    assert offer.stock_left == 3 and offer.open_team_of("c") == "t3"
+    j = offer.join("d", "", "k", "t3", "o-d", T0)
+    offer.forget(j)  # the store said full
+    assert [m.user for m in offer.teams["t3"].members] == ["c"]
+    assert offer.open_team_of("d") is None
