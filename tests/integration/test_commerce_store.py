@@ -372,6 +372,9 @@ async def test_scheduled_sale_resumes_its_timer_after_restart(backend: Backend) 
     try:
         assert n.commerce.sales[sale["id"]].phase == "scheduled"
         await eventually(lambda: n.commerce.sales[sale["id"]].phase == "live")
+        # the announcement follows the phase (in a cluster after the claim's round trip)
+        await eventually(lambda: bool(n.events.of("room:r1", "sale")))
+        await asyncio.sleep(0.2)  # and it is the only one
         assert [f["phase"] for f, _ in n.events.of("room:r1", "sale")] == ["live"]
     finally:
         await n.close()
