@@ -47,7 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="scenarios: " + ", ".join(f"{n} ({s.summary})" for n, s in SCENARIOS.items()),
     )
     p.add_argument("scenario", help="one of: " + ", ".join(SCENARIOS))
-    p.add_argument("--url", default=os.environ.get("SOUK_URL", "ws://127.0.0.1:8080/ws"))
+    p.add_argument("--url", action="append", default=None,
+                   help="the server's websocket URL; repeat it for every node of a cluster: "
+                        "clients are spread over the nodes round-robin, actors (the streamer) "
+                        "use the first (default $SOUK_URL or ws://127.0.0.1:8080/ws)")
     p.add_argument("--secret", default=os.environ.get("SOUK_SECRET"),
                    help="the server's token secret (else: SOUK_SECRET, else demo tokens over HTTP)")
     p.add_argument("--room", default="demo")
@@ -110,7 +113,9 @@ def make_config(args: argparse.Namespace) -> tuple[Config, Scenario, list[Slo]]:
     if cls is None:
         raise ConfigError(f"unknown scenario {args.scenario!r}; choose one of {', '.join(SCENARIOS)}")
     scenario = cls()
-    check_url(args.url)
+    urls = list(args.url or [os.environ.get("SOUK_URL", "ws://127.0.0.1:8080/ws")])
+    for url in urls:
+        check_url(url)
     profile = dict(scenario.profiles.get(args.profile, {}))
     extra = {k: v for k, v in profile.items()
              if k not in ("viewers", "rate", "duration_s", "probes", "workers")}
@@ -120,7 +125,7 @@ def make_config(args: argparse.Namespace) -> tuple[Config, Scenario, list[Slo]]:
         return float(flag) if flag is not None else float(profile.get(key, default))
 
     cfg = Config(
-        scenario=scenario.name, url=args.url, secret=args.secret or None, room=args.room,
+        scenario=scenario.name, url=urls[0], urls=urls if len(urls) > 1 else [], secret=args.secret or None, room=args.room,
         viewers=int(pick(args.viewers, "viewers", 20)), rate=pick(args.rate, "rate", 50.0),
         duration_s=pick(args.duration, "duration_s", 2.0), probes=int(pick(args.probes, "probes", 5)),
         workers=int(pick(args.workers, "workers", 1)), profile=args.profile, slos=list(args.slo),
@@ -149,8 +154,9 @@ def make_config(args: argparse.Namespace) -> tuple[Config, Scenario, list[Slo]]:
 async def execute(cfg: Config, scenario: Scenario, slos: list[Slo], console: Console) -> Result:
     from loadtest.progress import Progress
 
+    for url in cfg.urls or [cfg.url]:
+        await check_reachable(*check_url(url))
     host, port = check_url(cfg.url)
-    await check_reachable(host, port)
     if cfg.server_pid is None:
         cfg.server_pid = local_server_pid(host, port)
     progress = Progress(console, cfg.live and console.is_terminal)

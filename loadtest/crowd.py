@@ -54,6 +54,13 @@ class CrowdSpec:
     join_timeout_s: float = 10.0
     label: str = "crowd"
     group_join: bool = False  # members become group members (`group_join`) before `join`
+    urls: list[str] = field(default_factory=list)  # the cluster's nodes (see Config.urls)
+
+    def url_of(self, index: int) -> str:
+        """The node of this crowd's `index`-th viewer: round-robin by the global index."""
+        if not self.urls:
+            return self.url
+        return self.urls[(self.first_index + index) % len(self.urls)]
 
 
 class CrowdControl(Protocol):
@@ -142,7 +149,7 @@ class Crowd:
 
         s: Session | None = None
         try:
-            s = await Session.open(self.spec.url, self._token(index), on_event=on_event,
+            s = await Session.open(self.spec.url_of(index), self._token(index), on_event=on_event,
                                    timeout_s=self.spec.join_timeout_s)
             if self.spec.group_join and "group" in self.spec.target:
                 await s.request(Op.GROUP_JOIN, group=self.spec.target["group"])
@@ -188,7 +195,7 @@ class Crowd:
                 tracker.see(ch, seq)
 
         try:
-            viewer, reply = await open_silent(s.url, steps, on_frame, s.join_timeout_s)
+            viewer, reply = await open_silent(s.url_of(index), steps, on_frame, s.join_timeout_s)
         except TimeoutError:
             self.metrics.timeout(JOIN)
             self.failed += 1

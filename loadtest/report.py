@@ -56,7 +56,7 @@ def result_dict(result: Result) -> dict[str, Any]:
         "scenario": result.scenario.name,
         "verdict": result.verdict.as_dict(),
         "config": {
-            "url": cfg.url, "room": cfg.room, "viewers": cfg.viewers, "rate": cfg.rate,
+            "url": cfg.url, "urls": cfg.urls or [cfg.url], "room": cfg.room, "viewers": cfg.viewers, "rate": cfg.rate,
             "duration_s": cfg.duration_s, "probes": cfg.probes, "workers": cfg.workers,
             "profile": cfg.profile, "clock": cfg.clock, "extra": cfg.extra, "run_id": cfg.run_id,
             "secret": "***" if cfg.secret else None,

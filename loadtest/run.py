@@ -40,7 +40,7 @@ class Config:
     """Everything a run needs; profile values fill what the command line left out."""
 
     scenario: str
-    url: str
+    url: str  # the first node: actors (the streamer) connect here
     secret: str | None = None
     room: str = "demo"
     viewers: int = 20
@@ -58,6 +58,13 @@ class Config:
     live: bool = True  # show the rich live display
     server_pid: int | None = None  # a local server process whose CPU the report should show
     run_id: str = field(default_factory=lambda: "lt" + uuid.uuid4().hex[:8])
+    # every node of a cluster under test (`--url` repeated); clients are spread over them
+    # round-robin by index, so the streamer on the first node and viewers on the others
+    # measure delivery across nodes. Empty: `url` alone.
+    urls: list[str] = field(default_factory=list)
+
+    def url_for(self, index: int) -> str:
+        return self.urls[index % len(self.urls)] if self.urls else self.url
 
 
 class Scenario:
@@ -122,7 +129,7 @@ class RunContext:
 
     async def session(self, role: str, index: int, on_event: EventHandler | None = None) -> Session:
         token = (await self.tokens.tokens(role, 1, first=index))[0]
-        s = await Session.open(self.config.url, token, on_event=on_event,
+        s = await Session.open(self.config.url_for(index), token, on_event=on_event,
                                timeout_s=self.config.join_timeout_s)
         self.sessions.append(s)
         return s
@@ -154,7 +161,7 @@ class RunContext:
             # worker i takes every parts-th arrival, so each sees the whole schedule's shape
             mine = offsets[i::parts][:n]
             specs.append(CrowdSpec(
-                url=cfg.url, target=target, silent=n - p, probes=p, offsets=mine,
+                url=cfg.url, urls=list(cfg.urls), target=target, silent=n - p, probes=p, offsets=mine,
                 start_ns=0, t0_ns=self.t0_ns, room=cfg.room, secret=cfg.secret,
                 tokens=tokens[taken:taken + n], role=role, first_index=first_index + taken,
                 run_id=cfg.run_id, clock=cfg.clock, join_timeout_s=cfg.join_timeout_s,

@@ -30,7 +30,8 @@ async def connect_actors(
 
     async def one(i: int, scheduled_ns: int) -> None:
         try:
-            s = await Session.open(cfg.url, tokens[i], on_event=on_event, timeout_s=cfg.join_timeout_s)
+            s = await Session.open(cfg.url_for(i), tokens[i], on_event=on_event,
+                                   timeout_s=cfg.join_timeout_s)
             ctx.sessions.append(s)
             await s.request(Op.JOIN, timeout_s=cfg.join_timeout_s, room=cfg.room)
         except RequestError as exc:

@@ -198,3 +198,39 @@ def test_workers_spread_the_crowd_and_merge(srv: ServerProcess, tmp_path: Path) 
     assert data["summary"]["event"]["count"] == 4 * 10  # 4 probes x 10 events
     labels = set(data["generator"]["cpu_pct_per_second"])
     assert {"crowd0", "crowd1"} <= labels
+
+
+def _accepted(srv: ServerProcess) -> float:
+    import urllib.request
+
+    with urllib.request.urlopen(f"{srv.http}/metrics", timeout=5) as resp:
+        for line in resp.read().decode().splitlines():
+            if line.startswith("souk_accepted_connections_total "):
+                return float(line.split()[1])
+    raise AssertionError("no souk_accepted_connections_total on /metrics")
+
+
+def test_events_across_a_two_node_cluster(server_process: Callable[..., ServerProcess],
+                                          tmp_path: Path) -> None:
+    """`--url` twice: the crowd is spread over both nodes of a real cluster (Redis bus), the
+    streamer publishes on the first, so half the probes measure delivery across nodes; the
+    run meets the 600 ms bound and every event reaches every probe, gap-free."""
+    import uuid
+
+    prefix = f"souk-lt-{uuid.uuid4().hex[:8]}:"
+    a, b = (server_process("--redis", "redis://127.0.0.1:6379/0", "--redis-prefix", prefix,
+                           data_dir=tmp_path / f"node{i}") for i in range(2))
+    before = _accepted(a), _accepted(b)
+    report = tmp_path / "cluster"
+    code = main(["events", "--url", a.url, "--url", b.url, "--secret", SECRET, "--no-live",
+                 "--viewers", "40", "--probes", "6", "--rate", "10", "--duration", "1",
+                 "--report", str(report), "--room", "lt-cluster"])
+    data = orjson.loads((report / "report.json").read_bytes())
+    _assert_verdict(code, data)
+    _assert_bound(data, "join")
+    _assert_bound(data, "event")
+    assert data["config"]["urls"] == [a.url, b.url]
+    assert data["summary"]["event"]["count"] == 6 * 10  # every event to every probe
+    assert data["counters"]["seq_gaps"] == 0
+    on_a, on_b = _accepted(a) - before[0], _accepted(b) - before[1]
+    assert on_a >= 20 and on_b >= 20, (on_a, on_b)  # 40 viewers round-robin (+ the streamer)
