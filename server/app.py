@@ -43,6 +43,7 @@ from server.ops import media as media_ops
 from server.presence import ClusterPresence
 from server.replica import RoomReplica
 from server.rooms import Rooms
+from server.sanctions import PgSanctions, Sanctions, SanctionStore, SqliteSanctions
 from server.session import Session
 from server.store.base import CommerceStore
 from server.store.community_pg import PgCommunityStore
@@ -116,6 +117,13 @@ class App:
         self.http = HttpRoutes(self)
         self.db = SqliteDatabase(cfg.db_path)
         self.db.add_schema(ROOMS_SCHEMA)
+        # bans and mutes: recorded before they are announced, loaded before a join passes
+        sanction_store: SanctionStore = (PgSanctions(cfg.postgres) if cfg.postgres
+                                         else SqliteSanctions(self.db))
+        bus = self.bus
+        self.sanctions = Sanctions(
+            sanction_store, self.rooms, self.clock_ms,
+            receiving=(lambda ch: ch in bus.watched) if isinstance(bus, RedisBus) else None)
         self.draining = False
         self._announced: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -156,6 +164,7 @@ class App:
     async def start(self) -> None:
         self.db.start()
         await self.bus.start()
+        await self.sanctions.store.start()
         self._load_rooms()
         await self.community.start()
         await self.commerce.start()
@@ -269,6 +278,8 @@ class App:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(server.wait_closed(), 2)
         await self.bus.stop()
+        with contextlib.suppress(Exception):
+            await self.sanctions.store.close()
         if self.ledger is not None:
             with contextlib.suppress(Exception):
                 await self.ledger.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from client_sdk.protocol import Code, Frame, group_channel, room_channel
@@ -13,6 +14,8 @@ from server.ops.registry import MODERATORS, STREAMERS, Result, op
 if TYPE_CHECKING:
     from server.app import App
     from server.session import Session
+
+log = logging.getLogger("souk.ops.room")
 
 
 def joined_room(app: App, s: Session, frame: Frame) -> tuple[str, Room]:
@@ -113,8 +116,19 @@ async def mute(app: App, s: Session, frame: Frame) -> Result:
     assert s.identity is not None
     ch, room = staff_room(app, s, frame)
     type_, ev = room.mute(s.identity.actor, frame.get("user"), frame.get("seconds"), app.clock_ms())
+    await _record(app, ch, ev)
     app.bus.publish(ch, type_, ev)
     return {"until": ev["until"]}
+
+
+async def _record(app: App, ch: str, ev: dict[str, Any]) -> None:
+    """A sanction is written before it is announced: it must hold after a restart and on
+    nodes that were not watching (server/sanctions.py). This node's Room already applies it."""
+    try:
+        await app.sanctions.record(ch, ev)
+    except Exception:
+        log.exception("recording a sanction failed", extra={"ch": ch})
+        raise SoukError(Code.UNAVAILABLE, "could not record the sanction; try again") from None
 
 
 @op("ban", roles=MODERATORS)
@@ -122,6 +136,7 @@ async def ban(app: App, s: Session, frame: Frame) -> Result:
     assert s.identity is not None
     ch, room = staff_room(app, s, frame)
     type_, ev = room.ban(s.identity.actor, frame.get("user"))
+    await _record(app, ch, ev)
     app.bus.publish(ch, type_, ev)
     app.rooms.dirty_viewers.add(ch)
     app.expel(ev["user"], ch)

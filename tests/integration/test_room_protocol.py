@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 import websockets
 
+from client_sdk import Client
 from client_sdk.errors import Forbidden, Invalid, SoukError
 from client_sdk.protocol import SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK, decode, encode
-from tests.conftest import Running, token
+from server.app import App
+from tests.conftest import Running, make_config, token
 
 
 async def test_two_viewers_and_streamer_see_chat_in_one_order(server: Running) -> None:
@@ -146,6 +149,43 @@ async def test_moderation_mute_ban_delete(server: Running) -> None:
         assert err.value.code == "banned"
         with pytest.raises(Forbidden):
             await v2.request("ban", room="r8", user="m")
+
+
+async def test_bans_and_mutes_survive_a_restart(tmp_path: Path) -> None:
+    """A sanction is recorded before it is announced: after a restart (same data directory)
+    the banned viewer still cannot join and the muted one still cannot speak."""
+    async def boot() -> App:
+        app = App(make_config(tmp_path))
+        await app.start()
+        return app
+
+    app = await boot()
+    url = f"ws://127.0.0.1:{app.cfg.port}/ws"
+    try:
+        async with Client(url, token("m", "moderator")) as mod:
+            await mod.join("rs")
+            await mod.request("ban", room="rs", user="troll")
+            await mod.request("mute", room="rs", user="loud", seconds=600)
+            await mod.request("mute", room="rs", user="brief", seconds=1)
+    finally:
+        await app.stop()
+    await asyncio.sleep(1.1)  # brief's mute is over by now
+    app = await boot()
+    url = f"ws://127.0.0.1:{app.cfg.port}/ws"
+    try:
+        async with Client(url, token("troll")) as troll, Client(url, token("loud")) as loud, \
+                Client(url, token("brief")) as brief:
+            with pytest.raises(SoukError) as err:
+                await troll.join("rs")
+            assert err.value.code == "banned"
+            await loud.join("rs")
+            with pytest.raises(SoukError) as err:
+                await loud.chat("rs", "still here?")
+            assert err.value.code == "muted"
+            await brief.join("rs")
+            await brief.chat("rs", "back")  # an expired mute is not loaded again
+    finally:
+        await app.stop()
 
 
 async def test_room_state_and_pin_are_staff_only(server: Running) -> None:
