@@ -106,9 +106,47 @@ async def test_camera_published_on_a_plays_on_b(pages: Pages, cluster: Cluster) 
     await wait_stat(cluster.b, "edge_pulls", 0, "B ends its pull once the stream is gone")
 
 
+async def test_streamer_moving_to_b_keeps_viewers_on_both_nodes_playing(
+        pages: Pages, cluster: Cluster) -> None:
+    """The streamer's page reloads and the load balancer sends it to node B: B's viewer
+    switches from the pull to B's own publisher, and A's viewer — left on A, which has no
+    publisher any more — gets the stream pulled back from B, without re-watching."""
+    room = "cl-move"
+    studio, on_b = await studio_and_viewer(pages, cluster, room)
+    on_a = await pages.open(f"/live/{room}", sub=f"fan-a-{room}", rooms=[room], name="Fan A")
+    await expect(studio.locator(tid("preview-status"))).to_be_hidden(timeout=SLOW_MS)
+    await studio.click(tid("go-live"))
+    for viewer in (on_a, on_b):
+        await wait_playing(viewer)
+    await wait_stat(cluster.b, "edge_pulls", 1, "B pulls from A")
+
+    await studio.context.close()  # the streamer's page goes away: A's publisher with it
+    moved = await pages.open(f"/studio/{room}", sub=f"host-{room}", role="streamer", rooms=[room],
+                             name="Host A", server=cluster.b)
+    await expect(moved.locator(tid("room-state"))).to_have_text("live")
+    await expect(moved.locator(tid("preview-status"))).to_be_hidden(timeout=SLOW_MS)
+    await moved.click(tid("go-live"))
+    await expect(moved.locator(tid("media-status"))).to_have_attribute("data-state", "connected",
+                                                                         timeout=SLOW_MS)
+    await wait_stat(cluster.b, "publishers", 1, "B is the origin now")
+    await wait_stat(cluster.a, "edge_pulls", 1, "A pulls for its waiting viewer from B")
+    for viewer in (on_a, on_b):
+        seen = await viewer.evaluate(FRAMES_JS)  # frames presented from now on: the new stream
+        assert seen["frames"] >= 10 and seen["width"] > 0, seen
+    assert (await stats(cluster.b)).get("edge_pulls") == 0  # B's own publisher replaced its pull
+
+
 async def test_chat_and_flash_sale_across_nodes(pages: Pages, cluster: Cluster) -> None:
     room = "cl-sale"
     studio, viewer = await studio_and_viewer(pages, cluster, room)
+    # Presence summed over the nodes: the studio on A and the viewer on B are 2 in the room
+    # for both pages (each node alone has 1).
+    for page in (studio, viewer):
+        await expect(page.locator(tid("viewers"))).to_have_text("2", timeout=SLOW_MS)
+    # Hearts tapped on B add up in the studio on A.
+    for _ in range(3):
+        await viewer.click(tid("heart"))
+    await expect(studio.locator(tid("likes"))).to_have_text("3", timeout=SLOW_MS)
 
     # Chat both ways: typed on B's live page, shown on A's studio; and back.
     await viewer.fill(tid("chat-input"), "hello from node B")
@@ -166,6 +204,10 @@ async def test_chat_and_flash_sale_across_nodes(pages: Pages, cluster: Cluster) 
         await expect(card.locator(tid("sale-stock"))).to_have_text("0 / 3 left", timeout=SLOW_MS)
         await expect(card.locator(tid("sale-phase"))).to_have_text("sold out", timeout=SLOW_MS)
     await expect(on_b.locator(tid("buy"))).to_be_disabled()
+    # The studio's live sales panel counts the cluster's orders (two on A, one on B).
+    await expect(studio.locator(tid("stat-orders"))).to_have_text("3", timeout=SLOW_MS)
+    await expect(studio.locator(tid("stat-units"))).to_have_text("3")
+    await expect(studio.locator(tid("stat-revenue"))).to_contain_text("37.50")
     await screenshot(studio, "cluster-studio-sale-on-a")
 
     # The record is PostgreSQL's: exactly the three acknowledged orders, the page's among them.
