@@ -76,6 +76,7 @@ class _Viewer:
     pc: RTCPeerConnection
     streams: list[tuple[StreamForwarder, ViewerStream]] = field(default_factory=list)
     deadline: asyncio.Future[Any] | None = None
+    edge: bool = False  # another node's pull (it follows the origin itself), not an end user
 
 
 PUBLISHER = "publisher"
@@ -387,12 +388,25 @@ class MediaRelay:
         state = self._rooms.get(room)
         return 0 if state is None else len(state.viewers)
 
+    def stranded_rooms(self) -> list[str]:
+        """Rooms whose end-user viewers are connected but nothing feeds them (the publisher
+        left, and may have republished on another node). Edge pulls of other nodes do not
+        count: they follow the origin themselves."""
+        return [
+            name
+            for name, state in self._rooms.items()
+            if state.source is None and any(not v.edge for v in state.viewers.values())
+        ]
+
     # ------------------------------------------------------------------ watch
 
-    async def watch(self, room: str, viewer_id: str, offer_sdp: str) -> dict[str, Any]:
+    async def watch(
+        self, room: str, viewer_id: str, offer_sdp: str, *, edge: bool = False
+    ) -> dict[str, Any]:
         """Add a viewer from its recvonly offer. Returns ``{"sdp", "ice_servers"}``.
 
         A viewer id already watching this room is replaced (a client that reconnects).
+        ``edge``: the viewer is another relay's pull (see ``stranded_rooms``).
         """
         self._check_open()
         _check_id(room, "room")
@@ -406,7 +420,7 @@ class MediaRelay:
         elif len(state.viewers) >= self.max_viewers_per_room:
             raise MediaError(UNAVAILABLE, "this room has reached its viewer limit")
         pc = RTCPeerConnection(ice.server_configuration())
-        viewer = _Viewer(viewer_id, pc)
+        viewer = _Viewer(viewer_id, pc, edge=edge)
         state.viewers[viewer_id] = viewer
         try:
             wanted: list[tuple[StreamForwarder, RTCRtpTransceiver]] = []

@@ -21,7 +21,9 @@ publisher. In a cluster a load balancer sends viewers to any node, so:
   ended (the origin sees its viewer leave); a pull whose origin moved (the key names another
   node) or died (its websocket or peer connection is gone) is replaced by a pull from the
   current origin, and the edge's viewers keep their connections: the relay re-anchors their
-  numbering as it does for a publisher reconnect.
+  numbering as it does for a publisher reconnect. The same holds on a former origin: viewers
+  left without a source when its publisher went (``MediaRelay.stranded_rooms``) are fed by a
+  pull from the node that claims the room now.
 
 Redis cost: one GET per pulled room and one script per published room per interval, on
 each node; nothing per viewer.
@@ -271,3 +273,24 @@ class MediaCascade:
                     await self._pull(room, url)
                 except MediaError as exc:
                     log.warning("re-pulling %s from %s failed: %s", room, url, exc.message)
+        for room in self.relay.stranded_rooms():
+            await self._rescue(room)
+
+    async def _rescue(self, room: str) -> None:
+        """Viewers here lost their source: this node's publisher left (a streamer whose page
+        reloaded onto another node, say) and nothing feeds them. If another node claims the
+        room now, pull it from there; the viewers keep their connections and the relay
+        re-anchors them as for a publisher reconnect. Without this they would hold a frozen
+        picture until they re-watched: their peer connection to this node never fails."""
+        url = await self.origin(room)
+        if url is None or url == self.advertise_url:
+            return  # nobody publishes it (yet): the viewers wait, as on one node
+        lock = self._locks.setdefault(room, asyncio.Lock())
+        async with lock:
+            if self.relay.source_of(room) is not None:
+                return  # a watch pulled it (or the streamer came back here) meanwhile
+            try:
+                await self._pull(room, url)
+            except MediaError as exc:
+                log.warning("pulling %s from %s for its waiting viewers failed: %s", room, url,
+                            exc.message)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -9,12 +10,17 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
+import redis
 import uvloop
 
 from client_sdk import Client, mint_token
@@ -23,6 +29,8 @@ from server.config import Config
 
 SECRET = "test-secret-0123456789-0123456789-abcdef"
 ROOT = Path(__file__).resolve().parent.parent
+PG = "postgresql://postgres@127.0.0.1:5432"
+REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 @pytest.fixture(scope="session")
@@ -219,3 +227,64 @@ def shard_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateRed
     yield r
     if r.proc is not None and r.proc.poll() is None:
         r.kill()
+
+
+# ---- cluster scratch space: one PostgreSQL database and one Redis prefix per user ----------
+
+
+def _pg_admin(sql: str) -> None:
+    """Run one admin statement in a thread of its own (its own event loop): callable from
+    sync fixtures of any scope whatever loop the tests run on."""
+
+    async def run() -> None:
+        conn = await asyncpg.connect(PG + "/postgres")
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, run()).result()
+
+
+@contextmanager
+def scratch_database() -> Iterator[str]:
+    """A fresh PostgreSQL database (its DSN), dropped afterwards: engineers and CI running
+    tests at once on one PostgreSQL never share tables."""
+    name = f"souk_test_{uuid.uuid4().hex[:10]}"
+    _pg_admin(f"CREATE DATABASE {name}")
+    try:
+        yield f"{PG}/{name}"
+    finally:
+        _pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@contextmanager
+def scratch_prefix() -> Iterator[str]:
+    """A fresh Redis key prefix (a cluster of its own on the shared Redis), its keys deleted
+    afterwards."""
+    p = f"souk-test-{uuid.uuid4().hex[:12]}:"
+    try:
+        yield p
+    finally:
+        r = redis.Redis.from_url(REDIS_URL)
+        try:
+            keys = list(r.scan_iter(match=p + "*"))
+            if keys:
+                r.delete(*keys)
+        finally:
+            r.close()
+
+
+@pytest.fixture
+def database() -> Iterator[str]:
+    """A PostgreSQL database of the test's own (DSN)."""
+    with scratch_database() as dsn:
+        yield dsn
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    """A Redis prefix of the test's own."""
+    with scratch_prefix() as p:
+        yield p

@@ -78,7 +78,7 @@ async def watch(app: App, s: Session, frame: Frame) -> Result:
     relay = _relay(app)
     if app.cascade is not None and not local:
         await _call(app.cascade.ensure_pull(room))
-    result = await _call(relay.watch(room, peer_id(s), frame.get("sdp")))
+    result = await _call(relay.watch(room, peer_id(s), frame.get("sdp"), edge=local))
     s.media.add(("watch", room))
     return dict(result)
 

@@ -89,14 +89,17 @@ class Pages:
 
     async def open(self, path: str, *, sub: str | None = None, role: str = "viewer",
                    rooms: list[str] | None = None, groups: list[str] | None = None,
-                   name: str | None = None, phone: bool = False, wait_conn: bool = True) -> Page:
+                   name: str | None = None, phone: bool = False, wait_conn: bool = True,
+                   server: ServerProcess | None = None) -> Page:
+        """Open `path` on `server` (default: this fixture's server; a cluster test names the
+        node, so pages on different nodes share one browser)."""
         ctx = await self.browser.new_context(
             viewport={"width": 390, "height": 844} if phone else {"width": 1280, "height": 860})
         self.contexts.append(ctx)
         page = await ctx.new_page()
         page.on("console", lambda m: self.console.append(f"{m.type}: {m.text}"))
         page.on("pageerror", lambda e: self.console.append(f"pageerror: {e}"))
-        url = self.server.http + path
+        url = (server or self.server).http + path
         if sub is not None:
             tok = token(sub, role, rooms=rooms, groups=groups if groups is not None else ["*"], name=name)
             url += ("&" if "?" in url else "?") + "token=" + tok

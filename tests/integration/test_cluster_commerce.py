@@ -8,46 +8,19 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
-from redis.asyncio import Redis
 
 from client_sdk import Client
 from client_sdk.client import EventStream
 from client_sdk.errors import SoukError
-from tests.conftest import ServerProcess, token
-
-PG = "postgresql://postgres@127.0.0.1:5432"
-REDIS_URL = "redis://127.0.0.1:6379/0"
+from tests.conftest import REDIS_URL, ServerProcess, token
 
 pytestmark = [pytest.mark.scaleout, pytest.mark.timeout(90)]
-
-
-@pytest.fixture
-async def database() -> AsyncIterator[str]:
-    name = f"souk_test_{uuid.uuid4().hex[:10]}"
-    conn = await asyncpg.connect(PG + "/postgres")
-    await conn.execute(f"CREATE DATABASE {name}")
-    await conn.close()
-    yield f"{PG}/{name}"
-    conn = await asyncpg.connect(PG + "/postgres")
-    await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    await conn.close()
-
-
-@pytest.fixture
-async def prefix() -> AsyncIterator[str]:
-    p = f"souk-test-{uuid.uuid4().hex[:12]}:"
-    yield p
-    r = Redis.from_url(REDIS_URL)
-    keys = [k async for k in r.scan_iter(match=p + "*")]
-    if keys:
-        await r.delete(*keys)
-    await r.aclose()
 
 
 def client(url: str, sub: str, role: str = "viewer") -> Client:

@@ -207,8 +207,43 @@ async def test_edge_viewer_keeps_watching_when_the_origin_moves(
                              "frames from origin C at the same viewer")
             assert peer.pc.connectionState == "connected"  # never renegotiated
             assert await origin_of(prefix, "move") == c.url  # A's drop did not take C's claim
+            # B's pull was A's only viewer: an edge follows the origin itself, so A (without a
+            # publisher now) never pulled from C on its behalf
+            assert (await stats(a))["edge_pulls_started_total"] == 0
         finally:
             for x in (st_a, st_c, viewer):
+                await x.close()
+            for p in peers:
+                await p.close()
+
+
+async def test_viewer_on_the_former_origin_keeps_watching_when_the_streamer_moves(
+    nodes: Callable[[int], list[ServerProcess]], prefix: str
+) -> None:
+    """The streamer publishes on A, then moves to B (A's socket drops): A's own viewer, whose
+    connection to A never fails, gets the stream pulled from B without re-watching."""
+    a, b = nodes(2)
+    peers: list[PublisherPeer | ViewerPeer] = []
+    with loopback():
+        st_a, st_b, viewer = client(a, "s1", "streamer"), client(b, "s1", "streamer"), client(a, "v")
+        try:
+            for x in (st_a, st_b, viewer):
+                await x.connect()
+            peers.append(await publish(a, st_a, "back"))
+            peer = await watch(viewer, "back")
+            peers.append(peer)
+            await wait_until(lambda: peer.sink.frames >= 10, 40, "frames from origin A")
+            await st_a.close()  # A's publisher goes with the streamer's socket
+            await wait_stat(a, "publishers", 0, "A without its publisher")
+            peers.append(await publish(b, st_b, "back"))
+            await wait_stat(a, "edge_pulls", 1, "A pulling for its waiting viewer")
+            await wait_stat(b, "viewers", 1, "B serving A's pull")
+            before = peer.sink.frames
+            await wait_until(lambda: peer.sink.frames >= before + 20, 40,
+                             "frames from B at the viewer on A")
+            assert peer.pc.connectionState == "connected"  # never renegotiated
+        finally:
+            for x in (st_a, st_b, viewer):
                 await x.close()
             for p in peers:
                 await p.close()
