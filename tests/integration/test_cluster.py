@@ -330,3 +330,33 @@ async def test_likes_are_summed_over_nodes(server_factory: Callable[..., Any], p
         await asyncio.sleep(0.5)  # b's next report reads the total (snapshots are throttled)
         async with client(b.url, "lc") as late:
             assert (await late.join("lk"))["likes"] == 35
+
+
+async def test_ban_and_mute_hold_on_a_node_that_was_not_watching(
+        server_process: Callable[..., ServerProcess], prefix: str, database: str,
+        tmp_path: Path) -> None:
+    """A ban made on A long before anyone joins the room on B (further back than B's replay
+    of recent events) still keeps the user out on B: B loads the room's recorded sanctions
+    from PostgreSQL before the join passes. Mutes likewise."""
+    flags = ("--redis", REDIS_URL, "--redis-prefix", prefix, "--postgres", database)
+    a, b = (server_process(*flags, data_dir=tmp_path / f"s{i}") for i in range(2))
+    async with client(a.url, "m", "moderator") as mod:
+        await mod.join("sx")
+        await mod.request("ban", room="sx", user="troll")
+        await mod.request("mute", room="sx", user="loud", seconds=600)
+        for k in range(6):  # push both out of the 200 events a node replays on watch
+            async with client(a.url, f"m{k}", "moderator") as helper:  # 40 ops burst each
+                await helper.join("sx")
+                for i in range(38):
+                    await helper.chat("sx", f"filler {k}.{i}")
+    async with client(b.url, "troll") as troll, client(b.url, "loud") as loud, \
+            client(b.url, "fine") as fine:
+        with pytest.raises(SoukError) as err:
+            await troll.join("sx")
+        assert err.value.code == "banned"
+        await loud.join("sx")
+        with pytest.raises(SoukError) as err:
+            await loud.chat("sx", "hello?")
+        assert err.value.code == "muted"
+        await fine.join("sx")
+        await fine.chat("sx", "hi")
