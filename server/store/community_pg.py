@@ -35,7 +35,7 @@ import orjson
 from server.domain.community import Directory, Group, Member, Tags
 from server.domain.mirror import Copy, Mirror
 from server.domain.qa import Question, QuestionBoard
-from server.store.community_store import Stale
+from server.store.community_store import Stale, dead_letter_row
 
 SCHEMA: Final = (
     """CREATE TABLE IF NOT EXISTS groups (
@@ -418,18 +418,7 @@ class PgCommunityStore:
             args.append(connector_id)
         async with self.pool.acquire() as c:
             rows = await c.fetch(sql + " ORDER BY id", *args)
-        return [
-            {
-                "id": r[0],
-                "connector": r[1],
-                "room": r[2],
-                "item": orjson.loads(r[3]),
-                "error": r[4],
-                "attempts": r[5],
-                "ts": r[6],
-            }
-            for r in rows
-        ]
+        return [dead_letter_row(r) for r in rows]
 
     async def exits(self, group_id: str) -> int:
         async with self.pool.acquire() as c:

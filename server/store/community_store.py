@@ -82,6 +82,12 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 """
 
 
+def dead_letter_row(r: Any) -> dict[str, Any]:
+    """A dead letter as the API shows it, from a row of either backend (same column order)."""
+    return {"id": r[0], "connector": r[1], "room": r[2], "item": orjson.loads(r[3]),
+            "error": r[4], "attempts": r[5], "ts": r[6]}
+
+
 def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
@@ -379,16 +385,7 @@ class SqliteCommunityStore:
                 sql += " WHERE connector_id=?"
                 args = (connector_id,)
             return [
-                {
-                    "id": r[0],
-                    "connector": r[1],
-                    "room": r[2],
-                    "item": orjson.loads(r[3]),
-                    "error": r[4],
-                    "attempts": r[5],
-                    "ts": r[6],
-                }
-                for r in c.execute(sql + " ORDER BY id", args).fetchall()
+                dead_letter_row(r) for r in c.execute(sql + " ORDER BY id", args).fetchall()
             ]
 
         return await self.db.read(fn)
