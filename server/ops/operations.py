@@ -58,7 +58,7 @@ async def poll_create(app: App, s: Session, frame: Frame) -> Result:
 @op("poll_vote", roles=VIEWERS)
 async def poll_vote(app: App, s: Session, frame: Frame) -> Result:
     ident = _ident(s)
-    poll = app.operations.poll(frame.get("poll"))
+    poll = await app.operations.find_poll(frame.get("poll"))
     ch = room_channel(poll.target) if poll.scope == "room" else group_channel(poll.target)
     if ch not in s.channels:
         raise SoukError(Code.FORBIDDEN, f"join {ch} first")
@@ -70,7 +70,7 @@ async def poll_vote(app: App, s: Session, frame: Frame) -> Result:
 @op("poll_close", roles=MODERATORS)
 async def poll_close(app: App, s: Session, frame: Frame) -> Result:
     ident = _ident(s)
-    poll = app.operations.poll(frame.get("poll"))
+    poll = await app.operations.find_poll(frame.get("poll"))
     if poll.scope == "room" and not ident.may_enter_room(poll.target):
         raise SoukError(Code.FORBIDDEN, "your token does not admit you to this room")
     if poll.scope == "group":
@@ -92,7 +92,7 @@ async def checkin(app: App, s: Session, frame: Frame) -> Result:
 @op("points_mine", roles=VIEWERS)
 async def points_mine(app: App, s: Session, frame: Frame) -> Result:
     ident = _ident(s)
-    return {"points": app.operations.balance(ident.shop, ident.id)}
+    return {"points": await app.operations.points_balance(ident.shop, ident.id)}
 
 
 @op("points_redeem", roles=VIEWERS)
@@ -108,7 +108,7 @@ async def invite_code(app: App, s: Session, frame: Frame) -> Result:
     code = await app.operations.invite_code(ident.shop, ident.id)
     group = fields.opt_ident(frame, "group")
     link = f"/group/{group}?invite={code}" if group else f"/?invite={code}"
-    return {"code": code, "link": link, **app.operations.invite_stats(ident.shop, ident.id)}
+    return {"code": code, "link": link, **(await app.operations.invite_stats(ident.shop, ident.id))}
 
 
 # -- show-your-order ------------------------------------------------------------------------
@@ -162,7 +162,7 @@ async def coupon_issue(app: App, s: Session, frame: Frame) -> Result:
 
 @op("coupons_mine", roles=VIEWERS)
 async def coupons_mine(app: App, s: Session, frame: Frame) -> Result:
-    return {"coupons": app.operations.coupons_mine(_ident(s).id)}
+    return {"coupons": await app.operations.coupons_mine(_ident(s).id)}
 
 
 # -- layers ---------------------------------------------------------------------------------
