@@ -271,7 +271,7 @@ class PgOperationsStore:
         here, so two nodes never grant the same reward. `make_rewards(first_n, due)` makes the
         coupons. Returns (counted, rewards, invited, rewarded)."""
         async with self.pool.acquire() as c, c.transaction():
-            await c.execute("SELECT pg_advisory_xact_lock($1, hashtext($2 || '|' || $3))",
+            await c.execute("SELECT pg_advisory_xact_lock(hashtextextended($2 || '|' || $3, $1))",
                             INVITE_LOCK, shop, inviter)
             done = await c.execute("INSERT INTO invites VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
                                    shop, invitee, inviter, group, ts)
