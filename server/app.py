@@ -172,8 +172,8 @@ class App:
         await self.community.start()
         await self.commerce.start()
         if self.ledger is not None:
-            # orders live in PostgreSQL; the embedded ledger's tables still exist (empty) so
-            # that the operations features start; their order-based numbers are refused
+            # orders live in PostgreSQL; the embedded ledger's tables still exist (empty) for
+            # the node-local SQLite readers (the operations and their numbers read PostgreSQL)
             from server.store.ledger import SqliteLedger
 
             await SqliteLedger(self.db).migrate()

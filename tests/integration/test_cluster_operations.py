@@ -263,6 +263,12 @@ async def test_polls_checkins_and_points_across_nodes(server_process: Callable[.
         assert await db.fetchval("SELECT COUNT(*) FROM coupons WHERE user_id = 'm2' AND source = 'points'") == 1
         for c in (m2_a, m2_b):
             assert (await c.request("points_mine"))["points"] == 0
+
+        # the group's numbers from either node: members joined and votes cast on both
+        g = await numbers(b, f"/api/groups/{gid}/metrics")
+        assert (g["members"], g["joins"], g["active_members_7d"]) == (8, 8, 8)
+        assert g["interaction_rate"] == 0  # votes, but no messages to rate them against
+        assert await numbers(a, f"/api/groups/{gid}/metrics") == g
     finally:
         await db.close()
         for c in everyone:
