@@ -98,19 +98,21 @@ async def main(samples: int) -> None:
         pa, pb = a.polls[poll["id"]], b.polls[poll["id"]]
         votes, seen, checkins, redeems, issued = [], [], [], [], []
         for i in range(samples):
-            votes.append(await timed(lambda: b.poll_vote(pb, f"v{i}", i % 2)))
+            voter = f"v{i}"
+            votes.append(await timed(lambda: b.poll_vote(pb, voter, i % 2)))  # noqa: B023 (awaited at once)
             t = time.perf_counter()
-            await until(lambda: f"v{i}" in pa.votes)
+            await until(lambda: voter in pa.votes)  # noqa: B023
             seen.append(votes[-1] + (time.perf_counter() - t) * 1000)
-            checkins.append(await timed(lambda: (a, b)[i % 2].checkin("shop", gid, f"u{i}")))
+            checkins.append(await timed(lambda: (a, b)[i % 2].checkin("shop", gid, f"u{i}")))  # noqa: B023
         for i in range(samples):  # 10 points each: give the balance for one coupon
+            user = f"u{i}"
             for day in range(1, 10):
-                await (a, b)[day % 2].store.checkin("shop", f"g{day}", f"u{i}", day, 1, 10, clock.now)
-            redeems.append(await timed(lambda: b.points_redeem("shop", f"u{i}", 100)))
+                await (a, b)[day % 2].store.checkin("shop", f"g{day}", user, day, 1, 10, clock.now)
+            redeems.append(await timed(lambda: b.points_redeem("shop", user, 100)))  # noqa: B023
             t = time.perf_counter()
             res = await a.coupon_issue("shop", {"value": 100}, [f"w{i}"], ("user", f"w{i}"))
             cid = res["coupons"][0]["id"]
-            await until(lambda: cid in b.coupons.coupons)
+            await until(lambda: cid in b.coupons.coupons)  # noqa: B023 (awaited at once)
             issued.append((time.perf_counter() - t) * 1000)
         await a.flush()
         room = [await timed(lambda: b.metrics.room_metrics("r1", "shop")) for _ in range(20)]
