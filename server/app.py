@@ -572,6 +572,8 @@ class App:
 
         async def group_metrics(request: Request, query: dict[str, list[str]], parts: list[str]) -> Response:
             ident = merchant(request, query)
+            if fields.ID_RE.fullmatch(parts[1]):  # cluster: a group made on another node
+                await self.community.group_known(parts[1])
             group = self.community.directory.groups.get(parts[1])
             if group is None:
                 raise SoukError(Code.NOT_FOUND, "no such group")
