@@ -153,9 +153,10 @@ class App:
             from server.store.metrics_pg import PgMetricsStore
             from server.store.operations_pg import PgOperationsStore
 
+            ops_store = PgOperationsStore(cfg.postgres)
             self.operations: Any = Operations(
-                self.db, self._ops_publish, self.clock_ms, store=PgOperationsStore(cfg.postgres),
-                metrics=PgMetricsStore(cfg.postgres),
+                self.db, self._ops_publish, self.clock_ms, store=ops_store,
+                metrics=PgMetricsStore(ops_store),  # one pool for the writes and the numbers
                 sync=ClusterSync(self.redis, cfg.redis_prefix, channel="__operations__"))
             self.commerce.find_coupon = self.operations.find_coupon
         else:

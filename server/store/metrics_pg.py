@@ -25,6 +25,7 @@ import orjson
 from server.domain import metrics as m
 from server.domain.layers import WINDOW_MS, MemberStats, Thresholds, describe
 from server.store.metrics_store import ANSWER_TARGET_MS, STAFF
+from server.store.operations_pg import PgOperationsStore
 
 NOT_EXCLUDED: Final = "NOT IN (SELECT user_id FROM metrics_excluded WHERE shop = :shop)"
 REDEMPTION: Final = "LEFT JOIN coupon_redemptions r ON r.order_id = o.id"
@@ -46,13 +47,19 @@ def _q(sql: str, p: Mapping[str, Any]) -> tuple[str, list[Any]]:
 
 
 class PgMetricsStore:
-    """Read-only queries on the cluster's PostgreSQL (a pool of its own, opened lazily)."""
+    """Read-only queries on the cluster's PostgreSQL: on a pool given, on the pool of a
+    `PgOperationsStore` (the app shares it: fewer connections per node), or on a pool of its
+    own opened lazily from a DSN."""
 
-    def __init__(self, pool: asyncpg.Pool | str) -> None:
+    def __init__(self, pool: asyncpg.Pool | str | PgOperationsStore) -> None:
         self._dsn = pool if isinstance(pool, str) else None
-        self.pool: asyncpg.Pool | None = None if isinstance(pool, str) else pool
+        self._store = pool if isinstance(pool, PgOperationsStore) else None
+        self.pool: asyncpg.Pool | None = pool if isinstance(pool, asyncpg.Pool) else None
 
     async def _conn_pool(self) -> asyncpg.Pool:
+        if self._store is not None:
+            assert self._store.pool is not None, "start the operations store first"
+            return self._store.pool
         if self.pool is None:
             self.pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=2)
         return self.pool

@@ -352,14 +352,6 @@ class PgOperationsStore:
         rows = await self.pool.fetch("SELECT user_id FROM metrics_excluded WHERE shop = $1", shop)
         return {r["user_id"] for r in rows}
 
-    async def setting(self, kind: str, key: str) -> Any:
-        """One shop's thresholds (dict or None) or one sale's target ((shop, layer) or None)."""
-        if kind == "thresholds":
-            data = await self.pool.fetchval("SELECT data FROM layer_thresholds WHERE shop = $1", key)
-            return None if data is None else orjson.loads(data)
-        r = await self.pool.fetchrow("SELECT shop, layer FROM sale_targets WHERE sale = $1", key)
-        return None if r is None else (r["shop"], r["layer"])
-
     # -- activity log ----------------------------------------------------------------------
     async def record(self, activity: list[tuple[str, str, str, int, int]],
                      presence: list[tuple[str, int, int, int]],
