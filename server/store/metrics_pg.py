@@ -92,14 +92,17 @@ class PgMetricsStore:
                 "SELECT MAX(v) AS peak, AVG(v) AS avg, SUM(w) AS watch FROM (SELECT ts / interval_ms,"
                 " SUM(viewers) AS v, SUM(viewers * interval_ms) AS w FROM room_presence"
                 " WHERE room = :room GROUP BY 1) AS samples"), p)
+            # one pass over the room's activity (hash aggregates, not COUNT(DISTINCT) sorts):
+            # per kind the total and the distinct users, and kind '*' the interacting users
             act = {r["kind"]: r for r in await self._fetch(c, (
-                f"SELECT kind, SUM(n) AS n, COUNT(DISTINCT user_id) AS users FROM room_activity"
-                f" WHERE room = :room AND user_id {NOT_EXCLUDED} GROUP BY kind"), p)}
+                "WITH per AS (SELECT kind, user_id, SUM(n) AS n FROM room_activity WHERE room = :room"
+                f" AND user_id {NOT_EXCLUDED} GROUP BY kind, user_id),"
+                " who AS (SELECT COUNT(*) AS c FROM (SELECT user_id FROM per WHERE kind IN ('chat', 'like')"
+                f" UNION SELECT user_id FROM questions WHERE room = :room AND user_id {NOT_EXCLUDED}) AS x)"
+                " SELECT kind, SUM(n) AS n, COUNT(*) AS users FROM per GROUP BY kind"
+                " UNION ALL SELECT '*', c, c FROM who"), p)}
             viewers = int(act["view"]["users"]) if "view" in act else 0
-            interacting = int(await self._val(c, (
-                f"SELECT COUNT(*) FROM (SELECT user_id FROM room_activity WHERE room = :room"
-                f" AND kind IN ('chat', 'like') AND user_id {NOT_EXCLUDED} UNION SELECT user_id"
-                f" FROM questions WHERE room = :room AND user_id {NOT_EXCLUDED}) AS who"), p))
+            interacting = int(act["*"]["users"])
             qs = await self._fetch(c, (
                 f"SELECT status, asked_at, answered_at FROM questions WHERE room = :room"
                 f" AND user_id {NOT_EXCLUDED}"), p)

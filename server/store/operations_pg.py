@@ -98,6 +98,17 @@ SCHEMA: Final = (
     "CREATE TABLE IF NOT EXISTS room_shops (room TEXT PRIMARY KEY, shop TEXT NOT NULL)",
 )
 
+# on the ledger's and the community's tables, for the merchant's numbers (server/store/metrics_pg.py)
+LATE_INDEXES: Final = (
+    'CREATE INDEX IF NOT EXISTS orders_room_metrics ON orders (room, status, "user", qty, price, sale, offer, team)',
+    'CREATE INDEX IF NOT EXISTS orders_product_metrics ON orders (product, status, "user", created_at)',
+    "CREATE INDEX IF NOT EXISTS group_messages_metrics ON group_messages (group_id, ts, user_id, reply_to)",
+    "CREATE INDEX IF NOT EXISTS group_messages_by_user ON group_messages (user_id, ts)",
+    "CREATE INDEX IF NOT EXISTS group_exits_by_group ON group_exits (group_id, left_at)",
+    "CREATE INDEX IF NOT EXISTS group_members_by_user ON group_members (user_id)",
+    "CREATE INDEX IF NOT EXISTS questions_by_answerer ON questions (answered_by, answered_at)",
+)
+
 MIGRATE_LOCK: Final = 7306202613  # one node creates the tables at a time
 INVITE_LOCK: Final = 7306202614  # with (shop, inviter): one node counts an inviter's rewards
 
@@ -135,7 +146,14 @@ class PgOperationsStore:
             self.pool = None
 
     async def late_indexes(self) -> None:
-        """Nothing: the PostgreSQL tables are created with their indexes."""
+        """Indexes the numbers need on the ledger's and the community's tables (created by
+        then: Operations starts after both)."""
+        async with self.pool.acquire() as c, c.transaction():
+            await c.execute("SELECT pg_advisory_xact_lock($1)", MIGRATE_LOCK)
+            for sql in LATE_INDEXES:
+                table = sql.split(" ON ", 1)[1].split(" ", 1)[0]
+                if await c.fetchval("SELECT to_regclass($1)", table) is not None:
+                    await c.execute(sql)
 
     # -- coupons ---------------------------------------------------------------------------
     async def add_coupons(self, coupons: list[Coupon], action: tuple[Any, ...] | None = None) -> None:
