@@ -195,6 +195,7 @@ class Operations:
             poll = self.polls.pop(str(n["p"]), None)
             if poll is not None:
                 poll.closed = True
+                self._forget_revs(poll)
         elif k == "post":
             await self._load_post(str(n["p"]))
         elif k == "thresholds":
@@ -292,6 +293,11 @@ class Operations:
             self._arm_poll(poll, now)
         return poll.to_dict(now)
 
+    def _forget_revs(self, poll: Poll) -> None:
+        """A closed poll takes no votes: its vote order is no longer needed."""
+        for user in poll.votes:
+            self.vote_revs.pop((poll.id, user), None)
+
     async def find_poll(self, poll_id: Any) -> Poll:
         """`poll`, loading from the cluster's record a poll created on another node."""
         pid = fields.ident_value(poll_id, "poll")
@@ -380,6 +386,7 @@ class Operations:
         if poll.close(now):
             won = await self.store.close_poll(poll.id, poll.closes_at)
             self.polls.pop(poll.id, None)
+            self._forget_revs(poll)
             if won:  # in a cluster every node's timer fires: the one that closed it tells
                 self.publish(poll.channel, "poll", poll.to_dict(now))
                 self._notify("closed", p=poll.id)

@@ -86,6 +86,12 @@ def _get(url: str, tok: str) -> Any:
         return json.loads(r.read())
 
 
+def _page(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        assert r.status == 200
+        return str(r.read().decode())
+
+
 async def numbers(node: ServerProcess, path: str) -> Any:
     """A real HTTP GET of the merchant's numbers (in a thread: urllib blocks)."""
     return await asyncio.to_thread(_get, node.http + path, token("s1", "streamer"))
@@ -166,6 +172,8 @@ async def test_coupons_across_nodes_and_the_numbers(server_process: Callable[...
         assert shop["coupons"] == {"issued": 1 + len(racers), "redeemed": 1 + len(racers),
                                    "discounts": m["discounts"]}
         assert await numbers(a, "/api/shop/metrics") == shop  # every node answers the same
+        page = await asyncio.to_thread(_page, b.http + "/dashboard?room=live")
+        assert "data-metric" in page  # the dashboard is served by a cluster node too
     finally:
         await db.close()
         for c in everyone:
