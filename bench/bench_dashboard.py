@@ -24,7 +24,7 @@ from typing import Any
 from server.domain.layers import Thresholds
 from server.store.community_store import SCHEMA as COMMUNITY_SCHEMA
 from server.store.ledger import SCHEMA as LEDGER_SCHEMA
-from server.store.metrics_store import MetricsStore
+from server.store.metrics_store import SqliteMetricsStore
 from server.store.operations_store import LATE_INDEXES
 from server.store.operations_store import SCHEMA as OPS_SCHEMA
 from server.store.sqlite import SqliteDatabase
@@ -102,7 +102,7 @@ def build(path: Path) -> None:
 async def measure(path: Path, runs: int) -> dict[str, list[float]]:
     db = SqliteDatabase(path)
     db.start()
-    store = MetricsStore(db)
+    store = SqliteMetricsStore(db)
     out: dict[str, list[float]] = {"room": [], "group": [], "shop": [], "layers (not on the dashboard)": []}
     try:
         for i in range(runs):

@@ -155,7 +155,20 @@ class App:
         # operations (issue 10): coupons, polls, check-ins, invites, layers, the numbers
         from server.operations import Operations
 
-        self.operations: Any = Operations(self.db, self._ops_publish, self.clock_ms)
+        if cfg.postgres and self.redis is not None:
+            # cluster mode: the operations' record and the numbers in PostgreSQL, the nodes'
+            # copies kept in step by notices on their own topic (docs/scaleout.md)
+            from server.store.metrics_pg import PgMetricsStore
+            from server.store.operations_pg import PgOperationsStore
+
+            ops_store = PgOperationsStore(cfg.postgres)
+            self.operations: Any = Operations(
+                self.db, self._ops_publish, self.clock_ms, store=ops_store,
+                metrics=PgMetricsStore(ops_store),  # one pool for the writes and the numbers
+                sync=ClusterSync(self.redis, cfg.redis_prefix, channel="__operations__"))
+            self.commerce.find_coupon = self.operations.find_coupon
+        else:
+            self.operations = Operations(self.db, self._ops_publish, self.clock_ms)
         self.commerce.coupons = self.operations.coupons
         self._register_api()
         self._register_operations_api()
@@ -169,8 +182,8 @@ class App:
         await self.community.start()
         await self.commerce.start()
         if self.ledger is not None:
-            # orders live in PostgreSQL; the embedded ledger's tables still exist (empty) so
-            # that the operations features start; their order-based numbers are refused
+            # orders live in PostgreSQL; the embedded ledger's tables still exist (empty) for
+            # the node-local SQLite readers (the operations and their numbers read PostgreSQL)
             from server.store.ledger import SqliteLedger
 
             await SqliteLedger(self.db).migrate()
@@ -444,6 +457,8 @@ class App:
         elif type == "teambuy" and fields.get("id") not in self._announced:
             self._announced.add(str(fields.get("id")))
             self._spawn(self.community.on_teambuy_started(str(fields.get("room")), fields))
+        elif type == "coupon" and fields.get("status") == "redeemed":  # cluster: other books learn
+            self.operations.coupon_spent(str(fields.get("id")), str(fields.get("order")))
         elif type == "order" and fields.get("status") == "confirmed":
             product = self.commerce.product(str(fields.get("product")))
             shop = product["shop"] if product else "default"
@@ -479,6 +494,7 @@ class App:
             )
 
         await self.db.write(write)
+        self.operations.note_room(room.id, room.shop)  # cluster: the numbers' room -> shop
 
     def _load_rooms(self) -> None:
         rows = self.db.read_sync(lambda c: c.execute("SELECT * FROM rooms").fetchall())
@@ -548,11 +564,6 @@ class App:
         self.http.api["rooms/*/orders"] = room_orders
         self.http.api["rooms/*/stats"] = room_stats
 
-    def _metrics_available(self) -> None:
-        if self.ledger is not None:
-            raise SoukError(Code.UNAVAILABLE, "the merchant's numbers read orders from the embedded "
-                            "ledger; in cluster mode (--postgres) they are not available yet")
-
     def _register_operations_api(self) -> None:
         """The merchant's numbers (issue 10): streamer/admin tokens of the shop."""
 
@@ -566,18 +577,20 @@ class App:
             ident = merchant(request, query)
             if not fields.ID_RE.fullmatch(parts[1]) or not ident.may_enter_room(parts[1]):
                 raise SoukError(Code.FORBIDDEN, "your token does not admit you to this room")
-            self._metrics_available()
             await self.operations.flush()
-            return json_response(await self.operations.metrics.room_metrics(parts[1]))
+            room = self.rooms.get(room_channel(parts[1]))
+            shop = room.shop if room is not None else None  # cluster: else the record's room_shops
+            return json_response(await self.operations.metrics.room_metrics(parts[1], shop))
 
         async def group_metrics(request: Request, query: dict[str, list[str]], parts: list[str]) -> Response:
             ident = merchant(request, query)
+            if fields.ID_RE.fullmatch(parts[1]):  # cluster: a group made on another node
+                await self.community.group_known(parts[1])
             group = self.community.directory.groups.get(parts[1])
             if group is None:
                 raise SoukError(Code.NOT_FOUND, "no such group")
             if ident.role != Role.ADMIN and group.shop != ident.shop:
                 raise SoukError(Code.FORBIDDEN, "this group belongs to another shop")
-            self._metrics_available()
             await self.operations.flush()
             return json_response(await self.operations.metrics.group_metrics(parts[1], self.clock_ms()))
 
@@ -585,7 +598,6 @@ class App:
             if parts[1] != "metrics":  # the router matches "shop/*"
                 raise SoukError(Code.NOT_FOUND, "no such resource")
             ident = merchant(request, query)
-            self._metrics_available()
             await self.operations.flush()
             return json_response(await self.operations.metrics.shop_metrics(ident.shop))
 

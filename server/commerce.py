@@ -22,7 +22,7 @@ import logging
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from client_sdk.protocol import Code, room_channel, user_channel
@@ -103,6 +103,8 @@ class Commerce:
         self._order_batch = max(1, order_batch)
         # operations (issue 10): the coupon book, set by the Operations adapter; None = no coupons
         self.coupons: CouponBook | None = None
+        # cluster mode: loads a coupon issued on another node into the book before `buy`
+        self.find_coupon: Callable[[str, str], Awaitable[None]] | None = None
         # issue 9: several nodes share the store; this node adopts what others created
         self.shared = bool(getattr(self.store, "shared", False))
         self._room_synced: dict[str, int] = {}  # room -> when its sales/offers were last listed
@@ -328,6 +330,8 @@ class Commerce:
         sale = await self._find_sale(fields.ident_value(sale_id, "sale"))
         if sale is None:
             raise SoukError(Code.NOT_FOUND, f"no sale {sale_id}")
+        if coupon is not None and self.find_coupon is not None and isinstance(coupon, str):
+            await self.find_coupon(coupon, user_id)  # issued on another node: known before the step
         now = self.clock_ms()
         before = sale.phase
         order_id = new_id("o", now)
@@ -367,9 +371,6 @@ class Commerce:
     def _apply_coupon(self, sale: FlashSale, order: Order, coupon: Any, now: int) -> Order:
         """Reserve the coupon for a just-reserved order, or undo the order and refuse."""
         try:
-            if self.shared:  # the coupon book is per node; spent twice across nodes otherwise
-                raise SoukError(Code.UNAVAILABLE,
-                                "coupons cannot be spent in cluster mode (--postgres) yet")
             if self.coupons is None:
                 raise SoukError(Code.UNAVAILABLE, "coupons are not enabled on this server")
             cid = fields.ident_value(coupon, "coupon")

@@ -40,9 +40,11 @@ CHANNEL = "__community__"
 class ClusterSync:
     """Publish change notices; hand other nodes' notices, in order, to one handler."""
 
-    def __init__(self, redis: Redis, prefix: str = "souk:") -> None:
+    def __init__(self, redis: Redis, prefix: str = "souk:", channel: str = CHANNEL) -> None:
+        """`channel`: one topic per feature (the community's, the operations'
+        `__operations__`), so each handler sees only its own kinds."""
         self.redis = redis
-        self.topic = prefix + CHANNEL
+        self.topic = prefix + channel
         self.node = secrets.token_hex(6)
         self.sent = 0
         self.applied = 0

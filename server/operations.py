@@ -7,6 +7,14 @@ layers); this layer adds the clock, ids, durability and the bus. Each change fol
 pattern: decide and change memory in one synchronous step (so two racing requests can never
 both pass a rule), await the durable write, undo memory if the write failed, then publish.
 The coupon book is shared with Commerce, which reserves coupons inside `buy`.
+
+In a cluster (`--postgres`, docs/scaleout.md) the store is PostgreSQL
+(server/store/operations_pg.py) and the guards that two nodes can race are its SQL (one
+vote per user and poll, one check-in a day, points spent once, an invite reward once per
+threshold, one approval per post, a coupon redeemed once with its order). Each node's
+memory is a working copy: kept in step by change notices over Redis (`ClusterSync` on the
+`__operations__` topic) and by lazy loads when a node is asked about something it does not
+know (a coupon, a poll, an invite code, a post).
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import orjson
 
 from client_sdk.protocol import Code, user_channel
 from server.bus.base import Publish
+from server.community_sync import ClusterSync, Notice
 from server.domain import checkin as checkin_rules
 from server.domain import fields
 from server.domain.coupons import Coupon, CouponBook, CouponSpec, coupon_spec, spec_from_row
@@ -31,8 +40,10 @@ from server.domain.layers import Thresholds, layer_value, thresholds_from
 from server.domain.polls import Poll, new_poll
 from server.domain.throttle import PushThrottle
 from server.errors import SoukError
-from server.store.metrics_store import MetricsStore
-from server.store.operations_store import OperationsStore
+from server.store.metrics_pg import PgMetricsStore
+from server.store.metrics_store import MetricsStore, SqliteMetricsStore
+from server.store.operations_pg import PgOperationsStore
+from server.store.operations_store import OpConflict, OperationsStore, SqliteOperationsStore
 from server.store.sqlite import SqliteDatabase
 
 log = logging.getLogger("souk.operations")
@@ -53,10 +64,18 @@ class Operations:
     """Everything of issue 10 that keeps state; one per process."""
 
     def __init__(self, db: SqliteDatabase, publish: Publish, clock_ms: Callable[[], int], *,
-                 presence_interval_s: float = 5.0, flush_interval_s: float = 1.0) -> None:
+                 presence_interval_s: float = 5.0, flush_interval_s: float = 1.0,
+                 store: PgOperationsStore | None = None, metrics: MetricsStore | None = None,
+                 sync: ClusterSync | None = None) -> None:
+        """`store`, `metrics`, `sync`: the cluster's PostgreSQL store and numbers and the
+        change notices (all three with `--postgres`); without them, the embedded SQLite."""
         self.db = db
-        self.store = OperationsStore(db)
-        self.metrics = MetricsStore(db)
+        self.pg = store  # cluster mode: the shared record; None: this process is the record
+        self.store: OperationsStore = store if store is not None else SqliteOperationsStore(db)
+        self.metrics: MetricsStore = metrics if metrics is not None else SqliteMetricsStore(db)
+        self.sync = sync
+        self.vote_revs: dict[tuple[str, str], int] = {}  # (poll, user) -> rev applied
+        self._room_shops: dict[str, str] = {}  # rooms whose shop the cluster store must learn
         self.publish = publish
         self.clock_ms = clock_ms
         self.coupons = CouponBook()
@@ -83,8 +102,12 @@ class Operations:
     # -- life cycle ------------------------------------------------------------------------
     async def start(self) -> None:
         """Load state (after commerce and community started: it reads their tables)."""
+        if self.pg is not None:
+            await self.pg.start()
+        if self.sync is not None:
+            await self.sync.start()  # subscribed before loading: nothing committed is missed
         await self.store.late_indexes()
-        rows = self.store.load()
+        rows = await self.store.load()
         for r in rows["coupons"]:
             spec = spec_from_row(dict(r))
             self.coupons.add(Coupon(r["id"], r["shop"], r["user"], spec, r["issued_at"], r["source"]))
@@ -96,6 +119,8 @@ class Operations:
                                        r["closes_at"])  # fmt: skip
         for r in rows["votes"]:
             self.polls[r["poll"]].votes[r["user"]] = r["option"]
+            if "rev" in r.keys():
+                self.vote_revs[(r["poll"], r["user"])] = int(r["rev"])
         for r in rows["streaks"]:
             self.streaks[(r["group_id"], r["user"])] = checkin_rules.Streak(r["day"], r["streak"], r["total"])
         for r in rows["points"]:
@@ -127,6 +152,8 @@ class Operations:
             if poll.closes_at is not None:
                 self._arm_poll(poll, now)
         self._tasks = [asyncio.create_task(self._flush_loop()), asyncio.create_task(self._presence_loop())]
+        if self.sync is not None:
+            self.sync.run(self.apply_notice)
 
     async def stop(self) -> None:
         for t in self._tasks:
@@ -134,6 +161,52 @@ class Operations:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         await self.flush()
+        if self.sync is not None:
+            await self.sync.stop()
+        if self.pg is not None:
+            await self.pg.close()
+        if isinstance(self.metrics, PgMetricsStore):
+            await self.metrics.close()
+
+    # -- cluster: change notices -----------------------------------------------------------
+    def _notify(self, kind: str, **fields: Any) -> None:
+        if self.sync is not None:
+            self.sync.notify(kind, **fields)
+
+    async def apply_notice(self, n: Notice) -> None:
+        """Another node committed a change: bring this node's copy in step. Never publishes
+        (the node that made the change told the clients once)."""
+        k = n.get("k")
+        if k == "coupons":
+            for row in n["c"]:
+                if row["id"] not in self.coupons.coupons:
+                    self.coupons.add(_coupon_from(row))
+        elif k == "spent":
+            self.coupons.restore_redemption(str(n["c"]), str(n["o"]))
+        elif k == "poll":
+            await self._load_poll(str(n["p"]))
+        elif k == "vote":
+            poll = self.polls.get(str(n["p"]))
+            key = (str(n["p"]), str(n["u"]))
+            if poll is not None and int(n["r"]) > self.vote_revs.get(key, 0):
+                self.vote_revs[key] = int(n["r"])
+                poll.votes[key[1]] = int(n["o"])
+        elif k == "closed":
+            poll = self.polls.pop(str(n["p"]), None)
+            if poll is not None:
+                poll.closed = True
+                self._forget_revs(poll)
+        elif k == "post":
+            await self._load_post(str(n["p"]))
+        elif k == "thresholds":
+            self.thresholds[str(n["s"])] = thresholds_from(n["d"])
+        elif k == "target":
+            self.sale_targets[str(n["sale"])] = (str(n["s"]), str(n["l"]))
+        elif k == "excluded":
+            self.excluded[str(n["s"])] = set(n["u"])
+        elif k == "code":
+            self.codes[str(n["c"])] = (str(n["s"]), str(n["u"]))
+            self.code_of[(str(n["s"]), str(n["u"]))] = str(n["c"])
 
     # -- coupons ---------------------------------------------------------------------------
     def _make_coupon(self, shop: str, user: str, spec: CouponSpec, now: int, source: str) -> Coupon:
@@ -141,10 +214,16 @@ class Operations:
         self.coupons.add(c)
         return c
 
-    async def _issue(self, coupons: list[Coupon], write: Any) -> None:
-        """Await a write that makes `coupons` durable; drop them from memory if it fails."""
+    async def _issue(self, coupons: list[Coupon], write: Any) -> Any:
+        """Await a write that makes `coupons` durable; drop them from memory if it fails
+        (`conflict` when a guard of the cluster store refused it). Returns the write's result."""
         try:
-            await write
+            result = await write
+        except OpConflict as exc:
+            for c in coupons:
+                self.coupons.discard(c.id)
+            extra = {} if exc.balance is None else {"balance": exc.balance}
+            raise SoukError(Code.CONFLICT, str(exc), **extra) from None
         except Exception:
             for c in coupons:
                 self.coupons.discard(c.id)
@@ -153,6 +232,31 @@ class Operations:
         now = self.clock_ms()
         for c in coupons:
             self.publish(user_channel(c.user), "coupon", c.to_dict(now))
+        self._notify_coupons(coupons)
+        return result
+
+    def _notify_coupons(self, coupons: list[Coupon]) -> None:
+        for at in range(0, len(coupons), 500):  # bounded notices for a big issue
+            self._notify("coupons", c=[_coupon_row(c) for c in coupons[at:at + 500]])
+
+    async def find_coupon(self, coupon_id: str, user: str) -> None:
+        """Before `buy` in a cluster: a coupon this node does not know (issued on another
+        node, its notice not arrived) is read from PostgreSQL with the user's others."""
+        if self.pg is not None and coupon_id not in self.coupons.coupons:
+            await self._load_coupons_of(user)
+
+    async def _load_coupons_of(self, user: str) -> None:
+        assert self.pg is not None
+        rows, spent = await self.pg.coupons_of(user)
+        for r in rows:
+            if r["id"] not in self.coupons.coupons:
+                self.coupons.add(_coupon_from(dict(r)))
+        for r in spent:
+            self.coupons.restore_redemption(r["coupon"], r["order_id"])
+
+    def coupon_spent(self, coupon_id: str, order_id: str) -> None:
+        """This node's `buy` committed a coupon's redemption: the other nodes' books learn."""
+        self._notify("spent", c=coupon_id, o=order_id)
 
     async def coupon_issue(self, shop: str, raw: Any, users: list[str], target: tuple[str, str]) -> dict[str, Any]:
         """Issue one coupon per user of `users` (the op resolved user/layer/group to users)."""
@@ -165,7 +269,9 @@ class Operations:
         await self._issue(made, self.store.add_coupons(made, action))
         return {"issued": len(made), "coupons": [c.to_dict(now) for c in made[:100]]}
 
-    def coupons_mine(self, user: str) -> list[dict[str, Any]]:
+    async def coupons_mine(self, user: str) -> list[dict[str, Any]]:
+        if self.pg is not None:  # the cluster's record: issued or spent on any node
+            await self._load_coupons_of(user)
         now = self.clock_ms()
         return [c.to_dict(now) for c in self.coupons.mine(user)]
 
@@ -182,9 +288,43 @@ class Operations:
             raise SoukError(Code.UNAVAILABLE, "could not record the poll; try again") from None
         self._poll_throttle[poll.id] = PushThrottle()
         self.publish(poll.channel, "poll", poll.to_dict(now))
+        self._notify("poll", p=poll.id)
         if poll.closes_at is not None:
             self._arm_poll(poll, now)
         return poll.to_dict(now)
+
+    def _forget_revs(self, poll: Poll) -> None:
+        """A closed poll takes no votes: its vote order is no longer needed."""
+        for user in poll.votes:
+            self.vote_revs.pop((poll.id, user), None)
+
+    async def find_poll(self, poll_id: Any) -> Poll:
+        """`poll`, loading from the cluster's record a poll created on another node."""
+        pid = fields.ident_value(poll_id, "poll")
+        if pid not in self.polls and self.pg is not None:
+            await self._load_poll(pid)
+        return self.poll(pid)
+
+    async def _load_poll(self, poll_id: str) -> None:
+        assert self.pg is not None
+        found = await self.pg.load_poll(poll_id)
+        if found is None:
+            return
+        poll, votes = found
+        now = self.clock_ms()
+        if not poll.is_open(now):
+            self.polls.pop(poll_id, None)
+            return
+        known = self.polls.get(poll_id)
+        if known is None:
+            self.polls[poll_id] = known = poll
+            self._poll_throttle.setdefault(poll_id, PushThrottle())
+            if poll.closes_at is not None:
+                self._arm_poll(poll, now)
+        for user, (option, rev) in votes.items():
+            if rev > self.vote_revs.get((poll_id, user), 0):
+                self.vote_revs[(poll_id, user)] = rev
+                known.votes[user] = option
 
     def _arm_poll(self, poll: Poll, now: int) -> None:
         assert poll.closes_at is not None
@@ -204,15 +344,21 @@ class Operations:
         before = poll.votes.get(user)
         if poll.vote(user, option, now):
             try:
-                await self.store.vote(poll.id, user, int(option), now)
-            except Exception:
+                rev = await self.store.vote(poll.id, user, int(option), now)
+            except Exception as exc:
                 if poll.votes.get(user) == option:  # nothing newer replaced it meanwhile
                     if before is None:
                         poll.votes.pop(user, None)
                     else:
                         poll.votes[user] = before
+                if isinstance(exc, OpConflict):  # closed on another node
+                    self.polls.pop(poll.id, None)
+                    poll.closed = True
+                    raise SoukError(Code.ENDED, "this poll is closed") from None
                 log.exception("vote write failed")
                 raise SoukError(Code.UNAVAILABLE, "could not record the vote; try again") from None
+            self.vote_revs[(poll.id, user)] = max(rev, self.vote_revs.get((poll.id, user), 0))
+            self._notify("vote", p=poll.id, u=user, o=int(option), r=rev)
             self._poll_moved(poll)
         return poll.to_dict(now, user=user)
 
@@ -238,9 +384,12 @@ class Operations:
     async def poll_close(self, poll: Poll) -> dict[str, Any]:
         now = self.clock_ms()
         if poll.close(now):
-            await self.store.close_poll(poll.id, poll.closes_at)
+            won = await self.store.close_poll(poll.id, poll.closes_at)
             self.polls.pop(poll.id, None)
-            self.publish(poll.channel, "poll", poll.to_dict(now))
+            self._forget_revs(poll)
+            if won:  # in a cluster every node's timer fires: the one that closed it tells
+                self.publish(poll.channel, "poll", poll.to_dict(now))
+                self._notify("closed", p=poll.id)
         return poll.to_dict(now)
 
     async def _expire_poll(self, poll_id: str) -> None:
@@ -252,28 +401,44 @@ class Operations:
     async def checkin(self, shop: str, group: str, user: str) -> dict[str, Any]:
         now = self.clock_ms()
         key = (group, user)
+        if self.pg is not None:  # the last check-in may have been taken on another node
+            last = await self.pg.streak(group, user)
+            if last is not None:
+                self.streaks[key] = last
         prev = self.streaks.get(key)
         nxt, points = checkin_rules.check_in(prev, now)
         self.streaks[key] = nxt
         self.points[(shop, user)] += points
         try:
-            await self.store.checkin(shop, group, user, nxt.last_day, nxt.streak, points, now)
-        except Exception:
+            balance = await self.store.checkin(shop, group, user, nxt.last_day, nxt.streak, points, now)
+        except Exception as exc:
             self.points[(shop, user)] -= points
             if self.streaks.get(key) is nxt:
                 if prev is None:
                     self.streaks.pop(key, None)
                 else:
                     self.streaks[key] = prev
+            if isinstance(exc, OpConflict):  # another node took today's check-in first
+                raise SoukError(Code.CONFLICT, "already checked in today") from None
             log.exception("check-in write failed")
             raise SoukError(Code.UNAVAILABLE, "could not record the check-in; try again") from None
+        if balance is not None:
+            self.points[(shop, user)] = balance
         return {"group": group, "streak": nxt.streak, "points": points, "total": nxt.total,
                 "balance": self.points[(shop, user)]}
 
     def balance(self, shop: str, user: str) -> int:
         return self.points.get((shop, user), 0)
 
+    async def points_balance(self, shop: str, user: str) -> int:
+        """The balance; in a cluster the shared one (points earned on any node)."""
+        if self.pg is not None:
+            self.points[(shop, user)] = await self.pg.balance(shop, user)
+        return self.balance(shop, user)
+
     async def points_redeem(self, shop: str, user: str, raw_points: Any) -> dict[str, Any]:
+        if self.pg is not None:
+            await self.points_balance(shop, user)
         now = self.clock_ms()
         value = checkin_rules.redeem_value(raw_points, self.balance(shop, user))
         points = int(raw_points)
@@ -281,10 +446,14 @@ class Operations:
         spec = CouponSpec("amount", value, 0, now + REWARD_VALID_MS, f"{points} points")
         c = self._make_coupon(shop, user, spec, now, "points")
         try:
-            await self._issue([c], self.store.redeem(shop, user, points, c))
+            # in a cluster the store spends the points with a conditional UPDATE: `conflict`
+            # when another node spent them first
+            left = await self._issue([c], self.store.redeem(shop, user, points, c))
         except SoukError:
             self.points[(shop, user)] += points
             raise
+        if left is not None:
+            self.points[(shop, user)] = left
         return {"coupon": c.to_dict(now), "balance": self.balance(shop, user)}
 
     # -- invites ---------------------------------------------------------------------------
@@ -298,7 +467,24 @@ class Operations:
                                              shop, user)
             self.codes[code] = (shop, user)
             self.code_of[(shop, user)] = code
+            self._notify("code", c=code, s=shop, u=user)
         return code
+
+    async def find_code(self, code: Any) -> tuple[str, str]:
+        """`inviter_of_code`, loading a code made on another node."""
+        c = fields.ident_value(code, "invite")
+        if c not in self.codes and self.pg is not None:
+            found = await self.pg.load_code(c)
+            if found is not None:
+                self.codes[c] = found
+                self.code_of[found] = c
+        return self.inviter_of_code(c)
+
+    async def known_before(self, shop: str, user: str) -> bool:
+        """`was_known`, cluster-wide: a member (or invitee) of the shop on any node."""
+        if self.pg is not None:
+            return await self.pg.known_before(shop, user)
+        return self.was_known(shop, user)
 
     def inviter_of_code(self, code: Any) -> tuple[str, str]:
         c = fields.ident_value(code, "invite")
@@ -324,6 +510,8 @@ class Operations:
         if known_before:
             led.known.add(invitee)
             return {"counted": False}
+        if self.pg is not None:
+            return await self._joined_cluster(shop, invitee, group, inviter)
         if not led.attribute(inviter, invitee):
             return {"counted": False}
         now = self.clock_ms()
@@ -341,8 +529,42 @@ class Operations:
             raise
         return {"counted": True, "inviter": inviter, "rewards": len(rewards)}
 
-    def invite_stats(self, shop: str, user: str) -> dict[str, Any]:
+    async def _joined_cluster(self, shop: str, invitee: str, group: str, inviter: str) -> dict[str, Any]:
+        """The invite rule decided in SQL (several nodes attribute joins to one inviter):
+        the invitee counts once per shop and each reward is granted once."""
+        assert self.pg is not None
         led = self._ledger(shop)
+        if inviter == invitee:
+            return {"counted": False}
+        now = self.clock_ms()
+        spec = CouponSpec(INVITE_REWARD.kind, INVITE_REWARD.value, 0, now + REWARD_VALID_MS, INVITE_REWARD.title)
+
+        def make(first: int, due: int) -> list[tuple[int, Coupon]]:
+            return [(first + k, Coupon(new_id("c", now), shop, inviter, spec, now, "invite")) for k in range(due)]
+
+        try:
+            counted, rewards, _, granted = await self.pg.add_invite_counted(
+                shop, invitee, inviter, group, now, led.threshold, make)
+        except Exception:
+            log.exception("invite write failed")
+            raise SoukError(Code.UNAVAILABLE, "could not record the invite; try again") from None
+        led.known.add(invitee)
+        if not counted:
+            return {"counted": False}
+        led.inviter_of[invitee] = inviter
+        led.invitees.setdefault(inviter, []).append(invitee)
+        led.rewarded[inviter] = max(led.rewarded.get(inviter, 0), granted)
+        for _, c in rewards:
+            self.coupons.add(c)
+            self.publish(user_channel(c.user), "coupon", c.to_dict(now))
+        self._notify_coupons([c for _, c in rewards])
+        return {"counted": True, "inviter": inviter, "rewards": len(rewards)}
+
+    async def invite_stats(self, shop: str, user: str) -> dict[str, Any]:
+        led = self._ledger(shop)
+        if self.pg is not None:
+            invited, rewarded = await self.pg.invite_stats(shop, user)
+            return {"invited": invited, "rewards": rewarded, "threshold": led.threshold}
         return {"invited": len(led.invitees.get(user, [])), "rewards": led.rewarded.get(user, 0),
                 "threshold": led.threshold}
 
@@ -373,10 +595,20 @@ class Operations:
             raise SoukError(Code.CONFLICT, "this order was already shown") from None
         self.posts[post["id"]] = post
         self.publish(f"group:{group}", "showcase", _public_post(post))
+        self._notify("post", p=post["id"])
         return _public_post(post)
+
+    async def _load_post(self, post_id: str) -> None:
+        assert self.pg is not None
+        post = await self.pg.load_post(post_id)
+        if post is not None:
+            self.posts[post_id] = post
+            self.posted_orders.add(post["order"])
 
     async def showcase_approve(self, shop: str | None, post_id: Any) -> dict[str, Any]:
         pid = fields.ident_value(post_id, "post")
+        if self.pg is not None:  # posted on another node, or approved there: the record's state
+            await self._load_post(pid)
         post = self.posts.get(pid)
         if post is None or (shop is not None and post["shop"] != shop):
             raise SoukError(Code.NOT_FOUND, f"no post {pid}")
@@ -393,6 +625,7 @@ class Operations:
             raise
         post["coupon"] = c.id
         self.publish(f"group:{post['group']}", "showcase", _public_post(post))
+        self._notify("post", p=pid)
         return {"post": _public_post(post), "coupon": c.to_dict(now)}
 
     # -- layers ----------------------------------------------------------------------------
@@ -403,6 +636,7 @@ class Operations:
         t = self.thresholds_of(shop).updated(raw)
         await self.store.save_thresholds(shop, t.to_dict())
         self.thresholds[shop] = t
+        self._notify("thresholds", s=shop, d=t.to_dict())
         return t.to_dict()
 
     async def members(self, shop: str, layer: Any = None, tag: Any = None) -> list[dict[str, Any]]:
@@ -422,6 +656,7 @@ class Operations:
         lay = layer_value(layer)
         await self.store.target_sale(sale, shop, lay, self.clock_ms())
         self.sale_targets[sale] = (shop, lay)
+        self._notify("target", sale=sale, s=shop, l=lay)
         return {"sale": sale, "layer": lay}
 
     async def check_sale_target(self, sale: Any, user: str) -> None:
@@ -467,13 +702,20 @@ class Operations:
             if n:
                 self._presence.append((room, now, n, ms))
 
+    def note_room(self, room: str, shop: str) -> None:
+        """A room's shop (rooms live in each node's SQLite; the cluster's numbers need it)."""
+        if self.pg is not None:
+            self._room_shops[room] = shop
+
     async def flush(self) -> None:
         act, pres, acts = self._activity, self._presence, self._actions
-        if not (act or pres or acts):
+        rooms = list(self._room_shops.items())
+        if not (act or pres or acts or rooms):
             return
         self._activity, self._presence, self._actions = [], [], []
+        self._room_shops = {}
         try:
-            await self.store.record(act, pres, acts)
+            await self.store.record(act, pres, acts, rooms)
         except Exception:
             log.exception("activity write failed (%d rows lost)", len(act) + len(pres) + len(acts))
 
@@ -492,6 +734,9 @@ class Operations:
         ex = self.excluded.setdefault(shop, set())
         ex.update(add)
         ex.difference_update(remove)
+        if self.pg is not None:  # the record's list (another node may have changed it)
+            ex = self.excluded[shop] = await self.pg.excluded_of(shop)
+        self._notify("excluded", s=shop, u=sorted(ex))
         return sorted(ex)
 
     def _spawn(self, coro: Any) -> None:
@@ -502,6 +747,17 @@ class Operations:
 def _report(task: asyncio.Task[Any]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("operations task failed", exc_info=task.exception())
+
+
+def _coupon_row(c: Coupon) -> dict[str, Any]:
+    s = c.spec
+    return {"id": c.id, "shop": c.shop, "user": c.user, "kind": s.kind, "value": s.value,
+            "min_spend": s.min_spend, "expires_at": s.expires_at, "title": s.title,
+            "issued_at": c.issued_at, "source": c.source}
+
+
+def _coupon_from(r: dict[str, Any]) -> Coupon:
+    return Coupon(r["id"], r["shop"], r["user"], spec_from_row(r), r["issued_at"], r["source"])
 
 
 def _public_post(p: dict[str, Any]) -> dict[str, Any]:

@@ -55,8 +55,8 @@ async def group_join(app: App, s: Session, frame: Frame) -> Result:
         group = (result or {}).get("group") or {}
         app.operations.mark_known(str(group.get("shop", s.identity.shop)), s.identity.id)
         return result
-    shop, inviter = app.operations.inviter_of_code(code)
-    known = app.operations.was_known(shop, s.identity.id)
+    shop, inviter = await app.operations.find_code(code)
+    known = await app.operations.known_before(shop, s.identity.id)
     if inviter != s.identity.id:
         frame = {**frame, "invited_by": inviter}
     result = await _group_join(app, s, frame)

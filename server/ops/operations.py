@@ -24,8 +24,10 @@ def _ident(s: Session) -> Identity:
     return s.identity
 
 
-def _shop_of_group(app: App, ident: Identity, group: str) -> str:
-    """The group's shop; staff of another shop (admins excepted) may not act in it."""
+async def _shop_of_group(app: App, ident: Identity, group: str) -> str:
+    """The group's shop; staff of another shop (admins excepted) may not act in it. (In a
+    cluster a group created on another node is loaded first.)"""
+    await app.community.group_known(group)
     g = app.community.directory.groups.get(group)
     if g is None:
         raise SoukError(Code.NOT_FOUND, f"no group {group}")
@@ -34,9 +36,9 @@ def _shop_of_group(app: App, ident: Identity, group: str) -> str:
     return str(g.shop)
 
 
-def _member_of(app: App, ident: Identity, group: str) -> str:
-    shop = _shop_of_group(app, ident, group)
-    if not ident.is_staff and not app.community.is_member(ident.id, group):
+async def _member_of(app: App, ident: Identity, group: str) -> str:
+    shop = await _shop_of_group(app, ident, group)
+    if not ident.is_staff and not await app.community.is_member_fresh(ident.id, group):
         raise SoukError(Code.FORBIDDEN, f"join group {group} first")
     return shop
 
@@ -51,18 +53,18 @@ async def poll_create(app: App, s: Session, frame: Frame) -> Result:
             raise SoukError(Code.FORBIDDEN, "your token does not admit you to this room")
         shop = ident.shop
     else:
-        shop = _shop_of_group(app, ident, target)
+        shop = await _shop_of_group(app, ident, target)
     return {"poll": await app.operations.poll_create(shop, scope, target, ident.id, frame)}
 
 
 @op("poll_vote", roles=VIEWERS)
 async def poll_vote(app: App, s: Session, frame: Frame) -> Result:
     ident = _ident(s)
-    poll = app.operations.poll(frame.get("poll"))
+    poll = await app.operations.find_poll(frame.get("poll"))
     ch = room_channel(poll.target) if poll.scope == "room" else group_channel(poll.target)
     if ch not in s.channels:
         raise SoukError(Code.FORBIDDEN, f"join {ch} first")
-    if poll.scope == "group" and not ident.is_staff and not app.community.is_member(ident.id, poll.target):
+    if poll.scope == "group" and not ident.is_staff and not await app.community.is_member_fresh(ident.id, poll.target):
         raise SoukError(Code.FORBIDDEN, "only members vote in a group's poll")
     return {"poll": await app.operations.poll_vote(poll, ident.id, frame.get("option"))}
 
@@ -70,11 +72,11 @@ async def poll_vote(app: App, s: Session, frame: Frame) -> Result:
 @op("poll_close", roles=MODERATORS)
 async def poll_close(app: App, s: Session, frame: Frame) -> Result:
     ident = _ident(s)
-    poll = app.operations.poll(frame.get("poll"))
+    poll = await app.operations.find_poll(frame.get("poll"))
     if poll.scope == "room" and not ident.may_enter_room(poll.target):
         raise SoukError(Code.FORBIDDEN, "your token does not admit you to this room")
     if poll.scope == "group":
-        _shop_of_group(app, ident, poll.target)
+        await _shop_of_group(app, ident, poll.target)
     return {"poll": await app.operations.poll_close(poll)}
 
 
@@ -83,16 +85,16 @@ async def poll_close(app: App, s: Session, frame: Frame) -> Result:
 async def checkin(app: App, s: Session, frame: Frame) -> Result:
     ident = _ident(s)
     group = fields.ident(frame, "group")
-    if not app.community.is_member(ident.id, group):
+    if not await app.community.is_member_fresh(ident.id, group):  # in a cluster: joined on any node
         raise SoukError(Code.FORBIDDEN, f"join group {group} first")
-    shop = _shop_of_group(app, ident, group) if ident.role == "admin" else app.community.directory.groups[group].shop
+    shop = await _shop_of_group(app, ident, group) if ident.role == "admin" else app.community.directory.groups[group].shop
     return {"checkin": await app.operations.checkin(shop, group, ident.id)}
 
 
 @op("points_mine", roles=VIEWERS)
 async def points_mine(app: App, s: Session, frame: Frame) -> Result:
     ident = _ident(s)
-    return {"points": app.operations.balance(ident.shop, ident.id)}
+    return {"points": await app.operations.points_balance(ident.shop, ident.id)}
 
 
 @op("points_redeem", roles=VIEWERS)
@@ -108,7 +110,7 @@ async def invite_code(app: App, s: Session, frame: Frame) -> Result:
     code = await app.operations.invite_code(ident.shop, ident.id)
     group = fields.opt_ident(frame, "group")
     link = f"/group/{group}?invite={code}" if group else f"/?invite={code}"
-    return {"code": code, "link": link, **app.operations.invite_stats(ident.shop, ident.id)}
+    return {"code": code, "link": link, **(await app.operations.invite_stats(ident.shop, ident.id))}
 
 
 # -- show-your-order ------------------------------------------------------------------------
@@ -116,7 +118,7 @@ async def invite_code(app: App, s: Session, frame: Frame) -> Result:
 async def showcase_post(app: App, s: Session, frame: Frame) -> Result:
     ident = _ident(s)
     group = fields.ident(frame, "group")
-    shop = _member_of(app, ident, group)
+    shop = await _member_of(app, ident, group)
     app.check_text(fields.text(frame, "text", 1000), ident)
     order_id = fields.ident(frame, "order")
     order = await app.commerce.store.order(order_id)
@@ -154,7 +156,7 @@ async def coupon_issue(app: App, s: Session, frame: Frame) -> Result:
         target = ("layer", str(frame.get("layer")))
     else:
         group = fields.ident(frame, "group")
-        shop = _shop_of_group(app, ident, group)
+        shop = await _shop_of_group(app, ident, group)
         users = [m["user"] for m in app.community.group_members(group) if m["role"] not in ("moderator", "streamer", "admin")]
         target = ("group", group)
     return dict(await app.operations.coupon_issue(shop, frame, users, target))
@@ -162,7 +164,7 @@ async def coupon_issue(app: App, s: Session, frame: Frame) -> Result:
 
 @op("coupons_mine", roles=VIEWERS)
 async def coupons_mine(app: App, s: Session, frame: Frame) -> Result:
-    return {"coupons": app.operations.coupons_mine(_ident(s).id)}
+    return {"coupons": await app.operations.coupons_mine(_ident(s).id)}
 
 
 # -- layers ---------------------------------------------------------------------------------
@@ -189,7 +191,7 @@ async def layer_invite(app: App, s: Session, frame: Frame) -> Result:
     core group takes only high-value and high-activity members."""
     ident = _ident(s)
     group = fields.ident(frame, "group")
-    shop = _shop_of_group(app, ident, group)
+    shop = await _shop_of_group(app, ident, group)
     layer = frame.get("layer")
     g = app.community.directory.groups[group]
     if g.tier == "core" and layer not in ("high_value", "high_activity"):

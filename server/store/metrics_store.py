@@ -11,7 +11,7 @@ not counted as members.
 from __future__ import annotations
 
 import sqlite3
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import orjson
 
@@ -32,12 +32,25 @@ def _room_shop(c: sqlite3.Connection, room: str) -> str:
     return str(r["shop"]) if r else "default"
 
 
-class MetricsStore:
+class MetricsStore(Protocol):
+    """The merchant's numbers: over the embedded SQLite file (below) or over the cluster's
+    PostgreSQL (server/store/metrics_pg.py); both answer the same shapes."""
+
+    async def room_metrics(self, room: str, shop: str | None = None) -> dict[str, Any]: ...
+    async def group_metrics(self, group: str, now_ms: int, weeks: int = 8) -> dict[str, Any] | None: ...
+    async def shop_metrics(self, shop: str) -> dict[str, Any]: ...
+    async def one_member(self, shop: str, user: str, now_ms: int, t: Thresholds) -> dict[str, Any]: ...
+    async def member_stats(self, shop: str, now_ms: int, t: Thresholds,
+                           excluded: set[str]) -> list[dict[str, Any]]: ...
+
+
+class SqliteMetricsStore:
     def __init__(self, db: SqliteDatabase) -> None:
         self.db = db
 
     # -- rooms -----------------------------------------------------------------------------
-    async def room_metrics(self, room: str) -> dict[str, Any]:
+    async def room_metrics(self, room: str, shop: str | None = None) -> dict[str, Any]:
+        """`shop` is for the cluster store; here the rooms table knows the room's shop."""
         return await self.db.read(lambda c: self._room(c, room))
 
     @staticmethod

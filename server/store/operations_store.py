@@ -11,8 +11,8 @@ invitee per shop, one reward per (inviter, threshold), one post and one reward p
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
-from typing import Any, Final
+from collections.abc import Iterable, Mapping
+from typing import Any, Final, Protocol
 
 import orjson
 
@@ -113,8 +113,45 @@ def insert_coupons(conn: sqlite3.Connection, rows: Iterable[tuple[Any, ...]]) ->
     conn.executemany("INSERT INTO coupons VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", list(rows))
 
 
-class OperationsStore:
-    """Durable writes and start-up loads for `server.operations.Operations`."""
+class OpConflict(Exception):
+    """A guard in the store refused a write another writer (node) got in first: a second
+    check-in the same day, points already spent, a post already shown or approved, a
+    closed poll. The adapter answers `conflict`."""
+
+    def __init__(self, message: str, balance: int | None = None) -> None:
+        super().__init__(message)
+        self.balance = balance
+
+
+class OperationsStore(Protocol):
+    """What `server.operations.Operations` needs of a store: the SQLite one below (one
+    process) and `server.store.operations_pg.PgOperationsStore` (a cluster)."""
+
+    async def late_indexes(self) -> None: ...
+    async def add_coupons(self, coupons: list[Coupon], action: tuple[Any, ...] | None = None) -> None: ...
+    async def add_poll(self, p: Poll) -> None: ...
+    async def vote(self, poll: str, user: str, option: int, ts: int) -> int: ...
+    async def close_poll(self, poll: str, closes_at: int | None) -> bool: ...
+    async def checkin(self, shop: str, group: str, user: str, day: int, streak: int,
+                      points: int, ts: int) -> int | None: ...
+    async def redeem(self, shop: str, user: str, points: int, coupon: Coupon) -> int | None: ...
+    async def add_code(self, code: str, shop: str, user: str) -> str: ...
+    async def add_invite(self, shop: str, invitee: str, inviter: str, group: str, ts: int,
+                         rewards: list[tuple[int, Coupon]]) -> None: ...
+    async def add_post(self, post: dict[str, Any]) -> None: ...
+    async def approve_post(self, post_id: str, coupon: Coupon) -> None: ...
+    async def target_sale(self, sale: str, shop: str, layer: str, ts: int) -> None: ...
+    async def save_thresholds(self, shop: str, data: dict[str, int]) -> None: ...
+    async def set_excluded(self, shop: str, add: list[str], remove: list[str]) -> None: ...
+    async def record(self, activity: list[tuple[str, str, str, int, int]],
+                     presence: list[tuple[str, int, int, int]],
+                     actions: list[tuple[str, str, str, str, str, int]],
+                     rooms: list[tuple[str, str]] | None = None) -> None: ...
+    async def load(self) -> Mapping[str, list[Any]]: ...
+
+
+class SqliteOperationsStore:
+    """Durable writes and start-up loads for `server.operations.Operations` (one process)."""
 
     def __init__(self, db: SqliteDatabase) -> None:
         self.db = db
@@ -153,7 +190,7 @@ class OperationsStore:
 
         await self.db.write(run)
 
-    async def vote(self, poll: str, user: str, option: int, ts: int) -> None:
+    async def vote(self, poll: str, user: str, option: int, ts: int) -> int:
         def run(conn: sqlite3.Connection) -> None:
             conn.execute(
                 "INSERT INTO poll_votes VALUES (?, ?, ?, ?) ON CONFLICT (poll, user)"
@@ -162,16 +199,18 @@ class OperationsStore:
             )
 
         await self.db.write(run)
+        return 0  # one process: its memory orders the votes
 
-    async def close_poll(self, poll: str, closes_at: int | None) -> None:
+    async def close_poll(self, poll: str, closes_at: int | None) -> bool:
         def run(conn: sqlite3.Connection) -> None:
             conn.execute("UPDATE polls SET closed = 1, closes_at = ? WHERE id = ?", (closes_at, poll))
 
         await self.db.write(run)
+        return True  # one process: its memory closed the poll once
 
     # -- check-ins and points --------------------------------------------------------------
     async def checkin(self, shop: str, group: str, user: str, day: int, streak: int,
-                      points: int, ts: int) -> None:
+                      points: int, ts: int) -> int | None:
         def run(conn: sqlite3.Connection) -> None:
             conn.execute("INSERT INTO checkins VALUES (?, ?, ?, ?, ?, ?, ?)",
                          (shop, group, user, day, streak, points, ts))
@@ -179,8 +218,9 @@ class OperationsStore:
                          (shop, user, points, f"checkin:{group}", ts))
 
         await self.db.write(run)
+        return None  # the balance is the adapter's memory
 
-    async def redeem(self, shop: str, user: str, points: int, coupon: Coupon) -> None:
+    async def redeem(self, shop: str, user: str, points: int, coupon: Coupon) -> int | None:
         row = coupon_row(coupon)
 
         def run(conn: sqlite3.Connection) -> None:
@@ -189,6 +229,7 @@ class OperationsStore:
                          (shop, user, -points, f"redeem:{row[0]}", row[8]))
 
         await self.db.write(run)
+        return None
 
     # -- invites ---------------------------------------------------------------------------
     async def add_code(self, code: str, shop: str, user: str) -> str:
@@ -267,7 +308,10 @@ class OperationsStore:
     # -- activity log ----------------------------------------------------------------------
     async def record(self, activity: list[tuple[str, str, str, int, int]],
                      presence: list[tuple[str, int, int, int]],
-                     actions: list[tuple[str, str, str, str, str, int]]) -> None:
+                     actions: list[tuple[str, str, str, str, str, int]],
+                     rooms: list[tuple[str, str]] | None = None) -> None:
+        """`rooms` (room, shop) is for the cluster store; here the rooms table has it."""
+
         def run(conn: sqlite3.Connection) -> None:
             conn.executemany("INSERT INTO room_activity VALUES (?, ?, ?, ?, ?)", activity)
             conn.executemany("INSERT INTO room_presence VALUES (?, ?, ?, ?)", presence)
@@ -276,7 +320,7 @@ class OperationsStore:
         await self.db.write(run)
 
     # -- loading ---------------------------------------------------------------------------
-    def load(self) -> dict[str, list[sqlite3.Row]]:
+    async def load(self) -> dict[str, list[sqlite3.Row]]:
         """Everything the adapter keeps in memory, read once at start-up."""
 
         def run(c: sqlite3.Connection) -> dict[str, list[sqlite3.Row]]:
@@ -302,4 +346,4 @@ class OperationsStore:
             }
             return {k: c.execute(sql).fetchall() for k, sql in q.items()}
 
-        return self.db.read_sync(run)
+        return self.db.read_sync(run)  # start-up only: before the first client

@@ -32,7 +32,7 @@ from server.domain.catalog import Product
 from server.domain.flashsale import FlashSale, Phase
 from server.domain.order import Order
 from server.domain.teambuy import Team, TeamBuyOffer, TeamStatus
-from server.store.base import KnownKey, LedgerState, StockConflict
+from server.store.base import CouponConflict, KnownKey, LedgerState, StockConflict
 from server.store.ledger import offer_from, product_from, sale_from, team_from
 
 SCHEMA: Final = (
@@ -102,6 +102,14 @@ SCHEMA: Final = (
     'CREATE INDEX IF NOT EXISTS orders_user ON orders ("user", created_at)',
     "CREATE INDEX IF NOT EXISTS orders_sale ON orders (sale)",
     "CREATE INDEX IF NOT EXISTS orders_team ON orders (team)",
+    # operations (issue 10): one row per spent coupon, written in the order's transaction;
+    # the primary key spends a coupon once for the whole cluster
+    """CREATE TABLE IF NOT EXISTS coupon_redemptions (
+        coupon TEXT PRIMARY KEY,
+        order_id TEXT NOT NULL UNIQUE,
+        user_id TEXT NOT NULL,
+        discount BIGINT NOT NULL CHECK (discount >= 0),
+        ts BIGINT NOT NULL)""",
 )
 
 _COLS: Final = ('id, "user", name, room, product, sale, offer, team, qty, price, currency, key,'
@@ -381,7 +389,12 @@ class PostgresLedger:
             accepted: list[int] = []
             by_sale: dict[str | None, list[int]] = {}
             for j, i in enumerate(passed):
-                by_sale.setdefault(orders[i].sale, []).append(j)
+                o = orders[i]
+                if o.coupon is not None and not await _redeem(conn, o):
+                    refused.append(i)  # spent already (on any node): this order alone
+                    results[i] = CouponConflict(f"coupon {o.coupon} already redeemed")
+                    continue
+                by_sale.setdefault(o.sale, []).append(j)
             for sale, js in by_sale.items():
                 if await _take(conn, sale, sum(orders[passed[j]].qty for j in js)):
                     accepted.extend(js)
@@ -391,6 +404,9 @@ class PostgresLedger:
                         accepted.append(j)
                     else:
                         refused.append(passed[j])
+                        if orders[passed[j]].coupon is not None:  # no order, no redemption
+                            await conn.execute("DELETE FROM coupon_redemptions WHERE order_id = $1",
+                                               orders[passed[j]].id)
                         phase = await conn.fetchval("SELECT phase FROM sales WHERE id = $1", sale)
                         results[passed[j]] = StockConflict(
                             f"sale {sale} is closed or short",
@@ -642,6 +658,14 @@ async def _take(conn: asyncpg.Connection, sale: str | None, qty: int) -> bool:
         " WHERE id = $2 AND stock_left >= $1 AND phase NOT IN ('ended', 'cancelled')",
         qty, sale)
     return bool(done == "UPDATE 1")
+
+
+async def _redeem(conn: asyncpg.Connection, o: Order) -> bool:
+    """The coupon's redemption row, in the order's transaction: False if it was spent."""
+    done = await conn.execute(
+        "INSERT INTO coupon_redemptions VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        o.coupon, o.id, o.user, o.discount, o.created_at)
+    return bool(done == "INSERT 0 1")
 
 
 async def _one_team_per_buyer(conn: asyncpg.Connection, offer: str, user: str) -> None:

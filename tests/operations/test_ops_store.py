@@ -1,0 +1,332 @@
+"""The operations adapter over both stores: the embedded SQLite file and the cluster's
+PostgreSQL (`--postgres`) must behave the same, and survive a restart the same way.
+
+One suite, two backends (a database per module and a schema per test for PostgreSQL, so
+parallel runs on this machine do not meet); then, PostgreSQL only, two adapters on one
+database standing for two nodes racing on the SQL guards (no notices between them: the
+store alone must hold). The publish callback is a collector; everything else is real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from server.app import ROOMS_SCHEMA
+from server.community import Community
+from server.domain.checkin import DAY_MS
+from server.errors import SoukError
+from server.operations import Operations
+from server.store.community_pg import PgCommunityStore
+from server.store.ledger import SqliteLedger
+from server.store.metrics_pg import PgMetricsStore
+from server.store.operations_pg import PgOperationsStore
+from server.store.postgres import PostgresLedger
+from server.store.sqlite import SqliteDatabase
+
+PG = "postgresql://postgres@127.0.0.1:5432"
+T0 = 1_764_000_000_000
+
+
+class Collector:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, dict[str, Any]]] = []
+
+    def __call__(self, ch: str, type: str, fields: dict[str, Any], *, droppable: bool = False) -> None:
+        self.events.append((ch, type, fields))
+
+
+class Clock:
+    def __init__(self, now: int) -> None:
+        self.now = now
+
+    def __call__(self) -> int:
+        return self.now
+
+
+@dataclass
+class Backend:
+    kind: str
+    path: Path
+    dsn: str | None = None
+
+
+def _sql(dsn: str, sql: str) -> None:
+    async def run() -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, run()).result()
+
+
+@pytest.fixture(scope="module")
+def pg_database() -> Iterator[str]:
+    name = f"souk_test_{uuid.uuid4().hex[:10]}"
+    _sql(PG + "/postgres", f"CREATE DATABASE {name}")
+    yield f"{PG}/{name}"
+    _sql(PG + "/postgres", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def _pg_backend(database: str, path: Path) -> Backend:
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    _sql(database, f"CREATE SCHEMA {schema}")
+    return Backend("postgres", path, f"{database}?search_path={schema}")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    if request.param == "sqlite":
+        return Backend("sqlite", tmp_path / "souk.db")
+    return _pg_backend(request.getfixturevalue("pg_database"), tmp_path / "souk.db")
+
+
+class Node:
+    """One process's operations (with the community and ledger tables it reads)."""
+
+    def __init__(self, backend: Backend, clock: Clock, path: Path | None = None) -> None:
+        self.backend = backend
+        self.pub = Collector()
+        self.db = SqliteDatabase(path or backend.path)
+        self.db.add_schema(ROOMS_SCHEMA)  # the app's rooms (the embedded numbers read shops there)
+        dsn = backend.dsn
+        self.community = Community(self.db, self.pub, clock, overdue_check_s=3600,
+                                   store=PgCommunityStore(dsn) if dsn else None)
+        self.ledger = PostgresLedger(dsn) if dsn else None
+        self.ops = Operations(self.db, self.pub, clock, store=PgOperationsStore(dsn) if dsn else None,
+                              metrics=PgMetricsStore(dsn) if dsn else None)
+
+    async def start(self) -> Node:
+        self.db.start()
+        await self.community.start()
+        if self.ledger is not None:
+            await self.ledger.migrate()
+        else:
+            await SqliteLedger(self.db).migrate()
+        await self.ops.start()
+        return self
+
+    async def stop(self) -> None:
+        await self.ops.stop()
+        await self.community.stop()
+        if self.ledger is not None:
+            await self.ledger.close()
+        await self.db.close()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(T0)
+
+
+async def test_checkin_points_and_redeem_survive_a_restart(backend: Backend, clock: Clock) -> None:
+    n = await Node(backend, clock).start()
+    try:
+        first = await n.ops.checkin("shop", "g1", "u1")
+        assert (first["streak"], first["points"], first["balance"]) == (1, 10, 10)
+        with pytest.raises(SoukError) as err:
+            await n.ops.checkin("shop", "g1", "u1")
+        assert err.value.code == "conflict"
+        clock.now += DAY_MS
+        second = await n.ops.checkin("shop", "g1", "u1")
+        assert (second["streak"], second["points"], second["balance"]) == (2, 12, 22)
+        with pytest.raises(SoukError) as err:
+            await n.ops.points_redeem("shop", "u1", 100)
+        assert err.value.code == "conflict"
+    finally:
+        await n.stop()
+    n = await Node(backend, clock).start()  # a restart on the same record
+    try:
+        assert await n.ops.points_balance("shop", "u1") == 22
+        clock.now += DAY_MS
+        third = await n.ops.checkin("shop", "g1", "u1")
+        assert (third["streak"], third["balance"]) == (3, 36)
+        await n.ops.checkin("shop", "g2", "u1")
+        for _ in range(6):
+            clock.now += DAY_MS
+            await n.ops.checkin("shop", "g2", "u1")
+        balance = await n.ops.points_balance("shop", "u1")
+        assert balance >= 100
+        got = await n.ops.points_redeem("shop", "u1", 100)
+        assert got["balance"] == balance - 100 and got["coupon"]["value"] == 100
+        assert [c["source"] for c in await n.ops.coupons_mine("u1")] == ["points"]
+    finally:
+        await n.stop()
+
+
+async def test_poll_votes_change_and_survive_a_restart(backend: Backend, clock: Clock) -> None:
+    n = await Node(backend, clock).start()
+    try:
+        poll = await n.ops.poll_create("shop", "group", "g1", "s1",
+                                       {"question": "Which tea?", "options": ["green", "black"]})
+        p = await n.ops.find_poll(poll["id"])
+        for i in range(5):
+            await n.ops.poll_vote(p, f"u{i}", i % 2)
+        await n.ops.poll_vote(p, "u0", 1)  # changed: counted once, for its latest choice
+        assert p.tally() == [2, 3]
+    finally:
+        await n.stop()
+    n = await Node(backend, clock).start()
+    try:
+        p = await n.ops.find_poll(poll["id"])
+        assert p.tally() == [2, 3] and p.votes["u0"] == 1
+        await n.ops.poll_close(p)
+        with pytest.raises(SoukError) as err:
+            await n.ops.find_poll(poll["id"])
+        assert err.value.code == "not_found"
+    finally:
+        await n.stop()
+    n = await Node(backend, clock).start()
+    try:
+        assert poll["id"] not in n.ops.polls  # a closed poll is not loaded again
+    finally:
+        await n.stop()
+
+
+async def test_invites_reward_once_per_threshold_and_posts_once(backend: Backend, clock: Clock) -> None:
+    n = await Node(backend, clock).start()
+    try:
+        code = await n.ops.invite_code("shop", "inv")
+        assert await n.ops.invite_code("shop", "inv") == code  # one code per member per shop
+        assert await n.ops.find_code(code) == ("shop", "inv")
+        assert (await n.ops.joined("shop", "inv", "g1", "inv", False)) == {"counted": False}  # self
+        results = [await n.ops.joined("shop", f"f{i}", "g1", "inv", False) for i in range(7)]
+        assert [r["counted"] for r in results] == [True] * 7
+        assert sum(r["rewards"] for r in results) == 2  # 3 and 6 invitees
+        again = await n.ops.joined("shop", "f0", "g2", "inv", False)  # a repeat join
+        assert again == {"counted": False}
+        stats = await n.ops.invite_stats("shop", "inv")
+        assert (stats["invited"], stats["rewards"]) == (7, 2)
+
+        order = {"id": "o1", "user": "buyer", "status": "confirmed"}
+        post = await n.ops.showcase_post("shop", "g1", "buyer", order,
+                                         {"order": "o1", "image_url": "https://x.test/a.jpg", "text": "Lovely"})
+        with pytest.raises(SoukError) as err:
+            await n.ops.showcase_post("shop", "g1", "buyer", order,
+                                      {"order": "o1", "image_url": "https://x.test/b.jpg", "text": "Again"})
+        assert err.value.code == "conflict"
+        approved = await n.ops.showcase_approve("shop", post["id"])
+        assert approved["post"]["status"] == "approved"
+        with pytest.raises(SoukError) as err:
+            await n.ops.showcase_approve("shop", post["id"])
+        assert err.value.code == "conflict"
+    finally:
+        await n.stop()
+    n = await Node(backend, clock).start()
+    try:
+        stats = await n.ops.invite_stats("shop", "inv")
+        assert (stats["invited"], stats["rewards"]) == (7, 2)
+        sources = sorted(c["source"] for c in await n.ops.coupons_mine("inv"))
+        assert sources == ["invite", "invite"]
+        assert [c["source"] for c in await n.ops.coupons_mine("buyer")] == ["showcase"]
+    finally:
+        await n.stop()
+
+
+# -- two nodes on one PostgreSQL: the SQL guards alone (no notices between the adapters) ----
+async def test_two_nodes_race_on_the_sql_guards(pg_database: str, tmp_path: Path, clock: Clock) -> None:
+    backend = _pg_backend(pg_database, tmp_path / "a.db")
+    a = await Node(backend, clock, tmp_path / "a.db").start()
+    b = await Node(backend, clock, tmp_path / "b.db").start()
+    try:
+        # one check-in a day, whichever node takes it
+        got = await asyncio.gather(a.ops.checkin("shop", "g1", "u1"), b.ops.checkin("shop", "g1", "u1"),
+                                   return_exceptions=True)
+        assert sorted(type(x).__name__ for x in got) == ["SoukError", "dict"]
+        assert [x.code for x in got if isinstance(x, SoukError)] == ["conflict"]
+        # earned on A, seen and spent on B; raced from both: spent once
+        for day in range(1, 10):
+            clock.now = T0 + day * DAY_MS
+            await (a, b)[day % 2].ops.checkin("shop", f"g{day % 3}", "u1")
+        assert await b.ops.points_balance("shop", "u1") == await a.ops.points_balance("shop", "u1") >= 100
+        before = await a.ops.points_balance("shop", "u1")
+        assert 100 <= before < 200  # enough for one coupon, not two
+        got = await asyncio.gather(a.ops.points_redeem("shop", "u1", 100), b.ops.points_redeem("shop", "u1", 100),
+                                   return_exceptions=True)
+        assert [x.code for x in got if isinstance(x, SoukError)] == ["conflict"]
+        assert await b.ops.points_balance("shop", "u1") == before - 100
+
+        # invitees of one inviter joined through both nodes at once: each reward once
+        results = await asyncio.gather(*((a, b)[i % 2].ops.joined("shop", f"f{i}", "g1", "inv", False)
+                                         for i in range(9)))
+        assert sum(r["rewards"] for r in results) == 3
+        pool = a.ops.pg.pool if a.ops.pg else None
+        assert pool is not None
+        assert await pool.fetchval("SELECT COUNT(*) FROM invite_rewards WHERE inviter = 'inv'") == 3
+        assert await pool.fetchval("SELECT COUNT(*) FROM coupons WHERE user_id = 'inv'") == 3
+
+        # a poll made on A is found and voted on B; a second close from A announces nothing
+        poll = await a.ops.poll_create("shop", "room", "r1", "s1", {"question": "Q?", "options": ["x", "y"]})
+        pb = await b.ops.find_poll(poll["id"])
+        await b.ops.poll_vote(pb, "v1", 1)
+        pa = await a.ops.find_poll(poll["id"])
+        await a.ops.poll_vote(pa, "v2", 0)
+        await b.ops.poll_close(pb)
+        a.pub.events.clear()
+        await a.ops.poll_close(pa)
+        assert [e for e in a.pub.events if e[1] == "poll"] == []
+        assert await pool.fetchval("SELECT COUNT(*) FROM poll_votes WHERE poll = $1", poll["id"]) == 2
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+async def test_the_numbers_read_the_same_from_both_stores(backend: Backend, clock: Clock) -> None:
+    """Group, room, shop and member numbers from the records each backend keeps."""
+    n = await Node(backend, clock).start()
+    try:
+        c, ops = n.community, n.ops
+        gid = (await c.group_create("shop", {"tier": "normal", "topic": "tea"}))["id"]
+        for i in range(4):
+            await c.group_join({"id": f"u{i}", "name": f"U{i}", "role": "member"}, gid, shop="shop")
+        await c.group_join({"id": "host", "name": "Host", "role": "streamer"}, gid, shop="shop")
+        for i in range(3):
+            await c.on_group_chat(gid, {"id": "u0", "name": "U0", "role": "member"},
+                                  {"id": f"m{i}", "text": f"hi {i}"})
+        poll = await ops.poll_create("shop", "group", gid, "host", {"question": "Q?", "options": ["a", "b"]})
+        await ops.poll_vote(await ops.find_poll(poll["id"]), "u1", 0)
+        await ops.checkin("shop", gid, "u2")
+        await c.group_leave("u3", gid)
+        # the room's shop: the app's rooms table (embedded), `note_room` (the cluster's record)
+        await n.db.write(lambda conn: conn.execute("INSERT INTO rooms (id, shop) VALUES ('r1', 'shop')"))
+        ops.note_room("r1", "shop")
+        ops.viewer_joined("r1", "v1", "viewer")
+        ops.viewer_joined("r1", "v2", "viewer")
+        ops.viewer_joined("r1", "host", "streamer")  # staff: never counted
+        ops.activity("r1", "v1", "viewer", "chat")
+        ops.activity("r1", "v2", "viewer", "like", 4)
+        ops.sample_presence()
+        await ops.set_excluded("shop", ["v2"], [])
+        await ops.coupon_issue("shop", {"value": 100}, ["u0", "u1"], ("group", gid))
+        await ops.flush()
+
+        g = await ops.metrics.group_metrics(gid, clock.now)
+        assert g is not None
+        assert (g["members"], g["messages"], g["joins"], g["exits"]) == (3, 3, 4, 1)
+        assert g["active_members_7d"] == 3  # posted (u0), voted (u1), checked in (u2)
+        assert g["interaction_rate"] == pytest.approx(1 / 3, abs=1e-3)  # one vote, no replies, 3 messages
+        assert sum(len(w["actions"]) for w in g["weeks"]) >= 2  # the poll and the coupons
+        r = await ops.metrics.room_metrics("r1")
+        assert (r["viewers"]["unique"], r["messages"], r["likes"]) == (1, 1, 0)  # v2 excluded
+        assert r["viewers"]["peak"] == 2  # the presence sample was taken before the exclusion
+        s = await ops.metrics.shop_metrics("shop")
+        assert s["coupons"] == {"issued": 2, "redeemed": 0, "discounts": 0}
+        assert [x["members"] for x in s["groups"]] == [3]
+        members = {m["user"]: m for m in await ops.members("shop")}
+        assert set(members) == {"u0", "u1", "u2"}
+        assert (members["u0"]["messages"], members["u1"]["votes"], members["u2"]["checkins"]) == (3, 1, 1)
+        one = await ops.metrics.one_member("shop", "u0", clock.now, ops.thresholds_of("shop"))
+        assert one["layer"] == members["u0"]["layer"]
+    finally:
+        await n.stop()
