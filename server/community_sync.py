@@ -14,7 +14,7 @@ the next notice about that entity, a lazy load on a miss, or a guarded write tha
 with the committed row (the adapter adopts it). Nothing durable depends on a notice.
 
 Messages are msgpack maps: `{"n": node, "k": kind, ...}`; kinds and their fields are the
-adapter's (server/community.py, `Community.apply_notice`).
+adapter's (server/community/cluster.py, `Community.apply_notice`).
 """
 
 from __future__ import annotations
