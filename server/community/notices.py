@@ -53,6 +53,8 @@ class Notices(ClusterCopies):
         body = clean_text(text, "notice", MAX_NOTICE_CHARS)
         if (group is None) == (room is None):
             raise SoukError("invalid", "give either a group or a room")
+        if group is not None:
+            await self._group(group)  # in a cluster: it may have been made on another node
         now = self.clock_ms()
         sent: list[str] = []
         skipped: list[dict[str, Any]] = []
@@ -62,12 +64,22 @@ class Notices(ClusterCopies):
         for gid in targets:
             try:
                 self.directory.record_notice(gid, now)
+                cap = self.directory.notice_cap(gid, now)
+                try:
+                    kept = await self.store.add_notice(gid, str(kind), body, now, cap)
+                except Exception:
+                    self.directory.unrecord_notice(gid, now)
+                    raise
+                if not kept:  # other nodes used the week's cap: learn their notices, refuse
+                    self.directory.unrecord_notice(gid, now)
+                    await self._reload_group(gid)
+                    raise SoukError("cap_reached", f"welfare group {gid} reached its weekly cap "
+                                    f"(cap {cap[2] if cap else '?'})", group=gid)
             except SoukError as exc:
                 if group is not None:
                     raise
                 skipped.append({"group": gid, "code": exc.code})
                 continue
-            await self.store.add_notice(gid, str(kind), body, now)
             self._notify("g", id=gid)
             fields = {"kind": kind, "text": body, "group": gid, "ts": now, **(extra or {})}
             if room is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from server.errors import SoukError
@@ -47,6 +47,16 @@ def iso_week(now_ms: int, tz_offset_s: int = DEFAULT_WEEK_TZ_OFFSET_S) -> tuple[
     local = datetime.fromtimestamp((now_ms / 1000) + tz_offset_s, tz=UTC)
     year, week, _ = local.isocalendar()
     return (year, week)
+
+
+def week_bounds(now_ms: int, tz_offset_s: int = DEFAULT_WEEK_TZ_OFFSET_S) -> tuple[int, int]:
+    """[start, end) in epoch ms of the ISO week (Monday 00:00 local) that holds `now_ms`: the
+    window a shared store counts a welfare group's notices in."""
+    local = datetime.fromtimestamp((now_ms / 1000) + tz_offset_s, tz=UTC)
+    monday = (local - timedelta(days=local.weekday())).replace(hour=0, minute=0, second=0,
+                                                             microsecond=0)
+    start = int(monday.timestamp() * 1000) - tz_offset_s * 1000
+    return start, start + 7 * 86_400_000
 
 
 @dataclass
@@ -314,6 +324,20 @@ class Directory:
         horizon = now_ms - 8 * 86_400_000
         group.notices_at = [t for t in group.notices_at if t >= horizon]
         return group
+
+    def notice_cap(self, group_id: str, now_ms: int) -> tuple[int, int, int] | None:
+        """(week start, week end, cap) for a welfare group: what a shared store checks again
+        under its own lock, since another node may have posted this week; None: no cap."""
+        group = self.get(group_id)
+        if group.tier != "welfare":
+            return None
+        return (*week_bounds(now_ms, self.week_tz_offset_s), self.welfare_weekly_cap)
+
+    def unrecord_notice(self, group_id: str, at_ms: int) -> None:
+        """Take back a notice counted by `record_notice` that was not kept after all."""
+        group = self.groups.get(group_id)
+        if group is not None and at_ms in group.notices_at:
+            group.notices_at.remove(at_ms)
 
     def check_post(self, group_id: Any, user: dict[str, Any]) -> Group:
         """May this user chat in this group? Members of non-welfare groups and staff may.

@@ -250,12 +250,26 @@ class PgCommunityStore:
         async with self.pool.acquire() as c:
             await _upsert_tags(c, shop, user, tags)
 
-    async def add_notice(self, group_id: str, kind: str, text: str, ts: int) -> None:
-        async with self.pool.acquire() as c:
+    async def add_notice(self, group_id: str, kind: str, text: str, ts: int,
+                         cap: tuple[int, int, int] | None = None) -> bool:
+        """Keep a notice; with `cap` = (week start, end, cap), only while the group had fewer
+        than `cap` notices that week, counted under a lock on the group, so two nodes posting
+        the last allowed notice at once cannot both pass (False: refused)."""
+        async with self.pool.acquire() as c, c.transaction():
+            if cap is not None:
+                await c.execute("SELECT pg_advisory_xact_lock(hashtext('notice:' || $1))",
+                                group_id)
+                used = await c.fetchval(
+                    "SELECT COUNT(*) FROM group_notices WHERE group_id=$1 AND ts>=$2 AND ts<$3",
+                    group_id, cap[0], cap[1],
+                )
+                if used >= cap[2]:
+                    return False
             await c.execute(
                 "INSERT INTO group_notices (group_id, kind, text, ts) VALUES ($1,$2,$3,$4)",
                 group_id, kind, text, ts,
             )
+            return True
 
     async def add_message(
         self, group_id: str, msg: dict[str, Any], *, answered: Question | None = None

@@ -165,7 +165,8 @@ class CommunityStore(Protocol):
         self, group_id: str, member: Member, now_ms: int, removed: bool
     ) -> None: ...
     async def save_tags(self, shop: str, user: str, tags: Tags) -> None: ...
-    async def add_notice(self, group_id: str, kind: str, text: str, ts: int) -> None: ...
+    async def add_notice(self, group_id: str, kind: str, text: str, ts: int,
+                         cap: tuple[int, int, int] | None = None) -> bool: ...
     async def add_message(
         self, group_id: str, msg: dict[str, Any], *, answered: Question | None = None
     ) -> bool: ...
@@ -249,13 +250,24 @@ class SqliteCommunityStore:
     async def save_tags(self, shop: str, user: str, tags: Tags) -> None:
         await self.db.write(lambda c: _upsert_tags(c, shop, user, tags))
 
-    async def add_notice(self, group_id: str, kind: str, text: str, ts: int) -> None:
-        await self.db.write(
-            lambda c: c.execute(
-                "INSERT INTO group_notices (group_id, kind, text, ts) VALUES (?,?,?,?)",
-                (group_id, kind, text, ts),
-            )
-        )
+    async def add_notice(self, group_id: str, kind: str, text: str, ts: int,
+                         cap: tuple[int, int, int] | None = None) -> bool:
+        """Keep a notice; with `cap` = (week start, end, cap), only while the group had fewer
+        than `cap` notices in that week (False: refused). One writer: the count is exact."""
+
+        def run(c: sqlite3.Connection) -> bool:
+            if cap is not None:
+                (used,) = c.execute(
+                    "SELECT COUNT(*) FROM group_notices WHERE group_id=? AND ts>=? AND ts<?",
+                    (group_id, cap[0], cap[1]),
+                ).fetchone()
+                if used >= cap[2]:
+                    return False
+            c.execute("INSERT INTO group_notices (group_id, kind, text, ts) VALUES (?,?,?,?)",
+                      (group_id, kind, text, ts))
+            return True
+
+        return await self.db.write(run)
 
     async def add_message(
         self, group_id: str, msg: dict[str, Any], *, answered: Question | None = None

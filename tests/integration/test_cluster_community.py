@@ -358,3 +358,50 @@ async def test_overdue_flagged_once_per_cluster_and_targets_follow(
             await c.stop()
             await db.close()
             await redis.aclose()
+
+
+async def test_welfare_cap_holds_across_nodes(database: str, prefix: str, tmp_path: Path) -> None:
+    """Two nodes posting to one welfare group at once (cap 3 a week): the cluster keeps 3,
+    whichever node posted them, and a group made on A takes notices on B."""
+    from server.community import Community
+    from server.community_sync import ClusterSync
+    from server.errors import SoukError as Refused
+    from server.store.community_pg import PgCommunityStore
+    from server.store.sqlite import SqliteDatabase
+
+    clock = Clock(1_764_000_000_000)
+    made: list[tuple[Community, SqliteDatabase, Redis]] = []
+    for i in range(2):
+        redis = Redis.from_url(REDIS_URL)
+        db = SqliteDatabase(tmp_path / f"w{i}.db")
+        c = Community(db, Collector(), clock, overdue_check_s=3600, welfare_weekly_cap=3,
+                      store=PgCommunityStore(database), sync=ClusterSync(redis, prefix))
+        await c.start()
+        made.append((c, db, redis))
+    (a, _, _), (b, _, _) = made
+    admin = {"id": "boss", "name": "Boss", "role": "admin"}
+
+    async def post(c: Community, i: int) -> str:
+        try:
+            await c.notice(admin, "coupon", f"deal {i}", group=gid)
+            return "ok"
+        except Refused as exc:
+            return exc.code
+
+    try:
+        gid = (await a.group_create("shop", {"tier": "welfare", "topic": "deals"}))["id"]
+        results = await asyncio.gather(*(post((a, b)[i % 2], i) for i in range(8)))
+        assert sorted(results) == ["cap_reached"] * 5 + ["ok"] * 3, results
+        conn = await asyncpg.connect(database)
+        try:
+            kept = await conn.fetchval("SELECT COUNT(*) FROM group_notices WHERE group_id=$1", gid)
+        finally:
+            await conn.close()
+        assert kept == 3
+        clock.now += 8 * 86_400_000  # next week: the cap starts again, on either node
+        assert await post(b, 99) == "ok"
+    finally:
+        for c, db, redis in made:
+            await c.stop()
+            await db.close()
+            await redis.aclose()

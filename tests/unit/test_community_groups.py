@@ -128,3 +128,13 @@ def test_welfare_groups_take_no_member_posts() -> None:
     d.check_post(gid, {"id": "admin", "role": "admin"})
     with pytest.raises(SoukError):
         d.check_post(gid, user(2))  # not a member
+
+
+def test_week_bounds_match_the_iso_week_of_the_cap() -> None:
+    from server.domain.community import iso_week, week_bounds
+
+    for now in (1_764_000_000_000, 1_764_000_000_000 + 3 * 86_400_000 + 12_345):
+        start, end = week_bounds(now)
+        assert start <= now < end and end - start == 7 * 86_400_000
+        assert iso_week(start) == iso_week(now) == iso_week(end - 1)
+        assert iso_week(start - 1) != iso_week(now) and iso_week(end) != iso_week(now)
