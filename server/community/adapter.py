@@ -209,10 +209,14 @@ class Community(QuestionsAndAnswers, Groups, Notices):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._overdue_task
             self._overdue_task = None
-        await self.hub.stop()
-        if self.sync is not None:
-            await self.sync.stop()
-        await self.store.close()
+        try:
+            await self.hub.stop()
+        finally:  # a connector that fails to stop must not keep the pools open
+            try:
+                if self.sync is not None:
+                    await self.sync.stop()
+            finally:
+                await self.store.close()
 
     # -- moderation -------------------------------------------------------------------
     def check_text(self, text: str, role: str | None) -> None:

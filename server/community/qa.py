@@ -188,6 +188,7 @@ class QuestionsAndAnswers(ClusterCopies):
         try:  # the message and the answer it gives are one transaction: one commit, not two
             kept = await self.store.add_message(group_id, record, answered=q)
         except Exception:
+            self._seen_messages.pop(mid, None)  # not kept: a retry must be able to keep it
             if q is not None:
                 self._undo_answer(q)
             raise

@@ -368,3 +368,33 @@ async def test_offence_ladder_removes_and_removal_survives_restart(
         assert await c2.store.exits(grp["id"]) == 1
     finally:
         await close(db2, c2)
+
+
+async def test_group_message_not_kept_can_be_kept_on_a_retry(backend: Backend, clock: Clock) -> None:
+    """The store refuses a group message (a real database error: its table is gone for a
+    moment); the same message delivered again once the store is back is kept."""
+    pub = Collector()
+    db, c = await open_community(backend, clock, pub)
+
+    async def rename(old: str, new: str) -> None:
+        sql = f"ALTER TABLE {old} RENAME TO {new}"
+        if backend.dsn is not None:
+            conn = await asyncpg.connect(backend.dsn)
+            try:
+                await conn.execute(sql)
+            finally:
+                await conn.close()
+        else:
+            await db.write(lambda conn: conn.execute(sql))
+
+    try:
+        g = await linked_setup(c)
+        msg = {"id": "chat-r", "text": "hello", "reply_to": None}
+        await rename("group_messages", "group_messages_away")
+        with pytest.raises(Exception):  # noqa: B017 - whatever the driver raises
+            await c.on_group_chat(g["core"], member(1), msg)
+        await rename("group_messages_away", "group_messages")
+        await c.on_group_chat(g["core"], member(1), msg)
+        assert [m["id"] for m in await c.recent_group_messages(g["core"])] == ["chat-r"]
+    finally:
+        await close(db, c)
