@@ -1,0 +1,225 @@
+"""`Commerce`: the one object the gateway, the app and the tests hold for all of commerce.
+
+Why a module of its own: callers see one stable surface (the calls listed in
+docs/commerce.md, plus `store`, `sales`, `offers`, `coupons`, `find_coupon`), while the work
+is done by the parts it composes: `Products`, `FlashSales`, `TeamBuys`, `ClusterFollower`,
+over one `Plumbing` (clock, timers, tasks, bus). Here live only the wiring, the lifecycle
+that spans every part (recovery at start, drain at stop) and the room snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from server.bus.base import Publish
+from server.commerce.absent import AbsentIds
+from server.commerce.cluster import ClusterFollower
+from server.commerce.plumbing import Plumbing, wall_ms
+from server.commerce.products import Products
+from server.commerce.sales import MAX_SNAPSHOT_SALES, FlashSales
+from server.commerce.teams import TeamBuys
+from server.commerce.writes import Pending
+from server.domain import fields
+from server.domain.catalog import Catalog
+from server.domain.coupons import CouponBook
+from server.domain.flashsale import FlashSale
+from server.domain.teambuy import TeamBuyOffer
+from server.store.base import CommerceStore
+from server.store.ledger import SqliteLedger
+from server.store.sqlite import SqliteDatabase
+
+
+class Commerce:
+    """Products, flash sales, team buys and orders for every room of this process."""
+
+    def __init__(
+        self,
+        db: SqliteDatabase | CommerceStore,
+        publish: Publish,
+        clock_ms: Callable[[], int] = wall_ms,
+        *,
+        order_batch: int = 1000,
+    ) -> None:
+        """`order_batch` caps the orders per batch write; 1 writes each order alone (the
+        one-fsync-per-order baseline of the benchmark, together with group_commit=False)."""
+        self.store: CommerceStore = SqliteLedger(db) if isinstance(db, SqliteDatabase) else db
+        # issue 9: several nodes share the store; this node adopts what others created
+        shared = bool(getattr(self.store, "shared", False))
+        self._plumbing = Plumbing(publish, clock_ms)
+        absent = AbsentIds(shared, clock_ms)
+        pending: Pending = {}  # one map for sale and team orders: team rules skip these
+        self._products = Products(self.store, clock_ms, absent)
+        self._sales = FlashSales(self.store, self._plumbing, self._products, absent, pending,
+                                 shared=shared, order_batch=order_batch)
+        self._teams = TeamBuys(self.store, self._plumbing, self._products, absent, pending,
+                               shared=shared)
+        self._cluster = ClusterFollower(self.store, self._plumbing, self._sales, self._teams,
+                                        shared=shared)
+
+    # -- state callers read ----------------------------------------------------------------
+    @property
+    def publish(self) -> Publish:
+        return self._plumbing.publish
+
+    @property
+    def clock_ms(self) -> Callable[[], int]:
+        return self._plumbing.clock_ms
+
+    @property
+    def shared(self) -> bool:
+        return self._sales.shared
+
+    @property
+    def catalog(self) -> Catalog:
+        return self._products.catalog
+
+    @property
+    def sales(self) -> dict[str, FlashSale]:
+        return self._sales.sales
+
+    @property
+    def offers(self) -> dict[str, TeamBuyOffer]:
+        return self._teams.offers
+
+    @property
+    def coupons(self) -> CouponBook | None:
+        """Operations (issue 10): the coupon book, set by the Operations adapter; None = no
+        coupons."""
+        return self._sales.coupons
+
+    @coupons.setter
+    def coupons(self, book: CouponBook | None) -> None:
+        self._sales.coupons = book
+
+    @property
+    def find_coupon(self) -> Callable[[str, str], Awaitable[None]] | None:
+        """Cluster mode: loads a coupon issued on another node into the book before `buy`."""
+        return self._sales.find_coupon
+
+    @find_coupon.setter
+    def find_coupon(self, find: Callable[[str, str], Awaitable[None]] | None) -> None:
+        self._sales.find_coupon = find
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Create the schema, load the ledger and resume: sales whose end passed while the
+        process was down are ended (unsold stock back to the product), teams whose deadline
+        passed fail, and every remaining deadline gets its timer."""
+        self._plumbing.loop = asyncio.get_running_loop()
+        await self.store.migrate()
+        state = await self.store.load()
+        for product in state.products:
+            self.catalog.add(product)
+        now = self.clock_ms()
+        await self._sales.resume(state.sales, now)
+        await self._teams.resume(state.offers, now)
+        self._plumbing.running = True
+        self._sales.arm_all()
+        self._teams.arm_all()
+
+    async def stop(self) -> None:
+        """Cancel timers and wait for writes already under way (the db stays open: its
+        owner closes it)."""
+        self._plumbing.running = False
+        self._sales.flush_orders()
+        self._plumbing.cancel_timers()
+        await self._plumbing.drain()
+
+    # -- products --------------------------------------------------------------------------
+    async def product_create(self, shop: str, raw: Any) -> dict[str, Any]:
+        """Runs detached so a caller that goes away cannot cut it in half."""
+        return await self._plumbing.detached(self._products.create(shop, raw))
+
+    def product(self, product_id: str) -> dict[str, Any] | None:
+        product = self.catalog.get(product_id) if isinstance(product_id, str) else None
+        return None if product is None else product.to_dict()
+
+    def products(self, shop: str) -> list[dict[str, Any]]:
+        return [p.to_dict() for p in self.catalog.of_shop(shop)]
+
+    async def find_product(self, product_id: Any) -> dict[str, Any] | None:
+        """`product`, and in a cluster a product another node created (adopted from the store)."""
+        product = await self._products.find(product_id) if isinstance(product_id, str) else None
+        return None if product is None else product.to_dict()
+
+    # -- flash sales -----------------------------------------------------------------------
+    async def sale_create(self, room: str, raw: Any, shop: str | None = None) -> dict[str, Any]:
+        """See `FlashSales.create`; runs detached so a caller that goes away cannot cut it
+        in half."""
+        return await self._plumbing.detached(self._sales.create(room, raw, shop))
+
+    async def sale_cancel(self, room: str, sale_id: Any) -> dict[str, Any]:
+        """Runs detached so a caller that goes away cannot cut it in half."""
+        return await self._plumbing.detached(self._sales.cancel(room, sale_id))
+
+    async def buy(
+        self, user_id: str, sale_id: Any, qty: Any, key: Any, name: str = "", coupon: Any = None
+    ) -> dict[str, Any]:
+        """See `FlashSales.buy`: the order once it is durable."""
+        return await self._sales.buy(user_id, sale_id, qty, key, name, coupon)
+
+    async def orders_mine(self, user_id: str, limit: int = 100) -> list[dict[str, Any]]:
+        return await self.store.orders_of(fields.user_value(user_id), limit)
+
+    async def sales_stats(self, room: str) -> dict[str, Any]:
+        return await self.store.sales_stats(fields.ident_value(room, "room"))
+
+    def sale_view(self, sale: FlashSale) -> dict[str, Any]:
+        """A sale as viewers see it: the sale plus the product card."""
+        return self._sales.view(sale)
+
+    def sale_room(self, sale_id: Any) -> str | None:
+        """The room a sale belongs to, for the gateway's permission check (None: unknown)."""
+        return self._sales.room(sale_id)
+
+    async def locate_sale(self, sale_id: Any) -> str | None:
+        """`sale_room`, adopting a sale another node created (None: unknown anywhere)."""
+        return await self._sales.locate(sale_id)
+
+    # -- team buys -------------------------------------------------------------------------
+    async def teambuy_create(self, room: str, raw: Any, shop: str | None = None) -> dict[str, Any]:
+        """Runs detached so a caller that goes away cannot cut it in half."""
+        return await self._plumbing.detached(self._teams.create(room, raw, shop))
+
+    async def team_open(self, user_id: str, name: str, offer_id: Any, key: Any) -> dict[str, Any]:
+        """Open a team as its leader; returns {"team", "order"} once durable."""
+        return await self._teams.open(user_id, name, offer_id, key)
+
+    async def team_join(
+        self, user_id: str, name: str, offer_id: Any, team_id: Any, key: Any
+    ) -> dict[str, Any]:
+        """Join team `team_id`, or (None) the open team closest to full; returns {"team",
+        "order"} once durable. The call that fills a team confirms every member's order."""
+        return await self._teams.join(user_id, name, offer_id, team_id, key)
+
+    def offer_view(self, offer: TeamBuyOffer) -> dict[str, Any]:
+        return self._teams.view(offer)
+
+    def offer_room(self, offer_id: Any) -> str | None:
+        """The room a team-buy offer belongs to (None: unknown)."""
+        return self._teams.room(offer_id)
+
+    async def locate_offer(self, offer_id: Any) -> str | None:
+        """`offer_room`, adopting an offer another node created (None: unknown anywhere)."""
+        return await self._teams.locate(offer_id)
+
+    # -- snapshot and cluster --------------------------------------------------------------
+    def room_snapshot(self, room: str) -> dict[str, Any]:
+        """The commerce part of a `join` snapshot: the room's recent sales and its offers."""
+        sale_ids = self._sales.sales_of.get(room, [])[-MAX_SNAPSHOT_SALES:]
+        return {
+            "sales": [self.sale_view(self.sales[s]) for s in sale_ids],
+            "teambuys": [self.offer_view(self.offers[o])
+                         for o in self._teams.offers_of.get(room, [])],
+        }
+
+    def on_remote(self, ch: str, event: dict[str, Any]) -> None:
+        """Another node's commerce event (the bus's remote hook): see `ClusterFollower`."""
+        self._cluster.on_remote(ch, event)
+
+    async def sync_room(self, room: str) -> None:
+        """Before a `join` snapshot in a cluster: adopt the room's sales and offers that other
+        nodes created (at most one listing per room per second)."""
+        await self._cluster.sync_room(room)
