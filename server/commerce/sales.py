@@ -146,6 +146,8 @@ class FlashSales:
             sale = self.sales.get(sale_id)  # another task may have adopted it meanwhile
             if sale is None and stored is not None:
                 await self.products.find(stored.product)
+                sale = self.sales.get(sale_id)  # and again: that was another await
+            if sale is None and stored is not None:
                 self.register(stored)
                 if stored.phase is Phase.SOLD_OUT:
                     self.announced_sold_out.add(stored.id)

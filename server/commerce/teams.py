@@ -118,6 +118,8 @@ class TeamBuys:
             offer = self.offers.get(offer_id)
             if offer is None and stored is not None:
                 await self.products.find(stored.product)
+                offer = self.offers.get(offer_id)  # and again: that was another await
+            if offer is None and stored is not None:
                 self.register(stored)
                 self.arm(stored)
                 offer = stored
@@ -197,6 +199,8 @@ class TeamBuys:
         task = asyncio.ensure_future(self._team_write(offer, joined, write))
         self.pending[joined.order.id] = task
         task.add_done_callback(lambda _: self.pending.pop(joined.order.id, None))
+        self.plumbing.tasks.add(task)  # `stop` waits for it like for every other write
+        task.add_done_callback(self.plumbing.tasks.discard)
         await wait_write(task)
         return task.result()
 

@@ -686,3 +686,25 @@ async def test_team_joiner_that_goes_away_still_fills_the_team(node: Node) -> No
     # the members were released once the filling write committed: a may open a new team
     again = await node.commerce.team_open("a", "", offer["id"], "k2")
     assert again["team"]["status"] == "open"
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)  # adoption: cluster nodes only
+async def test_concurrent_adoptions_register_a_sale_and_an_offer_once(backend: Backend) -> None:
+    """Cluster: several buyers on B ask at once for a sale (and an offer) A created after B
+    started; B adopts each once: one entry in its snapshot, one object, one set of timers."""
+    b = await backend.boot()
+    a = await backend.boot()
+    try:
+        sale = await sale_of(a, stock=5)
+        offer = await offer_of(a)
+        found = await asyncio.gather(*(b.commerce.locate_sale(sale["id"]) for _ in range(4)),
+                                     *(b.commerce.locate_offer(offer["id"]) for _ in range(4)))
+        assert found == ["r1"] * 8
+        snap = b.commerce.room_snapshot("r1")
+        assert [s["id"] for s in snap["sales"]] == [sale["id"]]
+        assert [o["id"] for o in snap["teambuys"]] == [offer["id"]]
+        order = await b.commerce.buy("u1", sale["id"], 1, "k1")
+        assert order["sale"] == sale["id"]
+    finally:
+        await a.close()
+        await b.close()
