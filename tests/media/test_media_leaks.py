@@ -64,7 +64,10 @@ async def test_watch_unwatch_cycles_do_not_leak(relay: MediaRelay) -> None:
         assert relay.stats()["viewers"] == 0
         assert after["tasks"] <= before["tasks"] + 2, (before, after)
         assert after["fds"] <= before["fds"] + 4, (before, after)
-        assert after["threads"] <= before["threads"], (before, after)
+        # a leak per cycle would show as dozens after 60 cycles; one or two threads started
+        # meanwhile by something else in this process (another lazily grown pool) are not it
+        assert after["threads"] <= before["threads"] + 2, (
+            before, after, [t.name for t in threading.enumerate()])
         assert after["peer_connections"] <= before["peer_connections"], (before, after)
         assert after["viewer_streams"] == 0, (before, after)
         # RSS is loose (the allocator keeps freed arenas, other tests fragment the heap); it
