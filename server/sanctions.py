@@ -22,9 +22,8 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any, Final, Protocol
 
-import asyncpg
-
 from server.rooms import Rooms
+from server.store.pgstore import PgStore
 from server.store.sqlite import SqliteDatabase
 
 SCHEMA: Final = """CREATE TABLE IF NOT EXISTS sanctions (
@@ -80,23 +79,12 @@ class SqliteSanctions:
         return await self.db.read(run)
 
 
-class PgSanctions:
+class PgSanctions(PgStore):
     """The cluster's record in PostgreSQL (a small pool of its own)."""
 
-    def __init__(self, dsn: str) -> None:
-        self.dsn = dsn
-        self.pool: asyncpg.Pool | None = None
-
-    async def start(self) -> None:
-        self.pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=2)
-        async with self.pool.acquire() as c, c.transaction():
-            await c.execute("SELECT pg_advisory_xact_lock(hashtext('souk.sanctions'))")
-            await c.execute(SCHEMA)
-
-    async def close(self) -> None:
-        if self.pool is not None:
-            await self.pool.close()
-            self.pool = None
+    SCHEMA = (SCHEMA,)
+    MIGRATE_LOCK = 7306202614  # one node creates the table at a time
+    POOL_SIZE = 2
 
     async def save(self, ch: str, user: str, kind: str, until: int | None, by: str,
                    at: int) -> None:

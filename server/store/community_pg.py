@@ -36,6 +36,7 @@ from server.domain.community import Directory, Group, Member, Tags
 from server.domain.mirror import Copy, Mirror
 from server.domain.qa import Question, QuestionBoard
 from server.store.community_store import Stale, dead_letter_row
+from server.store.pgstore import PgStore
 
 SCHEMA: Final = (
     """CREATE TABLE IF NOT EXISTS groups (
@@ -160,26 +161,11 @@ async def _insert_group(c: asyncpg.Connection, g: Group) -> None:
     )
 
 
-class PgCommunityStore:
+class PgCommunityStore(PgStore):
     """`CommunityStore` over an asyncpg pool (given, or opened from a DSN by `start`)."""
 
-    def __init__(self, pool: asyncpg.Pool | str) -> None:
-        self._dsn = pool if isinstance(pool, str) else None
-        self.pool: asyncpg.Pool = None if isinstance(pool, str) else pool
-
-    async def start(self) -> None:
-        if self.pool is None:
-            self.pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=4)
-        async with self.pool.acquire() as c, c.transaction():
-            await c.execute("SELECT pg_advisory_xact_lock($1)", MIGRATE_LOCK)
-            for sql in SCHEMA:
-                await c.execute(sql)
-
-    async def close(self) -> None:
-        """Close the pool if this store opened it (it was given a DSN)."""
-        if self._dsn is not None and self.pool is not None:
-            await self.pool.close()
-            self.pool = None
+    SCHEMA = SCHEMA
+    MIGRATE_LOCK = MIGRATE_LOCK
 
     # -- groups -----------------------------------------------------------------------
     async def create_group(self, group: Group) -> None:

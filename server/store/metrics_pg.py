@@ -20,11 +20,10 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 import asyncpg
-import orjson
 
 from server.domain import metrics as m
 from server.domain.layers import WINDOW_MS, MemberStats, Thresholds, describe
-from server.store.metrics_store import ANSWER_TARGET_MS, STAFF
+from server.store.metrics_store import ANSWER_TARGET_MS, STAFF, _s, _tags
 from server.store.operations_pg import PgOperationsStore
 
 NOT_EXCLUDED: Final = "NOT IN (SELECT user_id FROM metrics_excluded WHERE shop = :shop)"
@@ -312,20 +311,3 @@ class PgMetricsStore:
             row["tags"] = _tags(tags.get(user))
             out.append(row)
         return out
-
-
-def _tags(r: Mapping[str, Any] | None) -> list[str]:
-    if r is None:
-        return []
-    out = [f"bought:{p}" for p in orjson.loads(r["bought"])] if r["bought"] else []
-    if r["big_customer"]:
-        out.append("big_customer")
-    if r["source"]:
-        out.append(f"source:{r['source']}")
-    if r["invited_by"]:
-        out.append(f"invited_by:{r['invited_by']}")
-    return out
-
-
-def _s(ms: int | None) -> float | None:
-    return None if ms is None else round(ms / 1000, 1)

@@ -11,6 +11,7 @@ not counted as members.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Mapping
 from typing import Any, Final, Protocol
 
 import orjson
@@ -268,7 +269,7 @@ class SqliteMetricsStore:
         return await self.db.read(run)
 
 
-def _tags(r: sqlite3.Row | None) -> list[str]:
+def _tags(r: Mapping[str, Any] | sqlite3.Row | None) -> list[str]:
     """Tags as flat strings: `bought:<product>`, `big_customer`, `source:<s>`, `invited_by:<u>`."""
     if r is None:
         return []

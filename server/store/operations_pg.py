@@ -34,6 +34,7 @@ from server.domain.checkin import Streak
 from server.domain.coupons import Coupon
 from server.domain.polls import Poll
 from server.store.operations_store import OpConflict, coupon_row
+from server.store.pgstore import PgStore
 
 SCHEMA: Final = (
     """CREATE TABLE IF NOT EXISTS coupons (
@@ -124,26 +125,11 @@ def poll_from(r: Mapping[str, Any]) -> Poll:
                 bool(r["closed"]))  # fmt: skip
 
 
-class PgOperationsStore:
+class PgOperationsStore(PgStore):
     """The operations store over an asyncpg pool (given, or opened from a DSN by `start`)."""
 
-    def __init__(self, pool: asyncpg.Pool | str) -> None:
-        self._dsn = pool if isinstance(pool, str) else None
-        self.pool: asyncpg.Pool = None if isinstance(pool, str) else pool
-
-    async def start(self) -> None:
-        if self.pool is None:
-            self.pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=4)
-        async with self.pool.acquire() as c, c.transaction():
-            await c.execute("SELECT pg_advisory_xact_lock($1)", MIGRATE_LOCK)
-            for sql in SCHEMA:
-                await c.execute(sql)
-
-    async def close(self) -> None:
-        """Close the pool if this store opened it (it was given a DSN)."""
-        if self._dsn is not None and self.pool is not None:
-            await self.pool.close()
-            self.pool = None
+    SCHEMA = SCHEMA
+    MIGRATE_LOCK = MIGRATE_LOCK
 
     async def late_indexes(self) -> None:
         """Indexes the numbers need on the ledger's and the community's tables (created by
