@@ -17,7 +17,7 @@ from typing import Any
 
 from server.community.cluster import ClusterCopies
 from server.community.frames import _new_id, _require_staff, _user
-from server.domain.community import STAFF_ROLES
+from server.domain.community import STAFF_ROLES, Tags
 from server.domain.mirror import MAX_LINKED_GROUPS
 from server.errors import SoukError
 from server.store.community_store import Stale
@@ -169,12 +169,17 @@ class Groups(ClusterCopies):
         return [g.to_dict() for g in self.directory.groups.values() if g.shop == shop]
 
     async def update_tags(self, shop: str, user_id: str, fields: dict[str, Any]) -> dict[str, Any]:
-        if self.pg is not None:  # merge into what the cluster has, not into a stale copy
-            fresh = await self.pg.load_tags(shop, user_id)
-            if fresh is not None:
-                self.directory.tags[(shop, user_id)] = fresh
-        tags = self.directory.update_tags(shop, user_id, fields)
-        await self.store.save_tags(shop, user_id, tags)
+        if self.pg is not None:  # merge into what the cluster has, under its lock
+
+            def merge(fresh: Tags | None) -> Tags:
+                if fresh is not None:
+                    self.directory.tags[(shop, user_id)] = fresh
+                return self.directory.update_tags(shop, user_id, fields)
+
+            tags = await self.pg.merge_tags(shop, user_id, merge)
+        else:
+            tags = self.directory.update_tags(shop, user_id, fields)
+            await self.store.save_tags(shop, user_id, tags)
         self._notify("tags", shop=shop, user=user_id)
         return tags.to_dict()
 

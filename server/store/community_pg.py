@@ -27,6 +27,7 @@ does not know.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Final
 
 import asyncpg
@@ -494,6 +495,20 @@ class PgCommunityStore(PgStore):
         async with self.pool.acquire() as c:
             row = await c.fetchrow("SELECT * FROM connectors WHERE id=$1", cid)
         return _connector(row) if row is not None else None
+
+    async def merge_tags(self, shop: str, user: str,
+                         merge: Callable[[Tags | None], Tags]) -> Tags:
+        """Read, merge (`merge` gets the stored tags) and write a member's tags under a lock
+        on (shop, user): two nodes tagging one member at once both keep their additions."""
+        async with self.pool.acquire() as c, c.transaction():
+            await c.execute("SELECT pg_advisory_xact_lock(hashtext('tags:' || $1 || '|' || $2))",
+                            shop, user)
+            row = await c.fetchrow(
+                "SELECT * FROM member_tags WHERE shop=$1 AND user_id=$2", shop, user
+            )
+            tags = merge(_tags(row) if row is not None else None)
+            await _upsert_tags(c, shop, user, tags)
+            return tags
 
     async def load_tags(self, shop: str, user: str) -> Tags | None:
         async with self.pool.acquire() as c:

@@ -405,3 +405,39 @@ async def test_welfare_cap_holds_across_nodes(database: str, prefix: str, tmp_pa
             await c.stop()
             await db.close()
             await redis.aclose()
+
+
+async def test_tags_merged_from_two_nodes_at_once_keep_every_purchase(
+        database: str, prefix: str, tmp_path: Path) -> None:
+    """Orders confirmed on two nodes at the same moment tag one member: every product is in
+    the member's tags afterwards (a read-merge-write without a lock would lose some)."""
+    from server.community import Community
+    from server.community_sync import ClusterSync
+    from server.store.community_pg import PgCommunityStore
+    from server.store.sqlite import SqliteDatabase
+
+    clock = Clock(1_764_000_000_000)
+    made: list[tuple[Community, SqliteDatabase, Redis]] = []
+    for i in range(2):
+        redis = Redis.from_url(REDIS_URL)
+        db = SqliteDatabase(tmp_path / f"t{i}.db")
+        c = Community(db, Collector(), clock, overdue_check_s=3600,
+                      store=PgCommunityStore(database), sync=ClusterSync(redis, prefix))
+        await c.start()
+        made.append((c, db, redis))
+    (a, _, _), (b, _, _) = made
+    try:
+        await asyncio.gather(*(((a, b)[i % 2]).tag_purchase("shop", "buyer", f"p{i}")
+                               for i in range(12)))
+        conn = await asyncpg.connect(database)
+        try:
+            bought = await conn.fetchval(
+                "SELECT bought FROM member_tags WHERE shop='shop' AND user_id='buyer'")
+        finally:
+            await conn.close()
+        assert sorted(orjson.loads(bought)) == sorted(f"p{i}" for i in range(12))
+    finally:
+        for c, db, redis in made:
+            await c.stop()
+            await db.close()
+            await redis.aclose()
