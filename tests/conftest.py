@@ -232,12 +232,12 @@ def shard_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateRed
 # ---- cluster scratch space: one PostgreSQL database and one Redis prefix per user ----------
 
 
-def _pg_admin(sql: str) -> None:
-    """Run one admin statement in a thread of its own (its own event loop): callable from
-    sync fixtures of any scope whatever loop the tests run on."""
+def pg_execute(sql: str, dsn: str = PG + "/postgres") -> None:
+    """Run one statement in a thread of its own (its own event loop): callable from sync
+    fixtures of any scope whatever loop the tests run on."""
 
     async def run() -> None:
-        conn = await asyncpg.connect(PG + "/postgres")
+        conn = await asyncpg.connect(dsn)
         try:
             await conn.execute(sql)
         finally:
@@ -252,11 +252,18 @@ def scratch_database() -> Iterator[str]:
     """A fresh PostgreSQL database (its DSN), dropped afterwards: engineers and CI running
     tests at once on one PostgreSQL never share tables."""
     name = f"souk_test_{uuid.uuid4().hex[:10]}"
-    _pg_admin(f"CREATE DATABASE {name}")
+    pg_execute(f"CREATE DATABASE {name}")
     try:
         yield f"{PG}/{name}"
     finally:
-        _pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        pg_execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def scratch_schema(database: str) -> str:
+    """A fresh schema in `database`; the DSN that makes it the search path."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    pg_execute(f"CREATE SCHEMA {schema}", database)
+    return f"{database}?search_path={schema}"
 
 
 @contextmanager

@@ -9,10 +9,7 @@ domain.
 
 from __future__ import annotations
 
-import asyncio
-import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,8 +21,7 @@ from server.community import Community
 from server.errors import SoukError
 from server.store.community_pg import PgCommunityStore
 from server.store.sqlite import SqliteDatabase
-
-PG = "postgresql://postgres@127.0.0.1:5432"
+from tests.conftest import scratch_database, scratch_schema
 
 T0 = 1_764_000_000_000  # a Monday? irrelevant except for the welfare week, set explicitly below
 
@@ -70,26 +66,10 @@ class Backend:
     dsn: str | None = None  # PostgreSQL, with the test's own schema as search_path
 
 
-def _sql(dsn: str, sql: str) -> None:
-    """Run one statement from a sync fixture (in its own thread: a test's loop may be running)."""
-
-    async def run() -> None:
-        conn = await asyncpg.connect(dsn)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    with ThreadPoolExecutor(1) as pool:
-        pool.submit(asyncio.run, run()).result()
-
-
 @pytest.fixture(scope="module")
 def pg_database() -> Iterator[str]:
-    name = f"souk_test_{uuid.uuid4().hex[:10]}"
-    _sql(PG + "/postgres", f"CREATE DATABASE {name}")
-    yield f"{PG}/{name}"
-    _sql(PG + "/postgres", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with scratch_database() as dsn:
+        yield dsn
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -97,9 +77,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     if request.param == "sqlite":
         return Backend("sqlite", tmp_path / "souk.db")
     database: str = request.getfixturevalue("pg_database")
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    _sql(database, f"CREATE SCHEMA {schema}")
-    return Backend("postgres", tmp_path / "souk.db", f"{database}?search_path={schema}")
+    return Backend("postgres", tmp_path / "souk.db", scratch_schema(database))
 
 
 async def open_community(

@@ -10,14 +10,11 @@ store alone must hold). The publish callback is a collector; everything else is 
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 
 from server.app import ROOMS_SCHEMA
@@ -31,8 +28,8 @@ from server.store.metrics_pg import PgMetricsStore
 from server.store.operations_pg import PgOperationsStore
 from server.store.postgres import PostgresLedger
 from server.store.sqlite import SqliteDatabase
+from tests.conftest import scratch_database, scratch_schema
 
-PG = "postgresql://postgres@127.0.0.1:5432"
 T0 = 1_764_000_000_000
 
 
@@ -59,30 +56,14 @@ class Backend:
     dsn: str | None = None
 
 
-def _sql(dsn: str, sql: str) -> None:
-    async def run() -> None:
-        conn = await asyncpg.connect(dsn)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    with ThreadPoolExecutor(1) as pool:
-        pool.submit(asyncio.run, run()).result()
-
-
 @pytest.fixture(scope="module")
 def pg_database() -> Iterator[str]:
-    name = f"souk_test_{uuid.uuid4().hex[:10]}"
-    _sql(PG + "/postgres", f"CREATE DATABASE {name}")
-    yield f"{PG}/{name}"
-    _sql(PG + "/postgres", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with scratch_database() as dsn:
+        yield dsn
 
 
 def _pg_backend(database: str, path: Path) -> Backend:
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    _sql(database, f"CREATE SCHEMA {schema}")
-    return Backend("postgres", path, f"{database}?search_path={schema}")
+    return Backend("postgres", path, scratch_schema(database))
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
