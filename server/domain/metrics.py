@@ -59,3 +59,63 @@ def weekly(joins: Sequence[int], exits: Sequence[int], members_before: int,
         prev = row
         members += j - e
     return out
+
+
+ANSWER_TARGET_MS: Final = 5 * 60_000
+
+
+def seconds(ms: int | None) -> float | None:
+    return None if ms is None else round(ms / 1000, 1)
+
+
+def room_numbers(room: str, pres: Any, act: dict[str, Any], interacting: int, qs: Sequence[Any],
+                 orders: Any, off: dict[Any, int], per_sale: list[dict[str, Any]],
+                 per_team: list[dict[str, Any]]) -> dict[str, Any]:
+    """A room's numbers from what either store read (rows indexable by column name): one
+    shape for the embedded and the cluster store, so the dashboard cannot tell them apart."""
+    viewers = int(act["view"]["users"]) if "view" in act else 0
+    waits = sorted(int(q["answered_at"]) - int(q["asked_at"]) for q in qs
+                   if q["status"] == "answered" and q["answered_at"] is not None)
+    per_sale.sort(key=lambda r: -r["revenue"])
+    discounts = sum(off.values())
+    buyers = int(orders["buyers"])
+    return {
+        "room": room,
+        "viewers": {"unique": viewers, "peak": int(pres["peak"] or 0),
+                    "average": round(float(pres["avg"] or 0), 2)},
+        "watch_time_s": int(pres["watch"] or 0) // 1000,
+        "messages": int(act["chat"]["n"]) if "chat" in act else 0,
+        "likes": int(act["like"]["n"]) if "like" in act else 0,
+        "questions": {
+            "asked": len(qs), "answered": len(waits),
+            "answer_p50_s": seconds(percentile(waits, 50)),
+            "answer_p90_s": seconds(percentile(waits, 90)),
+            "answered_within_5min": rate(sum(1 for w in waits if w <= ANSWER_TARGET_MS), len(qs)),
+        },
+        "interacting": interacting,
+        "interaction_rate": rate(interacting, viewers),
+        "buyers": buyers,
+        "conversion_rate": rate(buyers, viewers),
+        "orders": int(orders["orders"]), "units": int(orders["units"]),
+        "revenue": int(orders["gross"]) - discounts, "discounts": discounts,
+        "sales": per_sale, "teambuys": per_team,
+    }
+
+
+def group_numbers(group: str, members: int, active: int, msg_total: int, replies: int,
+                  votes: int, buys: Sequence[Any], joins: list[int], exits: list[int],
+                  since_ms: int, before: int, msg_weeks: dict[int, int],
+                  actions: dict[int, list[str]], first: int, now_ms: int) -> dict[str, Any]:
+    """A group's numbers from what either store read (`buys`: rows with `n` and `spent`)."""
+    buyers = len(buys)
+    return {
+        "group": group, "members": members, "active_members_7d": active,
+        "messages": msg_total,
+        "interaction_rate": rate(replies + votes, msg_total),
+        "buyers": buyers, "conversion_rate": rate(buyers, members),
+        "repurchase_rate": rate(sum(1 for b in buys if b["n"] >= 2), buyers),
+        "clv": sum(int(b["spent"]) for b in buys) // buyers if buyers else 0,
+        "joins": len(joins), "exits": len(exits), "exit_rate": rate(len(exits), len(joins)),
+        "weeks": weekly([t for t in joins if t >= since_ms], [t for t in exits if t >= since_ms],
+                        before, msg_weeks, actions, first, week_of(now_ms)),
+    }

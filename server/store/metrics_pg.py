@@ -23,7 +23,7 @@ import asyncpg
 
 from server.domain import metrics as m
 from server.domain.layers import WINDOW_MS, MemberStats, Thresholds, describe
-from server.store.metrics_store import ANSWER_TARGET_MS, STAFF, _s, _tags
+from server.store.metrics_store import STAFF, _tags
 from server.store.operations_pg import PgOperationsStore
 
 NOT_EXCLUDED: Final = "NOT IN (SELECT user_id FROM metrics_excluded WHERE shop = :shop)"
@@ -100,13 +100,10 @@ class PgMetricsStore:
                 f" UNION SELECT user_id FROM questions WHERE room = :room AND user_id {NOT_EXCLUDED}) AS x)"
                 " SELECT kind, SUM(n) AS n, COUNT(*) AS users FROM per GROUP BY kind"
                 " UNION ALL SELECT '*', c, c FROM who"), p)}
-            viewers = int(act["view"]["users"]) if "view" in act else 0
             interacting = int(act["*"]["users"])
             qs = await self._fetch(c, (
                 f"SELECT status, asked_at, answered_at FROM questions WHERE room = :room"
                 f" AND user_id {NOT_EXCLUDED}"), p)
-            waits = sorted(int(q["answered_at"]) - int(q["asked_at"]) for q in qs
-                           if q["status"] == "answered" and q["answered_at"] is not None)
             orders = await self._row(c, (
                 'SELECT COUNT(*) AS orders, COALESCE(SUM(o.qty), 0) AS units,'
                 ' COALESCE(SUM(o.qty * o.price), 0) AS gross, COUNT(DISTINCT o."user") AS buyers'
@@ -123,7 +120,6 @@ class PgMetricsStore:
                             " SUM(o.qty * o.price) AS revenue FROM orders o WHERE o.room = :room"
                             " AND o.status = 'confirmed' AND o.sale IS NOT NULL"
                             f" AND o.\"user\" {NOT_EXCLUDED} GROUP BY o.sale"), p)]
-            per_sale.sort(key=lambda r: -r["revenue"])
             per_team = [{"teambuy": r["teambuy"], "orders": int(r["orders"]), "units": int(r["units"]),
                          "revenue": int(r["revenue"]), "teams": int(r["teams"])}
                         for r in await self._fetch(c, (
@@ -132,28 +128,7 @@ class PgMetricsStore:
                             " FROM orders o WHERE o.room = :room AND o.status = 'confirmed'"
                             f" AND o.offer IS NOT NULL AND o.\"user\" {NOT_EXCLUDED}"
                             " GROUP BY o.offer ORDER BY revenue DESC"), p)]
-        discounts = sum(off.values())
-        revenue = int(orders["gross"]) - discounts
-        return {
-            "room": room,
-            "viewers": {"unique": viewers, "peak": int(pres["peak"] or 0),
-                        "average": round(float(pres["avg"] or 0), 2)},
-            "watch_time_s": int(pres["watch"] or 0) // 1000,
-            "messages": int(act["chat"]["n"]) if "chat" in act else 0,
-            "likes": int(act["like"]["n"]) if "like" in act else 0,
-            "questions": {
-                "asked": len(qs), "answered": len(waits),
-                "answer_p50_s": _s(m.percentile(waits, 50)), "answer_p90_s": _s(m.percentile(waits, 90)),
-                "answered_within_5min": m.rate(sum(1 for w in waits if w <= ANSWER_TARGET_MS), len(qs)),
-            },
-            "interacting": interacting,
-            "interaction_rate": m.rate(interacting, viewers),
-            "buyers": int(orders["buyers"]),
-            "conversion_rate": m.rate(int(orders["buyers"]), viewers),
-            "orders": int(orders["orders"]), "units": int(orders["units"]),
-            "revenue": revenue, "discounts": discounts,
-            "sales": per_sale, "teambuys": per_team,
-        }  # fmt: skip
+        return m.room_numbers(room, pres, act, interacting, qs, orders, off, per_sale, per_team)
 
     # -- groups ----------------------------------------------------------------------------
     async def group_metrics(self, group: str, now_ms: int, weeks: int = 8) -> dict[str, Any] | None:
@@ -204,18 +179,8 @@ class PgMetricsStore:
                 " JOIN products pr ON pr.id = o.product AND pr.shop = :shop"
                 f" WHERE o.status = 'confirmed' AND gm.role NOT IN {STAFF} AND o.\"user\" {NOT_EXCLUDED}"
                 ' GROUP BY o."user"'), p)
-        buyers = len(buys)
-        return {
-            "group": group, "members": len(members), "active_members_7d": active,
-            "messages": msg_total,
-            "interaction_rate": m.rate(replies + votes, msg_total),
-            "buyers": buyers, "conversion_rate": m.rate(buyers, len(members)),
-            "repurchase_rate": m.rate(sum(1 for b in buys if b["n"] >= 2), buyers),
-            "clv": sum(int(b["spent"]) for b in buys) // buyers if buyers else 0,
-            "joins": len(joins), "exits": len(exits), "exit_rate": m.rate(len(exits), len(joins)),
-            "weeks": m.weekly([t for t in joins if t >= p["from"]], [t for t in exits if t >= p["from"]],
-                              before, msg_weeks, actions, first, m.week_of(now_ms)),
-        }
+        return m.group_numbers(group, len(members), active, msg_total, replies, votes, buys,
+                               joins, exits, p["from"], before, msg_weeks, actions, first, now_ms)
 
     # -- the shop --------------------------------------------------------------------------
     async def shop_metrics(self, shop: str) -> dict[str, Any]:

@@ -22,7 +22,6 @@ from server.store.sqlite import SqliteDatabase
 
 STAFF: Final = "('moderator', 'streamer', 'admin')"
 NOT_EXCLUDED: Final = "NOT IN (SELECT user FROM metrics_excluded WHERE shop = :shop)"
-ANSWER_TARGET_MS: Final = 5 * 60_000
 # revenue is what buyers pay: list price times units, less coupon discounts
 REDEMPTION: Final = "LEFT JOIN coupon_redemptions r ON r.order_id = o.id"
 NET: Final = "SUM(o.qty * o.price) - COALESCE(SUM(r.discount), 0)"
@@ -62,15 +61,12 @@ class SqliteMetricsStore:
         act = {r["kind"]: r for r in c.execute(
             f"SELECT kind, SUM(n) AS n, COUNT(DISTINCT user) AS users FROM room_activity"
             f" WHERE room = :room AND user {NOT_EXCLUDED} GROUP BY kind", p)}
-        viewers = int(act["view"]["users"]) if "view" in act else 0
         interacting = c.execute(
             f"SELECT COUNT(*) FROM (SELECT user FROM room_activity WHERE room = :room AND kind IN ('chat', 'like')"
             f" AND user {NOT_EXCLUDED} UNION SELECT user_id FROM questions WHERE room = :room AND user_id {NOT_EXCLUDED})",
             p).fetchone()[0]
         qs = c.execute(f"SELECT status, asked_at, answered_at FROM questions WHERE room = :room AND user_id {NOT_EXCLUDED}",
                        p).fetchall()
-        waits = sorted(int(q["answered_at"]) - int(q["asked_at"]) for q in qs
-                       if q["status"] == "answered" and q["answered_at"] is not None)
         orders = c.execute(
             f"SELECT COUNT(*) AS orders, COALESCE(SUM(o.qty), 0) AS units, COALESCE(SUM(o.qty * o.price), 0) AS gross,"
             f" COUNT(DISTINCT o.user) AS buyers FROM orders o"
@@ -83,33 +79,12 @@ class SqliteMetricsStore:
             f"SELECT o.sale AS sale, COUNT(*) AS orders, SUM(o.qty) AS units, SUM(o.qty * o.price) AS revenue"
             f" FROM orders o WHERE o.room = :room AND o.status = 'confirmed' AND o.sale IS NOT NULL"
             f" AND o.user {NOT_EXCLUDED} GROUP BY o.sale", p)]
-        per_sale.sort(key=lambda r: -r["revenue"])
         per_team = [dict(r) for r in c.execute(
             f"SELECT o.offer AS teambuy, COUNT(*) AS orders, SUM(o.qty) AS units, SUM(o.qty * o.price) AS revenue,"
             f" COUNT(DISTINCT o.team) AS teams FROM orders o WHERE o.room = :room AND o.status = 'confirmed'"
             f" AND o.offer IS NOT NULL AND o.user {NOT_EXCLUDED} GROUP BY o.offer ORDER BY revenue DESC", p)]
-        discounts = sum(off.values())
-        revenue = int(orders["gross"]) - discounts
-        return {
-            "room": room,
-            "viewers": {"unique": viewers, "peak": int(pres["peak"] or 0),
-                        "average": round(float(pres["avg"] or 0), 2)},
-            "watch_time_s": int(pres["watch"] or 0) // 1000,
-            "messages": int(act["chat"]["n"]) if "chat" in act else 0,
-            "likes": int(act["like"]["n"]) if "like" in act else 0,
-            "questions": {
-                "asked": len(qs), "answered": len(waits),
-                "answer_p50_s": _s(m.percentile(waits, 50)), "answer_p90_s": _s(m.percentile(waits, 90)),
-                "answered_within_5min": m.rate(sum(1 for w in waits if w <= ANSWER_TARGET_MS), len(qs)),
-            },
-            "interacting": int(interacting),
-            "interaction_rate": m.rate(int(interacting), viewers),
-            "buyers": int(orders["buyers"]),
-            "conversion_rate": m.rate(int(orders["buyers"]), viewers),
-            "orders": int(orders["orders"]), "units": int(orders["units"]),
-            "revenue": revenue, "discounts": discounts,
-            "sales": per_sale, "teambuys": per_team,
-        }
+        return m.room_numbers(room, pres, act, int(interacting), qs, orders, off, per_sale,
+                              per_team)
 
     # -- groups ----------------------------------------------------------------------------
     async def group_metrics(self, group: str, now_ms: int, weeks: int = 8) -> dict[str, Any] | None:
@@ -160,18 +135,9 @@ class SqliteMetricsStore:
             " JOIN products pr ON pr.id = o.product AND pr.shop = :shop"
             f" WHERE o.status = 'confirmed' AND gm.role NOT IN {STAFF} AND o.user {NOT_EXCLUDED} GROUP BY o.user",
             p).fetchall()
-        buyers = len(buys)
-        return {
-            "group": group, "members": len(members), "active_members_7d": int(active),
-            "messages": msg_total,
-            "interaction_rate": m.rate(replies + int(votes), msg_total),
-            "buyers": buyers, "conversion_rate": m.rate(buyers, len(members)),
-            "repurchase_rate": m.rate(sum(1 for b in buys if b["n"] >= 2), buyers),
-            "clv": sum(int(b["spent"]) for b in buys) // buyers if buyers else 0,
-            "joins": len(joins), "exits": len(exits), "exit_rate": m.rate(len(exits), len(joins)),
-            "weeks": m.weekly([t for t in joins if t >= p["from"]], [t for t in exits if t >= p["from"]],
-                              before, msg_weeks, actions, first, m.week_of(now_ms)),
-        }
+        return m.group_numbers(group, len(members), int(active), msg_total, replies, int(votes),
+                               buys, joins, exits, p["from"], before, msg_weeks, actions, first,
+                               now_ms)
 
     # -- the shop --------------------------------------------------------------------------
     async def shop_metrics(self, shop: str) -> dict[str, Any]:
@@ -281,7 +247,3 @@ def _tags(r: Mapping[str, Any] | sqlite3.Row | None) -> list[str]:
     if r["invited_by"]:
         out.append(f"invited_by:{r['invited_by']}")
     return out
-
-
-def _s(ms: int | None) -> float | None:
-    return None if ms is None else round(ms / 1000, 1)
