@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from server.bus.base import envelope, history_limit
 from server.fanout import Event, Hub
 
 
@@ -57,14 +58,10 @@ class LocalBus:
     ) -> Event:
         log = self.log(ch)
         log.seq += 1
-        event: Event = dict(fields)
-        event["op"] = "event"
-        event["ch"] = ch
+        event: Event = envelope(ch, type, fields, self.clock_ms())
         event["seq"] = log.seq
-        event["ts"] = self.clock_ms()
-        event["type"] = type
         log.history.append(event)
-        limit = self.user_history if ch.startswith("user:") else self.history
+        limit = history_limit(ch, self.history, self.user_history)
         while len(log.history) > limit:
             log.history.popleft()
         self.hub.deliver(ch, event, droppable)

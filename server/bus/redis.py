@@ -40,6 +40,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import NoScriptError, RedisError
 
+from server.bus.base import envelope, history_limit
 from server.fanout import Event, Hub
 
 log = logging.getLogger("souk.bus.redis")
@@ -194,7 +195,7 @@ class RedisBus:
         return self.shards[zlib.crc32(ch.encode()) % len(self.shards)]
 
     def _limit(self, ch: str) -> int:
-        return self.user_history if ch.startswith("user:") else self.history
+        return history_limit(ch, self.history, self.user_history)
 
     # ---- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:
@@ -250,12 +251,7 @@ class RedisBus:
     ) -> None:
         """Queue the event; seq is assigned by Redis and the event comes back through pub/sub
         to every node watching the channel, this one included."""
-        event: Event = dict(fields)
-        event.pop("seq", None)
-        event["op"] = "event"
-        event["ch"] = ch
-        event["ts"] = self.clock_ms()
-        event["type"] = type
+        event = envelope(ch, type, fields, self.clock_ms())
         body = msgpack.packb([droppable, event, self.node_id], use_bin_type=True)
         self._counter += 1
         sh = self._shard(ch)
