@@ -47,6 +47,7 @@ from client_sdk.errors import SoukError as ClientError
 from client_sdk.tokens import mint_token
 from media.errors import NOT_FOUND, UNAVAILABLE, MediaError
 from media.relay import EDGE, PUBLISHER, MediaRelay
+from server.periodic import every
 
 log = logging.getLogger("souk.cascade")
 
@@ -122,7 +123,8 @@ class MediaCascade:
 
     # ---- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        self._task = asyncio.get_running_loop().create_task(
+            every(self.interval_s, self.tick, "media cascade upkeep", log, (RedisError, OSError)))
 
     async def stop(self) -> None:
         """Give up every claim (viewers elsewhere fail over at once, not after the TTL) and
@@ -234,14 +236,6 @@ class MediaCascade:
         return {room: pull.url for room, pull in self._pulls.items()}
 
     # ---- upkeep -------------------------------------------------------------------------
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval_s)
-            try:
-                await self.tick()
-            except (RedisError, OSError) as exc:
-                log.warning("media cascade upkeep failed: %s", exc)
-
     async def tick(self) -> None:
         """Refresh this node's claims; end idle pulls; follow origins that moved or died."""
         for room in self.relay.published_rooms():  # a handful per node: no pipeline needed

@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 
 from server.bus.base import Publish
 from server.domain.room import Room
+from server.periodic import every
 
 log = logging.getLogger("souk.presence")
 
@@ -108,7 +109,8 @@ class ClusterPresence:
 
     async def start(self) -> None:
         self._sha = str(await self.redis.script_load(REPORT_LUA))
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        self._task = asyncio.get_running_loop().create_task(
+            every(self.interval_s, self.tick, "presence report", log, (RedisError, OSError)))
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -122,14 +124,6 @@ class ClusterPresence:
             for ch in self._reported:
                 pipe.hdel(self._keys(ch)[0], self.node_id)
             await pipe.execute()
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval_s)
-            try:
-                await self.tick()
-            except (RedisError, OSError) as exc:
-                log.warning("presence report failed: %s", exc)
 
     async def tick(self) -> None:
         """Report local counts, read the sums, publish the ones this node leads."""

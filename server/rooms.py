@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable
 
 from client_sdk.protocol import group_channel, room_channel
 from server.bus.base import Publish
 from server.domain.room import Room
+from server.periodic import every
+
+log = logging.getLogger("souk.rooms")
 
 
 class Rooms:
@@ -57,8 +61,9 @@ class Rooms:
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._tasks = [
-            loop.create_task(self._every(self.likes_interval_s, self._flush_likes)),
-            loop.create_task(self._every(self.viewers_interval_s, self._flush_viewers)),
+            loop.create_task(every(self.likes_interval_s, self._flush_likes, "likes flush", log)),
+            loop.create_task(every(self.viewers_interval_s, self._flush_viewers, "viewers flush",
+                                   log)),
         ]
 
     async def stop(self) -> None:
@@ -68,11 +73,6 @@ class Rooms:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
         self._tasks = []
-
-    async def _every(self, interval: float, fn: Callable[[], None]) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            fn()
 
     def _flush_likes(self) -> None:
         dirty, self.dirty_likes = self.dirty_likes, set()

@@ -31,6 +31,7 @@ from server.domain.mirror import Mirror
 from server.domain.moderation import Action, FilterConfig, Ladder, LinkFilter
 from server.domain.qa import Question, QuestionBoard
 from server.errors import SoukError
+from server.periodic import every
 from server.store.community_pg import PgCommunityStore
 from server.store.community_store import SCHEMA, CommunityStore, SqliteCommunityStore
 from server.store.sqlite import SqliteDatabase
@@ -201,7 +202,9 @@ class Community(QuestionsAndAnswers, Groups, Notices):
         await self.hub.start(raws)
         if self.sync is not None:
             self.sync.run(self.apply_notice)
-        self._overdue_task = asyncio.create_task(self._overdue_loop(), name="qa-overdue")
+        self._overdue_task = asyncio.create_task(
+            every(self.overdue_check_s, self.check_overdue, "overdue check", log),
+            name="qa-overdue")
 
     async def stop(self) -> None:
         if self._overdue_task is not None:
@@ -262,14 +265,6 @@ class Community(QuestionsAndAnswers, Groups, Notices):
                 },
             )
         return len(done)
-
-    async def _overdue_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.overdue_check_s)
-            try:
-                await self.check_overdue()
-            except Exception:  # the timer must outlive a failed write
-                log.exception("overdue check failed")
 
     # -- connectors -------------------------------------------------------------------
     async def connector_create(

@@ -1,0 +1,30 @@
+"""One loop for the node's periodic work (presence reports, cascade upkeep, like and viewer
+flushes, the overdue check).
+
+Why one place: each of these ran its own `while True: sleep; tick` loop, and a loop whose tick
+raised once stopped for good (viewer counts frozen, pulls never refreshed). Here a failed tick
+is logged and the next one runs; only cancelling the task ends the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Callable
+
+
+async def every(interval_s: float, tick: Callable[[], object], what: str, log: logging.Logger,
+                expected: tuple[type[Exception], ...] = ()) -> None:
+    """Run `tick` (plain or async) every `interval_s` until cancelled. `expected` failures
+    (e.g. Redis away) get a one-line warning; anything else a traceback."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            result = tick()
+            if inspect.isawaitable(result):
+                await result
+        except expected as exc:
+            log.warning("%s failed: %s", what, exc)
+        except Exception:
+            log.exception("%s failed", what)
