@@ -12,12 +12,10 @@ import contextlib
 import logging
 import secrets
 import signal
-import sqlite3
 import time
 from collections.abc import Sequence
 from typing import Any
 
-import orjson
 from redis.asyncio import Redis
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import NegotiationError
@@ -29,7 +27,6 @@ from client_sdk.tokens import mint_token
 from server.auth import Identity
 from server.bus.local import LocalBus
 from server.bus.redis import RedisBus
-from server.community_sync import ClusterSync
 from server.config import Config
 from server.domain.ratelimit import UserBuckets
 from server.domain.room import Room
@@ -43,24 +40,11 @@ from server.ops import media as media_ops
 from server.presence import ClusterPresence
 from server.replica import RoomReplica
 from server.rooms import Rooms
-from server.sanctions import PgSanctions, Sanctions, SanctionStore, SqliteSanctions
+from server.sanctions import Sanctions
 from server.session import Session
-from server.store.base import CommerceStore
-from server.store.community_pg import PgCommunityStore
-from server.store.postgres import PostgresLedger, StockGate
-from server.store.sqlite import SqliteDatabase
+from server.store.stores import open_stores
 
 log = logging.getLogger("souk.app")
-
-ROOMS_SCHEMA = """
-CREATE TABLE IF NOT EXISTS rooms (
-    id TEXT PRIMARY KEY,
-    title TEXT NOT NULL DEFAULT '',
-    shop TEXT NOT NULL DEFAULT 'default',
-    state TEXT NOT NULL DEFAULT 'idle',
-    pinned TEXT
-);
-"""
 
 PAGES = {"studio": "studio.html", "live": "live.html", "group": "group.html", "dashboard": "dashboard.html"}
 
@@ -96,7 +80,13 @@ class App:
         else:
             self.redis = None
             self.bus = LocalBus(self.hub, self.clock_ms, history=cfg.history)
-        self.rooms = Rooms(self.bus, likes_interval_s=cfg.likes_interval_s,
+        # every store, on the database the configuration chose (server/store/stores.py)
+        self.stores = open_stores(cfg, self.redis)
+        bus = self.bus
+        self.rooms = Rooms(self.bus, store=self.stores.rooms, sanctions=self.stores.sanctions,
+                           clock_ms=self.clock_ms,
+                           receiving=(lambda ch: ch in bus.watched) if isinstance(bus, RedisBus) else None,
+                           likes_interval_s=cfg.likes_interval_s,
                            viewers_interval_s=cfg.viewers_interval_s,
                            on_create=self._node_unique_ids if cfg.redis else None)
         self.presence: ClusterPresence | None = None
@@ -115,15 +105,8 @@ class App:
         self.chat_buckets = UserBuckets(cfg.chat_per_s, cfg.chat_burst)
         self.gateway = Gateway(self)
         self.http = HttpRoutes(self)
-        self.db = SqliteDatabase(cfg.db_path)
-        self.db.add_schema(ROOMS_SCHEMA)
         # bans and mutes: recorded before they are announced, loaded before a join passes
-        sanction_store: SanctionStore = (PgSanctions(cfg.postgres) if cfg.postgres
-                                         else SqliteSanctions(self.db))
-        bus = self.bus
-        self.sanctions = Sanctions(
-            sanction_store, self.rooms, self.clock_ms,
-            receiving=(lambda ch: ch in bus.watched) if isinstance(bus, RedisBus) else None)
+        self.sanctions = Sanctions(self.stores.sanctions, self.clock_ms)
         self.draining = False
         self._announced: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -135,59 +118,32 @@ class App:
         from server.commerce import Commerce
         from server.community import Community
 
-        self.ledger: PostgresLedger | None = None
-        if cfg.postgres:
-            if self.redis is None:
-                raise SystemExit("souk: --postgres needs --redis (the stock gate lives there)")
-            self.ledger = PostgresLedger(cfg.postgres, StockGate(self.redis, cfg.redis_prefix))
-        store: CommerceStore | SqliteDatabase = self.db if self.ledger is None else self.ledger
-        self.commerce = Commerce(store, self._commerce_publish, self.clock_ms)
-
-        # cluster mode: community state shared in PostgreSQL, nodes' copies kept in step by
-        # change notices over Redis (server/community_sync.py)
-        community_store = PgCommunityStore(cfg.postgres) if cfg.postgres else None
-        community_sync = ClusterSync(self.redis, cfg.redis_prefix) if cfg.postgres and self.redis else None
+        self.commerce = Commerce(self.stores.ledger, self._commerce_publish, self.clock_ms)
+        # in a cluster the community's and the operations' copies are kept in step by change
+        # notices over Redis (server/community_sync.py), each feature on its own topic
         self.community = Community(
-            self.db, self.bus, self.clock_ms, answer_target_s=cfg.answer_target_s,
+            self.stores.community, self.bus, self.clock_ms, answer_target_s=cfg.answer_target_s,
             webhook_host=cfg.host, webhook_port=cfg.webhook_port or None,
-            store=community_store, sync=community_sync,
+            sync=self.stores.community_sync,
         )
-        # operations (issue 10): coupons, polls, check-ins, invites, layers, the numbers
         from server.operations import Operations
 
-        if cfg.postgres and self.redis is not None:
-            # cluster mode: the operations' record and the numbers in PostgreSQL, the nodes'
-            # copies kept in step by notices on their own topic (docs/scaleout.md)
-            from server.store.metrics_pg import PgMetricsStore
-            from server.store.operations_pg import PgOperationsStore
-
-            ops_store = PgOperationsStore(cfg.postgres)
-            self.operations: Any = Operations(
-                self.db, self._ops_publish, self.clock_ms, store=ops_store,
-                metrics=PgMetricsStore(ops_store),  # one pool for the writes and the numbers
-                sync=ClusterSync(self.redis, cfg.redis_prefix, channel="__operations__"))
-            self.commerce.find_coupon = self.operations.find_coupon
-        else:
-            self.operations = Operations(self.db, self._ops_publish, self.clock_ms)
+        self.operations: Any = Operations(self.stores.operations, self.stores.metrics,
+                                          self._ops_publish, self.clock_ms,
+                                          sync=self.stores.operations_sync)
+        self.commerce.find_coupon = self.operations.find_coupon
         self.commerce.coupons = self.operations.coupons
         self._register_api()
         self._register_operations_api()
 
     # ---- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:
-        self.db.start()
+        await self.stores.start()  # opens the database and brings its schema up to date
         await self.bus.start()
-        await self.sanctions.store.start()
-        self._load_rooms()
+        await self.rooms.load()
         await self.community.start()
         await self.commerce.start()
-        if self.ledger is not None:
-            # orders live in PostgreSQL; the embedded ledger's tables still exist (empty) for
-            # the node-local SQLite readers (the operations and their numbers read PostgreSQL)
-            from server.store.ledger import SqliteLedger
-
-            await SqliteLedger(self.db).migrate()
-        await self.operations.start()  # after both: it reads their tables
+        await self.operations.start()
         from media.relay import MediaRelay
 
         self.media = MediaRelay(
@@ -292,14 +248,10 @@ class App:
                     await asyncio.wait_for(server.wait_closed(), 2)
         await self.bus.stop()
         with contextlib.suppress(Exception):
-            await self.sanctions.store.close()
-        if self.ledger is not None:
-            with contextlib.suppress(Exception):
-                await self.ledger.close()
+            await self.stores.close()
         if self.redis is not None:
             with contextlib.suppress(Exception):
                 await self.redis.aclose()
-        await self.db.close()
 
     async def run_forever(self) -> None:
         await self.start()
@@ -483,25 +435,7 @@ class App:
                 await self.media.close_room(room.id)
 
     async def save_room(self, room: Room) -> None:
-        pinned = orjson.dumps(room.pinned).decode() if room.pinned is not None else None
-
-        def write(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT INTO rooms (id, title, shop, state, pinned) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT(id) DO UPDATE SET title=excluded.title, shop=excluded.shop, "
-                "state=excluded.state, pinned=excluded.pinned",
-                (room.id, room.title, room.shop, room.state, pinned),
-            )
-
-        await self.db.write(write)
-        self.operations.note_room(room.id, room.shop)  # cluster: the numbers' room -> shop
-
-    def _load_rooms(self) -> None:
-        rows = self.db.read_sync(lambda c: c.execute("SELECT * FROM rooms").fetchall())
-        for row in rows:
-            room = self.rooms.room(row["id"])
-            room.title, room.shop, room.state = row["title"], row["shop"], row["state"]
-            room.pinned = orjson.loads(row["pinned"]) if row["pinned"] else None
+        await self.rooms.save(room)
 
     # ---- HTTP -----------------------------------------------------------------------
     def page_for(self, path: str) -> str | None:
@@ -579,7 +513,7 @@ class App:
                 raise SoukError(Code.FORBIDDEN, "your token does not admit you to this room")
             await self.operations.flush()
             room = self.rooms.get(room_channel(parts[1]))
-            shop = room.shop if room is not None else None  # cluster: else the record's room_shops
+            shop = room.shop if room is not None else None  # else the room's stored row
             return json_response(await self.operations.metrics.room_metrics(parts[1], shop))
 
         async def group_metrics(request: Request, query: dict[str, list[str]], parts: list[str]) -> Response:

@@ -26,9 +26,7 @@ from server.domain.catalog import Catalog
 from server.domain.coupons import CouponBook
 from server.domain.flashsale import FlashSale
 from server.domain.teambuy import TeamBuyOffer
-from server.store.base import CommerceStore
-from server.store.ledger import SqliteLedger
-from server.store.sqlite import SqliteDatabase
+from server.store.ledger import CommerceStore
 
 
 class Commerce:
@@ -36,7 +34,7 @@ class Commerce:
 
     def __init__(
         self,
-        db: SqliteDatabase | CommerceStore,
+        store: CommerceStore,
         publish: Publish,
         clock_ms: Callable[[], int] = wall_ms,
         *,
@@ -44,9 +42,9 @@ class Commerce:
     ) -> None:
         """`order_batch` caps the orders per batch write; 1 writes each order alone (the
         one-fsync-per-order baseline of the benchmark, together with group_commit=False)."""
-        self.store: CommerceStore = SqliteLedger(db) if isinstance(db, SqliteDatabase) else db
-        # issue 9: several nodes share the store; this node adopts what others created
-        shared = bool(getattr(self.store, "shared", False))
+        self.store = store
+        # several nodes share the store: this node adopts what others created
+        shared = store.shared
         self._plumbing = Plumbing(publish, clock_ms)
         absent = AbsentIds(shared, clock_ms)
         pending: Pending = {}  # one map for sale and team orders: team rules skip these
@@ -85,8 +83,7 @@ class Commerce:
 
     @property
     def coupons(self) -> CouponBook | None:
-        """Operations (issue 10): the coupon book, set by the Operations adapter; None = no
-        coupons."""
+        """The coupon book, set by the Operations adapter; None = no coupons."""
         return self._sales.coupons
 
     @coupons.setter
@@ -104,11 +101,10 @@ class Commerce:
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
-        """Create the schema, load the ledger and resume: sales whose end passed while the
-        process was down are ended (unsold stock back to the product), teams whose deadline
-        passed fail, and every remaining deadline gets its timer."""
+        """Load the ledger and resume: sales whose end passed while the process was down are
+        ended (unsold stock back to the product), teams whose deadline passed fail, and every
+        remaining deadline gets its timer."""
         self._plumbing.loop = asyncio.get_running_loop()
-        await self.store.migrate()
         state = await self.store.load()
         for product in state.products:
             self.catalog.add(product)
@@ -120,7 +116,7 @@ class Commerce:
         self._teams.arm_all()
 
     async def stop(self) -> None:
-        """Cancel timers and wait for writes already under way (the db stays open: its
+        """Cancel timers and wait for writes already under way (the store stays open: its
         owner closes it)."""
         self._plumbing.running = False
         self._sales.flush_orders()

@@ -22,7 +22,7 @@ from server.commerce.sales import MAX_SNAPSHOT_SALES, FlashSales
 from server.commerce.teams import TeamBuys
 from server.domain import fields
 from server.domain.flashsale import OVER, FlashSale, Phase
-from server.store.base import CommerceStore
+from server.store.ledger import CommerceStore
 
 log = logging.getLogger("souk.commerce")
 

@@ -19,7 +19,7 @@ from server.domain.catalog import Catalog, Product, new_product
 from server.domain.flashsale import FlashSale
 from server.domain.teambuy import TeamBuyOffer
 from server.errors import SoukError
-from server.store.base import CommerceStore
+from server.store.ledger import CommerceStore
 
 log = logging.getLogger("souk.commerce")
 

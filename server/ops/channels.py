@@ -64,7 +64,7 @@ async def join(app: App, s: Session, frame: Frame) -> Result:
     kind, key = fields.room_or_group(frame)
     ch = room_channel(key) if kind == "room" else group_channel(key)
     await authorize_channel(app, s.identity, ch)
-    await app.sanctions.ensure(ch)
+    await app.rooms.ensure(ch)
     _enter(app, s, ch)
     if kind == "room" and s.identity.is_staff:
         app.hub.flush(staff_channel(key))
@@ -96,7 +96,7 @@ async def resume(app: App, s: Session, frame: Frame) -> Result:
     if epoch is not None and (not isinstance(epoch, str) or len(epoch) > 64):
         raise SoukError(Code.INVALID, "'epoch' must be a string")
     await authorize_channel(app, s.identity, ch)
-    await app.sanctions.ensure(ch)
+    await app.rooms.ensure(ch)
     _enter(app, s, ch)
     app.hub.flush(ch)  # whatever was pending is now in both the history and the socket
     missed = await app.bus.since(ch, seq, epoch)
