@@ -64,7 +64,7 @@ class FlashSales:
         self._stock_throttle: dict[str, PushThrottle] = {}
         self._batch: list[tuple[FlashSale, Order, asyncio.Future[None]]] = []
         self._order_batch = max(1, order_batch)
-        # operations (issue 10): the coupon book, set by the Operations adapter; None = no coupons
+        # the coupon book, set by the Operations adapter; None = no coupons
         self.coupons: CouponBook | None = None
         # cluster mode: loads a coupon issued on another node into the book before `buy`
         self.find_coupon: Callable[[str, str], Awaitable[None]] | None = None
@@ -173,7 +173,7 @@ class FlashSales:
     ) -> dict[str, Any]:
         """Buy `qty` units, all or nothing; returns the order once it is durable.
 
-        `coupon` (issue 10): reserved in `self.coupons` in the same synchronous step as the
+        `coupon`: reserved in `self.coupons` in the same synchronous step as the
         stock, written with the order (unique redemption row), released if the write fails."""
         user_id = fields.user_value(user_id)
         name = fields.name_value(name)

@@ -1,8 +1,8 @@
 """The arithmetic of the merchant's numbers: percentiles, rates, weekly buckets.
 
-Why pure: the store reads counts and durations from SQLite; how they become "p90 answer time"
-or "exit rate per week" is a rule the merchant reads against their actions, so it is defined
-(and tested) once, here. Rates are fractions in [0, 1] rounded to 4 places; an empty
+Why pure: the store reads counts and durations from the database; how they become "p90
+answer time" or "exit rate per week" is a rule the merchant reads against their actions, so it
+is defined (and tested) once, here. Rates are fractions in [0, 1] rounded to 4 places; an empty
 denominator gives 0, never a division error.
 """
 
