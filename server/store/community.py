@@ -31,7 +31,7 @@ from client_sdk.protocol import Code
 from server.domain.community import Directory, Group, Member, Tags
 from server.domain.mirror import Copy, Mirror
 from server.domain.qa import Question, QuestionBoard
-from server.store.db import Body, Db, Lock, Many, Q, Row, X, in_list
+from server.store.db import Body, Db, Lock, Many, Q, Row, X, in_list, steps
 
 _QCOLS: Final = ("id, room, user_id, name, text, asked_at, votes, status, answer, answered_by,"
                  " answered_at, on_stream, overdue_flagged, rev")
@@ -143,15 +143,12 @@ class SqlCommunityStore:
                             removed: bool) -> None:
         m = member
 
-        def body() -> Body[None]:
-            yield X("DELETE FROM group_members WHERE group_id = ? AND user_id = ?", group_id, m.user)
-            yield X("INSERT INTO group_exits (group_id, user_id, joined_at, left_at, removed)"
-                    " VALUES (?, ?, ?, ?, ?)", group_id, m.user, m.joined_at, now_ms, int(removed))
-            if removed:
-                yield X("INSERT INTO group_removed (group_id, user_id, removed_at) VALUES (?, ?, ?)"
-                        " ON CONFLICT DO NOTHING", group_id, m.user, now_ms)
-
-        await self.db.write(body)
+        await self.db.write(steps(
+            X("DELETE FROM group_members WHERE group_id = ? AND user_id = ?", group_id, m.user),
+            X("INSERT INTO group_exits (group_id, user_id, joined_at, left_at, removed)"
+              " VALUES (?, ?, ?, ?, ?)", group_id, m.user, m.joined_at, now_ms, int(removed)),
+            *([X("INSERT INTO group_removed (group_id, user_id, removed_at) VALUES (?, ?, ?)"
+                 " ON CONFLICT DO NOTHING", group_id, m.user, now_ms)] if removed else [])))
 
     async def merge_tags(self, shop: str, user: str,
                          merge: Callable[[Tags | None], Tags]) -> Tags:
@@ -203,11 +200,9 @@ class SqlCommunityStore:
         return True
 
     async def set_answer_target(self, room: str, target_s: int) -> None:
-        def body() -> Body[None]:
-            yield X("INSERT INTO qa_rooms (room, target_s) VALUES (?, ?)"
-                    " ON CONFLICT (room) DO UPDATE SET target_s = excluded.target_s", room, target_s)
-
-        await self.db.write(body)
+        await self.db.write(steps(
+            X("INSERT INTO qa_rooms (room, target_s) VALUES (?, ?)"
+              " ON CONFLICT (room) DO UPDATE SET target_s = excluded.target_s", room, target_s)))
 
     # -- questions ---------------------------------------------------------------------------
     async def save_question(self, q: Question, copies: list[Copy] | None = None) -> None:
@@ -220,15 +215,13 @@ class SqlCommunityStore:
         voters = [(q.id, u) for u in sorted(q.voters)]
         made = [(x.id, x.room, x.question, x.group) for x in copies or ()]
 
-        def body() -> Body[None]:
-            yield X(f"INSERT INTO questions ({_QCOLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
-                    " ?, ?, 0) ON CONFLICT (id) DO NOTHING", *row)
-            yield Many("INSERT INTO question_votes (question, user_id) VALUES (?, ?)"
-                       " ON CONFLICT DO NOTHING", voters)
-            yield Many("INSERT INTO mirrors (id, room, question, group_id) VALUES (?, ?, ?, ?)"
-                       " ON CONFLICT DO NOTHING", made)
-
-        await self.db.write(body)
+        await self.db.write(steps(
+            X(f"INSERT INTO questions ({_QCOLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+              " ?, ?, 0) ON CONFLICT (id) DO NOTHING", *row),
+            Many("INSERT INTO question_votes (question, user_id) VALUES (?, ?)"
+                 " ON CONFLICT DO NOTHING", voters),
+            Many("INSERT INTO mirrors (id, room, question, group_id) VALUES (?, ?, ?, ?)"
+                 " ON CONFLICT DO NOTHING", made)))
 
     async def upvote(self, q: Question, user: str) -> Question:
         """One vote per user per question; the row as committed (its count)."""
@@ -286,22 +279,18 @@ class SqlCommunityStore:
     async def save_links(self, room: str, group_ids: list[str]) -> None:
         rows = [(room, gid, pos) for pos, gid in enumerate(group_ids)]
 
-        def body() -> Body[None]:
-            yield Many("INSERT INTO room_links (room, group_id, pos) VALUES (?, ?, ?)"
-                       " ON CONFLICT DO NOTHING", rows)
-
-        await self.db.write(body)
+        await self.db.write(steps(
+            Many("INSERT INTO room_links (room, group_id, pos) VALUES (?, ?, ?)"
+                 " ON CONFLICT DO NOTHING", rows)))
 
     # -- connectors --------------------------------------------------------------------------
     async def save_connector(self, conn: dict[str, Any]) -> None:
         row = (conn["id"], conn["shop"], conn["room"], conn["platform"], conn["url"],
                conn["secret"], _dumps(conn.get("config", {})), conn["created_at"])
 
-        def body() -> Body[None]:
-            yield X("INSERT INTO connectors (id, shop, room, platform, url, secret, config,"
-                    " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", *row)
-
-        await self.db.write(body)
+        await self.db.write(steps(
+            X("INSERT INTO connectors (id, shop, room, platform, url, secret, config,"
+              " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", *row)))
 
     async def add_dead_letter(self, connector_id: str, room: str, item: dict[str, Any],
                               error: str, attempts: int, ts: int) -> int:

@@ -130,3 +130,15 @@ async def one(db: Db, sql: str, *args: Any) -> Row | None:
 def in_list(n: int) -> str:
     """`(?, ?, ...)` for n values (at least one, so that the SQL stays valid)."""
     return "(" + ", ".join(["?"] * max(1, n)) + ")"
+
+
+def steps(*fixed: Step) -> Callable[[], Body[Any]]:
+    """A transaction of fixed steps, no logic between them; its result is the last step's."""
+
+    def body() -> Body[Any]:
+        result = None
+        for step in fixed:
+            result = yield step
+        return result
+
+    return body

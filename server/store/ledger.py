@@ -25,7 +25,7 @@ from server.domain.catalog import Product
 from server.domain.flashsale import FlashSale, Phase
 from server.domain.order import Order
 from server.domain.teambuy import Team, TeamBuyOffer, TeamStatus
-from server.store.db import Body, Db, Duplicate, Insert, Lock, Q, Row, X
+from server.store.db import Body, Db, Duplicate, Insert, Lock, Q, Row, X, steps
 from server.store.gate import GATE_CODES, StockGate
 
 
@@ -58,9 +58,9 @@ class CouponConflict(Exception):
 
 
 class CommerceStore(Protocol):
-    """What `server.commerce.Commerce` needs. Every write returns once it is durable; a
-    writer reads every value it needs from the domain objects before its first `await`
-    (they keep changing on the loop while the write is queued)."""
+    """What `server.commerce.Commerce` needs (`SqlLedger` below says what each call does).
+    Every write returns once it is durable; a writer reads every value it needs from the
+    domain objects before its first `await` (they keep changing on the loop meanwhile)."""
 
     # several processes share this store (a cluster): a node's memory only knows its own
     # buyers, so the adapter asks the store and follows other nodes' events
@@ -68,55 +68,26 @@ class CommerceStore(Protocol):
 
     async def load(self) -> LedgerState: ...
     async def add_product(self, product: Product) -> None: ...
-    async def add_sale(self, sale: FlashSale) -> None:
-        """Insert a sale and take its stock from the product, atomically."""
-
-    async def add_orders(self, orders: list[Order]) -> list[Exception | None]:
-        """Insert sale orders and take their units from their sales, in one durable step (a
-        sale reaching zero is sold_out). One entry per order: None (recorded), StockConflict
-        (its sale is closed or short: that order alone is refused), CouponConflict (its
-        coupon has a redemption), KnownKey (cluster: its key made an order on another node).
-        Many orders per call is the point: the adapter gathers a loop iteration's orders."""
-
-    async def close_sale(self, sale_id: str, phase: str) -> int:
-        """End or cancel a sale, giving its unsold units back to the product; the units
-        given back (0 when it was closed already)."""
-
+    async def add_sale(self, sale: FlashSale) -> None: ...
+    async def add_orders(self, orders: list[Order]) -> list[Exception | None]: ...
+    async def close_sale(self, sale_id: str, phase: str) -> int: ...
     async def add_offer(self, offer: TeamBuyOffer) -> None: ...
-    async def open_team(self, team: Team, order: Order) -> None:
-        """A team with its leader's pending order; holds `size` units of the offer's stock."""
-
-    async def join_team(self, order: Order) -> bool:
-        """A member's order; True when it filled the team (all its orders confirmed)."""
-
-    async def fail_team(self, team_id: str) -> bool:
-        """Fail an open team and its orders, giving its units back; True only for the call
-        that failed it (in a cluster exactly one node tells the members)."""
-
+    async def open_team(self, team: Team, order: Order) -> None: ...
+    async def join_team(self, order: Order) -> bool: ...
+    async def fail_team(self, team_id: str) -> bool: ...
     async def product(self, product_id: str) -> Product | None: ...
     async def sale(self, sale_id: str) -> FlashSale | None: ...
-    async def offer(self, offer_id: str) -> TeamBuyOffer | None:
-        """The offer with the teams that can still be joined."""
-
+    async def offer(self, offer_id: str) -> TeamBuyOffer | None: ...
     async def team(self, team_id: str) -> Team | None: ...
     async def sale_order(self, user: str, sale_id: str, key: str) -> Order | None: ...
     async def team_order(self, user: str, offer_id: str, key: str) -> Order | None: ...
-    async def room_items(self, room: str) -> tuple[list[str], list[str]]:
-        """The ids of a room's sales and offers, oldest first."""
-
-    def stock_left(self, sale_id: str) -> int | None:
-        """A sale's units left cluster-wide as this node's last write saw them; None when
-        this node's memory is the whole truth."""
-
-    async def claim(self, what: str) -> bool:
-        """True for exactly one caller per `what` over the cluster (always, alone)."""
-
+    async def room_items(self, room: str) -> tuple[list[str], list[str]]: ...
+    def stock_left(self, sale_id: str) -> int | None: ...
+    async def claim(self, what: str) -> bool: ...
     async def orders_of(self, user: str, limit: int = 100) -> list[dict[str, Any]]: ...
     async def order(self, order_id: str) -> dict[str, Any] | None: ...
     async def orders_of_room(self, room: str, limit: int = 1000,
-                             after: str | None = None) -> list[dict[str, Any]]:
-        """A room's orders in the order they were written, paged by the last id seen."""
-
+                             after: str | None = None) -> list[dict[str, Any]]: ...
     async def sales_stats(self, room: str) -> dict[str, Any]: ...
 
 
@@ -215,9 +186,12 @@ class SqlLedger:
         return await self.db.read(body)
 
     def stock_left(self, sale_id: str) -> int | None:
+        """A sale's units left cluster-wide as this node's last write saw them; None when
+        this node's memory is the whole truth."""
         return None if self.gate is None else self._left.get(sale_id)
 
     async def claim(self, what: str) -> bool:
+        """True for exactly one caller per `what` over the cluster (always, alone)."""
         return True if self.gate is None else await self.gate.claim(what)
 
     # -- products and sales ------------------------------------------------------------------
@@ -225,13 +199,12 @@ class SqlLedger:
         p = product
         row = (p.id, p.shop, p.title, p.price, p.currency, p.stock, p.image, p.created_at)
 
-        def body() -> Body[None]:
-            yield X("INSERT INTO products (id, shop, title, price, currency, stock, image,"
-                    " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", *row)
-
-        await self.db.write(body)
+        await self.db.write(steps(
+            X("INSERT INTO products (id, shop, title, price, currency, stock, image,"
+              " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", *row)))
 
     async def add_sale(self, sale: FlashSale) -> None:
+        """Insert a sale and take its stock from the product, atomically."""
         s = sale
         row = (s.id, s.room, s.product, s.price, s.currency, s.stock, s.stock_left,
                s.per_user_limit, s.starts_at, s.ends_at, str(s.phase), s.returned, s.created_at)
@@ -247,7 +220,13 @@ class SqlLedger:
             await self.rebuild_gate(s.id)
 
     async def add_orders(self, orders: list[Order]) -> Result:
-        """SQLite's writer already runs every write queued meanwhile in one transaction; on
+        """Insert sale orders and take their units from their sales, in one durable step (a
+        sale reaching zero is sold_out). One entry per order: None (recorded), StockConflict
+        (its sale is closed or short: that order alone is refused), CouponConflict (its
+        coupon has a redemption), KnownKey (its key made an order on another node). Many
+        orders per call is the point: the adapter gathers a loop iteration's orders.
+
+        SQLite's writer already runs every write queued meanwhile in one transaction; on
         PostgreSQL, while one transaction is in flight later calls queue up here and go
         together in the next: every order of a rush updates the same sale row, so concurrent
         transactions would only wait on its lock one after another."""
@@ -346,6 +325,9 @@ class SqlLedger:
         return built
 
     async def close_sale(self, sale_id: str, phase: str) -> int:
+        """End or cancel a sale, giving its unsold units back to the product; the units
+        given back (0 when it was closed already)."""
+
         def body() -> Body[int]:
             r = yield Q("SELECT product, stock_left, phase FROM sales WHERE id = ? FOR UPDATE",
                         sale_id)
@@ -420,6 +402,9 @@ class SqlLedger:
         return await self.db.write(body)
 
     async def fail_team(self, team_id: str) -> bool:
+        """Fail an open team and its orders, giving its units back; True only for the call
+        that failed it (in a cluster exactly one node tells the members)."""
+
         def body() -> Body[bool]:
             r = yield Q("SELECT offer, size, status FROM teams WHERE id = ? FOR UPDATE", team_id)
             if not r or r[0]["status"] != "open":

@@ -29,7 +29,7 @@ import orjson
 from server.domain.checkin import Streak
 from server.domain.coupons import Coupon
 from server.domain.polls import Poll
-from server.store.db import Body, Db, Insert, Lock, Many, Next, Q, Row, X
+from server.store.db import Body, Db, Insert, Lock, Many, Next, Q, Row, X, steps
 
 _COUPON: Final = ("INSERT INTO coupons (id, shop, user_id, kind, value, min_spend, expires_at,"
                   " title, issued_at, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
@@ -95,12 +95,8 @@ class SqlOperationsStore:
                           action: tuple[Any, ...] | None = None) -> None:
         rows = [coupon_row(c) for c in coupons]
 
-        def body() -> Body[None]:
-            yield Many(_COUPON, rows)
-            if action is not None:
-                yield X(_ACTION, *action)
-
-        await self.db.write(body)
+        await self.db.write(steps(Many(_COUPON, rows),
+                                  *([] if action is None else [X(_ACTION, *action)])))
 
     async def coupons_of(self, user: str) -> tuple[list[Row], list[Row]]:
         """A user's coupons and their redemptions (a node that missed a notice catches up)."""
@@ -119,12 +115,10 @@ class SqlOperationsStore:
                p.created_by, p.created_at, p.closes_at)
         action = (p.shop, p.scope, p.target, "poll", p.question[:100], p.created_at)
 
-        def body() -> Body[None]:
-            yield X("INSERT INTO polls (id, shop, scope, target, question, options, created_by,"
-                    " created_at, closes_at, closed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0)", *row)
-            yield X(_ACTION, *action)
-
-        await self.db.write(body)
+        await self.db.write(steps(
+            X("INSERT INTO polls (id, shop, scope, target, question, options, created_by,"
+              " created_at, closes_at, closed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0)", *row),
+            X(_ACTION, *action)))
 
     async def vote(self, poll: str, user: str, option: int, ts: int) -> int:
         """Record or change a vote while the poll is open (else `OpConflict`); its rev."""
@@ -300,23 +294,19 @@ class SqlOperationsStore:
         return post_from(rows[0]) if rows else None
 
     async def target_sale(self, sale: str, shop: str, layer: str, ts: int) -> None:
-        def body() -> Body[None]:
-            yield X("INSERT INTO sale_targets (sale, shop, layer, ts) VALUES (?, ?, ?, ?)"
-                    " ON CONFLICT (sale) DO UPDATE SET layer = excluded.layer, ts = excluded.ts",
-                    sale, shop, layer, ts)
-            yield X(_ACTION, shop, "sale", sale, "target", layer, ts)
-
-        await self.db.write(body)
+        await self.db.write(steps(
+            X("INSERT INTO sale_targets (sale, shop, layer, ts) VALUES (?, ?, ?, ?)"
+              " ON CONFLICT (sale) DO UPDATE SET layer = excluded.layer, ts = excluded.ts",
+              sale, shop, layer, ts),
+            X(_ACTION, shop, "sale", sale, "target", layer, ts)))
 
     # -- settings ----------------------------------------------------------------------------
     async def save_thresholds(self, shop: str, data: dict[str, int]) -> None:
         blob = orjson.dumps(data).decode()
 
-        def body() -> Body[None]:
-            yield X("INSERT INTO layer_thresholds (shop, data) VALUES (?, ?)"
-                    " ON CONFLICT (shop) DO UPDATE SET data = excluded.data", shop, blob)
-
-        await self.db.write(body)
+        await self.db.write(steps(
+            X("INSERT INTO layer_thresholds (shop, data) VALUES (?, ?)"
+              " ON CONFLICT (shop) DO UPDATE SET data = excluded.data", shop, blob)))
 
     async def set_excluded(self, shop: str, add: list[str], remove: list[str]) -> set[str]:
         """Change the shop's excluded users; the list as recorded (other nodes' changes too)."""
@@ -335,14 +325,12 @@ class SqlOperationsStore:
     async def record(self, activity: list[tuple[str, str, str, int, int]],
                      presence: list[tuple[str, int, int, int]],
                      actions: list[tuple[str, str, str, str, str, int]]) -> None:
-        def body() -> Body[None]:
-            yield Insert("room_activity", ("room", "user_id", "kind", "n", "ts"), activity,
-                         copy=True)
-            yield Insert("room_presence", ("room", "ts", "viewers", "interval_ms"), presence)
-            yield Insert("merchant_actions", ("shop", "scope", "target", "kind", "detail", "ts"),
-                         actions)
-
-        await self.db.write(body)
+        await self.db.write(steps(
+            Insert("room_activity", ("room", "user_id", "kind", "n", "ts"), activity,
+                   copy=True),
+            Insert("room_presence", ("room", "ts", "viewers", "interval_ms"), presence),
+            Insert("merchant_actions", ("shop", "scope", "target", "kind", "detail", "ts"),
+                   actions)))
 
     # -- loading -----------------------------------------------------------------------------
     async def load(self) -> dict[str, list[Row]]:

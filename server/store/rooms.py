@@ -13,7 +13,7 @@ from typing import Any, Final, Protocol
 import orjson
 
 from server.domain.room import Room
-from server.store.db import Body, Db, Row, X
+from server.store.db import Db, Row, X, steps
 
 Sanction = tuple[str, str, int | None]  # user, kind ('ban' or 'mute'), until (None: a ban)
 _ROW: Final = "SELECT id, title, shop, state, pinned FROM rooms"
@@ -56,12 +56,10 @@ class SqlRoomStore:
         row = (room.id, room.title, room.shop, room.state,
                None if room.pinned is None else orjson.dumps(room.pinned).decode())
 
-        def body() -> Body[None]:
-            yield X("INSERT INTO rooms (id, title, shop, state, pinned) VALUES (?, ?, ?, ?, ?)"
-                    " ON CONFLICT (id) DO UPDATE SET title = excluded.title, shop = excluded.shop,"
-                    " state = excluded.state, pinned = excluded.pinned", *row)
-
-        await self.db.write(body)
+        await self.db.write(steps(
+            X("INSERT INTO rooms (id, title, shop, state, pinned) VALUES (?, ?, ?, ?, ?)"
+              " ON CONFLICT (id) DO UPDATE SET title = excluded.title, shop = excluded.shop,"
+              " state = excluded.state, pinned = excluded.pinned", *row)))
 
     async def rooms(self) -> list[RoomRecord]:
         return [_record(r) for r in await self.db.rows(_ROW + " ORDER BY id")]
@@ -77,13 +75,11 @@ class SqlSanctionStore:
 
     async def save(self, ch: str, user: str, kind: str, until: int | None, by: str,
                    at: int) -> None:
-        def body() -> Body[None]:
-            yield X("INSERT INTO sanctions (ch, user_id, kind, until, by_user, at)"
-                    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (ch, user_id, kind) DO UPDATE SET"
-                    " until = excluded.until, by_user = excluded.by_user, at = excluded.at",
-                    ch, user, kind, until, by, at)
-
-        await self.db.write(body)
+        await self.db.write(steps(
+            X("INSERT INTO sanctions (ch, user_id, kind, until, by_user, at)"
+              " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (ch, user_id, kind) DO UPDATE SET"
+              " until = excluded.until, by_user = excluded.by_user, at = excluded.at",
+              ch, user, kind, until, by, at)))
 
     async def load(self, ch: str, now_ms: int) -> list[Sanction]:
         rows = await self.db.rows("SELECT user_id, kind, until FROM sanctions WHERE ch = ?"
