@@ -164,6 +164,19 @@ async def test_rush_through_two_nodes_never_oversells(cluster: Cluster) -> None:
     assert by_node[0] > 0 and by_node[1] > 0
 
 
+async def test_a_product_id_taken_on_another_node_is_a_conflict(cluster: Cluster) -> None:
+    """Node B does not know the product A made: the database's key refuses the second one,
+    and B answers `conflict` (not a failed write) and still knows nothing wrong."""
+    a, b = await cluster.node(), await cluster.node()
+    await a.commerce.product_create("shop1", {"id": "p-one", "title": "Tea", "price": 1000,
+                                              "stock": 5})
+    with pytest.raises(SoukError) as refused:
+        await b.commerce.product_create("shop1", {"id": "p-one", "title": "Other", "price": 9,
+                                                  "stock": 1})
+    assert refused.value.code == "conflict"
+    assert (await b.commerce.find_product("p-one"))["title"] == "Tea"  # type: ignore[index]
+
+
 async def test_per_user_limit_and_keys_hold_across_nodes(cluster: Cluster) -> None:
     a = await cluster.node()
     sale = await make_sale(a, stock=100, limit=2)
