@@ -304,21 +304,23 @@ async def version(db: Db) -> int:
 
 async def move_node_rooms(db: Db, path: Path) -> int:
     """The first release kept a cluster's rooms in each node's SQLite file: copy this node's
-    into the shared database (a row another node filled in first stays), then rename the
-    file's table so that it is moved once. Returns the rooms copied."""
+    into the shared database (a row another node filled in first stays), once per file (a
+    table in the file marks it; the file is otherwise left as it was). Returns the rooms
+    copied."""
 
     def read() -> list[tuple[Any, ...]]:
         if not path.exists():
             return []
         with contextlib.closing(sqlite3.connect(path)) as conn:
-            if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table'"
-                                " AND name = 'rooms'").fetchone():
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+            if "rooms" not in tables or _MOVED in tables:
                 return []
             return conn.execute("SELECT id, title, shop, state, pinned FROM rooms").fetchall()
 
     def done() -> None:
         with contextlib.closing(sqlite3.connect(path)) as conn, conn:
-            conn.execute("ALTER TABLE rooms RENAME TO rooms_moved_to_postgres")
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {_MOVED} (at INTEGER NOT NULL)")
+            conn.execute(f"INSERT INTO {_MOVED} (at) VALUES (?)", (time.time_ns() // 1_000_000,))
 
     rows = await asyncio.to_thread(read)
     if not rows:
@@ -332,3 +334,6 @@ async def move_node_rooms(db: Db, path: Path) -> int:
     await db.write(body)
     await asyncio.to_thread(done)
     return len(rows)
+
+
+_MOVED: Final = "rooms_moved_to_postgres"
