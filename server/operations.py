@@ -219,7 +219,7 @@ class Operations:
 
     async def find_coupon(self, coupon_id: str, user: str) -> None:
         """Before `buy` in a cluster: a coupon this node does not know (issued on another
-        node, its notice not arrived) is read from PostgreSQL with the user's others."""
+        node, its notice not arrived) is read from the record with the user's others."""
         if self.store.shared and coupon_id not in self.coupons.coupons:
             await self._load_coupons_of(user)
 

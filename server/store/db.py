@@ -111,20 +111,9 @@ class Db(Protocol):
     async def rows(self, sql: str, *args: Any) -> list[Row]: ...
 
 
-def rowcount(status: str) -> int:
-    """Rows a PostgreSQL command changed, from its status ("UPDATE 3", "INSERT 0 1")."""
-    last = status.rpartition(" ")[2]
-    return int(last) if last.isdigit() else 0
-
-
 def named(args: tuple[Any, ...]) -> Mapping[str, Any] | None:
     """The mapping of a `:name` statement, or None for `?` arguments."""
     return args[0] if len(args) == 1 and isinstance(args[0], Mapping) else None
-
-
-async def one(db: Db, sql: str, *args: Any) -> Row | None:
-    found = await db.rows(sql, *args)
-    return found[0] if found else None
 
 
 def in_list(n: int) -> str:

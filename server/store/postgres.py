@@ -16,20 +16,7 @@ from typing import Any, Final, Literal, TypeVar
 
 import asyncpg
 
-from server.store.db import (
-    Body,
-    Duplicate,
-    Insert,
-    Lock,
-    Many,
-    Next,
-    Q,
-    Row,
-    Step,
-    X,
-    named,
-    rowcount,
-)
+from server.store.db import Body, Duplicate, Insert, Lock, Many, Next, Q, Row, Step, X, named
 
 T = TypeVar("T")
 _PLACEHOLDER: Final = re.compile(r"\?(\d*)")
@@ -124,6 +111,12 @@ async def _step(conn: asyncpg.Connection, step: Step) -> Any:
     if isinstance(step, Next):
         return await conn.fetchval("SELECT nextval($1::text::regclass)", step.name)
     raise TypeError(f"not a step: {step!r}")
+
+
+def rowcount(status: str) -> int:
+    """Rows a command changed, from its status ("UPDATE 3", "INSERT 0 1")."""
+    last = status.rpartition(" ")[2]
+    return int(last) if last.isdigit() else 0
 
 
 def statement(sql: str, args: tuple[Any, ...]) -> tuple[str, tuple[Any, ...]]:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal, TypeVar
 
-from server.store.db import Body, Duplicate, Insert, Lock, Many, Next, Q, Row, Step, X
+from server.store.db import Body, Duplicate, Insert, Lock, Many, Next, Q, Row, Step, X, named
 
 T = TypeVar("T")
 
@@ -105,9 +105,9 @@ class SqliteDatabase:
 
     async def write(self, body: Callable[[], Body[T]]) -> T:
         """Run the body in the next group transaction; its result once the commit is durable."""
-        return await self.submit(functools.partial(run, body))
+        return await self._submit(functools.partial(run, body))
 
-    async def submit(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def _submit(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn` on the writer connection in the next group transaction."""
         if self._thread is None:
             raise RuntimeError("database not started")
@@ -271,4 +271,5 @@ def _sql(sql: str) -> str:
 
 
 def _args(args: tuple[Any, ...]) -> Any:
-    return args[0] if len(args) == 1 and isinstance(args[0], dict) else args
+    mapping = named(args)
+    return args if mapping is None else mapping
