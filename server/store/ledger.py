@@ -125,34 +125,14 @@ class SqlLedger:
         return product_from(rows[0]) if rows else None
 
     async def sale(self, sale_id: str) -> FlashSale | None:
-        def body() -> Body[FlashSale | None]:
-            r = yield Q("SELECT * FROM sales WHERE id = ?", sale_id)
-            if not r:
-                return None
-            sale = sale_from(r[0])
-            for o in (yield Q(f"SELECT {_COLS} FROM orders WHERE sale = ? ORDER BY rowid", sale_id)):
-                sale.restore(order_from(o))
-            return sale
-
-        return await self.db.read(body)
+        """One sale with its orders, as `load` gives it."""
+        found = await self.db.read(lambda: _sales("WHERE id = ?", sale_id))
+        return found[0] if found else None
 
     async def offer(self, offer_id: str) -> TeamBuyOffer | None:
-        def body() -> Body[TeamBuyOffer | None]:
-            r = yield Q("SELECT * FROM teambuys WHERE id = ?", offer_id)
-            if not r:
-                return None
-            offer = offer_from(r[0])
-            teams = {t["id"]: team_from(t) for t in (yield Q(
-                "SELECT * FROM teams WHERE offer = ? AND status = 'open' ORDER BY opened_at, id",
-                offer_id))}
-            for o in (yield Q(f"SELECT {_COLS} FROM orders WHERE team IN (SELECT id FROM teams"
-                              " WHERE offer = ? AND status = 'open') ORDER BY rowid", offer_id)):
-                teams[o["team"]].members.append(order_from(o))
-            for team in teams.values():
-                offer.restore(team)
-            return offer
-
-        return await self.db.read(body)
+        """The offer with the teams that can still be joined."""
+        found = await self.db.read(lambda: _offers("WHERE id = ?", offer_id, teams="open"))
+        return found[0] if found else None
 
     async def team(self, team_id: str) -> Team | None:
         def body() -> Body[Team | None]:
@@ -458,19 +438,35 @@ def _load() -> Body[LedgerState]:
     state = LedgerState()
     state.products = [product_from(r) for r in
                       (yield Q("SELECT * FROM products ORDER BY created_at, id"))]
-    sales = {r["id"]: sale_from(r) for r in (yield Q("SELECT * FROM sales ORDER BY created_at, id"))}
-    for r in (yield Q(f"SELECT {_COLS} FROM orders WHERE sale IS NOT NULL ORDER BY rowid")):
-        sales[r["sale"]].restore(order_from(r))
-    state.sales = list(sales.values())
-    offers = {r["id"]: offer_from(r) for r in
-              (yield Q("SELECT * FROM teambuys ORDER BY created_at, id"))}
-    teams = {r["id"]: team_from(r) for r in (yield Q("SELECT * FROM teams ORDER BY opened_at, id"))}
-    for r in (yield Q(f"SELECT {_COLS} FROM orders WHERE team IS NOT NULL ORDER BY rowid")):
-        teams[r["team"]].members.append(order_from(r))
-    for team in teams.values():
-        offers[team.offer].restore(team)
-    state.offers = list(offers.values())
+    state.sales = yield from _sales()
+    state.offers = yield from _offers()
     return state
+
+
+def _sales(where: str = "", *args: Any) -> Body[list[FlashSale]]:
+    """The sales `where` picks, each with its orders restored."""
+    sales = {r["id"]: sale_from(r) for r in
+             (yield Q(f"SELECT * FROM sales {where} ORDER BY created_at, id", *args))}
+    for r in (yield Q(f"SELECT {_COLS} FROM orders WHERE sale IN (SELECT id FROM sales {where})"
+                      " ORDER BY rowid", *args)):
+        sales[r["sale"]].restore(order_from(r))
+    return list(sales.values())
+
+
+def _offers(where: str = "", *args: Any, teams: str = "") -> Body[list[TeamBuyOffer]]:
+    """The offers `where` picks, each with its teams (of status `teams`, or all) and their
+    members restored."""
+    picked = f"offer IN (SELECT id FROM teambuys {where})" + (f" AND status = '{teams}'" if teams else "")
+    offers = {r["id"]: offer_from(r) for r in
+              (yield Q(f"SELECT * FROM teambuys {where} ORDER BY created_at, id", *args))}
+    made = {r["id"]: team_from(r) for r in
+            (yield Q(f"SELECT * FROM teams WHERE {picked} ORDER BY opened_at, id", *args))}
+    for r in (yield Q(f"SELECT {_COLS} FROM orders WHERE team IN (SELECT id FROM teams"
+                      f" WHERE {picked}) ORDER BY rowid", *args)):
+        made[r["team"]].members.append(order_from(r))
+    for team in made.values():
+        offers[team.offer].restore(team)
+    return list(offers.values())
 
 
 def _add_orders(rows: list[tuple[Any, ...]], coupons: list[tuple[Any, ...] | None],
