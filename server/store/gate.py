@@ -13,12 +13,13 @@ agree.
 
 from __future__ import annotations
 
-from typing import Any, Final
-
-from redis.asyncio import Redis
+from typing import TYPE_CHECKING, Any, Final
 
 from client_sdk.protocol import Code
 from server.domain.order import Order
+
+if TYPE_CHECKING:  # the embedded server never loads the Redis client for its ledger
+    from redis.asyncio import Redis
 
 # KEYS: stock, users, keys, meta.  ARGV: user, key, qty, now_ms.
 GATE_TAKE_LUA: Final = """
