@@ -33,9 +33,9 @@ bench: $(STAMP) services
 	$(PY) bench/media_bench.py
 	$(PY) bench/bench_ttff_browser.py
 
-# issue 9's measurements: 1 node vs 2 workers under one viewer load, the flash-sale rush through
-# 2 cluster nodes vs the embedded ledger, the media cascade's TTFF and hop, the operations'
-# guarded writes across nodes, the dashboard's queries on PostgreSQL
+# the scale-out measurements (docs/scaleout.md): 1 node vs 2 workers under one viewer load,
+# the flash-sale rush through 2 cluster nodes vs the embedded ledger, the media cascade's TTFF
+# and hop, the operations' guarded writes across nodes, the dashboard's queries on PostgreSQL
 bench-cluster: $(STAMP) services
 	mkdir -p reports/bench
 	$(PY) -m pytest -q bench/test_bench_scaleout.py -p no:cacheprovider -s
