@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: run test bench bench-cluster loadtest lint services install clean
+.PHONY: run test bench bench-ab bench-cluster loadtest lint services install clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,14 @@ bench: $(STAMP) services
 	$(PY) bench/bench_mirror.py
 	$(PY) bench/media_bench.py
 	$(PY) bench/bench_ttff_browser.py
+
+# fan-out and join of two revisions, alternated (a refactoring must not slow them):
+# make bench-ab BASE=main RUNS=3
+BASE ?= main
+RUNS ?= 3
+bench-ab: $(STAMP)
+	mkdir -p reports/bench
+	$(PY) bench/bench_ab.py --base $(BASE) --head HEAD --runs $(RUNS)
 
 # the scale-out measurements (docs/scaleout.md): 1 node vs 2 workers under one viewer load,
 # the flash-sale rush through 2 cluster nodes vs the embedded ledger, the media cascade's TTFF

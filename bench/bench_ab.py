@@ -5,7 +5,9 @@ paths every viewer takes: one event to every viewer of a room (`bench/bench_fano
 joining a room (`souk-loadtest join` against a real server process). Timing on a shared
 machine drifts, so the two revisions are measured alternately (base, head, base, head, ...)
 and compared by their medians; each run's fan-out is also a ratio to the raw-write floor
-measured in the same run, which cancels most of the drift.
+measured in the same run, which cancels most of the drift, and each join run reports the
+server's CPU time per join (CPU time, unlike latency, does not count the time another
+process held the core).
 
 Run (from the repository, with its .venv):
 
@@ -31,6 +33,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = ROOT / ".venv" / "bin" / "python"
@@ -76,14 +80,18 @@ def join(tree: Path, viewers: int, rate: float, duration: float, report: Path) -
                 if time.monotonic() > deadline or server.poll() is not None:
                     raise RuntimeError("the server did not start") from None
                 time.sleep(0.1)
+        cpu = psutil.Process(server.pid).cpu_times()
         subprocess.run(["taskset", "-c", "1", str(LOADTEST), "join", "--url",
                         f"ws://127.0.0.1:{port}/ws", "--secret", secret, "--viewers", str(viewers),
                         "--rate", str(rate), "--duration", str(duration), "--report", str(report),
                         "--no-live", "--server-pid", str(server.pid)],
                        cwd=ROOT, check=False, capture_output=True)
+        after = psutil.Process(server.pid).cpu_times()
         doc = json.loads((report / "report.json").read_text())
         lat = doc["summary"]["join"]
-        return {"p50_ms": lat["p50_ms"], "p99_ms": lat["p99_ms"], "count": lat["count"]}
+        used_s = (after.user + after.system) - (cpu.user + cpu.system)
+        return {"p50_ms": lat["p50_ms"], "p99_ms": lat["p99_ms"], "count": lat["count"],
+                "cpu_ms_per_join": round(used_s * 1000 / max(1, lat["count"]), 3)}
     finally:
         server.terminate()
         server.wait(30)
@@ -114,7 +122,8 @@ def main() -> None:
                 j = join(trees[side], a.join_viewers, a.join_rate, a.join_duration,
                          work / f"join-{side}-{run}")
                 row = {"fanout_us": f["per_recipient_us_fanout"], "fanout_ratio": f["ratio_fanout_to_raw"],
-                       "join_p50_ms": j["p50_ms"], "join_p99_ms": j["p99_ms"]}
+                       "join_p50_ms": j["p50_ms"], "join_p99_ms": j["p99_ms"],
+                       "join_cpu_ms": j["cpu_ms_per_join"]}
                 for k, v in row.items():
                     results[side].setdefault(k, []).append(float(v))
                 print(f"run {run} {side:4}: " + "  ".join(f"{k} {v}" for k, v in row.items()),
