@@ -1,4 +1,4 @@
-"""Every access to aiortc/aioice private internals, in one place, pinned to aiortc 1.16.x.
+"""Every access to aiortc/aioice private internals, in one place, pinned to tested releases.
 
 Why this module exists: aiortc has no public API for encoded media. It decodes every received
 frame and re-encodes it per sender, which costs ~11 % of a core per viewer. A forwarding relay
@@ -7,7 +7,8 @@ needs four things aiortc does not expose:
 1. the publisher's RTP packets before the jitter buffer and decoder (wrap the receiver
    instance's ``_handle_rtp_packet``), and no decoder thread behind it;
 2. a viewer's SRTP context and nominated ICE pair, to protect and ``sendto`` a rewritten
-   packet synchronously (``RTCDtlsTransport._tx_srtp``, aioice ``Connection._nominated``);
+   packet synchronously (``RTCDtlsTransport._tx_srtp``, aioice ``Connection._nominated`` and
+   the pair's ``protocol.transport`` and ``remote_addr``, the sender's ``_ssrc``);
 3. the viewer's NACK and PLI/FIR feedback (``RTCRtpSender._retransmit`` /
    ``_send_keyframe``), and the sender's name-mangled SR counters so its RTCP sender reports
    describe what we forwarded;
@@ -15,9 +16,11 @@ needs four things aiortc does not expose:
 
 Every hook is installed per instance (never a class or module patch), except the host pin,
 which aioice only offers module-wide; it is reference counted and reversible. Each accessor
-checks the attribute exists and raises :class:`HookError` otherwise, and
-``tests/media/test_hooks.py`` exercises each of them, so an aiortc upgrade that renames any of
-them fails loudly in the test suite instead of silently disabling forwarding.
+reads the attribute through :func:`require`, which raises :class:`HookError` naming it, and
+``tests/media/test_media_hooks.py`` exercises each of them, so an aiortc or aioice upgrade that
+renames any of them fails loudly in the test suite instead of silently disabling forwarding.
+Hooks that only test peers need (loss injection, cheap sink viewers) live in
+``media.testing.hooks``, on the same guard.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import aioice
 import aioice.ice
 import aiortc
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
@@ -39,6 +43,7 @@ from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 log = logging.getLogger(__name__)
 
 TESTED_AIORTC = "1.16."
+TESTED_AIOICE = "0.13."
 
 
 class HookError(RuntimeError):
@@ -50,22 +55,32 @@ def aiortc_version_supported(version: str = aiortc.__version__) -> bool:
     return version.startswith(TESTED_AIORTC)
 
 
-if not aiortc_version_supported():  # pragma: no cover - only on an untested upgrade
-    warnings.warn(
-        f"media.hooks was tested with aiortc {TESTED_AIORTC}x, found {aiortc.__version__}; "
-        "run tests/media/test_hooks.py before trusting the relay",
-        RuntimeWarning,
-        stacklevel=1,
-    )
+def aioice_version_supported(version: str = aioice.__version__) -> bool:
+    """True for the aioice release line the hooks were written and tested against."""
+    return version.startswith(TESTED_AIOICE)
 
 
-def _require(obj: object, name: str) -> Any:
+for _name, _found, _ok, _tested in (
+    ("aiortc", aiortc.__version__, aiortc_version_supported(), TESTED_AIORTC),
+    ("aioice", aioice.__version__, aioice_version_supported(), TESTED_AIOICE),
+):
+    if not _ok:  # pragma: no cover - only on an untested upgrade
+        warnings.warn(
+            f"media.hooks was tested with {_name} {_tested}x, found {_found}; "
+            "run tests/media/test_media_hooks.py before trusting the relay",
+            RuntimeWarning,
+            stacklevel=1,
+        )
+
+
+def require(obj: object, name: str) -> Any:
+    """``getattr(obj, name)``, or a HookError naming the attribute and the versions."""
     try:
         return getattr(obj, name)
     except AttributeError as exc:
         raise HookError(
-            f"{type(obj).__name__}.{name} is gone (aiortc {aiortc.__version__}); "
-            "media/hooks.py needs updating"
+            f"{type(obj).__name__}.{name} is gone (aiortc {aiortc.__version__}, "
+            f"aioice {aioice.__version__}); media/hooks.py needs updating"
         ) from exc
 
 
@@ -80,7 +95,7 @@ def tap_rtp(receiver: RTCRtpReceiver, tap: RtpTap) -> None:
     aiortc's own handler still runs after the tap: it keeps sending NACKs, receiver reports
     and REMB to the publisher, so the uplink stays repaired by aiortc.
     """
-    original: Callable[[RtpPacket, int], Awaitable[None]] = _require(receiver, "_handle_rtp_packet")
+    original: Callable[[RtpPacket, int], Awaitable[None]] = require(receiver, "_handle_rtp_packet")
 
     async def handle(packet: RtpPacket, arrival_time_ms: int) -> None:
         try:
@@ -101,8 +116,8 @@ def skip_decoding(receiver: RTCRtpReceiver) -> None:
     Once the thread is stopped aiortc's handler still reassembles frames (for its PLI logic)
     but no longer queues them for decoding.
     """
-    original: Callable[[Any], Awaitable[None]] = _require(receiver, "receive")
-    stop: Callable[[], None] = _require(receiver, "_RTCRtpReceiver__stop_decoder")
+    original: Callable[[Any], Awaitable[None]] = require(receiver, "receive")
+    stop: Callable[[], None] = require(receiver, "_RTCRtpReceiver__stop_decoder")
 
     async def receive(parameters: Any) -> None:
         await original(parameters)
@@ -111,15 +126,9 @@ def skip_decoding(receiver: RTCRtpReceiver) -> None:
     receiver.receive = receive  # type: ignore[method-assign]
 
 
-def decoder_running(receiver: RTCRtpReceiver) -> bool:
-    """Whether aiortc's decoder thread is alive for this receiver (for tests and stats)."""
-    thread = _require(receiver, "_RTCRtpReceiver__decoder_thread")
-    return thread is not None and bool(thread.is_alive())
-
-
 def send_pli(receiver: RTCRtpReceiver, media_ssrc: int) -> Awaitable[None]:
     """Ask the publisher for a keyframe (RTCP PLI addressed to ``media_ssrc``)."""
-    send: Callable[[int], Awaitable[None]] = _require(receiver, "_send_rtcp_pli")
+    send: Callable[[int], Awaitable[None]] = require(receiver, "_send_rtcp_pli")
     return send(media_ssrc)
 
 
@@ -128,7 +137,7 @@ def send_pli(receiver: RTCRtpReceiver, media_ssrc: int) -> Awaitable[None]:
 
 def negotiated_codecs(transceiver: RTCRtpTransceiver) -> list[RTCRtpCodecParameters]:
     """The codecs aiortc settled on in setRemoteDescription, primary codec first."""
-    codecs: list[RTCRtpCodecParameters] = _require(transceiver, "_codecs")
+    codecs: list[RTCRtpCodecParameters] = require(transceiver, "_codecs")
     return codecs
 
 
@@ -149,23 +158,23 @@ class Outlet:
 def outlet(sender: RTCRtpSender) -> Outlet | None:
     """The viewer's SRTP context and nominated ICE pair, or None until DTLS is up."""
     dtls = sender.transport
-    srtp = _require(dtls, "_tx_srtp")
+    srtp = require(dtls, "_tx_srtp")
     if srtp is None:
         return None
-    connection = _require(dtls.transport, "_connection")
-    nominated: dict[int, Any] = _require(connection, "_nominated")
+    connection = require(dtls.transport, "_connection")
+    nominated: dict[int, Any] = require(connection, "_nominated")
     pair = nominated.get(1)
     if pair is None:
         return None
-    udp = pair.protocol.transport
+    udp = require(require(pair, "protocol"), "transport")
     if udp is None:
         return None
-    extensions: HeaderExtensionsMap = _require(dtls, "_rtp_header_extensions_map")
+    extensions: HeaderExtensionsMap = require(dtls, "_rtp_header_extensions_map")
     return Outlet(
         protect=srtp.protect,
         sendto=udp.sendto,
-        addr=pair.remote_addr,
-        ssrc=sender._ssrc,
+        addr=require(pair, "remote_addr"),
+        ssrc=require(sender, "_ssrc"),
         extensions=extensions,
     )
 
@@ -180,8 +189,9 @@ def intercept_feedback(
     aiortc would look NACKed packets up in the sender's own history (empty: the relay sends
     around it) and answer PLI by flagging an encoder that does not exist.
     """
-    _require(sender, "_retransmit")
-    _require(sender, "_send_keyframe")
+    require(sender, "_retransmit")
+    require(sender, "_send_keyframe")
+    check_sender_report_fields(sender)  # record_sent writes them blind: check them once here
 
     async def retransmit(sequence_number: int) -> None:
         on_nack(sequence_number)
@@ -201,7 +211,7 @@ _SR_FIELDS = (
 def check_sender_report_fields(sender: RTCRtpSender) -> None:
     """Raise HookError unless the sender still has the counters its SR loop reports."""
     for name in _SR_FIELDS:
-        _require(sender, name)
+        require(sender, name)
 
 
 def record_sent(
@@ -215,12 +225,6 @@ def record_sent(
     sender._RTCRtpSender__rtp_timestamp = rtp_timestamp  # type: ignore[attr-defined]
     sender._RTCRtpSender__packet_count = packets  # type: ignore[attr-defined]
     sender._RTCRtpSender__octet_count = octets  # type: ignore[attr-defined]
-
-
-def sent_packet_count(sender: RTCRtpSender) -> int:
-    """The SR packet counter (for tests of :func:`record_sent`)."""
-    count: int = _require(sender, "_RTCRtpSender__packet_count")
-    return count
 
 
 # --------------------------------------------------------------------------- host candidates
@@ -244,7 +248,7 @@ class HostPin:
         if cls._holders and cls._address != address:
             raise HookError(f"host candidates already pinned to {cls._address}, not {address}")
         if not cls._holders:
-            cls._original = _require(aioice.ice, "get_host_addresses")
+            cls._original = require(aioice.ice, "get_host_addresses")
 
             def host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
                 is_v6 = ":" in address
@@ -267,66 +271,3 @@ class HostPin:
     @classmethod
     def pinned(cls) -> str | None:
         return cls._address
-
-
-# --------------------------------------------------------------------------- test peers
-
-RtpFilter = Callable[[bytes], bool]
-
-
-def filter_incoming_rtp(dtls: Any, keep: RtpFilter) -> None:
-    """Call ``keep(decrypted_rtp)`` on every RTP datagram a peer receives; False drops it.
-
-    Used by media.testing only: loss injection between relay and one viewer (tc netem is not
-    available), and the benchmark's non-decoding sink viewers (count, then drop).
-    """
-    original: Callable[[bytes, int], Awaitable[None]] = _require(dtls, "_handle_rtp_data")
-
-    async def handle(data: bytes, arrival_time_ms: int) -> None:
-        if keep(data):
-            await original(data, arrival_time_ms)
-
-    dtls._handle_rtp_data = handle
-
-
-def filter_incoming_datagrams(ice_transport: Any, keep: RtpFilter) -> None:
-    """Call ``keep(datagram)`` on every datagram a peer's ICE transport delivers, *before*
-    DTLS/SRTP sees it; False drops it.
-
-    This is where a lossy network loses packets: dropping after SRTP unprotect (as
-    :func:`filter_incoming_rtp` does) would let SRTP replay protection reject the
-    retransmission of a dropped packet, which a real network never causes.
-    """
-    original: Callable[[], Awaitable[bytes]] = _require(ice_transport, "_recv")
-
-    async def recv() -> bytes:
-        while True:
-            data = await original()
-            if keep(data):
-                return data
-
-    ice_transport._recv = recv
-
-
-def intercept_ice_data(ice_transport: Any, keep: RtpFilter) -> None:
-    """Like :func:`filter_incoming_datagrams`, one step earlier: inside aioice's
-    ``Connection.data_received``, before the datagram is queued for the DTLS task.
-
-    A dropped datagram then costs one function call instead of a queue put, a task wake-up
-    and a pass through the DTLS loop: what lets one load-generator process host hundreds of
-    sink viewers.
-    """
-    connection = _require(ice_transport, "_connection")
-    original: Callable[[bytes, int], None] = _require(connection, "data_received")
-
-    def data_received(data: bytes, component: int) -> None:
-        if keep(data):
-            original(data, component)
-
-    connection.data_received = data_received
-
-
-def ignore_keyframe_requests(sender: RTCRtpSender) -> None:
-    """Make a test publisher deaf to PLI/FIR, so only its natural GOP yields keyframes."""
-    _require(sender, "_send_keyframe")
-    sender._send_keyframe = lambda: None  # type: ignore[method-assign]

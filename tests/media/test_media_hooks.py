@@ -19,6 +19,7 @@ from aiortc.rtp import RtpPacket
 from media import hooks
 from media.forwarder import ParkedTrack
 from media.testing import PublisherPeer, loopback
+from media.testing import hooks as test_hooks
 from media.testing.peers import wait_until
 
 pytestmark = pytest.mark.media
@@ -48,6 +49,9 @@ def test_version_pin() -> None:
     assert hooks.aiortc_version_supported()
     assert not hooks.aiortc_version_supported("1.17.0")
     assert not hooks.aiortc_version_supported("2.0.0")
+    assert hooks.aioice_version_supported()
+    assert not hooks.aioice_version_supported("0.14.0")
+    assert not hooks.aioice_version_supported("1.0.0")
 
 
 async def test_private_attributes_exist_before_connecting() -> None:
@@ -55,9 +59,9 @@ async def test_private_attributes_exist_before_connecting() -> None:
     try:
         t = pc.addTransceiver(ParkedTrack("video"), direction="sendonly")
         hooks.check_sender_report_fields(t.sender)
-        assert hooks.sent_packet_count(t.sender) == 0
+        assert test_hooks.sent_packet_count(t.sender) == 0
         assert hooks.negotiated_codecs(t) is not None
-        assert hooks.decoder_running(t.receiver) is False
+        assert test_hooks.decoder_running(t.receiver) is False
         for name in ("_handle_rtp_packet", "_send_rtcp_pli", "_RTCRtpReceiver__stop_decoder"):
             assert callable(getattr(t.receiver, name)), name
         for name in ("_retransmit", "_send_keyframe"):
@@ -118,7 +122,7 @@ async def test_receive_side_hooks_on_a_live_publisher(pinned: None) -> None:
         await receiver_pc.setLocalDescription(await receiver_pc.createAnswer())
         await publisher.accept(receiver_pc.localDescription.sdp)
         await wait_until(lambda: len(seen) > 10, 10, "tapped RTP packets")
-        assert not hooks.decoder_running(transceiver.receiver)
+        assert not test_hooks.decoder_running(transceiver.receiver)
         pt = hooks.negotiated_codecs(transceiver)[0].payloadType
         media = [p for p in seen if p.payload_type == pt]
         assert media, "tap saw no packets of the negotiated codec"
@@ -145,7 +149,7 @@ async def test_send_side_hooks_outlet_nack_and_sender_report(pinned: None) -> No
             arrived.append(data)
             return True
 
-        hooks.filter_incoming_rtp(peer_transport, keep)
+        test_hooks.filter_incoming_rtp(peer_transport, keep)
         out = hooks.outlet(t.sender)
         assert out is not None
         assert out.ssrc == t.sender._ssrc
@@ -162,7 +166,7 @@ async def test_send_side_hooks_outlet_nack_and_sender_report(pinned: None) -> No
         await wait_until(lambda: len(arrived) == 5, 5, "packets at the peer")
         assert struct.unpack_from("!H", arrived[0], 2)[0] == 100
         await wait_until(lambda: 102 in nacks, 5, "NACK for the gap")
-        assert hooks.sent_packet_count(t.sender) == 5
+        assert test_hooks.sent_packet_count(t.sender) == 5
     finally:
         await sender_pc.close()
         await peer.close()
@@ -178,7 +182,7 @@ async def test_filter_incoming_rtp_can_drop_everything(pinned: None) -> None:
         await receiver_pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
         transceiver = receiver_pc.getTransceivers()[0]
         hooks.tap_rtp(transceiver.receiver, tapped.append)
-        hooks.filter_incoming_rtp(transceiver.receiver.transport, lambda d: bool(dropped.append(1)))
+        test_hooks.filter_incoming_rtp(transceiver.receiver.transport, lambda d: bool(dropped.append(1)))
         await receiver_pc.setLocalDescription(await receiver_pc.createAnswer())
         await publisher.accept(receiver_pc.localDescription.sdp)
         await wait_until(lambda: len(dropped) > 10, 10, "RTP at the filter")
@@ -195,6 +199,30 @@ def test_hook_error_names_the_missing_attribute() -> None:
     with pytest.raises(hooks.HookError, match="_retransmit"):
         hooks.intercept_feedback(Stub(), lambda s: None, lambda: None)  # type: ignore[arg-type]
     assert RTCRtpSender is not None
+
+
+@pytest.mark.parametrize("missing", ["_ssrc", "protocol", "transport", "remote_addr"])
+def test_outlet_names_a_missing_pair_or_sender_attribute(missing: str) -> None:
+    """outlet() reads the nominated pair and the sender through the guard too: an aioice
+    that renames them fails with their name, not with an AttributeError mid-forwarding."""
+
+    def stub(**attrs: object) -> object:
+        return type("Stub", (), {k: v for k, v in attrs.items() if k != missing})()
+
+    def whole(**attrs: object) -> object:  # the public parts outlet() reads directly
+        return type("Stub", (), attrs)()
+
+    udp = stub(sendto=lambda data, addr: None)
+    pair = stub(protocol=stub(transport=udp), remote_addr=("127.0.0.1", 9))
+    connection = stub(_nominated={1: pair})
+    dtls = whole(
+        _tx_srtp=stub(protect=bytes),
+        transport=whole(_connection=connection),
+        _rtp_header_extensions_map=object(),
+    )
+    sender = whole(transport=dtls, _ssrc=1234) if missing != "_ssrc" else whole(transport=dtls)
+    with pytest.raises(hooks.HookError, match=missing):
+        hooks.outlet(sender)  # type: ignore[arg-type]
 
 
 async def test_intercept_ice_data_sees_srtp_before_dtls(pinned: None) -> None:
@@ -214,7 +242,7 @@ async def test_intercept_ice_data_sees_srtp_before_dtls(pinned: None) -> None:
         await receiver_pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
         transceiver = receiver_pc.getTransceivers()[0]
         hooks.tap_rtp(transceiver.receiver, tapped.append)
-        hooks.intercept_ice_data(transceiver.receiver.transport.transport, keep)
+        test_hooks.intercept_ice_data(transceiver.receiver.transport.transport, keep)
         await receiver_pc.setLocalDescription(await receiver_pc.createAnswer())
         await publisher.accept(receiver_pc.localDescription.sdp)
         await wait_until(lambda: len(seen) > 10, 10, "SRTP at the interceptor")
