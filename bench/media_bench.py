@@ -125,9 +125,7 @@ async def run_relay(mode: str, port: int) -> None:
             out: dict[str, Any] = {"tasks": len(asyncio.all_tasks()), "mode": mode}
             if relay is not None:
                 out.update(relay.stats())
-                room = relay._rooms.get("bench")  # bench-only peek at the frame counter
-                video = room.forwarders.get("video") if room else None
-                frames["in"] = video.frames_in if video else 0
+                frames["in"] = out["frames_in_total"]
             out["frames_in"] = frames["in"]
             return web.json_response(out)
 

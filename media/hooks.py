@@ -25,6 +25,8 @@ Hooks that only test peers need (loss injection, cheap sink viewers) live in
 
 from __future__ import annotations
 
+import asyncio
+import datetime
 import logging
 import warnings
 from collections.abc import Awaitable, Callable
@@ -34,16 +36,32 @@ from typing import Any
 import aioice
 import aioice.ice
 import aiortc
+import pylibsrtp
+import pylibsrtp._binding as pylibsrtp_binding
+from aiortc import RTCPeerConnection
+from aiortc.rtcdtlstransport import RTCCertificate, RTCDtlsFingerprint
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtcrtpsender import RTCRtpSender
 from aiortc.rtcrtptransceiver import RTCRtpTransceiver
-from aiortc.rtp import HeaderExtensionsMap, RtpPacket
+from aiortc.rtp import (
+    RTCP_PSFB_FIR,
+    RTCP_PSFB_PLI,
+    RTCP_RTPFB_NACK,
+    HeaderExtensionsMap,
+    RtcpPsfbPacket,
+    RtcpRtpfbPacket,
+    RtpPacket,
+)
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+from OpenSSL import SSL
 
 log = logging.getLogger(__name__)
 
 TESTED_AIORTC = "1.16."
 TESTED_AIOICE = "0.13."
+TESTED_PYLIBSRTP = "1.0."
 
 
 class HookError(RuntimeError):
@@ -60,9 +78,15 @@ def aioice_version_supported(version: str = aioice.__version__) -> bool:
     return version.startswith(TESTED_AIOICE)
 
 
+def pylibsrtp_version_supported(version: str = pylibsrtp.__version__) -> bool:
+    """True for the pylibsrtp release line whose session buffer the forwarder writes into."""
+    return version.startswith(TESTED_PYLIBSRTP)
+
+
 for _name, _found, _ok, _tested in (
     ("aiortc", aiortc.__version__, aiortc_version_supported(), TESTED_AIORTC),
     ("aioice", aioice.__version__, aioice_version_supported(), TESTED_AIOICE),
+    ("pylibsrtp", pylibsrtp.__version__, pylibsrtp_version_supported(), TESTED_PYLIBSRTP),
 ):
     if not _ok:  # pragma: no cover - only on an untested upgrade
         warnings.warn(
@@ -79,8 +103,9 @@ def require(obj: object, name: str) -> Any:
         return getattr(obj, name)
     except AttributeError as exc:
         raise HookError(
-            f"{type(obj).__name__}.{name} is gone (aiortc {aiortc.__version__}, "
-            f"aioice {aioice.__version__}); media/hooks.py needs updating"
+            f"{getattr(obj, '__name__', type(obj).__name__)}.{name} is gone "
+            f"(aiortc {aiortc.__version__}, aioice {aioice.__version__}, "
+            f"pylibsrtp {pylibsrtp.__version__}); media/hooks.py needs updating"
         ) from exc
 
 
@@ -146,13 +171,29 @@ def negotiated_codecs(transceiver: RTCRtpTransceiver) -> list[RTCRtpCodecParamet
 
 @dataclass(slots=True)
 class Outlet:
-    """What a forwarder needs to put a packet on a viewer's wire without awaiting."""
+    """What a forwarder needs to put a packet on a viewer's wire without awaiting.
 
-    protect: Callable[[bytes], bytes]
+    The packet is protected in place in the SRTP session's own 1500-byte buffer (``buffer``
+    over ``cdata``; ``length`` is the in/out length libsrtp takes) by :data:`srtp_protect`,
+    then handed to the nominated pair's socket: one copy in, one out, no Python wrapper.
+    """
+
+    ctx: Any  # libsrtp's srtp_t of the viewer's outbound session
+    cdata: Any  # char[1500]
+    buffer: Any  # writable buffer over cdata
+    length: Any  # int *
+    protect_rtcp: Callable[[bytes], bytes]
     sendto: Callable[[bytes, Any], None]
     addr: Any
     ssrc: int
     extensions: HeaderExtensionsMap
+
+
+# libsrtp's srtp_protect(ctx, buffer, int *length) -> status, as pylibsrtp binds it: called
+# directly, without pylibsrtp's per-call allocation and two copies.
+srtp_protect: Callable[[Any, Any, Any], int] = require(pylibsrtp_binding.lib, "srtp_protect")
+SRTP_BUFFER = 1500
+SRTP_TRAILER = 16  # the auth tag (10) plus MKI headroom: what protect may append
 
 
 def outlet(sender: RTCRtpSender) -> Outlet | None:
@@ -170,8 +211,15 @@ def outlet(sender: RTCRtpSender) -> Outlet | None:
     if udp is None:
         return None
     extensions: HeaderExtensionsMap = require(dtls, "_rtp_header_extensions_map")
+    cdata = require(srtp, "_cdata")
+    if len(cdata) < SRTP_BUFFER:  # pragma: no cover - only on a pylibsrtp change
+        raise HookError(f"pylibsrtp's session buffer is {len(cdata)} bytes, not {SRTP_BUFFER}")
     return Outlet(
-        protect=srtp.protect,
+        ctx=require(srtp, "_srtp")[0],
+        cdata=cdata,
+        buffer=require(srtp, "_buffer"),
+        length=pylibsrtp_binding.ffi.new("int *"),
+        protect_rtcp=srtp.protect_rtcp,
         sendto=udp.sendto,
         addr=require(pair, "remote_addr"),
         ssrc=require(sender, "_ssrc"),
@@ -184,47 +232,108 @@ def intercept_feedback(
     on_nack: Callable[[int], None],
     on_keyframe_request: Callable[[], None],
 ) -> None:
-    """Route this sender's NACKs and PLI/FIRs to the relay instead of aiortc's encoder path.
+    """Handle this sender's RTCP feedback in the relay instead of aiortc.
 
-    aiortc would look NACKed packets up in the sender's own history (empty: the relay sends
-    around it) and answer PLI by flagging an encoder that does not exist.
+    NACKs go to ``on_nack`` (aiortc would look them up in the sender's own history, empty:
+    the relay sends around it), PLI/FIR to ``on_keyframe_request`` (aiortc would flag an
+    encoder that does not exist). Receiver reports and REMB are dropped unread: aiortc turns
+    every report block into a stats object, a cost per viewer per second that nothing reads.
     """
-    require(sender, "_retransmit")
-    require(sender, "_send_keyframe")
-    check_sender_report_fields(sender)  # record_sent writes them blind: check them once here
+    require(sender, "_handle_rtcp_packet")
 
-    async def retransmit(sequence_number: int) -> None:
-        on_nack(sequence_number)
+    async def handle(packet: Any) -> None:
+        if isinstance(packet, RtcpRtpfbPacket):
+            if packet.fmt == RTCP_RTPFB_NACK:
+                for seq in packet.lost:
+                    on_nack(seq)
+        elif isinstance(packet, RtcpPsfbPacket) and packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
+            on_keyframe_request()
 
-    sender._retransmit = retransmit  # type: ignore[method-assign]
-    sender._send_keyframe = on_keyframe_request  # type: ignore[method-assign]
-
-
-_SR_FIELDS = (
-    "_RTCRtpSender__ntp_timestamp",
-    "_RTCRtpSender__rtp_timestamp",
-    "_RTCRtpSender__packet_count",
-    "_RTCRtpSender__octet_count",
-)
+    sender._handle_rtcp_packet = handle  # type: ignore[method-assign]
 
 
-def check_sender_report_fields(sender: RTCRtpSender) -> None:
-    """Raise HookError unless the sender still has the counters its SR loop reports."""
-    for name in _SR_FIELDS:
-        require(sender, name)
+def park_rtcp(sender: RTCRtpSender) -> None:
+    """Replace this sender's RTCP task (a wake-up every 0.5-1.5 s per viewer per stream) by
+    one that only waits to be stopped: the relay sends every viewer's sender reports from
+    one timer (``media.rtcp``). Call before the sender starts (before DTLS is up)."""
+    require(sender, "_run_rtcp")
+    started: asyncio.Event = require(sender, "_RTCRtpSender__rtcp_started")
+    exited: asyncio.Event = require(sender, "_RTCRtpSender__rtcp_exited")
+
+    async def parked() -> None:
+        started.set()
+        try:
+            await asyncio.get_running_loop().create_future()
+        except asyncio.CancelledError:
+            pass
+        finally:
+            exited.set()
+
+    sender._run_rtcp = parked  # type: ignore[method-assign]
 
 
-def record_sent(
-    sender: RTCRtpSender, ntp: int, rtp_timestamp: int, packets: int, octets: int
-) -> None:
-    """Feed the sender's RTCP SR loop: aiortc builds SRs from these name-mangled fields.
+def rtcp_cname(sender: RTCRtpSender) -> str | None:
+    """The CNAME the answer announced for this sender (set once the sender started): sender
+    reports must carry it so that the viewer ties audio and video together."""
+    cname: str | None = require(sender, "_RTCRtpSender__cname")
+    return cname
 
-    ``packets`` and ``octets`` are totals (not increments), so callers may update sparsely.
+
+# --------------------------------------------------------------------------- DTLS certificate
+
+
+class SharedCertificate(RTCCertificate):
+    """One DTLS certificate for every peer connection of a process.
+
+    aiortc makes a key pair and a certificate per peer connection, computes its fingerprints
+    for every answer and builds a fresh OpenSSL context per DTLS transport. Here all three
+    are made once: a join then costs the handshake itself. The server-side session cache is
+    off (aiortc disables tickets too), so the shared context holds no per-client state.
     """
-    sender._RTCRtpSender__ntp_timestamp = ntp  # type: ignore[attr-defined]
-    sender._RTCRtpSender__rtp_timestamp = rtp_timestamp  # type: ignore[attr-defined]
-    sender._RTCRtpSender__packet_count = packets  # type: ignore[attr-defined]
-    sender._RTCRtpSender__octet_count = octets  # type: ignore[attr-defined]
+
+    def __init__(self, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate) -> None:
+        super().__init__(key, cert)
+        self._fingerprints: list[RTCDtlsFingerprint] | None = None
+        self._contexts: dict[tuple[bytes, ...], SSL.Context] = {}
+
+    def getFingerprints(self) -> list[RTCDtlsFingerprint]:
+        if self._fingerprints is None:
+            self._fingerprints = super().getFingerprints()
+        return list(self._fingerprints)
+
+    def _create_ssl_context(self, srtp_profiles: list[Any]) -> SSL.Context:
+        key = tuple(p.openssl_profile for p in srtp_profiles)
+        context = self._contexts.get(key)
+        if context is None:
+            context = super()._create_ssl_context(srtp_profiles)
+            context.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+            self._contexts[key] = context
+        return context
+
+
+require(RTCCertificate, "_create_ssl_context")  # what SharedCertificate overrides
+_shared: SharedCertificate | None = None
+CERTIFICATE_RENEW_BEFORE = datetime.timedelta(days=1)
+
+
+def shared_certificate(now: datetime.datetime | None = None) -> SharedCertificate:
+    """The process's certificate, renewed a day before it expires (aiortc's last 30 days):
+    a connection keeps the certificate it was made with, new ones get the new one."""
+    global _shared
+    now = now or datetime.datetime.now(tz=datetime.UTC)
+    if _shared is None or _shared.expires - now < CERTIFICATE_RENEW_BEFORE:
+        fresh = RTCCertificate.generateCertificate()
+        _shared = SharedCertificate(require(fresh, "_key"), require(fresh, "_cert"))
+    return _shared
+
+
+def use_certificate(pc: RTCPeerConnection, certificate: RTCCertificate) -> None:
+    """Make ``pc`` use ``certificate`` for its DTLS transports. Call right after creating
+    the peer connection, before any transceiver (each takes the list when it is made)."""
+    certificates: list[RTCCertificate] = require(pc, "_RTCPeerConnection__certificates")
+    if len(certificates) != 1:  # pragma: no cover - only on an aiortc change
+        raise HookError(f"expected one certificate per peer connection, found {len(certificates)}")
+    certificates[0] = certificate
 
 
 # --------------------------------------------------------------------------- host candidates

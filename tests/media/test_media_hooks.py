@@ -58,18 +58,21 @@ async def test_private_attributes_exist_before_connecting() -> None:
     pc = _pc()
     try:
         t = pc.addTransceiver(ParkedTrack("video"), direction="sendonly")
-        hooks.check_sender_report_fields(t.sender)
-        assert test_hooks.sent_packet_count(t.sender) == 0
         assert hooks.negotiated_codecs(t) is not None
         assert test_hooks.decoder_running(t.receiver) is False
         for name in ("_handle_rtp_packet", "_send_rtcp_pli", "_RTCRtpReceiver__stop_decoder"):
             assert callable(getattr(t.receiver, name)), name
-        for name in ("_retransmit", "_send_keyframe"):
+        for name in ("_handle_rtcp_packet", "_run_rtcp", "_send_keyframe"):
             assert callable(getattr(t.sender, name)), name
+        for name in ("_RTCRtpSender__rtcp_started", "_RTCRtpSender__rtcp_exited"):
+            assert isinstance(getattr(t.sender, name), asyncio.Event), name
+        assert hooks.rtcp_cname(t.sender) is None  # set when the sender starts
         assert callable(t.receiver.transport._handle_rtp_data)
         assert hasattr(t.receiver.transport, "_tx_srtp")
         assert hasattr(t.receiver.transport.transport, "_connection")
         assert hasattr(t.receiver.transport.transport._connection, "_nominated")
+        assert len(pc._RTCPeerConnection__certificates) == 1  # type: ignore[attr-defined]
+        assert callable(hooks.srtp_protect)
     finally:
         await pc.close()
 
@@ -133,43 +136,100 @@ async def test_receive_side_hooks_on_a_live_publisher(pinned: None) -> None:
         await receiver_pc.close()
 
 
-async def test_send_side_hooks_outlet_nack_and_sender_report(pinned: None) -> None:
-    """A packet sent through outlet() arrives decrypted at the peer; a gap makes the peer
-    NACK and intercept_feedback delivers it; record_sent feeds the SR counters."""
+async def test_send_side_hooks_outlet_feedback_and_parked_rtcp(pinned: None) -> None:
+    """A packet protected in place through outlet() arrives decrypted at the peer; a gap
+    makes the peer NACK and a PLI from it arrives, both through intercept_feedback; the
+    parked RTCP task sends no sender report of its own; rtcp_cname is the answer's CNAME."""
     sender_pc, peer = _pc(), _pc()
     arrived: list[bytes] = []
     nacks: list[int] = []
+    plis: list[int] = []
+    reports: list[object] = []
     try:
         t = sender_pc.addTransceiver(ParkedTrack("video"), direction="sendonly")
-        hooks.intercept_feedback(t.sender, nacks.append, lambda: None)
+        hooks.intercept_feedback(t.sender, nacks.append, lambda: plis.append(1))
+        hooks.park_rtcp(t.sender)
         await _connect(sender_pc, peer)
-        peer_transport = peer.getTransceivers()[0].receiver.transport
+        receiver = peer.getTransceivers()[0].receiver
+        original = receiver._handle_rtcp_packet
+
+        async def on_rtcp(packet: object) -> None:
+            reports.append(packet)
+            await original(packet)
+
+        receiver._handle_rtcp_packet = on_rtcp  # type: ignore[method-assign]
 
         def keep(data: bytes) -> bool:
             arrived.append(data)
             return True
 
-        test_hooks.filter_incoming_rtp(peer_transport, keep)
+        test_hooks.filter_incoming_rtp(receiver.transport, keep)
         out = hooks.outlet(t.sender)
         assert out is not None
         assert out.ssrc == t.sender._ssrc
         pt = hooks.negotiated_codecs(t)[0].payloadType
         assert pt is not None
-        for n, seq in enumerate((100, 101, 103, 104, 105), start=1):
+        for seq in (100, 101, 103, 104, 105):
             packet = RtpPacket(
                 payload_type=pt, sequence_number=seq, timestamp=seq * 3000, ssrc=out.ssrc
             )
             packet.payload = b"\x10\x00" + bytes(20)
-            out.sendto(out.protect(packet.serialize(out.extensions)), out.addr)
-            hooks.record_sent(t.sender, 1, seq * 3000, n, 22 * n)
+            data = packet.serialize(out.extensions)
+            out.buffer[0 : len(data)] = data
+            out.length[0] = len(data)
+            assert hooks.srtp_protect(out.ctx, out.cdata, out.length) == 0
+            out.sendto(out.buffer[0 : out.length[0]], out.addr)
             await asyncio.sleep(0.01)
         await wait_until(lambda: len(arrived) == 5, 5, "packets at the peer")
         assert struct.unpack_from("!H", arrived[0], 2)[0] == 100
         await wait_until(lambda: 102 in nacks, 5, "NACK for the gap")
-        assert test_hooks.sent_packet_count(t.sender) == 5
+        await hooks.send_pli(receiver, out.ssrc)
+        await wait_until(lambda: bool(plis), 5, "PLI at the sender")
+        cname = hooks.rtcp_cname(t.sender)
+        assert cname and f"cname:{cname}" in sender_pc.localDescription.sdp
+        await asyncio.sleep(1.6)  # aiortc's own task would have sent an SR by now
+        assert not any(type(r).__name__ == "RtcpSrPacket" for r in reports)
     finally:
         await sender_pc.close()
         await peer.close()
+
+
+async def test_one_shared_certificate_for_every_peer_connection(pinned: None) -> None:
+    """use_certificate puts the shared certificate in both peer connections: the answers
+    carry the same fingerprint, both connect, and the DTLS context was built once."""
+    shared = hooks.shared_certificate()
+    assert hooks.shared_certificate() is shared
+    a1, a2, b1, b2 = _pc(), _pc(), _pc(), _pc()
+    try:
+        for pc in (a1, a2):
+            hooks.use_certificate(pc, shared)
+            pc.addTransceiver(ParkedTrack("video"), direction="sendonly")
+        await _connect(a1, b1)
+        await _connect(a2, b2)
+        prints = {
+            line
+            for pc in (a1, a2)
+            for line in pc.localDescription.sdp.splitlines()
+            if line.startswith("a=fingerprint:sha-256")
+        }
+        assert len(prints) == 1
+        sha256 = next(f for f in shared.getFingerprints() if f.algorithm == "sha-256")
+        assert prints.pop().split()[1] == sha256.value
+        assert len(shared._contexts) == 1
+    finally:
+        for pc in (a1, a2, b1, b2):
+            await pc.close()
+
+
+def test_shared_certificate_is_renewed_before_it_expires() -> None:
+    import datetime
+
+    shared = hooks.shared_certificate()
+    late = shared.expires - datetime.timedelta(hours=12)
+    renewed = hooks.shared_certificate(now=late)
+    assert renewed is not shared
+    assert renewed.expires >= shared.expires
+    assert hooks.shared_certificate() is renewed
 
 
 async def test_filter_incoming_rtp_can_drop_everything(pinned: None) -> None:
@@ -196,7 +256,7 @@ def test_hook_error_names_the_missing_attribute() -> None:
     class Stub:
         transport = None
 
-    with pytest.raises(hooks.HookError, match="_retransmit"):
+    with pytest.raises(hooks.HookError, match="_handle_rtcp_packet"):
         hooks.intercept_feedback(Stub(), lambda s: None, lambda: None)  # type: ignore[arg-type]
     assert RTCRtpSender is not None
 
@@ -216,7 +276,9 @@ def test_outlet_names_a_missing_pair_or_sender_attribute(missing: str) -> None:
     pair = stub(protocol=stub(transport=udp), remote_addr=("127.0.0.1", 9))
     connection = stub(_nominated={1: pair})
     dtls = whole(
-        _tx_srtp=stub(protect=bytes),
+        _tx_srtp=whole(
+            _cdata=bytearray(1500), _srtp=[object()], _buffer=bytearray(1500), protect_rtcp=bytes
+        ),
         transport=whole(_connection=connection),
         _rtp_header_extensions_map=object(),
     )
