@@ -217,10 +217,14 @@ class StreamForwarder:
         return sum(len(group) for group in self._live.values())
 
     def request_keyframe(self) -> None:
-        """Ask the source for a keyframe (it throttles PLIs for every joiner and process);
-        asked at most every KEYFRAME_ASK_MS from here, so a waiting viewer costs little."""
-        if not self.video:
-            return
+        """Ask the source for a keyframe: a joiner, a viewer's PLI/FIR. The source throttles
+        PLIs for every joiner of every process and coalesces the ones inside its window."""
+        if self.video:
+            self.ask_source()
+
+    def _remind_source(self) -> None:
+        """A viewer still waits for a keyframe (checked on every packet): ask again, but at
+        most every KEYFRAME_ASK_MS, so a waiting viewer costs little."""
         now_ms = time.monotonic() * 1000
         if now_ms - self._asked_ms >= KEYFRAME_ASK_MS:
             self._asked_ms = now_ms
@@ -345,7 +349,7 @@ class StreamForwarder:
                 self._start_on_cached(viewer, cached, packet)
                 continue
             waiting.append(viewer)
-            self.request_keyframe()
+            self._remind_source()
         self._pending = waiting
 
     def _start_on_cached(

@@ -39,26 +39,28 @@ class MediaPacket:
         )
 
 
-# stream id, seq, timestamp, flags (marker, keyframe, audio level present, voice activity),
-# audio level; then the payload
-_WIRE = struct.Struct("!IHIBB")
+# On a media worker's socket: the tag (``PACKET_TAG``), the stream id, seq, timestamp, flags
+# (marker, keyframe, audio level present, voice activity), audio level; then the payload.
+PACKET_TAG = 0x50
+_WIRE = struct.Struct("!BIHIBB")
 WIRE_HEADER = _WIRE.size
 _MARKER, _KEYFRAME, _LEVEL, _VOICE = 1, 2, 4, 8
 
 
 def pack(stream: int, packet: MediaPacket) -> bytes:
-    """``packet`` for stream ``stream`` as one datagram (header and payload)."""
+    """``packet`` of stream ``stream`` as one message (header and payload)."""
     flags = packet.marker & 1 | (_KEYFRAME if packet.keyframe else 0)
     level = 0
     if packet.audio_level is not None:
         voice, level = packet.audio_level
         flags |= _LEVEL | (_VOICE if voice else 0)
-    return _WIRE.pack(stream, packet.seq, packet.timestamp, flags, level & 0x7F) + packet.payload
+    header = _WIRE.pack(PACKET_TAG, stream, packet.seq, packet.timestamp, flags, level & 0x7F)
+    return header + packet.payload
 
 
 def unpack(data: bytes | memoryview) -> tuple[int, MediaPacket]:
-    """The inverse of :func:`pack`; raises ``struct.error`` on a short datagram."""
-    stream, seq, timestamp, flags, level = _WIRE.unpack_from(data)
+    """The inverse of :func:`pack`; raises ``struct.error`` on a short message."""
+    _, stream, seq, timestamp, flags, level = _WIRE.unpack_from(data)
     audio_level = (bool(flags & _VOICE), level) if flags & _LEVEL else None
     return stream, MediaPacket(
         seq,

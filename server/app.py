@@ -193,6 +193,7 @@ class App:
         self.media = MediaRelay(
             rtc_host=self.cfg.rtc_host, stun_urls=tuple(self.cfg.stun_url or ()),
             turn_urls=tuple(self.cfg.turn_url or ()), turn_secret=self.cfg.turn_secret or None,
+            media_workers=self.cfg.media_workers, on_rewatch=media_ops.rewatch_notice(self),
         )
         self.rooms.start()
         if self.presence is not None:
@@ -618,12 +619,7 @@ class App:
         self.metrics.dropped.set(st.dropped)
         self.metrics.overflows.set(st.overflows)
         self.metrics.rooms.set(len(self.rooms.by_channel))
-        if self.media is not None:
-            for key, value in self.media.stats().items():
-                self.metrics.media_children(key).set(value)
-        if self.cascade is not None:
-            self.metrics.media_children("edge_pulls_started_total").set(self.cascade.pulls_started)
-            self.metrics.media_children("edge_pulls_ended_total").set(self.cascade.pulls_ended)
+        media_ops.refresh_metrics(self)
 
     async def _seed_demo(self) -> None:
         """A demo room linked to a demo core group whose demo member is already in it."""

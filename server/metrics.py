@@ -29,6 +29,13 @@ class Metrics:
         self.rooms = Gauge("souk_rooms", "Rooms and groups in memory", registry=r)
         self.media = Gauge("souk_media", "Media relay counters (MediaRelay.stats(), cascade)",
                            ["stat"], registry=r)
+        self.media_first_keyframe = Histogram(
+            "souk_media_first_keyframe_seconds",
+            "From a watch reaching the server to its first keyframe packet sent",
+            buckets=(0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.08, 0.1, 0.12, 0.14, 0.16, 0.18, 0.2,
+                     0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 2.0, 5.0),
+            registry=r,
+        )
         self.closed = Counter("souk_closed_total", "Connections closed by the server", ["code"], registry=r)
 
         self._per_op: dict[str, tuple[Any, Any]] = {}

@@ -187,6 +187,18 @@ class RtpSinkViewer(_Peer):
 
     async def accept(self, answer_sdp: str) -> None:
         await super().accept(answer_sdp)
+        self._intercept()
+
+    async def answer(self, offer_sdp: str) -> str:
+        """Answer an offering server (Janus's Streaming plugin offers; Souk answers) and
+        return the answer's SDP. The transceivers made in ``__init__`` take the offer's
+        sections of their kind."""
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        self._intercept()
+        return str(self.pc.localDescription.sdp)
+
+    def _intercept(self) -> None:
         codecs = hooks.negotiated_codecs(self._video)
         self.video_pt = codecs[0].payloadType if codecs else None
         test_hooks.intercept_ice_data(self._video.receiver.transport.transport, self._count)
