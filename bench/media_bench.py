@@ -16,8 +16,9 @@ VP8 at 30 fps with Opus, encoded by aiortc at the bitrate Souk's publisher reach
 non-decoding aiortc viewers, N at a time. For each N: each relay's CPU, every viewer's frame
 ratio, and the per-viewer cost above that relay's own no-viewer baseline (Souk's ingest is
 WebRTC, Janus's plain RTP: each is compared with itself). Janus will not gather an ICE
-candidate on ``lo`` alone, so it runs in a network namespace with a dummy interface holding
-127.0.0.1/32 (made and removed by this script; needs root).
+candidate on ``lo`` alone, so it runs in a network namespace with a stub interface holding
+127.0.0.1/32 (a dummy, or a veth pair where the dummy module is missing; made and removed by
+this script, which needs root for it).
 
 ``split``: the same viewers served by ``--media-workers 1`` (1 x N) and ``--media-workers 2``
 (2 x N/2), every Souk process pinned to the one relay core: the workers' total CPU against the
@@ -520,12 +521,17 @@ souk-bench: {{
 
     def _popen(self) -> None:
         ns = self.netns
-        for cmd in (["ip", "netns", "add", ns],
-                    ["ip", "-n", ns, "link", "set", "lo", "up"],
-                    ["ip", "-n", ns, "link", "add", "souk0", "type", "dummy"],
-                    ["ip", "-n", ns, "addr", "add", "127.0.0.1/32", "dev", "souk0"],
-                    ["ip", "-n", ns, "link", "set", "souk0", "up"]):
-            subprocess.run(cmd, check=True)
+        subprocess.run(["ip", "netns", "add", ns], check=True)
+        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
+        # a dummy interface if the kernel has the module, else one end of a veth pair (both
+        # ends stay inside the namespace): all Janus needs is an interface that is not lo
+        if subprocess.run(["ip", "-n", ns, "link", "add", "souk0", "type", "dummy"],
+                          stderr=subprocess.DEVNULL, check=False).returncode:
+            subprocess.run(["ip", "-n", ns, "link", "add", "souk0", "type", "veth", "peer",
+                            "name", "souk1"], check=True)
+            subprocess.run(["ip", "-n", ns, "link", "set", "souk1", "up"], check=True)
+        subprocess.run(["ip", "-n", ns, "addr", "add", "127.0.0.1/32", "dev", "souk0"], check=True)
+        subprocess.run(["ip", "-n", ns, "link", "set", "souk0", "up"], check=True)
         self._configure()
         self.proc = subprocess.Popen(
             ["ip", "netns", "exec", ns, "taskset", "-c", self.core, "janus",
@@ -566,6 +572,7 @@ async def measure(
 ) -> dict[str, Any]:
     """Relay CPU (per process) and every viewer's frame ratio over one window."""
     pids = relay.pids()
+    profilers = profile(relay, pids, window)
     before = [await s.ask(cmd="report") for s in sinks]
     s0 = await source.ask(cmd="report")
     c0 = {name: cpu_s([pid]) for name, pid in pids.items()}
@@ -573,12 +580,15 @@ async def measure(
     await asyncio.sleep(window)
     c1 = {name: cpu_s([pid]) for name, pid in pids.items()}
     w1 = time.time()
+    for p in profilers:
+        await asyncio.to_thread(p.wait)
     s1 = await source.ask(cmd="report")
     after = [await s.ask(cmd="report") for s in sinks]
     elapsed = w1 - w0
-    sent = max(s1["frames"] - s0["frames"], 1)
+    # frame rates, not counts: each process is asked at its own moment
+    source_rate = max(s1["frames"] - s0["frames"], 1) / (s1["t"] - s0["t"])
     ratios = [
-        (f1 - f0) / sent
+        (f1 - f0) / (a["t"] - b["t"]) / source_rate
         for b, a in zip(before, after, strict=True)
         for f0, f1 in zip(b["frames"], a["frames"], strict=False)
     ]
@@ -595,6 +605,25 @@ async def measure(
             100 * sum(a["cpu"] - b["cpu"] for b, a in zip(before, after, strict=True)) / elapsed, 1
         ),
     }
+
+
+PROFILE_DIR: Path | None = None  # --profile: py-spy each Souk process during each window
+
+
+def profile(relay: Relay, pids: dict[str, int], window: float) -> list[Any]:
+    """Sample every Souk process with py-spy (raw stacks, one file per process and window)."""
+    if PROFILE_DIR is None or not isinstance(relay, Souk):
+        return []
+    spy = shutil.which("py-spy") or str(ROOT / ".venv/bin/py-spy")
+    return [
+        subprocess.Popen(
+            [spy, "record", "-p", str(pid), "-d", str(max(int(window) - 1, 1)), "-r", "200",
+             "-f", "raw", "--nonblocking", "-o",
+             str(PROFILE_DIR / f"{relay.name.replace(' ', '')}-{name}-{int(time.time())}.txt")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        for name, pid in pids.items()
+    ]
 
 
 def served(step: dict[str, Any]) -> bool:
@@ -815,9 +844,13 @@ async def leak(args: argparse.Namespace, report: dict[str, Any]) -> None:
 
 
 async def controller(args: argparse.Namespace) -> None:
+    global PROFILE_DIR
     if args.logs:
         Proc.log_dir = Path(args.logs)
         Proc.log_dir.mkdir(parents=True, exist_ok=True)
+    if args.profile:
+        PROFILE_DIR = Path(args.profile)
+        PROFILE_DIR.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "load_avg_at_start": os.getloadavg()},
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
@@ -879,6 +912,8 @@ def main() -> None:
         m.add_argument("--cycles", type=int, default=500, help="leak: watch/unwatch cycles")
         m.add_argument("--out", default="reports/media_bench.json")
         m.add_argument("--logs", default="", help="directory for the children's stderr")
+        m.add_argument("--profile", default="",
+                       help="directory for py-spy profiles of the Souk processes, per window")
     args = parser.parse_args()
     import uvloop
 

@@ -28,11 +28,10 @@ from collections.abc import Callable
 from enum import Enum
 from typing import Any
 
-from aiortc import clock
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtcrtpsender import RTCRtpSender
-from aiortc.rtp import HeaderExtensions, HeaderExtensionsMap, RtpPacket
+from aiortc.rtp import HeaderExtensions, HeaderExtensionsMap
 from av.frame import Frame
 
 from media import hooks
@@ -47,6 +46,65 @@ KEYFRAME_ASK_MS = 250  # a waiting viewer asks the source for a keyframe at most
 Wire = tuple[Any, Any, Any, Any, Callable[[bytes, Any], None], Any, int, int, int]
 """A live viewer's send state, unpacked by the hot loop: SRTP buffer, cdata, context, length
 cell, sendto, address, seq offset, timestamp offset, SSRC."""
+
+
+NTP_EPOCH_OFFSET = 2208988800
+
+
+def abs_send_time(unix_s: float) -> int:
+    """The abs-send-time header extension's value: NTP seconds in 6.18 fixed point."""
+    return int((unix_s + NTP_EPOCH_OFFSET) * (1 << 18)) & 0xFFFFFF
+
+
+class HeaderLayout:
+    """The RTP header and extensions of one group of viewers, built once, patched per packet.
+
+    aiortc serializes a packet through its general-purpose classes (~15 µs); here the bytes
+    come from the same ``HeaderExtensionsMap`` once, and per packet only the marker bit, the
+    abs-send-time (3 bytes) and the audio level (1 byte) are written into a copy. Where those
+    bytes sit is found by asking the map twice with different values, not by reading aiortc's
+    private id table.
+    """
+
+    def __init__(
+        self, payload_type: int, mid: str, extensions: HeaderExtensionsMap, audio_level: bool
+    ) -> None:
+        def serialize(abs_value: int, level: int) -> tuple[int, bytes]:
+            values = HeaderExtensions()
+            values.mid = mid
+            values.abs_send_time = abs_value
+            if audio_level:
+                values.audio_level = (False, level)
+            return extensions.set(values)
+
+        def differ(a: bytes, b: bytes) -> list[int]:
+            return [i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y]
+
+        profile, base = serialize(0, 0)
+        abs_diff = differ(base, serialize(0xFFFFFF, 0)[1])
+        level_diff = differ(base, serialize(0, 0x7F)[1])
+        prefix = bytearray(12)
+        prefix[0] = 0x80
+        prefix[1] = payload_type & 0x7F
+        if base:
+            prefix[0] |= 0x10
+            prefix += struct.pack("!HH", profile, len(base) >> 2) + base
+        offset = 16 if base else 12
+        self.prefix = bytes(prefix)
+        self.abs_at = offset + abs_diff[0] if len(abs_diff) == 3 else -1
+        self.level_at = offset + level_diff[0] if len(level_diff) == 1 else -1
+
+    def build(
+        self, marker: int, abs_value: int, level: tuple[bool, int] | None, payload: bytes
+    ) -> bytes:
+        header = bytearray(self.prefix)
+        if marker:
+            header[1] |= 0x80
+        if self.abs_at >= 0:
+            header[self.abs_at : self.abs_at + 3] = abs_value.to_bytes(3, "big")
+        if self.level_at >= 0 and level is not None:
+            header[self.level_at] = (0x80 if level[0] else 0) | (level[1] & 0x7F)
+        return bytes(header) + payload
 
 
 class ViewerState(Enum):
@@ -158,6 +216,7 @@ class StreamForwarder:
         self._asked_ms = -float(KEYFRAME_ASK_MS)
         self._live: dict[tuple[int, str, bytes], dict[ViewerStream, Wire]] = {}
         self._maps: dict[tuple[int, str, bytes], HeaderExtensionsMap] = {}
+        self._layouts: dict[tuple[tuple[int, str, bytes], bool], HeaderLayout] = {}
         self._pending: list[ViewerStream] = []
         self._last_in_ts: int | None = None
         # the highest source seq / ts forwarded live in this epoch, and when
@@ -275,12 +334,13 @@ class StreamForwarder:
     def _template(self, packet: MediaPacket, key: tuple[int, str, bytes]) -> bytes:
         """The packet serialized for viewers of ``key`` (pt, mid, extension ids), with
         sequence number, timestamp and SSRC left for each viewer to patch."""
-        rtp = RtpPacket(payload_type=key[0], marker=packet.marker, payload=packet.payload)
-        rtp.extensions.mid = key[1]
-        rtp.extensions.abs_send_time = (clock.current_ntp_time() >> 14) & 0x00FFFFFF
-        if packet.audio_level is not None:
-            rtp.extensions.audio_level = packet.audio_level
-        return rtp.serialize(self._maps[key])
+        level = packet.audio_level
+        layout = self._layouts.get((key, level is not None))
+        if layout is None:
+            layout = self._layouts[(key, level is not None)] = HeaderLayout(
+                key[0], key[1], self._maps[key], level is not None
+            )
+        return layout.build(packet.marker, abs_send_time(time.time()), level, packet.payload)
 
     def _send_one(self, viewer: ViewerStream, packet: MediaPacket, out_seq: int, out_ts: int) -> bool:
         """One packet to one viewer, outside the live loop (keyframe bursts, NACK answers)."""
