@@ -45,6 +45,7 @@ class _Viewer:
     streams: list[tuple[StreamForwarder, ViewerStream]] = field(default_factory=list)
     deadline: asyncio.Future[Any] | None = None
     edge: bool = False  # another node's pull (it follows the origin itself), not an end user
+    dropped: bool = False  # being closed: an unwatch and a failed connection may race
 
 
 @dataclass(eq=False)
@@ -234,6 +235,9 @@ class Audience:
             await self._drop(state, viewer, gone=True)
 
     async def _drop(self, state: _Room, viewer: _Viewer, gone: bool = False) -> None:
+        if viewer.dropped:
+            return
+        viewer.dropped = True
         if viewer.deadline is not None and viewer.deadline is not asyncio.current_task():
             viewer.deadline.cancel()
         known = state.viewers.get(viewer.viewer_id) is viewer
@@ -320,7 +324,11 @@ class Audience:
         for room in list(self._rooms):
             await self.close_room(room)
         await self.reports.close()
-        for task in list(self._tasks):
-            task.cancel()
-        with contextlib.suppress(BaseException):
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        for _ in range(10):  # closing connections may start a drop or two more
+            if not self._tasks:
+                break
+            for task in list(self._tasks):
+                task.cancel()
+            with contextlib.suppress(BaseException):
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+            await asyncio.sleep(0)  # let the finished tasks' callbacks forget them

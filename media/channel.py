@@ -1,9 +1,9 @@
 """The local socket between the relay's ingest and one media worker.
 
 One ``AF_UNIX``/``SOCK_SEQPACKET`` socket pair per worker carries, in order, both kinds of
-message: media packets (``media.packet.pack``, first byte ``PACKET_TAG``) and control messages
-(first byte ``CONTROL_TAG``, then a msgpack map: stream openings, watches and their answers,
-stats). Sequenced packets keep message boundaries and order, so a stream's opening always
+message: media packets (``media.packet.pack``, first byte ``PACKET_TAG``, or several in one
+``pack_batch`` message) and control messages (first byte ``CONTROL_TAG``, then a msgpack map:
+stream openings, watches and their answers, stats). Sequenced packets keep message boundaries and order, so a stream's opening always
 reaches the worker before the stream's first packet, and one read is one message.
 
 Loss policy: a control message is never dropped (it waits in a queue until the socket drains);
@@ -26,7 +26,7 @@ from typing import Any
 import msgpack
 
 from media.errors import UNAVAILABLE, MediaError
-from media.packet import PACKET_TAG
+from media.packet import BATCH_TAG, PACKET_TAG, unpack_batch
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +165,10 @@ class Channel:
                 self._lost()
                 return
             try:
-                if view[0] == PACKET_TAG:
+                if view[0] == BATCH_TAG:
+                    for packet in unpack_batch(view[:n]):
+                        self.on_packet(packet)
+                elif view[0] == PACKET_TAG:
                     self.on_packet(view[:n])
                 elif view[0] == CONTROL_TAG:
                     self._dispatch(msgpack.unpackb(view[1:n]))

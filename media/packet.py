@@ -9,6 +9,7 @@ A recorder tapping the ingest gets the same objects.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 
 
 class MediaPacket:
@@ -70,3 +71,29 @@ def unpack(data: bytes | memoryview) -> tuple[int, MediaPacket]:
         audio_level,
         bool(flags & _KEYFRAME),
     )
+
+
+# Several packets in one message (what arrived in one turn of the ingest's event loop: the
+# packets of a video frame come together): the tag, then each packed packet after its length.
+BATCH_TAG = 0x42
+_LENGTH = struct.Struct("!H")
+MAX_BATCH = 60 * 1024
+
+
+def pack_batch(packed: list[bytes]) -> bytes:
+    """One message carrying ``packed`` (each from :func:`pack`)."""
+    parts = [bytes([BATCH_TAG])]
+    for data in packed:
+        parts.append(_LENGTH.pack(len(data)))
+        parts.append(data)
+    return b"".join(parts)
+
+
+def unpack_batch(data: memoryview) -> Iterator[memoryview]:
+    """The packed packets of a batch message, in order."""
+    at, end = 1, len(data)
+    while at + 2 <= end:
+        (size,) = _LENGTH.unpack_from(data, at)
+        at += 2
+        yield data[at : at + size]
+        at += size

@@ -203,7 +203,10 @@ def main(argv: list[str] | None = None) -> None:
     # (sent to the whole process group) must not kill them mid-drain
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for chatty in ("aioice", "aiortc"):  # a line per ICE check and per packet event
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
     import uvloop
 
     uvloop.run(serve(args.fd, args.rtc_host, args.connect_timeout))

@@ -37,7 +37,7 @@ from media import channel
 from media.channel import Channel, Message
 from media.errors import UNAVAILABLE, MediaError
 from media.ingest import Feed, Ingest
-from media.packet import MediaPacket, pack
+from media.packet import MAX_BATCH, MediaPacket, pack, pack_batch
 from media.worker import codec_to_wire
 
 log = logging.getLogger("souk.media.workers")
@@ -100,6 +100,8 @@ class WorkerPool:
         self._closed = False
         self._delays = [RESTART_DELAY_S] * count
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._pending: list[bytes] = []  # packed packets of this loop turn, not yet sent
+        self._pending_size = 0
 
     # ------------------------------------------------------------------ processes
 
@@ -261,6 +263,7 @@ class WorkerPool:
                 "codec": codec_to_wire(feed.codec), "epoch": feed.epoch}
 
     def feed_attached(self, feed: Feed) -> None:
+        self._flush()  # the old epoch's packets go before the new epoch's opening
         sid = self._sids.get(feed)
         if sid is None:
             sid = self._sids[feed] = self._next_sid
@@ -272,17 +275,33 @@ class WorkerPool:
         self._start()
 
     def _output(self, sid: int) -> Callable[[MediaPacket], None]:
-        workers = self._workers
+        pending = self._pending
 
         def output(packet: MediaPacket) -> None:
             data = pack(sid, packet)  # once, whatever the number of workers
-            for worker in workers:
-                if worker.ready and worker.channel is not None:
-                    worker.channel.send_packet(data)
+            if not pending:
+                asyncio.get_running_loop().call_soon(self._flush)
+            pending.append(data)
+            self._pending_size += len(data) + 2
+            if self._pending_size > MAX_BATCH:
+                self._flush()
 
         return output
 
+    def _flush(self) -> None:
+        """Send what arrived in this turn of the loop as one message to each worker: a video
+        frame's packets come together, and a worker then wakes once for them, not per packet."""
+        if not self._pending:
+            return
+        data = self._pending[0] if len(self._pending) == 1 else pack_batch(self._pending)
+        self._pending.clear()
+        self._pending_size = 0
+        for worker in self._workers:
+            if worker.ready and worker.channel is not None:
+                worker.channel.send_packet(data)
+
     def _tell(self, message: Message) -> None:
+        self._flush()  # the packets before a stream change go before it
         for worker in self._workers:
             if worker.ready and worker.channel is not None:
                 worker.channel.send(message)
