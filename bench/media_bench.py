@@ -335,7 +335,7 @@ class Proc:
         self.name = name
 
     @classmethod
-    async def start(cls, role: str, *args: str, core: int, netns: str | None = None) -> Proc:
+    async def start(cls, role: str, *args: str, core: str, netns: str | None = None) -> Proc:
         cmd = ["taskset", "-c", str(core), sys.executable, __file__, role, *args]
         if netns:
             cmd = ["ip", "netns", "exec", netns, *cmd]
@@ -631,7 +631,7 @@ def served(step: dict[str, Any]) -> bool:
 
 
 async def ramp(
-    relay: Souk | Janus, steps: list[int], window: float, load_core: int, bitrate: int
+    relay: Souk | Janus, steps: list[int], window: float, load_core: str, bitrate: int
 ) -> dict[str, Any]:
     """Bring the source up, measure with no viewer, then with each number of viewers."""
     result: dict[str, Any] = {"relay": relay.name, "steps": []}
@@ -776,38 +776,55 @@ def histogram_pct(before: dict[float, float], after: dict[float, float], p: floa
 
 
 async def burst(args: argparse.Namespace, report: dict[str, Any]) -> None:
-    core = str(args.relay_core)
-    relay = Souk(core, args.media_workers, Path(args.data) / "burst")
+    """``--burst-viewers`` watches at once, spread over ``--burst-procs`` viewer processes
+    (one aiortc process doing fifty DTLS handshakes would itself be the bottleneck)."""
+    relay = Souk(str(args.relay_core), args.media_workers, Path(args.data) / "burst")
     out: dict[str, Any] = {"viewers": args.burst_viewers, "media_workers": args.media_workers,
-                           "runs": []}
+                           "relay_cores": str(args.relay_core), "runs": []}
     name = "souk_media_first_keyframe_seconds"
+    procs = max(1, args.burst_procs)
+    shares = [args.burst_viewers // procs + (i < args.burst_viewers % procs) for i in range(procs)]
     async with running(relay):
         source = await Proc.start("souk-publisher", relay.url, core=args.load_core)
-        sinks = await Proc.start("sinks", "souk", relay.url, "b-", core=args.load_core)
+        sinks = [await Proc.start("sinks", "souk", relay.url, f"b{i}-", core=args.load_core)
+                 for i in range(procs)]
         try:
             await asyncio.sleep(2)
             for _ in range(args.rounds):
                 h0 = histogram(await relay.metrics(), name)
-                joined = await sinks.ask(cmd="join", n=args.burst_viewers)
-                await asyncio.sleep(0.5)
+                pids = list(relay.pids().values())
+                c0 = cpu_s(pids)
+                profilers = profile(relay, relay.pids(), 4)
+                joined = await asyncio.gather(
+                    *(s.ask(cmd="join", n=n) for s, n in zip(sinks, shares, strict=True) if n)
+                )
+                server_cpu = cpu_s(pids) - c0  # the joins, and the forwarding meanwhile
+                await asyncio.sleep(2.5)  # the workers report their samples every second
+                for p in profilers:
+                    await asyncio.to_thread(p.wait)
                 h1 = histogram(await relay.metrics(), name)
+                ttff = [t for j in joined for t in j["ttff_ms"]]
                 run = {
                     "server_watch_to_keyframe_p50_ms": histogram_pct(h0, h1, 50),
                     "server_watch_to_keyframe_p95_ms": histogram_pct(h0, h1, 95),
-                    "client_ttff_p50_ms": pct(joined["ttff_ms"], 50),
-                    "client_ttff_p95_ms": pct(joined["ttff_ms"], 95),
-                    "failed": joined["failed"],
+                    "server_samples": (h1.get(float("inf"), 0) - h0.get(float("inf"), 0)),
+                    "client_ttff_p50_ms": pct(ttff, 50),
+                    "client_ttff_p95_ms": pct(ttff, 95),
+                    "failed": sum(j["failed"] for j in joined),
+                    "server_cpu_ms_per_join": round(1000 * server_cpu / args.burst_viewers, 1),
                 }
                 out["runs"].append(run)
                 print(f"burst of {args.burst_viewers}: {run}", flush=True)
-                await sinks.ask(cmd="leave")
+                for s in sinks:
+                    await s.ask(cmd="leave")
                 await asyncio.sleep(3)
-            rate = await sinks.ask(cmd="join", n=args.burst_viewers, rate=10)
+            rate = await sinks[0].ask(cmd="join", n=args.burst_viewers, rate=10)
             out["ttff_10_per_s"] = {"p50_ms": pct(rate["ttff_ms"], 50),
                                     "p95_ms": pct(rate["ttff_ms"], 95), "failed": rate["failed"]}
             print(f"10 joins/s: {out['ttff_10_per_s']}", flush=True)
         finally:
-            await sinks.stop()
+            for s in sinks:
+                await s.stop()
             await source.stop()
     report["burst"] = out
 
@@ -900,8 +917,11 @@ def main() -> None:
     p.add_argument("prefix")
     for mode in ("compare", "split", "burst", "leak", "all"):
         m = sub.add_parser(mode)
-        m.add_argument("--relay-core", type=int, default=0)
-        m.add_argument("--load-core", type=int, default=1)
+        m.add_argument("--relay-core", default="0", help="taskset CPU list for the relay")
+        m.add_argument("--load-core", default="1",
+                       help="taskset CPU list for the publisher and the viewers")
+        m.add_argument("--burst-procs", type=int, default=4,
+                       help="burst: viewer processes sharing the joins")
         m.add_argument("--window", type=float, default=8.0, help="seconds per measurement")
         m.add_argument("--steps", default="50,100,200,300,400", help="compare: viewer counts")
         m.add_argument("--split-viewers", type=int, default=400, help="split: total viewers")

@@ -6,8 +6,8 @@ it is fed the same way: ``open_stream`` when a source starts a new epoch of a ro
 (with the codec the viewers must negotiate), then every :class:`MediaPacket` of that stream
 through the forwarder it returns.
 
-Per process, all viewers share one DTLS certificate (``hooks.shared_certificate``) and one
-RTCP sender-report timer (``media.rtcp``).
+Per process, all viewers share one DTLS certificate (``hooks.LeanPeers``, held by whoever
+runs the relay) and one RTCP sender-report timer (``media.rtcp``).
 """
 
 from __future__ import annotations
@@ -157,13 +157,17 @@ class Audience:
         *,
         edge: bool = False,
         arrived: float | None = None,
+        kinds: list[str] | None = None,
     ) -> str:
-        """Add a viewer from its recvonly offer (already validated); returns the answer.
+        """Add a viewer from its recvonly offer; returns the answer.
 
         ``arrived``: ``time.monotonic()`` when the watch reached the server, for the
-        first-keyframe delay. A viewer id already watching this room is replaced.
+        first-keyframe delay. ``kinds``: the offer's kinds if the caller already checked it
+        (``offers.offer_kinds``: parsing an SDP is a visible share of a join). A viewer id
+        already watching this room is replaced.
         """
-        kinds = offers.offer_kinds(offer_sdp)
+        if kinds is None:
+            kinds = offers.offer_kinds(offer_sdp)
         state = self._rooms.get(room)
         if state is None or not any(f.attached for f in state.forwarders.values()):
             raise MediaError(NOT_FOUND, f"nothing is published in room {room!r}")
@@ -171,7 +175,6 @@ class Audience:
             await self.unwatch(room, viewer_id)
         arrived = time.monotonic() if arrived is None else arrived
         pc = RTCPeerConnection(ice.server_configuration())
-        hooks.use_certificate(pc, hooks.shared_certificate())
         viewer = _Viewer(viewer_id, pc, edge=edge)
         state.viewers[viewer_id] = viewer
         try:

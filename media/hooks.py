@@ -38,7 +38,8 @@ import aioice.ice
 import aiortc
 import pylibsrtp
 import pylibsrtp._binding as pylibsrtp_binding
-from aiortc import RTCPeerConnection
+from aiortc import rtcpeerconnection as aiortc_pc_module
+from aiortc import rtcrtpreceiver as aiortc_receiver_module
 from aiortc.rtcdtlstransport import RTCCertificate, RTCDtlsFingerprint
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
@@ -279,7 +280,7 @@ def rtcp_cname(sender: RTCRtpSender) -> str | None:
     return cname
 
 
-# --------------------------------------------------------------------------- DTLS certificate
+# --------------------------------------------------------------------------- lean peer connections
 
 
 class SharedCertificate(RTCCertificate):
@@ -314,6 +315,7 @@ class SharedCertificate(RTCCertificate):
 require(RTCCertificate, "_create_ssl_context")  # what SharedCertificate overrides
 _shared: SharedCertificate | None = None
 CERTIFICATE_RENEW_BEFORE = datetime.timedelta(days=1)
+_generate_certificate = RTCCertificate.generateCertificate
 
 
 def shared_certificate(now: datetime.datetime | None = None) -> SharedCertificate:
@@ -322,18 +324,85 @@ def shared_certificate(now: datetime.datetime | None = None) -> SharedCertificat
     global _shared
     now = now or datetime.datetime.now(tz=datetime.UTC)
     if _shared is None or _shared.expires - now < CERTIFICATE_RENEW_BEFORE:
-        fresh = RTCCertificate.generateCertificate()
+        fresh = _generate_certificate()
         _shared = SharedCertificate(require(fresh, "_key"), require(fresh, "_cert"))
     return _shared
 
 
-def use_certificate(pc: RTCPeerConnection, certificate: RTCCertificate) -> None:
-    """Make ``pc`` use ``certificate`` for its DTLS transports. Call right after creating
-    the peer connection, before any transceiver (each takes the list when it is made)."""
-    certificates: list[RTCCertificate] = require(pc, "_RTCPeerConnection__certificates")
-    if len(certificates) != 1:  # pragma: no cover - only on an aiortc change
-        raise HookError(f"expected one certificate per peer connection, found {len(certificates)}")
-    certificates[0] = certificate
+class _PinnedCertificate(RTCCertificate):
+    """What aiortc's peer connection module sees as ``RTCCertificate`` while pinned."""
+
+    @classmethod
+    def generateCertificate(cls) -> Any:
+        return shared_certificate()
+
+
+class _LazyEstimator:
+    """aiortc's receive-side bandwidth estimator, built on the first packet it gets.
+
+    aiortc makes one per video receiver, with a rate counter of 1,000 bucket objects: 0.5 ms
+    and ~100 KiB per viewer for a receiver that a send-only viewer never uses. The
+    publisher's receiver gets the real one at its first packet, and sends REMB as before.
+    """
+
+    __slots__ = ("_real",)
+
+    def __init__(self) -> None:
+        self._real: Any = None
+
+    def add(self, *args: Any, **kwargs: Any) -> Any:
+        if self._real is None:
+            self._real = _remote_bitrate_estimator()
+        return self._real.add(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        if self._real is None:
+            self._real = _remote_bitrate_estimator()
+        return getattr(self._real, name)
+
+
+_remote_bitrate_estimator = require(aiortc_receiver_module, "RemoteBitrateEstimator")
+require(aiortc_pc_module, "RTCCertificate")
+
+
+class LeanPeers:
+    """While held, every aiortc peer connection of the process is cheaper to make.
+
+    Two module-wide replacements (aiortc constructs these inside its constructors, so there
+    is no instance to hook): its per-connection certificate is the process's shared one
+    (:func:`shared_certificate`: one key pair, fingerprint and DTLS context for all), and the
+    video receiver's bandwidth estimator is built only if a packet ever arrives
+    (:class:`_LazyEstimator`). Reference counted and reversible, like :class:`HostPin`.
+    """
+
+    _holders = 0
+
+    # (module, name, aiortc's own, the lean one)
+    _SWAPS: tuple[tuple[Any, str, Any, Any], ...] = (
+        (aiortc_pc_module, "RTCCertificate", RTCCertificate, _PinnedCertificate),
+        (aiortc_receiver_module, "RemoteBitrateEstimator", _remote_bitrate_estimator,
+         _LazyEstimator),
+    )
+
+    @classmethod
+    def acquire(cls) -> None:
+        if not cls._holders:
+            for module, name, _, lean in cls._SWAPS:
+                setattr(module, name, lean)
+        cls._holders += 1
+
+    @classmethod
+    def release(cls) -> None:
+        if not cls._holders:
+            return
+        cls._holders -= 1
+        if not cls._holders:
+            for module, name, original, _ in cls._SWAPS:
+                setattr(module, name, original)
+
+    @classmethod
+    def held(cls) -> bool:
+        return cls._holders > 0
 
 
 # --------------------------------------------------------------------------- host candidates

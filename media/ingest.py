@@ -301,7 +301,6 @@ class Ingest:
         send it too, since the viewers' decoders were set up for it.
         """
         pc = RTCPeerConnection(ice.server_configuration())
-        hooks.use_certificate(pc, hooks.shared_certificate())
         watched = self._watched(state.name)
         transceivers: dict[str, RTCRtpTransceiver] = {}
         for kind in kinds:

@@ -45,7 +45,14 @@ class ViewerSide(FeedListener, Protocol):
     """Where a relay's viewers live: an :class:`Audience` in this process, or the workers."""
 
     async def watch(
-        self, room: str, viewer_id: str, offer_sdp: str, *, edge: bool, arrived: float
+        self,
+        room: str,
+        viewer_id: str,
+        offer_sdp: str,
+        *,
+        edge: bool,
+        arrived: float,
+        kinds: list[str] | None = None,
     ) -> str: ...
     async def unwatch(self, room: str, viewer_id: str) -> bool: ...
     async def add_ice(self, room: str, viewer_id: str, candidate: dict[str, Any]) -> bool: ...
@@ -107,6 +114,7 @@ class MediaRelay:
             self.viewers = Audience(connect_timeout_s)
         self.ingest.listen(self.viewers)  # the viewers come first among the feeds' outputs
         hooks.HostPin.acquire(self.rtc_host)
+        hooks.LeanPeers.acquire()
 
     # ------------------------------------------------------------------ helpers
 
@@ -227,7 +235,7 @@ class MediaRelay:
         self._check_open()
         offers.check_id(room, "room")
         offers.check_id(viewer_id, "viewer_id")
-        offers.offer_kinds(offer_sdp)
+        kinds = offers.offer_kinds(offer_sdp)
         source = self.ingest.source(room)
         if source is None or not any(f.attached for f in self.ingest.feeds(room).values()):
             raise MediaError(NOT_FOUND, f"nothing is published in room {room!r}")
@@ -236,7 +244,9 @@ class MediaRelay:
             and self.viewers.viewer_count(room) >= self.max_viewers_per_room
         ):
             raise MediaError(UNAVAILABLE, "this room has reached its viewer limit")
-        answer = await self.viewers.watch(room, viewer_id, offer_sdp, edge=edge, arrived=arrived)
+        answer = await self.viewers.watch(
+            room, viewer_id, offer_sdp, edge=edge, arrived=arrived, kinds=kinds
+        )
         return {"sdp": answer, "ice_servers": self._ice_servers(viewer_id)}
 
     async def unwatch(self, room: str, viewer_id: str) -> None:
@@ -281,6 +291,7 @@ class MediaRelay:
         with contextlib.suppress(BaseException):
             await asyncio.gather(*self._tasks, return_exceptions=True)
         hooks.HostPin.release()
+        hooks.LeanPeers.release()
 
     # ------------------------------------------------------------------ metrics
 

@@ -77,6 +77,13 @@ def codec_from_wire(data: dict[str, Any]) -> RTCRtpCodecParameters:
     )
 
 
+def _kinds(value: object) -> list[str] | None:
+    """The kinds the server checked the offer for (re-checked here if they look wrong)."""
+    if isinstance(value, list) and value and all(k in ("audio", "video") for k in value):
+        return [str(k) for k in value]
+    return None
+
+
 class Worker:
     """The worker's side of the channel: an Audience driven by the pool's messages."""
 
@@ -133,6 +140,7 @@ class Worker:
                     str(message["sdp"]),
                     edge=bool(message.get("edge")),
                     arrived=float(message["arrived"]),
+                    kinds=_kinds(message.get("kinds")),
                 )
                 self.channel.reply(message, sdp=answer)
             elif op == "unwatch":
@@ -184,9 +192,11 @@ class Worker:
 async def serve(fd: int, rtc_host: str, connect_timeout_s: float) -> None:
     sock = socket.socket(fileno=fd)
     hooks.HostPin.acquire(rtc_host)
+    hooks.LeanPeers.acquire()
     try:
         await Worker(sock, connect_timeout_s).run()
     finally:
+        hooks.LeanPeers.release()
         hooks.HostPin.release()
 
 
@@ -209,7 +219,15 @@ def main(argv: list[str] | None = None) -> None:
         logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
     import uvloop
 
-    uvloop.run(serve(args.fd, args.rtc_host, args.connect_timeout))
+    profile = os.environ.get("SOUK_MEDIA_WORKER_PROFILE")  # a directory: cProfile each worker
+    if not profile:
+        uvloop.run(serve(args.fd, args.rtc_host, args.connect_timeout))
+        return
+    import cProfile
+
+    with cProfile.Profile() as profiler:
+        uvloop.run(serve(args.fd, args.rtc_host, args.connect_timeout))
+    profiler.dump_stats(os.path.join(profile, f"media-worker-{os.getpid()}.prof"))
 
 
 if __name__ == "__main__":

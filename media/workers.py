@@ -332,7 +332,14 @@ class WorkerPool:
         return min(ready, key=lambda w: w.viewers)
 
     async def watch(
-        self, room: str, viewer_id: str, offer_sdp: str, *, edge: bool, arrived: float
+        self,
+        room: str,
+        viewer_id: str,
+        offer_sdp: str,
+        *,
+        edge: bool,
+        arrived: float,
+        kinds: list[str] | None = None,
     ) -> str:
         if self.has_viewer(room, viewer_id):
             await self.unwatch(room, viewer_id)
@@ -344,7 +351,7 @@ class WorkerPool:
         try:
             reply = await worker.channel.request(
                 {"op": "watch", "room": room, "viewer": viewer_id, "sdp": offer_sdp,
-                 "edge": edge, "arrived": arrived},
+                 "edge": edge, "arrived": arrived, "kinds": kinds},
                 REQUEST_TIMEOUT_S,
             )
         except BaseException:

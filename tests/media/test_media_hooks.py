@@ -194,15 +194,23 @@ async def test_send_side_hooks_outlet_feedback_and_parked_rtcp(pinned: None) -> 
         await peer.close()
 
 
-async def test_one_shared_certificate_for_every_peer_connection(pinned: None) -> None:
-    """use_certificate puts the shared certificate in both peer connections: the answers
-    carry the same fingerprint, both connect, and the DTLS context was built once."""
-    shared = hooks.shared_certificate()
-    assert hooks.shared_certificate() is shared
+async def test_lean_peers_share_one_certificate_and_build_no_idle_estimator(
+    pinned: None,
+) -> None:
+    """While LeanPeers is held, peer connections carry the shared certificate (same
+    fingerprint in every answer, one DTLS context built), both pairs connect, and a video
+    receiver that never gets a packet never builds aiortc's bandwidth estimator; released,
+    aiortc's own classes are back."""
+    import aiortc.rtcpeerconnection
+    import aiortc.rtcrtpreceiver
+
+    original_cert = aiortc.rtcpeerconnection.RTCCertificate
+    original_estimator = aiortc.rtcrtpreceiver.RemoteBitrateEstimator
+    hooks.LeanPeers.acquire()
     a1, a2, b1, b2 = _pc(), _pc(), _pc(), _pc()
     try:
+        shared = hooks.shared_certificate()
         for pc in (a1, a2):
-            hooks.use_certificate(pc, shared)
             pc.addTransceiver(ParkedTrack("video"), direction="sendonly")
         await _connect(a1, b1)
         await _connect(a2, b2)
@@ -212,13 +220,40 @@ async def test_one_shared_certificate_for_every_peer_connection(pinned: None) ->
             for line in pc.localDescription.sdp.splitlines()
             if line.startswith("a=fingerprint:sha-256")
         }
-        assert len(prints) == 1
         sha256 = next(f for f in shared.getFingerprints() if f.algorithm == "sha-256")
-        assert prints.pop().split()[1] == sha256.value
+        assert prints == {f"a=fingerprint:sha-256 {sha256.value}"}
         assert len(shared._contexts) == 1
+        estimator = a1.getTransceivers()[0].receiver._RTCRtpReceiver__remote_bitrate_estimator
+        assert estimator._real is None  # a send-only viewer's receiver never built one
     finally:
         for pc in (a1, a2, b1, b2):
             await pc.close()
+        hooks.LeanPeers.release()
+    assert aiortc.rtcpeerconnection.RTCCertificate is original_cert
+    assert aiortc.rtcrtpreceiver.RemoteBitrateEstimator is original_estimator
+    assert not hooks.LeanPeers.held()
+
+
+async def test_lazy_estimator_becomes_real_on_the_publishers_packets(pinned: None) -> None:
+    """The publisher's video receiver still estimates bandwidth (and sends REMB): its lazy
+    estimator builds the real one at the first packet."""
+    hooks.LeanPeers.acquire()
+    publisher = PublisherPeer(audio=False, fps=20)
+    receiver_pc = _pc()
+    try:
+        offer = await publisher.offer()
+        await receiver_pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
+        receiver = receiver_pc.getTransceivers()[0].receiver
+        hooks.skip_decoding(receiver)
+        await receiver_pc.setLocalDescription(await receiver_pc.createAnswer())
+        await publisher.accept(receiver_pc.localDescription.sdp)
+        estimator = receiver._RTCRtpReceiver__remote_bitrate_estimator
+        await wait_until(lambda: estimator._real is not None, 10, "the real estimator")
+        assert type(estimator._real).__name__ == "RemoteBitrateEstimator"
+    finally:
+        await publisher.close()
+        await receiver_pc.close()
+        hooks.LeanPeers.release()
 
 
 def test_shared_certificate_is_renewed_before_it_expires() -> None:
