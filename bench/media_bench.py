@@ -790,6 +790,10 @@ async def burst(args: argparse.Namespace, report: dict[str, Any]) -> None:
                  for i in range(procs)]
         try:
             await asyncio.sleep(2)
+            for s in sinks:  # warm-up: first-use costs (imports, codecs) of both sides
+                await s.ask(cmd="join", n=2)
+                await s.ask(cmd="leave")
+            await asyncio.sleep(2)
             for _ in range(args.rounds):
                 h0 = histogram(await relay.metrics(), name)
                 pids = list(relay.pids().values())

@@ -74,6 +74,10 @@ class Audience:
         self.joins = 0
         self._rooms: dict[str, _Room] = {}
         self._tasks: set[asyncio.Future[Any]] = set()
+        # answers are made one at a time: under a burst of joins, interleaving them would
+        # finish every answer late instead of the first ones early (their handshakes then
+        # overlap the next answers' work)
+        self._answering = asyncio.Lock()
         self._retired = {"packets_out_total": 0, "retransmits_total": 0}
 
     def _spawn(self, awaitable: Awaitable[Any]) -> asyncio.Future[Any]:
@@ -190,7 +194,8 @@ class Audience:
                 wanted.append((forwarder, t))
             if not wanted:
                 raise MediaError(INVALID, "the offer asks for no published kind")
-            answer = await offers.answer(pc, offer_sdp)
+            async with self._answering:
+                answer = await offers.answer(pc, offer_sdp)
             for forwarder, t in wanted:
                 negotiated = hooks.negotiated_codecs(t)
                 if not negotiated or not codecs.same_codec(negotiated[0], forwarder.codec):
@@ -225,7 +230,10 @@ class Audience:
 
         @pc.on("connectionstatechange")
         def on_state() -> None:
-            if pc.connectionState in ("failed", "closed"):
+            if pc.connectionState == "connected":
+                for forwarder, stream in viewer.streams:
+                    forwarder.kick(stream)
+            elif pc.connectionState in ("failed", "closed"):
                 self._spawn(self._drop(state, viewer, gone=True))
 
         viewer.deadline = self._spawn(self._connect_deadline(state, viewer))

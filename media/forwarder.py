@@ -219,6 +219,7 @@ class StreamForwarder:
         self._layouts: dict[tuple[tuple[int, str, bytes], bool], HeaderLayout] = {}
         self._pending: list[ViewerStream] = []
         self._last_in_ts: int | None = None
+        self._frame_done = False  # the last packet forwarded ended a frame (marker)
         # the highest source seq / ts forwarded live in this epoch, and when
         self.live_seq: int | None = None
         self.live_ts: int | None = None
@@ -250,6 +251,7 @@ class StreamForwarder:
         self.keyframes.clear()
         self.history.clear()
         self._last_in_ts = None
+        self._frame_done = False
         self.live_seq = self.live_ts = None
 
     def detach_source(self) -> None:
@@ -304,6 +306,7 @@ class StreamForwarder:
         self.history.record(seq, packet, ts)
         if self._pending:
             self._start_pending(packet, new_frame)
+        self._frame_done = bool(packet.marker)
         live_seq = self.live_seq
         if live_seq is None or ((seq - live_seq) & 0xFFFF) < 0x8000:
             self.live_seq = seq
@@ -411,6 +414,22 @@ class StreamForwarder:
             waiting.append(viewer)
             self._remind_source()
         self._pending = waiting
+
+    def kick(self, viewer: ViewerStream) -> None:
+        """The viewer's connection just came up: if the stream is between two frames, start
+        it on the cached keyframe now rather than on the source's next packet (up to a frame
+        interval later). The burst is anchored before the next packet in the source's
+        numbering, one frame step after the last one."""
+        if not (self.video and self.attached and self._frame_done and viewer in self._pending):
+            return
+        if viewer.state is ViewerState.CONNECTING and not viewer.connect():
+            return
+        cached = self.keyframes.latest()
+        if not cached or self.live_seq is None or self.live_ts is None:
+            return
+        self._pending.remove(viewer)
+        following = MediaPacket((self.live_seq + 1) & 0xFFFF, self.live_ts + self.step, 0, b"")
+        self._start_on_cached(viewer, cached, following)
 
     def _start_on_cached(
         self, viewer: ViewerStream, cached: tuple[object, ...], packet: MediaPacket
