@@ -709,6 +709,10 @@ async def compare(args: argparse.Namespace, report: dict[str, Any]) -> None:
                       args.load_core, 0)
     kbps = [s["source_kbps"] for s in [souk["idle"], *souk["steps"]] if s["source_kbps"]]
     bitrate = int(sorted(kbps)[len(kbps) // 2] * 1000) if kbps else 1_200_000
+    if os.geteuid() != 0 or shutil.which("janus") is None:
+        print("  Janus skipped: it needs `janus` on PATH and root (a network namespace)")
+        report["compare"] = {"souk": souk, "souk_summary": summarize(souk)}
+        return
     janus = await ramp(Janus(core), steps, args.window, args.load_core, bitrate)
     s, j = summarize(souk), summarize(janus)
     ratios = {

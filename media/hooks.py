@@ -1,26 +1,28 @@
-"""Every access to aiortc/aioice private internals, in one place, pinned to tested releases.
+"""Every access to aiortc/aioice/pylibsrtp private internals, in one place, pinned to tested releases.
 
 Why this module exists: aiortc has no public API for encoded media. It decodes every received
 frame and re-encodes it per sender, which costs ~11 % of a core per viewer. A forwarding relay
-needs four things aiortc does not expose:
+needs what aiortc does not expose:
 
 1. the publisher's RTP packets before the jitter buffer and decoder (wrap the receiver
    instance's ``_handle_rtp_packet``), and no decoder thread behind it;
 2. a viewer's SRTP context and nominated ICE pair, to protect and ``sendto`` a rewritten
-   packet synchronously (``RTCDtlsTransport._tx_srtp``, aioice ``Connection._nominated`` and
-   the pair's ``protocol.transport`` and ``remote_addr``, the sender's ``_ssrc``);
-3. the viewer's NACK and PLI/FIR feedback (``RTCRtpSender._retransmit`` /
-   ``_send_keyframe``), and the sender's name-mangled SR counters so its RTCP sender reports
-   describe what we forwarded;
-4. the host candidate address (aioice's module-level ``get_host_addresses``).
+   packet synchronously (``RTCDtlsTransport._tx_srtp``, pylibsrtp's session buffer and
+   ``srtp_protect``, aioice ``Connection._nominated`` and the pair's ``protocol.transport``
+   and ``remote_addr``, the sender's ``_ssrc``);
+3. the viewer's RTCP feedback (the sender's ``_handle_rtcp_packet``), and the sender's RTCP
+   task parked (``_run_rtcp``) so that one timer reports for every viewer;
+4. the host candidate address (aioice's module-level ``get_host_addresses``), and cheaper
+   peer connections (one certificate per process, no idle bandwidth estimator).
 
-Every hook is installed per instance (never a class or module patch), except the host pin,
-which aioice only offers module-wide; it is reference counted and reversible. Each accessor
-reads the attribute through :func:`require`, which raises :class:`HookError` naming it, and
-``tests/media/test_media_hooks.py`` exercises each of them, so an aiortc or aioice upgrade that
-renames any of them fails loudly in the test suite instead of silently disabling forwarding.
-Hooks that only test peers need (loss injection, cheap sink viewers) live in
-``media.testing.hooks``, on the same guard.
+Every hook is installed per instance (never a class or module patch), except the two pins
+(:class:`HostPin`, :class:`LeanPeers`), which aioice and aiortc only allow module-wide; they
+are reference counted and reversible. Each accessor reads the attribute through
+:func:`require`, which raises :class:`HookError` naming it, and
+``tests/media/test_media_hooks.py`` exercises each of them, so an upgrade that renames any of
+them fails loudly in the test suite instead of silently disabling forwarding. Hooks that only
+test peers need (loss injection, cheap sink viewers) live in ``media.testing.hooks``, on the
+same guard.
 """
 
 from __future__ import annotations

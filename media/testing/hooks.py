@@ -81,9 +81,3 @@ def decoder_running(receiver: RTCRtpReceiver) -> bool:
     """Whether aiortc's decoder thread is alive for this receiver (``skip_decoding`` stops it)."""
     thread = require(receiver, "_RTCRtpReceiver__decoder_thread")
     return thread is not None and bool(thread.is_alive())
-
-
-def sent_packet_count(sender: RTCRtpSender) -> int:
-    """The SR packet counter that ``media.hooks.record_sent`` feeds."""
-    count: int = require(sender, "_RTCRtpSender__packet_count")
-    return count
