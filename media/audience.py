@@ -26,8 +26,9 @@ from aiortc import RTCPeerConnection
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 
+from client_sdk.protocol import Code
 from media import codecs, hooks, ice, offers
-from media.errors import CONFLICT, INVALID, NOT_FOUND, MediaError
+from media.errors import MediaError
 from media.forwarder import ParkedTrack, StreamForwarder, ViewerStream
 from media.ingest import Feed
 from media.packet import MediaPacket
@@ -174,7 +175,7 @@ class Audience:
             kinds = offers.offer_kinds(offer_sdp)
         state = self._rooms.get(room)
         if state is None or not any(f.attached for f in state.forwarders.values()):
-            raise MediaError(NOT_FOUND, f"nothing is published in room {room!r}")
+            raise MediaError(Code.NOT_FOUND, f"nothing is published in room {room!r}")
         if viewer_id in state.viewers:
             await self.unwatch(room, viewer_id)
         arrived = time.monotonic() if arrived is None else arrived
@@ -193,17 +194,17 @@ class Audience:
                 hooks.park_rtcp(t.sender)
                 wanted.append((forwarder, t))
             if not wanted:
-                raise MediaError(INVALID, "the offer asks for no published kind")
+                raise MediaError(Code.INVALID, "the offer asks for no published kind")
             async with self._answering:
                 answer = await offers.answer(pc, offer_sdp)
             for forwarder, t in wanted:
                 negotiated = hooks.negotiated_codecs(t)
                 if not negotiated or not codecs.same_codec(negotiated[0], forwarder.codec):
                     raise MediaError(
-                        INVALID, f"the viewer cannot receive {forwarder.codec.mimeType}"
+                        Code.INVALID, f"the viewer cannot receive {forwarder.codec.mimeType}"
                     )
                 if t.mid is None or negotiated[0].payloadType is None:
-                    raise MediaError(INVALID, "the offer left a media section unnegotiated")
+                    raise MediaError(Code.INVALID, "the offer left a media section unnegotiated")
                 stream = ViewerStream(t.sender, negotiated[0].payloadType, t.mid, forwarder.step)
                 if forwarder.video:
                     stream.joined_at = arrived
@@ -214,7 +215,7 @@ class Audience:
                 )
                 viewer.streams.append((forwarder, stream))
             if state.viewers.get(viewer_id) is not viewer:
-                raise MediaError(CONFLICT, "replaced by a newer watch of the same viewer")
+                raise MediaError(Code.CONFLICT, "replaced by a newer watch of the same viewer")
             for forwarder, stream in viewer.streams:
                 forwarder.add_viewer(stream)
         except BaseException:

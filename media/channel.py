@@ -25,7 +25,8 @@ from typing import Any
 
 import msgpack
 
-from media.errors import UNAVAILABLE, MediaError
+from client_sdk.protocol import Code
+from media.errors import MediaError
 from media.packet import BATCH_TAG, PACKET_TAG, unpack_batch
 
 log = logging.getLogger(__name__)
@@ -131,7 +132,7 @@ class Channel:
         """Send ``message`` and wait for its answer; a MediaError if the worker refuses
         (``error``: a media error code), is gone, or does not answer in time."""
         if self.closed:
-            raise MediaError(UNAVAILABLE, "the media worker is gone")
+            raise MediaError(Code.UNAVAILABLE, "the media worker is gone")
         rid = next(self._ids)
         future: asyncio.Future[Message] = self._loop.create_future()
         self._waiting[rid] = future
@@ -139,7 +140,7 @@ class Channel:
             self.send({**message, "id": rid})
             reply = await asyncio.wait_for(future, timeout_s)
         except TimeoutError:
-            raise MediaError(UNAVAILABLE, "the media worker did not answer in time") from None
+            raise MediaError(Code.UNAVAILABLE, "the media worker did not answer in time") from None
         finally:
             self._waiting.pop(rid, None)
         if "error" in reply:
@@ -206,4 +207,4 @@ class Channel:
         self._queue.clear()
         for future in self._waiting.values():
             if not future.done():
-                future.set_exception(MediaError(UNAVAILABLE, "the media worker is gone"))
+                future.set_exception(MediaError(Code.UNAVAILABLE, "the media worker is gone"))

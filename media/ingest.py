@@ -35,8 +35,9 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 from aiortc.rtp import RtpPacket
 
+from client_sdk.protocol import Code
 from media import codecs, hooks, ice, offers
-from media.errors import CONFLICT, INVALID, MediaError
+from media.errors import MediaError
 from media.keyframes import PliThrottle, is_keyframe_start
 from media.packet import MediaPacket
 
@@ -216,7 +217,7 @@ class Ingest:
                 except MediaError as exc:
                     if self._watched(room):
                         raise MediaError(
-                            CONFLICT,
+                            Code.CONFLICT,
                             f"viewers are watching; publish the same codec ({exc.message})",
                         ) from exc
                     raise
@@ -232,21 +233,21 @@ class Ingest:
         state = self._room(room)
         async with state.lock:
             if state.source is not None and state.source.kind == PUBLISHER:
-                raise MediaError(CONFLICT, f"room {room!r} is published on this relay")
+                raise MediaError(Code.CONFLICT, f"room {room!r} is published on this relay")
             pc, transceivers = self._receiving_pc(state, list(offers.KINDS))
             try:
                 try:
                     await pc.setLocalDescription(await pc.createOffer())
                     answer = await signal(str(pc.localDescription.sdp))
                     if not isinstance(answer, str) or not answer.startswith("v=0"):
-                        raise MediaError(INVALID, "the origin's answer is not an SDP")
+                        raise MediaError(Code.INVALID, "the origin's answer is not an SDP")
                     await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
                 except MediaError:
                     raise
                 except Exception as exc:  # aiortc raises several types on bad answers
-                    raise MediaError(INVALID, f"cannot apply the origin's answer: {exc}") from exc
+                    raise MediaError(Code.INVALID, f"cannot apply the origin's answer: {exc}") from exc
                 if state.source is not None and state.source.kind == PUBLISHER:
-                    raise MediaError(CONFLICT, f"room {room!r} was published here meanwhile")
+                    raise MediaError(Code.CONFLICT, f"room {room!r} was published here meanwhile")
                 # the origin may serve only some kinds (a video-only publisher): it answers
                 # the others inactive
                 served = {
@@ -325,12 +326,12 @@ class Ingest:
     ) -> None:
         """Connect the new source's receivers to the room's feeds (a new epoch of each)."""
         if not transceivers:
-            raise MediaError(INVALID, "the source offers no audio or video")
+            raise MediaError(Code.INVALID, "the source offers no audio or video")
         chosen: dict[str, tuple[RTCRtpTransceiver, RTCRtpCodecParameters, int | None]] = {}
         for kind, t in transceivers.items():
             negotiated = hooks.negotiated_codecs(t)
             if not negotiated or not codecs.is_forwarded(negotiated[0]):
-                raise MediaError(INVALID, f"no forwardable {kind} codec in the offer")
+                raise MediaError(Code.INVALID, f"no forwardable {kind} codec in the offer")
             chosen[kind] = (t, negotiated[0], codecs.rtx_payload_type(negotiated))
         state.epochs += 1
         for kind, (t, codec, rtx) in chosen.items():

@@ -29,9 +29,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from client_sdk.protocol import Code
 from media import hooks, ice, offers
 from media.audience import Audience
-from media.errors import INVALID, NOT_FOUND, UNAVAILABLE, MediaError
+from media.errors import MediaError
 from media.ingest import EDGE, PUBLISHER, FeedListener, Ingest, Signal
 
 __all__ = ["EDGE", "PUBLISHER", "MediaRelay", "Rewatch", "Signal"]
@@ -90,12 +91,12 @@ class MediaRelay:
         self.stun_urls = ice.validate_urls(stun_urls, "stun")
         self.turn_urls = ice.validate_urls(turn_urls, "turn")
         if self.turn_urls and not turn_secret:
-            raise MediaError(INVALID, "turn_urls need a turn_secret")
+            raise MediaError(Code.INVALID, "turn_urls need a turn_secret")
         self.turn_secret = turn_secret
         if not 0.0 <= pli_interval_s <= 10.0:
-            raise MediaError(INVALID, "pli_interval_s must be within 0..10 s")
+            raise MediaError(Code.INVALID, "pli_interval_s must be within 0..10 s")
         if not 0 <= media_workers <= 256:
-            raise MediaError(INVALID, "media_workers must be within 0..256")
+            raise MediaError(Code.INVALID, "media_workers must be within 0..256")
         self.pli_interval_ms = int(pli_interval_s * 1000)
         self.max_viewers_per_room = max_viewers_per_room
         self.connect_timeout_s = connect_timeout_s
@@ -138,7 +139,7 @@ class MediaRelay:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise MediaError(UNAVAILABLE, "the media relay is shut down")
+            raise MediaError(Code.UNAVAILABLE, "the media relay is shut down")
 
     # ------------------------------------------------------------------ sources
 
@@ -238,12 +239,12 @@ class MediaRelay:
         kinds = offers.offer_kinds(offer_sdp)
         source = self.ingest.source(room)
         if source is None or not any(f.attached for f in self.ingest.feeds(room).values()):
-            raise MediaError(NOT_FOUND, f"nothing is published in room {room!r}")
+            raise MediaError(Code.NOT_FOUND, f"nothing is published in room {room!r}")
         if (
             not self.viewers.has_viewer(room, viewer_id)
             and self.viewers.viewer_count(room) >= self.max_viewers_per_room
         ):
-            raise MediaError(UNAVAILABLE, "this room has reached its viewer limit")
+            raise MediaError(Code.UNAVAILABLE, "this room has reached its viewer limit")
         answer = await self.viewers.watch(
             room, viewer_id, offer_sdp, edge=edge, arrived=arrived, kinds=kinds
         )
@@ -268,7 +269,7 @@ class MediaRelay:
         if pc is not None:
             await offers.add_candidate(pc, checked)
         elif not await self.viewers.add_ice(room, peer_id, checked):
-            raise MediaError(NOT_FOUND, f"no media session for {peer_id!r} in room {room!r}")
+            raise MediaError(Code.NOT_FOUND, f"no media session for {peer_id!r} in room {room!r}")
 
     # ------------------------------------------------------------------ teardown
 

@@ -34,10 +34,11 @@ from typing import Any
 
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
+from client_sdk.protocol import Code
 from media import hooks
 from media.audience import Audience
 from media.channel import Channel, Message
-from media.errors import INVALID, MediaError
+from media.errors import MediaError
 from media.packet import MediaPacket, unpack
 
 log = logging.getLogger("souk.media.worker")
@@ -158,7 +159,7 @@ class Worker:
             self.channel.reply(message, error=exc.code, message=exc.message)
         except Exception as exc:
             log.exception("media worker request %s failed", op)
-            self.channel.reply(message, error=INVALID, message=f"{op} failed: {exc}")
+            self.channel.reply(message, error=Code.INVALID, message=f"{op} failed: {exc}")
 
     def _gone(self, room: str, viewer_id: str) -> None:
         self.channel.send({"op": "gone", "room": room, "viewer": viewer_id})

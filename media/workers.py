@@ -33,9 +33,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from client_sdk.protocol import Code
 from media import channel
 from media.channel import Channel, Message
-from media.errors import UNAVAILABLE, MediaError
+from media.errors import MediaError
 from media.ingest import Feed, Ingest
 from media.packet import MAX_BATCH, MediaPacket, pack, pack_batch
 from media.worker import codec_to_wire
@@ -136,7 +137,7 @@ class WorkerPool:
 
         def on_close() -> None:
             if not up.done():
-                up.set_exception(MediaError(UNAVAILABLE, "the media worker exited"))
+                up.set_exception(MediaError(Code.UNAVAILABLE, "the media worker exited"))
             self._died(worker)
 
         worker.channel = Channel(parent, self._unexpected_packet, on_message, on_close)
@@ -325,10 +326,10 @@ class WorkerPool:
             try:
                 await asyncio.wait_for(self._ready.wait(), START_TIMEOUT_S)
             except TimeoutError:
-                raise MediaError(UNAVAILABLE, "no media worker is running") from None
+                raise MediaError(Code.UNAVAILABLE, "no media worker is running") from None
         ready = [w for w in self._workers if w.ready]
         if not ready:
-            raise MediaError(UNAVAILABLE, "no media worker is running")
+            raise MediaError(Code.UNAVAILABLE, "no media worker is running")
         return min(ready, key=lambda w: w.viewers)
 
     async def watch(
@@ -358,7 +359,7 @@ class WorkerPool:
             self._forget(room, viewer_id, route)
             raise
         if self._routes.get(room, {}).get(viewer_id) is not route:
-            raise MediaError(UNAVAILABLE, "the media worker went away during the watch")
+            raise MediaError(Code.UNAVAILABLE, "the media worker went away during the watch")
         route.answered = True
         return str(reply["sdp"])
 
