@@ -111,6 +111,8 @@ class Watch:
                     log.warning("watching %s again was refused: %s", self.room, exc)
                     return
                 log.info("watching %s again failed (attempt %d): %s", self.room, attempt + 1, exc)
+            except TimeoutError:  # the request timed out: the server may be restarting workers
+                log.info("watching %s again timed out (attempt %d)", self.room, attempt + 1)
             await asyncio.sleep(delay)
             delay = min(self.backoff[1], delay * 2)
         log.warning("gave up watching %s again after %d attempts", self.room, self.attempts)
