@@ -10,9 +10,9 @@ through the SDK; the workers die with the server, however it dies, and none is l
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
-import time
 from collections.abc import AsyncIterator
 
 import psutil
@@ -166,40 +166,39 @@ async def test_the_sdk_rewatches_when_its_worker_dies(server_factory: object) ->
         await publisher.close()
 
 
-async def test_media_workers_die_with_a_killed_server(server_process: object) -> None:
-    node: ServerProcess = server_process("--media-workers", "2")  # type: ignore[operator]
+@contextlib.asynccontextmanager
+async def media_workers_of(node: ServerProcess, count: int) -> AsyncIterator[list[int]]:
+    """Publish on a `souk serve` child process (workers start with the first stream) and
+    yield the pids of its media workers."""
     with loopback():
         publisher = PublisherPeer(fps=10)
-        async with Client(node.url, token("s", "streamer"), reconnect=False) as st:
-            reply = await st.request("publish", room="tv", sdp=await publisher.offer())
-            await publisher.accept(reply["sdp"])
-            assert node.proc is not None
-            server = psutil.Process(node.proc.pid)
-            await wait_until(lambda: len(server.children()) == 2, 20, "two media workers")
-            workers = [c.pid for c in server.children()]
-            assert all("media.worker" in " ".join(psutil.Process(p).cmdline()) for p in workers)
-            node.kill9()
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and any(alive(p) for p in workers):
-                await asyncio.sleep(0.1)
-            assert not any(alive(p) for p in workers), "a media worker outlived its server"
-        await publisher.close()
+        try:
+            async with Client(node.url, token("s", "streamer"), reconnect=False) as st:
+                reply = await st.request("publish", room="tv", sdp=await publisher.offer())
+                await publisher.accept(reply["sdp"])
+                assert node.proc is not None
+                server = psutil.Process(node.proc.pid)
+                await wait_until(lambda: len(server.children()) == count, 20, "media workers")
+                pids = [c.pid for c in server.children()]
+                assert all("media.worker" in " ".join(psutil.Process(p).cmdline()) for p in pids)
+                yield pids
+        finally:
+            await publisher.close()
+
+
+async def test_media_workers_die_with_a_killed_server(server_process: object) -> None:
+    node: ServerProcess = server_process("--media-workers", "2")  # type: ignore[operator]
+    async with media_workers_of(node, 2) as workers:
+        node.kill9()
+        await wait_until(lambda: not any(alive(p) for p in workers), 10,
+                         "no media worker outliving its server")
 
 
 async def test_media_workers_stop_with_a_draining_server(server_process: object) -> None:
     node: ServerProcess = server_process("--media-workers", "1")  # type: ignore[operator]
-    with loopback():
-        publisher = PublisherPeer(fps=10)
-        async with Client(node.url, token("s", "streamer"), reconnect=False) as st:
-            reply = await st.request("publish", room="tv", sdp=await publisher.offer())
-            await publisher.accept(reply["sdp"])
-            assert node.proc is not None
-            server = psutil.Process(node.proc.pid)
-            await wait_until(lambda: len(server.children()) == 1, 20, "the media worker")
-            (worker,) = [c.pid for c in server.children()]
-            assert node.terminate() in (0, -signal.SIGTERM)
-            await wait_until(lambda: not alive(worker), 10, "the worker stopping")
-        await publisher.close()
+    async with media_workers_of(node, 1) as workers:
+        assert node.terminate() in (0, -signal.SIGTERM)
+        await wait_until(lambda: not any(alive(p) for p in workers), 10, "the worker stopping")
 
 
 async def test_watch_refusals_come_back_from_the_worker(relay: MediaRelay) -> None:
