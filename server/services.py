@@ -80,7 +80,7 @@ class Services:
     """Everything an op handler may touch, each part typed.
 
     `secret` verifies tokens (auth); `max_channels` bounds one connection's subscriptions;
-    `save_room` writes a room's title, shop, state and pin (then announces `RoomSaved`).
+    `save_room` writes a room's title, shop, state and pin.
     """
 
     secret: str
