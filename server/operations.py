@@ -235,6 +235,14 @@ class Operations:
         """This node's `buy` committed a coupon's redemption: the other nodes' books learn."""
         self._notify("spent", c=coupon_id, o=order_id)
 
+    def coupons_granted(self, coupons: list[Coupon]) -> None:
+        """Coupons another feature made durable (a lucky draw's prizes): into this node's
+        book, and the other nodes' (the winners were told by the feature that granted them)."""
+        for c in coupons:
+            if c.id not in self.coupons.coupons:
+                self.coupons.add(c)
+        self._notify_coupons(coupons)
+
     async def coupon_issue(self, shop: str, raw: Any, users: list[str], target: tuple[str, str]) -> dict[str, Any]:
         """Issue one coupon per user of `users` (the op resolved user/layer/group to users)."""
         now = self.clock_ms()

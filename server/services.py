@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from server.community import Community
     from server.domain.ratelimit import UserBuckets
     from server.domain.room import Room
+    from server.draws import Draws
     from server.events import EventDispatcher
     from server.fanout import Event, Hub
     from server.operations import Operations
@@ -96,6 +97,7 @@ class Services:
     commerce: Commerce
     community: Community
     operations: Operations
+    draws: Draws
     save_room: Callable[[Room], Awaitable[None]]
     media: Relay | None = None
     cascade: Cascade | None = None

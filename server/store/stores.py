@@ -22,6 +22,7 @@ from server.community_sync import ClusterSync, NoSync, Sync
 from server.config import Config
 from server.store.community import SqlCommunityStore
 from server.store.db import Db
+from server.store.draws import SqlDrawStore
 from server.store.gate import StockGate
 from server.store.ledger import SqlLedger
 from server.store.metrics import SqlMetricsStore
@@ -43,8 +44,10 @@ class Stores:
     metrics: SqlMetricsStore
     rooms: SqlRoomStore
     sanctions: SqlSanctionStore
+    draws: SqlDrawStore
     community_sync: Sync = field(default_factory=NoSync)
     operations_sync: Sync = field(default_factory=NoSync)
+    draws_sync: Sync = field(default_factory=NoSync)
     node_file: Path | None = None  # a cluster node's SQLite file of the first release
 
     async def start(self) -> None:
@@ -60,7 +63,7 @@ class Stores:
 def stores_on(db: Db, gate: StockGate | None = None) -> Stores:
     """Every store over one database (not started)."""
     return Stores(db, SqlLedger(db, gate), SqlCommunityStore(db), SqlOperationsStore(db),
-                  SqlMetricsStore(db), SqlRoomStore(db), SqlSanctionStore(db))
+                  SqlMetricsStore(db), SqlRoomStore(db), SqlSanctionStore(db), SqlDrawStore(db))
 
 
 def open_stores(cfg: Config, redis: Redis | None = None) -> Stores:
@@ -73,6 +76,7 @@ def open_stores(cfg: Config, redis: Redis | None = None) -> Stores:
     stores = stores_on(PgDatabase(cfg.postgres), StockGate(redis, cfg.redis_prefix))
     stores.community_sync = ClusterSync(redis, cfg.redis_prefix)
     stores.operations_sync = ClusterSync(redis, cfg.redis_prefix, channel="__operations__")
+    stores.draws_sync = ClusterSync(redis, cfg.redis_prefix, channel="__draws__")
     stores.node_file = cfg.db_path
     return stores
 

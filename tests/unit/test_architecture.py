@@ -70,6 +70,7 @@ FEATURES = {
     "commerce": (["server/commerce"], ("server.community", "server.operations")),
     "community": (["server/community"], ("server.commerce", "server.operations")),
     "operations": (["server/operations.py"], ("server.commerce", "server.community")),
+    "draws": (["server/draws.py"], ("server.commerce", "server.community", "server.operations")),
 }
 
 
