@@ -229,7 +229,7 @@ async def test_entries_racing_the_close_are_in_the_list_or_refused(pg: tuple[Db,
         for i in range(200):
             rows = [(f"{tag}{i}-{j}", "N", "op", T0) for j in range(5)] + [(f"both{i}", "B", "op", T0)]
             try:
-                new, _ = await store.add_entries("d1", rows)
+                await store.add_entries("d1", rows)
                 acked.update(u for u, *_ in rows)
             except DrawClosed:
                 refused.update(u for u, *_ in rows)
