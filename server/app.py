@@ -14,17 +14,13 @@ import secrets
 import signal
 import sqlite3
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import orjson
 from redis.asyncio import Redis
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.exceptions import NegotiationError
 from websockets.http11 import Request, Response
-from websockets.typing import Subprotocol
 
-from client_sdk.protocol import SUBPROTOCOLS, Close, Code, Role, room_channel
+from client_sdk.protocol import Close, Code, Role, room_channel
 from client_sdk.tokens import mint_token
 from server.auth import Identity
 from server.bus.local import LocalBus
@@ -37,6 +33,7 @@ from server.errors import SoukError
 from server.fanout import Hub
 from server.gateway import Gateway
 from server.http import HttpRoutes, bearer, json_response
+from server.listener import Listener
 from server.metrics import Metrics
 from server.ops import fields
 from server.ops import media as media_ops
@@ -67,16 +64,6 @@ PAGES = {"studio": "studio.html", "live": "live.html", "group": "group.html", "d
 
 def wall_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-def select_subprotocol(connection: ServerConnection, offered: Sequence[Subprotocol]) -> Subprotocol | None:
-    """The client's first supported choice; none offered means JSON (browsers, curl)."""
-    if not offered:
-        return None
-    for sp in offered:
-        if sp in SUBPROTOCOLS:
-            return sp
-    raise NegotiationError("unsupported subprotocol; offer souk.v1.msgpack or souk.v1.json")
 
 
 class App:
@@ -127,8 +114,8 @@ class App:
         self.draining = False
         self._announced: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.server: Server | None = None
-        self.worker_server: Server | None = None  # --workers: this worker's own port (media)
+        self.server: Listener | None = None
+        self.worker_server: Listener | None = None  # --workers: this worker's own port (media)
         self.media: Any = None
         self.cascade: Any = None  # MediaCascade in cluster mode (server/cascade.py)
         self.node_id = secrets.token_hex(6)
@@ -217,25 +204,10 @@ class App:
             )
             await self.cascade.start()
 
-    async def _listen(self, port: int, *, reuse_port: bool) -> Server:
-        return await serve(
-            self.gateway.handle,
-            self.cfg.host,
-            port,
-            process_request=self.http,
-            select_subprotocol=select_subprotocol,
-            subprotocols=[Subprotocol(s) for s in SUBPROTOCOLS],
-            compression=None,
-            max_size=self.cfg.max_ws_bytes,
-            max_queue=32,
-            ping_interval=20,
-            ping_timeout=20,
-            close_timeout=2,
-            reuse_port=reuse_port,
-            # a join burst must queue, not overflow: a dropped SYN costs the client 1 s+
-            backlog=4096,
-            server_header="Souk",
-        )
+    async def _listen(self, port: int, *, reuse_port: bool) -> Listener:
+        listener = Listener(self)  # HTTP and websockets on one port (server/listener.py)
+        await listener.start(self.cfg.host, port, reuse_port=reuse_port)
+        return listener
 
     def advertise_url(self) -> str:
         """Where other nodes reach this one for media pulls: a worker's private port under
@@ -313,7 +285,8 @@ class App:
     # ---- subscriptions --------------------------------------------------------------
     def subscribe(self, s: Session, ch: str) -> None:
         s.channels.add(ch)
-        self.hub.subscribe(ch, s)
+        if not s.closing:  # a closing connection gets no more frames (its close frame is out)
+            self.hub.subscribe(ch, s)
         self.bus.watch(ch)
         if ch.startswith("room:") and s.identity is not None:  # operations: presence log
             self.operations.viewer_joined(ch[5:], s.identity.id, s.identity.role)

@@ -8,7 +8,7 @@ import hmac
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -18,11 +18,14 @@ from server.domain.room import Actor
 from server.errors import SoukError
 
 MAX_TOKEN_CHARS = 4096
+# A token's `exp` may lie at most this far ahead: a week. An `exp` of 1e300, or one written in
+# milliseconds by mistake, would otherwise make a token that never expires (`--max-token-ttl`).
+DEFAULT_MAX_TOKEN_TTL_S = 7 * 24 * 3600
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Identity:
-    """The verified claims of a token."""
+    """The verified claims of a token (slots: one lives as long as each connection)."""
 
     id: str
     name: str
@@ -31,7 +34,6 @@ class Identity:
     groups: tuple[str, ...] = ()
     shop: str = "default"
     exp: int = 0
-    claims: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def actor(self) -> Actor:
@@ -71,7 +73,8 @@ def _b64url(segment: bytes) -> bytes:
     return base64.urlsafe_b64decode(segment + b"=" * (-len(segment) % 4))
 
 
-def decode_hs256(token: str, secret: str, *, leeway_s: int = 5, now: float | None = None) -> dict[str, Any]:
+def decode_hs256(token: str, secret: str, *, leeway_s: int = 5, now: float | None = None,
+                 max_ttl_s: float = DEFAULT_MAX_TOKEN_TTL_S) -> dict[str, Any]:
     """Verify a compact JWS signed with HS256 and return its claims.
 
     Why not PyJWT here: its decoder checks base64url character by character in Python, which
@@ -110,17 +113,22 @@ def decode_hs256(token: str, secret: str, *, leeway_s: int = 5, now: float | Non
         raise SoukError(Code.UNAUTHORIZED, "invalid token: claim 'exp' is required")
     if exp + leeway_s < t:
         raise SoukError(Code.UNAUTHORIZED, "token expired")
+    if exp - t > max_ttl_s + leeway_s:
+        raise SoukError(Code.UNAUTHORIZED,
+                        f"token lifetime too long: exp may be at most {int(max_ttl_s)} s ahead")
     nbf = claims.get("nbf")
     if nbf is not None and (not isinstance(nbf, int | float) or nbf - leeway_s > t):
         raise SoukError(Code.UNAUTHORIZED, "invalid token: not valid yet")
     return claims
 
 
-def verify_token(token: Any, secret: str, *, leeway_s: int = 5) -> Identity:
-    """Check signature, expiry and claims; raise SoukError(unauthorized) with the reason."""
+def verify_token(token: Any, secret: str, *, leeway_s: int = 5,
+                 max_ttl_s: float = DEFAULT_MAX_TOKEN_TTL_S) -> Identity:
+    """Check signature, expiry (not past, not more than `max_ttl_s` ahead) and claims; raise
+    SoukError(unauthorized) with the reason."""
     if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_CHARS:
         raise SoukError(Code.UNAUTHORIZED, "token must be a non-empty string")
-    claims = decode_hs256(token, secret, leeway_s=leeway_s)
+    claims = decode_hs256(token, secret, leeway_s=leeway_s, max_ttl_s=max_ttl_s)
     sub = claims.get("sub")
     role = claims.get("role", Role.VIEWER)
     name = claims.get("name", sub)
@@ -141,5 +149,4 @@ def verify_token(token: Any, secret: str, *, leeway_s: int = 5) -> Identity:
         groups=_str_list(claims.get("groups", []), "groups"),
         shop=shop,
         exp=int(claims["exp"]),
-        claims=claims,
     )

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 async def auth(app: App, s: Session, frame: Frame) -> Result:
     if s.identity is not None:
         raise SoukError(Code.CONFLICT, "already authenticated")
-    identity = verify_token(frame.get("token"), app.cfg.secret)
+    identity = verify_token(frame.get("token"), app.cfg.secret, max_ttl_s=app.cfg.max_token_ttl)
     s.identity = identity
     s.chat_bucket = app.chat_buckets.of(identity.id)  # per user, not per connection
     app.subscribe(s, user_channel(identity.id))
