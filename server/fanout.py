@@ -29,7 +29,10 @@ from client_sdk.protocol import SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK, Frame
 from server.wsframe import frame_bytes
 
 Event = dict[str, Any]
-Write = Callable[[bytes], None]
+
+
+class Writable(Protocol):
+    def write(self, data: bytes) -> None: ...
 
 log = logging.getLogger("souk.fanout")
 
@@ -40,9 +43,7 @@ class Subscriber(Protocol):
     subprotocol: str
     dropped: int
 
-    @property
-    def write(self) -> Write:
-        """The transport's own write: the fast path calls nothing else."""
+    def write(self, data: bytes) -> None: ...
 
     def buffered(self) -> int: ...
 
@@ -56,14 +57,16 @@ class _Group:
 
     members: set[Subscriber] = field(default_factory=set)
     slow: set[Subscriber] = field(default_factory=set)
-    writers: tuple[Write, ...] | None = None
+    writers: tuple[Writable, ...] | None = None
 
-    def fast_writers(self) -> tuple[Write, ...]:
+    def fast_writers(self) -> tuple[Writable, ...]:
+        """The transports themselves when the subscribers have them (a Session does): the
+        loop then touches one object per recipient, as a bare `transport.write` loop does."""
         writers = self.writers
         if writers is None:
             slow = self.slow
             writers = self.writers = tuple(
-                s.write for s in self.members if not slow or s not in slow)
+                getattr(s, "transport", s) for s in self.members if not slow or s not in slow)
         return writers
 
 
@@ -235,14 +238,14 @@ class Hub:
         if chan.empty():
             self.channels.pop(chan.name, None)
 
-    def _write_all(self, writers: tuple[Write, ...], data: bytes) -> None:
+    def _write_all(self, writers: tuple[Writable, ...], data: bytes) -> None:
         """The hot loop. A transport the kernel already closed (its `connection_lost` not yet
         run) raises; the shared iterator lets the loop go on with the next one."""
         it = iter(writers)
         while True:
             try:
-                for write in it:
-                    write(data)
+                for t in it:
+                    t.write(data)
             except Exception:
                 self.stats.write_errors += 1
                 continue

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Coroutine, Generator
 from typing import TYPE_CHECKING, Any
 
 from client_sdk.protocol import Close, Code, DecodeError, decode_strict
@@ -34,41 +35,83 @@ STRIKE_CODES = frozenset(
 SWEEP_SLICES = 20  # each sweep tick visits one slice: pings spread over the interval
 
 
+class _Resumed:
+    """Awaitable: a coroutine already started by hand, driven on from where it waits (the
+    future it yielded), the way a task drives it. Used by `Gateway.closed`."""
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], waiting: Any) -> None:
+        self.coro = coro
+        self.waiting = waiting
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro, waiting = self.coro, self.waiting
+        while True:
+            try:
+                value = yield waiting
+            except BaseException as exc:  # thrown into the coroutine, as a task would
+                try:
+                    waiting = coro.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    waiting = coro.send(value)
+                except StopIteration as stop:
+                    return stop.value
+
+
 class Gateway:
     def __init__(self, app: App) -> None:
         self.app = app
         self.hub = app.hub
         self.hard_limit = app.cfg.hard_limit
         self._tasks: set[asyncio.Task[Any]] = set()
+        # the loop, kept: asyncio.get_running_loop() costs a getpid() syscall per call
+        self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set by the listener
         self._sweep: asyncio.TimerHandle | None = None
         self._tick = 0
+        self._slices: list[set[Session]] = [set() for _ in range(SWEEP_SLICES)]
 
     # ---- lifecycle ------------------------------------------------------------------
     def opened(self, s: Session) -> None:
         """The handshake is done: count the session and start its auth deadline."""
         app = self.app
         app.sessions.add(s)
+        self._slices[s.id % SWEEP_SLICES].add(s)
         app.metrics.connections.inc()
         app.metrics.connections_total.inc()
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         s.timer = loop.call_later(app.cfg.auth_timeout_s, self._auth_deadline, s)
         if self._sweep is None:
             self._sweep = loop.call_later(self._sweep_every(), self._keepalive)
 
     def closed(self, s: Session) -> None:
-        """The connection is gone and no op of it runs: release its channels and media."""
+        """The connection is gone and no op of it runs: release its channels and media.
+
+        The release runs here, synchronously, as far as it goes without waiting (all of it
+        for a viewer: channels and presence); only a release that must wait (media) goes on
+        in a task. A closing viewer costs no task."""
         app = self.app
         if s not in app.sessions:
             return
         app.sessions.discard(s)
+        self._slices[s.id % SWEEP_SLICES].discard(s)
         app.metrics.connections.dec()
-        task = asyncio.get_running_loop().create_task(self._release(s))
+        coro = app.disconnect(s)
+        try:
+            waiting = coro.send(None)
+        except StopIteration:
+            return
+        except Exception:
+            log.exception("releasing a session failed")
+            return
+        task = self.loop.create_task(self._release(_Resumed(coro, waiting)))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _release(self, s: Session) -> None:
+    async def _release(self, rest: _Resumed) -> None:
         try:
-            await self.app.disconnect(s)
+            await rest
         except Exception:
             log.exception("releasing a session failed")
 
@@ -88,11 +131,9 @@ class Gateway:
         """Every ping interval, each session is visited once: pinged when it was silent,
         closed when it stayed silent after the ping (server/session.py)."""
         self._tick = (self._tick + 1) % SWEEP_SLICES
-        tick = self._tick
-        for s in list(self.app.sessions):
-            if s.id % SWEEP_SLICES == tick:
-                s.keepalive()
-        self._sweep = asyncio.get_running_loop().call_later(self._sweep_every(), self._keepalive)
+        for s in list(self._slices[self._tick]):
+            s.keepalive()
+        self._sweep = self.loop.call_later(self._sweep_every(), self._keepalive)
 
     def _auth_deadline(self, s: Session) -> None:
         s.timer = None

@@ -68,7 +68,9 @@ STATUS_FOR_CODE = {
 }
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+# field lines: name, colon, a value of visible characters, spaces and tabs; CRLF between
+_FIELDS = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*"
+                     rb"(?:\r\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*)*")
 _TARGET = re.compile(rb"/[\x21-\x7e]*")
 _DIGITS = re.compile(r"[0-9]{1,15}")
 
@@ -116,18 +118,25 @@ class HttpError(Exception):
 class Head:
     """A parsed request head. `fields` holds lower-cased names (repeated fields joined with
     ", ", so a repeated Content-Length or Sec-WebSocket-Key is invalid by construction);
-    `pairs` keeps the names as sent, for the Headers a route receives."""
+    `pairs()` gives the fields as sent, for the Headers a route receives."""
 
     method: str
     target: str
     version: str
     fields: dict[str, str]
-    pairs: list[tuple[str, str]]
+    lines: list[str]
 
     @property
     def path(self) -> str:
         q = self.target.find("?")
         return self.target if q < 0 else self.target[:q]
+
+    def pairs(self) -> list[tuple[str, str]]:
+        out = []
+        for line in self.lines:
+            name, _, value = line.partition(":")
+            out.append((name, value.strip(" \t")))
+        return out
 
     def keep_alive(self) -> bool:
         conn = self.fields.get("connection", "").lower()
@@ -149,9 +158,14 @@ class Head:
 
 
 def parse_head(raw: bytes) -> Head:
-    """Parse a request line and header fields (without the blank line that ends them)."""
-    lines = raw.split(b"\r\n")
-    parts = lines[0].split(b" ")
+    """Parse a request line and header fields (without the blank line that ends them).
+
+    One regular expression checks every field line at once (a token, a colon, a value
+    without control characters; obsolete line folding is refused), then the head is decoded
+    once and split with str methods: a join's handshake is parsed in a few microseconds."""
+    eol = raw.find(b"\r\n")
+    request_line = raw if eol < 0 else raw[:eol]
+    parts = request_line.split(b" ")
     if len(parts) != 3 or not _TOKEN.fullmatch(parts[0]):
         raise HttpError(400, Code.INVALID, "malformed request line")
     method, target, version = parts
@@ -159,23 +173,22 @@ def parse_head(raw: bytes) -> Head:
         raise HttpError(505, Code.INVALID, "HTTP/1.1 only")
     if not _TARGET.fullmatch(target):
         raise HttpError(400, Code.INVALID, "the request target must be a path")
-    if len(lines) > MAX_HEADERS + 1:
-        raise HttpError(431, Code.TOO_LARGE, "too many header fields")
     fields: dict[str, str] = {}
-    pairs: list[tuple[str, str]] = []
-    for line in lines[1:]:
-        name, sep, value = line.partition(b":")
-        if not sep or not _TOKEN.fullmatch(name):  # also refuses obsolete line folding
+    lines: list[str] = []
+    if eol >= 0:
+        block = raw[eol + 2 :]
+        if not _FIELDS.fullmatch(block):
             raise HttpError(400, Code.INVALID, "malformed header field")
-        value = value.strip(b" \t")
-        if _BAD_VALUE.search(value):
-            raise HttpError(400, Code.INVALID, "control character in a header field")
-        n, v = name.decode("ascii"), value.decode("latin-1")
-        pairs.append((n, v))
-        key = n.lower()
-        old = fields.get(key)
-        fields[key] = v if old is None else f"{old}, {v}"
-    return Head(method.decode("ascii"), target.decode("ascii"), version.decode("ascii"), fields, pairs)
+        lines = block.decode("latin-1").split("\r\n")
+        if len(lines) > MAX_HEADERS:
+            raise HttpError(431, Code.TOO_LARGE, "too many header fields")
+        for line in lines:
+            name, _, value = line.partition(":")
+            key = name.lower()
+            value = value.strip(" \t")
+            old = fields.get(key)
+            fields[key] = value if old is None else f"{old}, {value}"
+    return Head(method.decode("ascii"), target.decode("ascii"), version.decode("ascii"), fields, lines)
 
 
 def response(status: int, body: bytes, content_type: str, extra: dict[str, str] | None = None) -> Response:

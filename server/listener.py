@@ -92,9 +92,11 @@ class Listener:
         self.http_conns: set[HttpConnection] = set()
         self.body_bytes = 0  # bytes of request bodies being read or handled
         self.server: asyncio.Server | None = None
+        self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set by start
 
     async def start(self, host: str, port: int, *, reuse_port: bool) -> None:
         loop = asyncio.get_running_loop()
+        self.loop = self.app.gateway.loop = loop
         self.server = await loop.create_server(
             lambda: HttpConnection(self), host, port, reuse_port=reuse_port,
             # a join burst must queue, not overflow: a dropped SYN costs the client 1 s+
@@ -212,9 +214,9 @@ class HttpConnection(asyncio.Protocol):
         del self.buf[:need]
         self.head, self.need = None, 0
         self._disarm()
-        request = Request(head.target, Headers(head.pairs), method=head.method,
+        request = Request(head.target, Headers(head.pairs()), method=head.method,
                           protocol=head.version, body=body, peer=self.peer or "")
-        self.task = asyncio.get_running_loop().create_task(self._serve(request, head.keep_alive()))
+        self.task = self.listener.loop.create_task(self._serve(request, head.keep_alive()))
 
     async def _serve(self, request: Request, keep_alive: bool) -> None:
         listener = self.listener
@@ -288,7 +290,7 @@ class HttpConnection(asyncio.Protocol):
 
     def _arm(self, seconds: float) -> None:
         self._disarm()
-        self.timer = asyncio.get_running_loop().call_later(seconds, self._timeout)
+        self.timer = self.listener.loop.call_later(seconds, self._timeout)
 
     def _disarm(self) -> None:
         if self.timer is not None:

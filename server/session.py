@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from server.gateway import Gateway
 
 _ids = itertools.count(1)
-_ws_log = logging.getLogger("souk.ws")
+_ws_log = logging.getLogger("websockets.server")  # the library's own: kept to warnings
 # before `auth` no op may chat; after it the user's shared bucket replaces this one
 _NO_CHAT = TokenBucket(0.0, 0.0)
 INBOX_LIMIT = 32  # frames waiting behind a running op; above, the socket is not read
@@ -179,7 +179,7 @@ class Session(asyncio.Protocol):
                 self.fail(1007, "invalid UTF-8 in a text frame")
                 return
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(message))
+            self._task = self.gateway.loop.create_task(self._run(message))
             return
         inbox = self._inbox
         if inbox is None:
@@ -300,7 +300,7 @@ class Session(asyncio.Protocol):
             else:
                 transport.close()
         if self.closing and self.timer is None and not self.lost and ws.close_expected():
-            self.timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT_S, self._abort)
+            self.timer = self.gateway.loop.call_later(CLOSE_TIMEOUT_S, self._abort)
 
     def _abort(self) -> None:
         self.timer = None

@@ -8,6 +8,7 @@ from client_sdk.protocol import Code, Frame, group_channel, room_channel, staff_
 from server.errors import SoukError
 from server.ops import fields
 from server.ops.registry import Result, op
+from server.wsframe import bounded_events
 
 if TYPE_CHECKING:
     from server.app import App
@@ -101,11 +102,14 @@ async def resume(app: App, s: Session, frame: Frame) -> Result:
     app.hub.flush(ch)  # whatever was pending is now in both the history and the socket
     missed = await app.bus.since(ch, seq, epoch)
     head_epoch, head_seq = await app.bus.head(ch)
-    if missed is None:
+    # what the client missed, unless it would pass the soft bound: then a snapshot is both
+    # smaller and what a client that far behind needs (docs/wire.md, replies are bounded)
+    replay = bounded_events(missed, s.subprotocol, app.cfg.soft_limit) if missed else None
+    if missed is None or (missed and replay is None):
         snapshot: dict[str, Any] = await app.snapshot(ch)
         s.send({"op": "event", "ch": ch, "type": "resync", "epoch": head_epoch, "seq": head_seq,
                 "ts": app.clock_ms(), "snapshot": snapshot})
         return {"ch": ch, "resync": True, "epoch": head_epoch, "seq": head_seq}
-    if missed:
-        s.send(missed[0] if len(missed) == 1 else {"op": "batch", "items": missed})
+    if replay is not None:
+        s.send_bytes(replay)
     return {"ch": ch, "missed": len(missed), "epoch": head_epoch, "seq": head_seq}
