@@ -306,11 +306,13 @@ class HttpRoutes:
         (405 with Allow for a method the path does not take, 411/413 for its body)."""
         method = head.method
         declared = head.content_length()
+        allowed = self.allowed(head.path)
         if method in GET_METHODS:
             if declared:
                 raise HttpError(400, Code.INVALID, "a GET request carries no body")
+            if allowed and method not in allowed:  # an API path for other methods only
+                raise HttpError(405, Code.INVALID, f"{method} is not allowed here", allow=allowed)
             return 0
-        allowed = self.allowed(head.path)
         if method not in allowed:
             if not allowed:
                 raise HttpError(404, Code.NOT_FOUND, "no such API endpoint")

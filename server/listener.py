@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("souk.listener")
 
 BODY_BUDGET = 64 * 1024 * 1024  # request bodies held in memory at once, all connections
+REFUSED_LINGER_S = 1.0
 _TOO_MANY = (b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 0\r\n"
              b"Connection: close\r\n\r\n")
 
@@ -133,7 +134,8 @@ class Listener:
 class HttpConnection(asyncio.Protocol):
     """A connection until it is upgraded: request heads, bodies, responses, keep-alive."""
 
-    __slots__ = ("body_held", "buf", "head", "listener", "need", "peer", "task", "timer", "transport")
+    __slots__ = ("body_held", "buf", "head", "listener", "need", "peer", "refused", "task", "timer",
+                 "transport")
 
     def __init__(self, listener: Listener) -> None:
         self.listener = listener
@@ -145,6 +147,7 @@ class HttpConnection(asyncio.Protocol):
         self.body_held = 0
         self.task: asyncio.Task[None] | None = None
         self.timer: asyncio.TimerHandle | None = None
+        self.refused = False  # over its address's caps: answered 429, never served
 
     # ---- asyncio.Protocol -----------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -154,14 +157,21 @@ class HttpConnection(asyncio.Protocol):
         ip = str(peername[0]) if peername else ""
         listener = self.listener
         if not listener.limits.admit(ip, time.monotonic_ns() // 1_000_000):
-            tr.write(_TOO_MANY)
-            tr.close()
+            # answered once its request arrives (a client may not expect an answer before it
+            # has asked), or dropped after a second: a refused connection holds its fd briefly
+            self.refused = True
+            self._arm(REFUSED_LINGER_S)
             return
         self.peer = ip
         listener.http_conns.add(self)
         self._arm(listener.app.cfg.http_timeout_s)
 
     def data_received(self, data: bytes) -> None:
+        if self.refused:
+            self._disarm()
+            self.transport.write(_TOO_MANY)  # type: ignore[union-attr]
+            self.transport.close()  # type: ignore[union-attr]
+            return
         self.buf += data
         if self.task is None:
             self._advance()
@@ -303,6 +313,9 @@ class HttpConnection(asyncio.Protocol):
         self.timer = None
         tr = self.transport
         if tr is None:
+            return
+        if self.refused:
+            tr.abort()
             return
         if self.buf or self.head is not None:
             tr.write(serialize(json_response({"error": "invalid", "message": "request timeout"}, 408),

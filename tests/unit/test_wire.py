@@ -9,7 +9,14 @@ import msgpack
 import orjson
 import pytest
 
-from client_sdk.protocol import SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK, DecodeError, decode, decode_strict, encode
+from client_sdk.protocol import (
+    SUBPROTOCOL_JSON,
+    SUBPROTOCOL_MSGPACK,
+    DecodeError,
+    decode,
+    decode_strict,
+    encode,
+)
 from server import handshake
 from server.http import HttpError, parse_head
 from server.listener import PeerLimits
