@@ -459,3 +459,14 @@ def _closed_4408(text: str) -> float:
         if line.startswith('souk_closed_total{code="4408"}'):
             return float(line.split()[-1])
     return 0.0
+
+
+async def test_demo_mode_warns_loudly(server_process) -> None:  # type: ignore[no-untyped-def]
+    proc = server_process("--demo")
+    deadline = time.monotonic() + 10
+    text = ""
+    while time.monotonic() < deadline and "DEMO MODE" not in text:
+        await asyncio.sleep(0.1)
+        text = proc.log_path.read_text()
+    assert "DEMO MODE: anyone who can reach this port can mint any token, admin included" in text
+    assert '"level":"warning"' in text and "demo mode" in text
