@@ -99,6 +99,10 @@ _FLAGS: dict[str, dict[str, Any]] = {
                             "help": "new connections per second per client address (0: no cap)"},
     "limit_loopback": {"action": "store_true",
                        "help": "apply the per-address caps to 127.0.0.1 and ::1 too"},
+    "http_timeout_s": {"type": float, "help": "seconds for a request head (and keep-alive idle)"},
+    "http_body_timeout_s": {"type": float, "help": "seconds for a request body after its head"},
+    "ping_interval_s": {"type": float,
+                        "help": "a silent websocket is pinged after this; closed if it stays silent"},
 }
 
 

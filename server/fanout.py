@@ -53,9 +53,14 @@ class Subscriber(Protocol):
 @dataclass(eq=False, slots=True)
 class _Group:
     """A channel's subscribers of one encoding; `writers` caches the fast loop's targets (the
-    members not paused), rebuilt on the next flush after any change."""
+    members not paused), rebuilt on the next flush after any change.
 
-    members: set[Subscriber] = field(default_factory=set)
+    `members` is a dict used as an ordered set: the loop then writes in join order, which is
+    the order the transports and their kernel sockets were allocated in; a set's order (by
+    address hash) scatters the writes over memory (at 10,000 viewers: 1.20x the bare loop's
+    CPU per recipient in a set's order, 1.12x in join order, docs/wire.md)."""
+
+    members: dict[Subscriber, None] = field(default_factory=dict)
     slow: set[Subscriber] = field(default_factory=set)
     writers: tuple[Writable, ...] | None = None
 
@@ -126,7 +131,7 @@ class Hub:
         if chan is None:
             chan = self.channels[ch] = _Channel(ch)
         group = chan.groups[sub.subprotocol]
-        group.members.add(sub)
+        group.members[sub] = None
         if sub in self.paused:
             group.slow.add(sub)
         group.writers = None
@@ -137,7 +142,7 @@ class Hub:
             return
         group = chan.groups[sub.subprotocol]
         if sub in group.members:
-            group.members.discard(sub)
+            del group.members[sub]
             group.slow.discard(sub)
             group.writers = None
         if chan.empty() and not chan.pending:

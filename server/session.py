@@ -125,8 +125,8 @@ class Session(asyncio.Protocol):
         self.ws.receive_eof()
         if not self.closing:
             self._begin_closing()
-        self._send_protocol_data()
-        return None  # the transport closes itself
+        self.ws.data_to_send()  # only our end of stream: the transport closes itself instead
+        return None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
