@@ -358,9 +358,15 @@ def main() -> None:
     p.add_argument("--server-cpu", type=int, default=0)
     p.add_argument("--client-cpu", type=int, default=1)
     p.add_argument("--out", default="reports/bench/fanout.json")
+    # the interface bench/bench_ab.py drives every revision with: one size, raw and souk,
+    # `--rounds` events; the JSON then also carries its flat keys
+    p.add_argument("--viewers", type=int, help="(bench_ab) one size; --rounds then counts events")
+    p.add_argument("--rate", type=float, help="(bench_ab) accepted, unused")
     a = p.parse_args()
     if a.client_cpu is not None:
         os.sched_setaffinity(0, {a.client_cpu})
+    if a.viewers:
+        a.sizes, a.kinds, a.events, a.rounds = str(a.viewers), "raw,souk", a.rounds, 1
     sizes = [int(s) for s in a.sizes.split(",") if s]
     kinds = [k for k in a.kinds.split(",") if k]
     runs: list[dict[str, Any]] = []
@@ -378,8 +384,13 @@ def main() -> None:
                       f"loop thread {100 * (res['loop_thread_share'] or 0):.0f} %",
                       flush=True)
     summary = summarize(runs, sizes)
-    doc = {"host_cpus": os.cpu_count(), "runs": runs, "summary": summary,
-           "date": time.strftime("%Y-%m-%d"), "loadavg": os.getloadavg()}
+    doc: dict[str, Any] = {"host_cpus": os.cpu_count(), "runs": runs, "summary": summary,
+                           "date": time.strftime("%Y-%m-%d"), "loadavg": os.getloadavg()}
+    if a.viewers and "souk" in summary[str(a.viewers)]:
+        cell = summary[str(a.viewers)]["souk"]
+        doc.update(viewers=a.viewers, per_recipient_us_fanout=cell["cpu_us_per_recipient"],
+                   ratio_fanout_to_raw=cell["cpu_ratio_to_raw"],
+                   memory_per_idle_connection_kib=cell["kib_per_idle_connection"])
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
     print()

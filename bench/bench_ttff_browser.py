@@ -7,9 +7,9 @@ each in a fresh browser context (no cache, a new websocket and peer connection),
 inside the page:
 
 - `page_to_frame_ms`: navigation start → the first `requestVideoFrameCallback` (the first
-  frame composited): what a viewer waits for after clicking a link. The number the issue asks.
-- `watch_to_frame_ms`: the `watch` frame leaving the page → the same first frame (DESIGN §7's
-  "first signalling frame to first decoded frame").
+  frame composited): what a viewer waits for after clicking a link: the number that matters to a shopper.
+- `watch_to_frame_ms`: the `watch` frame leaving the page → the same first frame (the
+  "first signalling frame to first decoded frame" of docs/loadtest.md "Metrics").
 - `page_to_watch_ms`: the page's own start-up (module load, token, connect, auth, join).
 
 Prints JSON with p50/p90/min/max of each. Not part of `make test`.

@@ -85,6 +85,8 @@ class Request(WsRequest):
 
 
 ApiHandler = Callable[[Request, dict[str, list[str]], list[str]], Awaitable[Response]]
+# a GET route needs no body: it takes websockets' Request (server/api.py's routes)
+GetHandler = Callable[[WsRequest, dict[str, list[str]], list[str]], Awaitable[Response]]
 
 
 @dataclass(frozen=True)
@@ -277,20 +279,17 @@ class HttpRoutes:
 
     def __init__(self, app: App) -> None:
         self.app = app
-        self.api: dict[str, ApiHandler] = {}  # GET (and HEAD) routes under /api/
+        self.api: dict[str, GetHandler] = {}  # GET (and HEAD) routes under /api/
         self.routes: dict[str, dict[str, Route]] = {}  # key -> method -> route, other methods
 
     def add(self, method: str, key: str, handler: ApiHandler, *, max_body: int = 0) -> None:
-        """A route under /api/ for `method` (POST, PUT, PATCH, DELETE; GET goes in `api`).
-        Its body is read before the handler runs: Content-Length required for POST, PUT
-        and PATCH, at most `max_body` bytes (else 413 before a byte is read), within the
+        """A route under /api/ for `method` (POST, PUT, PATCH, DELETE; GET routes go in
+        `api`). Its body is read before the handler runs: Content-Length required for POST,
+        PUT and PATCH, at most `max_body` bytes (else 413 before a byte is read), within the
         body deadline (docs/wire.md)."""
         method = method.upper()
-        if method in GET_METHODS:
-            if max_body:
-                raise ValueError("GET routes take no body")
-            self.api[key] = handler
-            return
+        if method in GET_METHODS or not _TOKEN.fullmatch(method.encode()):
+            raise ValueError(f"add() is for methods with a body, not {method!r}: GET routes go in api")
         self.routes.setdefault(key, {})[method] = Route(handler, max_body)
 
     def allowed(self, path: str) -> tuple[str, ...]:

@@ -1,4 +1,5 @@
-"""The port: accepting connections, per-address caps, HTTP requests, the websocket upgrade.
+"""The port: accepting connections, per-address caps, HTTP requests, the websocket upgrade;
+and the URL other nodes reach this process at.
 
 Each accepted connection starts as an `HttpConnection` (an asyncio Protocol, no task): it
 reads a request head with a deadline, reads the request line first so that any method can be
@@ -36,6 +37,7 @@ from server.session import Session
 
 if TYPE_CHECKING:
     from server.app import App
+    from server.config import Config
 
 log = logging.getLogger("souk.listener")
 
@@ -325,3 +327,31 @@ class HttpConnection(asyncio.Protocol):
     def abort(self) -> None:
         if self.transport is not None:
             self.transport.abort()
+
+
+async def listen(app: App, port: int, *, reuse_port: bool) -> Listener:
+    """HTTP and websockets at `/ws` on one port (`port` 0: any free one)."""
+    listener = Listener(app)
+    await listener.start(app.cfg.host, port, reuse_port=reuse_port)
+    return listener
+
+
+def port_of(listener: Listener) -> int:
+    return listener.port()
+
+
+def advertise_url(cfg: Config, worker_server: Listener | None) -> str:
+    """Where other nodes reach this one for media pulls: a worker's private port under
+    --workers, else --advertise-url, else derived from --host/--port (--rtc-host when
+    listening on every interface)."""
+    port = cfg.port
+    if worker_server is not None:
+        port = port_of(worker_server)
+    elif cfg.advertise_url:
+        return cfg.advertise_url
+    host = cfg.host
+    if host in ("", "0.0.0.0", "::"):
+        host = cfg.rtc_host
+    if ":" in host:
+        host = f"[{host}]"
+    return f"ws://{host}:{port}/ws"
