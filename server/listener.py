@@ -127,10 +127,18 @@ class Listener:
             self.app.gateway.stop()
 
     async def wait_closed(self) -> None:
+        """Until every connection is gone; one that has not answered its close frame within
+        a second is cut off."""
+        deadline = time.monotonic() + 1.0
+        while self.app.sessions or self.http_conns:
+            if time.monotonic() > deadline:
+                for s in list(self.app.sessions):
+                    s.abort()
+                for conn in list(self.http_conns):
+                    conn.abort()
+            await asyncio.sleep(0.02)
         if self.server is not None:
             await self.server.wait_closed()
-        while self.app.sessions or self.http_conns:
-            await asyncio.sleep(0.02)
 
 
 class HttpConnection(asyncio.Protocol):

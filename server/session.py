@@ -304,5 +304,9 @@ class Session(asyncio.Protocol):
 
     def _abort(self) -> None:
         self.timer = None
+        self.abort()
+
+    def abort(self) -> None:
+        """Cut the connection now (no closing handshake)."""
         if not self.lost:
             self.transport.abort()
