@@ -31,7 +31,7 @@ bench: $(STAMP) services
 	$(PY) bench/bench_joins.py --viewers 3000 --rate 500 --runs 5
 	$(PY) -m pytest -q bench/test_bench_ledger.py -p no:cacheprovider -s
 	$(PY) bench/bench_mirror.py
-	$(PY) bench/media_bench.py
+	$(PY) bench/media_bench.py all
 	$(PY) bench/bench_ttff_browser.py
 
 # fan-out and join of two revisions, alternated (a refactoring must not slow them):

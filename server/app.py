@@ -200,6 +200,7 @@ class App:
         self.media = self.services.media = MediaRelay(
             rtc_host=self.cfg.rtc_host, stun_urls=tuple(self.cfg.stun_url or ()),
             turn_urls=tuple(self.cfg.turn_url or ()), turn_secret=self.cfg.turn_secret or None,
+            media_workers=self.cfg.media_workers, on_rewatch=media_ops.rewatch_notice(self.sessions),
         )
         self.rooms.start()
         if self.presence is not None:
@@ -273,4 +274,5 @@ class App:
         cascade = self.cascade
         self.metrics.refresh(self.hub.stats, len(self.rooms.by_channel),
                              self.media.stats() if self.media is not None else None,
-                             (cascade.pulls_started, cascade.pulls_ended) if cascade is not None else None)
+                             (cascade.pulls_started, cascade.pulls_ended) if cascade is not None else None,
+                             self.media.first_keyframe_samples() if self.media is not None else ())

@@ -54,7 +54,8 @@ class Relay(Protocol):
     async def unpublish(self, room: str) -> None: ...
 
     async def watch(
-        self, room: str, viewer_id: str, offer_sdp: str, *, edge: bool = False
+        self, room: str, viewer_id: str, offer_sdp: str, *, edge: bool = False,
+        arrived: float | None = None,
     ) -> dict[str, Any]: ...
 
     async def unwatch(self, room: str, viewer_id: str) -> None: ...

@@ -11,14 +11,13 @@ SIGTERM/SIGINT so that every worker drains (clients get 1012 and reconnect elsew
 
 Workers die with their supervisor: a supervisor killed outright (`kill -9`, the OOM killer)
 cannot forward anything, and orphaned workers would go on serving the shared port forever,
-next to the new workers of a restarted supervisor. Each worker asks the kernel for SIGTERM
-when its parent dies (`prctl(PR_SET_PDEATHSIG)`), so it drains and exits like on a normal
-stop; where prctl is missing (not Linux) a thread watches the parent instead.
+next to the new workers of a restarted supervisor. Each worker asks the kernel to kill it when
+its parent dies (`prctl(PR_SET_PDEATHSIG)`, media/worker.py `die_with_parent`, as the media
+workers do); its clients see the connection drop and reconnect elsewhere.
 """
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import json
 import logging
@@ -27,7 +26,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from types import FrameType
@@ -41,7 +39,6 @@ log = logging.getLogger("souk.workers")
 
 ENV_CONFIG = "SOUK_WORKER_CONFIG"
 ENV_SUPERVISOR = "SOUK_SUPERVISOR_PID"
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
 MAX_RESTARTS = 5
 RESTART_WINDOW_S = 30.0
 
@@ -148,30 +145,11 @@ async def _worker(cfg: Config) -> None:
     await app.drain()
 
 
-def die_with_supervisor(supervisor: int) -> None:
-    """SIGTERM this process when its supervisor dies, however it dies (see the module doc)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        armed = libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        armed = False
-    if not armed:
-        def watch() -> None:
-            while os.getppid() == supervisor:
-                time.sleep(0.5)
-            os.kill(os.getpid(), signal.SIGTERM)
-
-        threading.Thread(target=watch, name="souk-parent-watch", daemon=True).start()
-    if os.getppid() != supervisor:  # it died before we asked: nobody will tell us
-        os.kill(os.getpid(), signal.SIGTERM)
-
-
 def worker_main() -> None:
+    from media.worker import die_with_parent
     from server.logs import setup_logging
 
-    supervisor = os.environ.get(ENV_SUPERVISOR)
-    if supervisor is not None:
-        die_with_supervisor(int(supervisor))
+    die_with_parent(int(os.environ[ENV_SUPERVISOR]))  # a killed supervisor takes its workers
     cfg = config_from_env(os.environ[ENV_CONFIG])
     setup_logging(cfg.log_level)
     uvloop.run(_worker(cfg))
