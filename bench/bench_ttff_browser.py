@@ -65,6 +65,16 @@ PROBE = """
 """
 
 
+async def wait_until(page: Any, expression: str, *, timeout: float = 10_000) -> None:
+    """`page.wait_for_function` without eval inside the page: the pages' Content-Security-
+    Policy forbids it; `page.evaluate` goes through the DevTools protocol instead."""
+    deadline = time.monotonic() + timeout / 1000
+    while not await page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"still false after {timeout:.0f} ms: {expression}")
+        await asyncio.sleep(0.02)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -94,7 +104,7 @@ async def run(loads: int, room: str, base: str, trickle: int = 0) -> dict[str, A
         studio_ctx = await browser.new_context()
         studio = await studio_ctx.new_page()
         await studio.goto(url("studio", "bench-anchor", "streamer"))
-        await studio.wait_for_function("document.body.dataset.ready === '1'")
+        await wait_until(studio, "document.body.dataset.ready === '1'")
         await studio.wait_for_selector('[data-testid="preview-status"]', state="hidden")
         await studio.click('[data-testid="go-live"]')
         await studio.wait_for_selector('[data-testid="media-status"][data-state="connected"]', timeout=20_000)
@@ -104,7 +114,7 @@ async def run(loads: int, room: str, base: str, trickle: int = 0) -> dict[str, A
             await ctx.add_init_script(PROBE)
             page = await ctx.new_page()
             await page.goto(url("live", f"bench-viewer-{i}", "viewer") + f"&trickle={trickle}")
-            await page.wait_for_function("window.__frameAt !== undefined", timeout=20_000)
+            await wait_until(page, "window.__frameAt !== undefined", timeout=20_000)
             t = await page.evaluate("({frame: window.__frameAt, watch: window.__watchAt})")
             results.append({"page_to_frame_ms": t["frame"], "watch_to_frame_ms": t["frame"] - t["watch"],
                             "page_to_watch_ms": t["watch"]})

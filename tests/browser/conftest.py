@@ -7,7 +7,9 @@ report these tests as passed or skipped.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -105,8 +107,8 @@ class Pages:
             url += ("&" if "?" in url else "?") + "token=" + tok
         await page.goto(url)
         if wait_conn:
-            await page.wait_for_function(
-                "document.body.dataset.conn === 'open' && document.body.dataset.ready === '1'",
+            await wait_until(
+                page, "document.body.dataset.conn === 'open' && document.body.dataset.ready === '1'",
                 timeout=10_000)
         return page
 
@@ -122,6 +124,17 @@ async def pages(browser: Browser, souk: ServerProcess) -> AsyncIterator[Pages]:
         yield p
     finally:
         await p.close()
+
+
+async def wait_until(page: Page, expression: str, *, timeout: float = 10_000) -> None:
+    """`page.wait_for_function` without evaluating a string inside the page: the pages'
+    Content-Security-Policy has no 'unsafe-eval', and Playwright's polling builds its
+    predicate with eval. `page.evaluate` goes through the DevTools protocol instead."""
+    deadline = time.monotonic() + timeout / 1000
+    while not await page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"still false after {timeout:.0f} ms: {expression}")
+        await asyncio.sleep(0.02)
 
 
 async def screenshot(page: Page, name: str) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from playwright.async_api import Page, expect
 
 from client_sdk import Client
-from tests.browser.conftest import BROWSER, Pages, require_op, screenshot, tid
+from tests.browser.conftest import BROWSER, Pages, require_op, screenshot, tid, wait_until
 from tests.conftest import token
 
 pytestmark = BROWSER
@@ -26,8 +26,8 @@ FRAMES_JS = """async () => {
 
 
 async def wait_playing(page: Page) -> None:
-    await page.wait_for_function(
-        "(() => { const v = document.querySelector('[data-testid=\"video\"]');"
+    await wait_until(
+        page, "(() => { const v = document.querySelector('[data-testid=\"video\"]');"
         " return v && v.readyState >= 2 && v.currentTime > 0; })()", timeout=15_000)
 
 

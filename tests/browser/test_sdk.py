@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from playwright.async_api import Page
 
-from tests.browser.conftest import BROWSER, Pages, tid
+from tests.browser.conftest import BROWSER, Pages, tid, wait_until
 from tests.conftest import token
 
 pytestmark = BROWSER
@@ -78,15 +78,15 @@ async def test_sdk_reconnects_and_resumes_without_loss_or_duplicates(pages: Page
     async with Client(other.url, token("carol", "viewer", rooms=["r2"])) as carol:
         await carol.join("r2")
         await carol.chat("r2", "before")
-        await page.wait_for_function("window.got.includes('before')", timeout=5000)
+        await wait_until(page, "window.got.includes('before')", timeout=5000)
         # Drop the socket from the browser side; while it is down, carol talks.
         await page.evaluate("window.souk._ws.close(4000, 'test drop')")
-        await page.wait_for_function("window.states.includes('reconnecting')", timeout=5000)
+        await wait_until(page, "window.states.includes('reconnecting')", timeout=5000)
         for i in range(3):
             await carol.chat("r2", f"during-{i}")
-        await page.wait_for_function("window.states.at(-1) === 'open'", timeout=10_000)
+        await wait_until(page, "window.states.at(-1) === 'open'", timeout=10_000)
         await carol.chat("r2", "after")
-        await page.wait_for_function("window.got.includes('after')", timeout=5000)
+        await wait_until(page, "window.got.includes('after')", timeout=5000)
         got = await page.evaluate("window.got")
         reconnects = await page.evaluate("window.souk.reconnects")
     assert got == ["before", "during-0", "during-1", "during-2", "after"]
@@ -122,7 +122,7 @@ async def test_sdk_gap_triggers_resume_and_stale_epoch_gets_resync(pages: Pages)
         await eve.join("r3")
         await eve.chat("r3", "lost-1")
         await eve.chat("r3", "next-2")
-        await page.wait_for_function("window.got.length >= 2", timeout=5000)
+        await wait_until(page, "window.got.length >= 2", timeout=5000)
         assert await page.evaluate("window.got") == ["lost-1", "next-2"]
 
         # A stale epoch (as after a server restart): the resume answers with a resync snapshot.
@@ -130,10 +130,10 @@ async def test_sdk_gap_triggers_resume_and_stale_epoch_gets_resync(pages: Pages)
             window.souk.channels.get("room:r3").epoch = "stale-epoch";
             window.souk._ws.close(4000, "test drop");
         }""")
-        await page.wait_for_function("window.resyncs.length === 1", timeout=10_000)
+        await wait_until(page, "window.resyncs.length === 1", timeout=10_000)
         resync = await page.evaluate("window.resyncs[0]")
         assert resync["ch"] == "room:r3" and resync["epoch"] != "stale-epoch"
         assert [m["text"] for m in resync["snapshot"]["chat"]] == ["lost-1", "next-2"]
         await eve.chat("r3", "after-resync")
-        await page.wait_for_function("window.got.includes('after-resync')", timeout=5000)
+        await wait_until(page, "window.got.includes('after-resync')", timeout=5000)
         assert await page.evaluate("window.got") == ["lost-1", "next-2", "after-resync"]
