@@ -1,24 +1,28 @@
 // The Q&A list: open questions by votes, answers as they come. Three modes: a viewer upvotes,
 // staff answer or dismiss, a group member answers by replying to the mirrored question.
 import {byTestId, explain, h} from "/static/dom.js";
+import {onLang, t} from "/static/i18n.js";
 
 export class QuestionList {
   /**
    * @param root  element with [data-testid=q-list] (and q-error)
    * @param mode  "viewer" | "staff" | "group"
    */
-  constructor(root, souk, ch, {mode = "viewer", room, onReply} = {}) {
+  constructor(root, souk, ch, {mode = "viewer", room, onReply, onCount} = {}) {
     this.root = root;
     this.souk = souk;
     this.ch = ch;
     this.mode = mode;
     this.room = room;
     this.onReply = onReply;
+    this.onCount = onCount;
     this.list = byTestId("q-list", root);
     this.error = byTestId("q-error", root);
+    this.empty = byTestId("q-empty", root);
     this.items = new Map();
     this.rows = new Map(); // id -> {li, key}: rows are kept, so a half-typed answer survives events
     souk.on("question", (ev) => { if (ev.ch === ch) this.upsert(ev); });
+    onLang(() => { this.rows.clear(); this.draw(); });
   }
 
   render(questions) {
@@ -36,9 +40,11 @@ export class QuestionList {
 
   draw() {
     const rank = (q) => (q.status === "open" ? 0 : 1);
+    if (this.onCount) this.onCount([...this.items.values()].filter((q) => q.status === "open").length);
     const qs = [...this.items.values()].sort((a, b) =>
       rank(a) - rank(b) || (b.votes || 0) - (a.votes || 0) || (a.asked_at || 0) - (b.asked_at || 0));
     let refocus = null;
+    if (this.empty) this.empty.classList.toggle("hidden", qs.length > 0);
     const wanted = qs.map((q) => {
       const key = `${q.status}|${q.votes || 0}|${q.answer || ""}|${q.text}`;
       let row = this.rows.get(q.id);
@@ -74,30 +80,31 @@ export class QuestionList {
   row(q) {
     const li = h("li", {class: `q ${q.status}`, testid: "question", dataset: {id: q.id, status: q.status}},
       h("span", {class: "votes", testid: "q-votes"}, `▲${q.votes || 0}`),
-      h("span", {class: "who"}, q.name || q.user),
-      h("span", {testid: "q-text"}, q.text),
-      q.origin ? h("span", {class: "meta"}, ` · from room ${q.origin.room}`) : null);
+      h("span", {class: "who"}, q.name || t("chat.someone")),
+      h("span", {class: "q-text", testid: "q-text"}, q.text),
+      q.origin ? h("span", {class: "meta", testid: "q-origin"},
+        ` · ${q.origin.title ? t("q.fromRoomTitled", {title: q.origin.title}) : t("q.fromRoom")}`) : null);
     if (q.status === "answered") {
-      const by = q.answered_by && (q.answered_by.name || q.answered_by.user);
-      const via = q.answered_by && q.answered_by.via === "group" ? " (in a group)" : "";
+      const by = q.answered_by && q.answered_by.name;
+      const via = q.answered_by && q.answered_by.via === "group" ? t("q.inGroup") : "";
       li.append(h("div", {class: "answer", testid: "q-answer"},
-        q.answer || (q.on_stream ? "answered on stream" : ""), by ? h("span", {class: "meta"}, ` — ${by}${via}`) : null));
+        q.answer || (q.on_stream ? t("q.onStream") : ""), by ? h("span", {class: "meta"}, ` — ${by}${via}`) : null));
     } else if (q.status === "dismissed") {
-      li.append(h("div", {class: "meta"}, "dismissed"));
+      li.append(h("div", {class: "meta"}, t("q.dismissed")));
     } else if (this.mode === "viewer") {
       const mine = this.souk.user && q.user === this.souk.user.id;
-      li.prepend(h("span", {class: "actions"}, h("button", {class: "small", testid: "upvote", disabled: mine,
-        onclick: () => this.act(this.souk.upvote(this.room, q.id))}, "▲ me too")));
+      li.prepend(h("span", {class: "actions"}, h("button", {class: "tiny", type: "button", testid: "upvote", disabled: mine,
+        onclick: () => this.act(this.souk.upvote(this.room, q.id))}, t("q.upvote"))));
     } else if (this.mode === "staff") {
-      const input = h("input", {testid: "answer-input", placeholder: "answer…", maxlength: 1000});
-      li.append(h("form", {class: "row", onsubmit: (e) => {
+      const input = h("input", {testid: "answer-input", placeholder: t("q.answer.ph"), maxlength: 1000});
+      li.append(h("form", {class: "row answer-form", onsubmit: (e) => {
         e.preventDefault();
         if (input.value.trim()) this.act(this.souk.answer(this.room, q.id, input.value.trim()));
-      }}, input, h("button", {class: "small primary", testid: "answer-send"}, "answer"),
-      h("button", {class: "small", type: "button", testid: "dismiss", onclick: () => this.act(this.souk.dismiss(this.room, q.id))}, "dismiss")));
+      }}, input, h("button", {class: "small primary", testid: "answer-send"}, t("q.answer")),
+      h("button", {class: "small", type: "button", testid: "dismiss", onclick: () => this.act(this.souk.dismiss(this.room, q.id))}, t("q.dismiss"))));
     } else if (this.mode === "group" && this.onReply) {
-      li.prepend(h("span", {class: "actions"}, h("button", {class: "small", testid: "reply",
-        onclick: () => this.onReply(q)}, "reply")));
+      li.prepend(h("span", {class: "actions"}, h("button", {class: "tiny", type: "button", testid: "reply",
+        onclick: () => this.onReply(q)}, t("q.reply"))));
     }
     return li;
   }
