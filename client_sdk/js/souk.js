@@ -1,22 +1,8 @@
-// Souk browser SDK: one ES module, no build step.
-//
-//   import {Souk} from "/sdk/souk.js";
-//   const souk = new Souk("ws://host:8080/ws", token);
-//   await souk.connect();
-//   souk.on("chat", (ev) => console.log(ev.name, ev.text));
-//   const snapshot = await souk.join("demo");
-//   await souk.chat("demo", "hello");
-//
-// It mirrors the Python SDK (client_sdk/client.py): one websocket, requests matched to replies
-// by `rid`, typed errors (`err.code`), and reconnection as the SDK's job: after a drop it
-// reconnects with exponential backoff, authenticates again and sends `resume` with the last
-// `seq` and `epoch` of every channel, so the page misses nothing the server's history still
-// holds and sees nothing twice. A hole in `seq` triggers the same resume without a reconnect.
-// Media (publish / watch) and chat are intents the SDK keeps across drops: a watch retries
-// while nothing is published, a publish comes back after a restart, a chat typed offline
-// leaves once the socket is back (with a client message id, so a resend is never posted twice).
-// JSON frames (`souk.v1.json`): browsers have no msgpack built in, and the server answers in
-// the encoding the client chose.
+// Souk browser SDK: one ES module, no build step; usage in docs/web.md. Like the Python SDK:
+// replies matched by `rid`, typed errors (`err.code`), reconnect with backoff and `resume` of
+// every channel (nothing missed, nothing twice). Media and chat are intents kept across drops:
+// a watch retries while nothing is published, a publish comes back after a restart, a chat
+// typed offline leaves once with its client id (`cid`). JSON frames: no msgpack in browsers.
 
 export const SUBPROTOCOL_JSON = "souk.v1.json";
 
@@ -61,11 +47,8 @@ export function defaultUrl(loc = globalThis.location) {
   return `${loc.protocol === "https:" ? "wss:" : "ws:"}//${loc.host}/ws`;
 }
 
-/**
- * A token for this page: `?token=` if present, else (demo mode) one from
- * `/api/demo/token?role=&room=&name=`, kept in sessionStorage so that a reload stays the same
- * person (same orders, same team). Throws a SoukError when neither is available.
- */
+/** This page's token: `?token=`, else (demo mode) one from /api/demo/token, kept for the tab
+ * (a reload stays the same person). Throws a SoukError when neither is available. */
 export async function pageToken({role = "viewer", room = "demo", name} = {}) {
   const params = new URLSearchParams(globalThis.location.search);
   const given = params.get("token");
@@ -89,15 +72,8 @@ export async function pageToken({role = "viewer", room = "demo", name} = {}) {
 }
 
 export class Souk {
-  /**
-   * @param {string} url  websocket URL (`ws://host:port/ws`); defaults to the page's host
-   * @param {string} token  a Souk JWT
-   * @param {object} opts  reconnect (true), backoff [ms min, ms max] ([100, 5000]),
-   *   requestTimeout ms (15000), iceServers (override the server's), trickle (false),
-   *   iceGatherTimeout ms (2000), mediaBackoff [ms min, ms max] ([300, 2000]: how often a
-   *   watch asks again while nothing is published), outboxTimeout ms (60000: how long a chat
-   *   typed offline waits for the connection before it fails)
-   */
+  /** `url` (default: this host's /ws), a Souk JWT, options (docs/web.md: reconnect, backoff,
+   * requestTimeout, iceServers, trickle, iceGatherTimeout, mediaBackoff, outboxTimeout). */
   constructor(url, token, opts = {}) {
     this.url = url || defaultUrl();
     this.token = token;
@@ -126,12 +102,7 @@ export class Souk {
   }
 
   // ---- events --------------------------------------------------------------------------
-  /**
-   * Listen to events of one `type` (`chat`, `sale`, `question`, ...) or `"*"` for all.
-   * Connection life is reported as type `connection` ({state, code?, reason?}), media as
-   * type `media` ({kind, room, state, code?, pc}), server error frames without a rid as type
-   * `error`. Returns a function that removes the listener.
-   */
+  /** Listen to one event `type` or "*" (also `connection`, `media`, `error`); returns the remover. */
   on(type, fn) {
     if (!this._handlers.has(type)) this._handlers.set(type, new Set());
     this._handlers.get(type).add(fn);
@@ -338,12 +309,8 @@ export class Souk {
     });
   }
 
-  /**
-   * Send an op that must arrive once: while the connection is down it waits (in the order
-   * the calls were made) and goes out after the reconnect; a request lost in flight goes
-   * again with the same fields (the op's own id, e.g. chat's `cid`, makes that safe).
-   * Rejects with `connection_lost` after `outboxTimeout` ms offline.
-   */
+  /** An op that must arrive once: offline it waits (in call order) for the reconnect; lost in
+   * flight it goes again with the same fields (its own id, e.g. `cid`, makes that safe). */
   async deliver(op, fields = {}) {
     const deadline = Date.now() + this.outboxTimeout;
     for (;;) {
@@ -451,12 +418,8 @@ export class Souk {
     return reply.pong;
   }
 
-  /**
-   * Chat in a room, or in a group with `{group}`; `replyTo` answers a message. Typed while
-   * offline, it leaves after the reconnect (see `deliver`); `cid` (a fresh one by default)
-   * lets the server answer a resend with the first message instead of posting it twice:
-   * pass the same `cid` to retry a message that failed. Resolves with the message id.
-   */
+  /** Chat (`{group}` for a group); sent once even across a drop (`deliver`): the server answers
+   * a resend of the same `cid` with the first message. Pass the `cid` again to retry. */
   async chat(room, text, {group, replyTo, cid = newKey()} = {}) {
     const reply = await this.deliver("chat", {...(group ? {group} : {room}), text, reply_to: replyTo, cid});
     return reply.id;
@@ -518,20 +481,14 @@ export class Souk {
   remove(where, user) { return this.request("remove", {...where, user}); }
 
   // ---- WebRTC (signalling over the same websocket) -------------------------------------
-  //
-  // `publish` and `watch` are intents, kept until `unpublish` / `unwatch`: the SDK offers,
-  // and offers again whenever the session is lost (the websocket reconnected: the server
-  // dropped it; the peer connection failed), with backoff. A watch refused with `not_found`
-  // (nothing published yet, or not yet again after a server restart) asks again with the
-  // same offer every `mediaBackoff` ms. Pages follow `media` events ({kind, room, state,
-  // code?, pc}), never a peer connection of their own: a replaced peer fires nothing.
-  // States: connecting (offer sent / ICE), connected, waiting (watch: nothing published),
+  // `publish` and `watch` are intents kept until `unpublish` / `unwatch`: the SDK offers again
+  // whenever the session is lost (websocket reconnected, peer failed), with backoff; a watch
+  // refused with `not_found` re-sends the same offer every `mediaBackoff` ms. Pages follow
+  // `media` events ({kind, room, state, code?, pc}), never a peer of their own: a replaced
+  // peer fires nothing. States: connecting, connected, waiting (watch: nothing published),
   // reconnecting, failed (a refusal retrying cannot fix: `code`), stopped.
 
-  /**
-   * Publish a MediaStream (camera + mic) to `room`. Resolves with the RTCPeerConnection of
-   * the first accepted offer; rejects only on a refusal retrying cannot fix (forbidden, ...).
-   */
+  /** Publish a MediaStream; resolves with the first accepted peer, rejects only if retrying cannot help. */
   publish(stream, room, {trickle = this.trickle} = {}) {
     return this._startMedia({kind: "publish", room, stream, trickle});
   }
@@ -542,13 +499,8 @@ export class Souk {
     return null;
   }
 
-  /**
-   * Watch `room` in a <video> element (recvonly offer). May be called before `connect()`
-   * resolves: ICE gathering then overlaps the websocket's opening and the offer leaves as
-   * soon as the connection is authenticated. Resolves with the RTCPeerConnection of the first
-   * accepted offer (the video plays when media arrives); keeps asking while the room has no
-   * stream; rejects only on a refusal retrying cannot fix.
-   */
+  /** Watch `room` in a <video>; callable before `connect()` resolves (gathering overlaps it).
+   * Resolves with the first accepted peer; rejects only if retrying cannot help. */
   watch(video, room, {trickle = this.trickle} = {}) {
     return this._startMedia({kind: "watch", room, video, trickle});
   }
@@ -747,11 +699,8 @@ export class Souk {
     this._serverIce = reply.ice_servers;
   }
 
-  /**
-   * Wait for the offer's candidates. With no STUN/TURN server there are only host
-   * candidates, which come within milliseconds: the offer leaves once they stop coming
-   * (Chromium signals "complete" ~120 ms later for nothing). With servers: until complete.
-   */
+  /** Wait for the offer's candidates: host-only ones come within ms, so the offer leaves when they
+   * stop (Chromium says "complete" ~120 ms later for nothing); with STUN/TURN, until complete. */
   async _gathered(pc) {
     if (pc.iceGatheringState === "complete") return;
     const hostOnly = !(pc.getConfiguration().iceServers || []).length;

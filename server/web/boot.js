@@ -3,7 +3,7 @@
 // (The viewer page starts in live.js instead: its first frame must not wait for the rest.)
 import {Souk, defaultUrl, pageToken} from "/sdk/souk.js";
 import {byTestId, explain, fill, h} from "/static/dom.js";
-import {demoName, langToggle, onLang, t, useCatalog} from "/static/i18n.js";
+import {demoName, langToggle, loadCatalog, onLang, t} from "/static/i18n.js";
 
 /** The id after the page name: /live/<room>, /studio/<room>, /group/<id>. */
 export function pathId(fallback = "demo") {
@@ -11,9 +11,9 @@ export function pathId(fallback = "demo") {
   return decodeURIComponent(parts[1] || fallback);
 }
 
-/** Translate the page, connect with a token for `role`; resolves with {souk, user, id}. */
-export async function boot(role, catalog, {room} = {}) {
-  useCatalog(catalog);
+/** Translate the page (its catalog: `page`), connect with a token for `role`; resolves with {souk, user, id}. */
+export async function boot(role, page, {room} = {}) {
+  await loadCatalog(page);
   langToggle(byTestId("lang"));
   const id = pathId();
   const badge = byTestId("conn");

@@ -1,8 +1,6 @@
-// The chat panel of every page: the snapshot's recent messages, live `chat` events, deletions,
-// mutes and bans, a send form, and (for staff) mute / ban / delete buttons on each message.
-// A message shows at once, marked "sending" until the server takes it; typed while the
-// connection is down it leaves after the reconnect (the SDK's outbox), and if it cannot,
-// it stays marked "not sent" with a retry that resends the same client id (`cid`).
+// The chat panel of every page (with mute / ban / delete for staff). A message shows at once,
+// "sending" until the server takes it; typed offline it leaves after the reconnect (the SDK's
+// outbox), else it stays "not sent" with a retry that resends the same client id (`cid`).
 import {newKey} from "/sdk/souk.js";
 import {byTestId, explain, h} from "/static/dom.js";
 import {t} from "/static/i18n.js";
@@ -11,28 +9,22 @@ const STAFF = new Set(["streamer", "moderator", "admin"]);
 const OFFLINE = new Set(["connection_lost", "timeout"]);
 
 export class ChatPanel {
-  /**
-   * @param root  element holding [data-testid=chat-list], chat-form, chat-input, chat-error
-   * @param where {room} or {group}
-   * @param opts  moderation (staff buttons), max (messages kept), onMessage(m),
-   *   describeReply(id) -> text, onError(err) (else shown in chat-error)
-   */
-  constructor(root, souk, where, {moderation = false, onMessage, describeReply, onError, max = 200} = {}) {
+  /** `root` holds chat-list, chat-form, chat-input (and chat-error); `where` is {room} or {group}. */
+  constructor(root, souk, where, {decorate, onMessage, describeReply, onError, max = 200} = {}) {
     this.root = root;
     this.souk = souk;
     this.where = where;
     this.ch = where.group ? `group:${where.group}` : `room:${where.room}`;
-    this.moderation = moderation;
+    this.decorate = decorate; // (chat, li, m): staff buttons on others' messages (staff.js)
     this.onMessage = onMessage;
     this.onError = onError;
     this.max = max;
-    this.describeReply = describeReply || (() => t("chat.reply.message"));
+    this.describeReply = describeReply || (() => "…");
     this.list = byTestId("chat-list", root);
     this.input = byTestId("chat-input", root);
     this.error = byTestId("chat-error", root);
     this.names = new Map(); // user id -> name, for notices about a user (events carry ids)
-    this.replyTo = null;
-    this.replyBadge = byTestId("chat-replying", root);
+    this.replyTo = null; // a group page answers a mirrored question by replying to it
     byTestId("chat-form", root).addEventListener("submit", (e) => { e.preventDefault(); this.send(); });
     souk.on("chat", (ev) => { if (ev.ch === this.ch) this.add(ev); });
     souk.on("message_deleted", (ev) => { if (ev.ch === this.ch) this.removeMessage(ev.id); });
@@ -87,15 +79,7 @@ export class ChatPanel {
     h("span", {class: "who", testid: "chat-name"}, m.name || t("chat.someone")),
     m.reply_to ? h("span", {class: "reply-to", testid: "chat-reply-to"}, `↩ ${this.describeReply(m.reply_to)} `) : null,
     h("span", {class: "text", testid: "chat-text"}, m.text));
-    if (this.moderation && !mine && !role) {
-      li.append(h("span", {class: "mod"},
-        h("button", {class: "tiny", type: "button", testid: "mute", title: t("mod.mute.title"),
-          onclick: () => this.act(this.souk.mute(this.where, m.user, 300))}, t("mod.mute")),
-        h("button", {class: "tiny", type: "button", testid: "ban",
-          onclick: () => this.act(this.souk.ban(this.where, m.user))}, t("mod.ban")),
-        h("button", {class: "tiny", type: "button", testid: "delete",
-          onclick: () => this.act(this.souk.deleteMessage(this.where, m.id))}, t("mod.delete"))));
-    }
+    if (this.decorate && !mine && !role && m.id) this.decorate(this, li, m);
     return li;
   }
 
@@ -118,17 +102,6 @@ export class ChatPanel {
     this.scroll();
   }
 
-  /** Reply to a message or a mirrored question (group answers go back to the room). */
-  setReply(id, label) {
-    this.replyTo = id;
-    if (this.replyBadge) {
-      this.replyBadge.classList.toggle("hidden", !id);
-      this.replyBadge.textContent = id ? `${t("chat.replying", {text: label || ""})} ✕` : "";
-      this.replyBadge.onclick = () => this.setReply(null);
-    }
-    if (id) this.input.focus();
-  }
-
   send() {
     const text = this.input.value.trim();
     if (!text) return;
@@ -140,7 +113,7 @@ export class ChatPanel {
     this.list.append(li);
     this.scroll();
     this.deliver(li, this.replyTo);
-    this.setReply(null);
+    if (this.onSent) this.onSent();
   }
 
   async deliver(li, replyTo) {

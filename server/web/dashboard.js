@@ -3,8 +3,7 @@
 // number) so a test or a merchant's script can read what is shown. Sales, team buys and rooms
 // are labelled with their titles (from the room's snapshot), never their ids.
 import {byTestId, h, money} from "/static/dom.js";
-import {langToggle, onLang, t, useCatalog} from "/static/i18n.js";
-import catalog from "/static/catalog/dashboard.js";
+import {langToggle, loadCatalog, onLang, t} from "/static/i18n.js";
 
 const SVG = "http://www.w3.org/2000/svg";
 const $ = (id) => document.getElementById(id);
@@ -162,7 +161,7 @@ function draw() {
       msgs: `${w.messages_change >= 0 ? "+" : ""}${w.messages_change ?? 0}`, exits: `${w.exits_change >= 0 ? "+" : ""}${w.exits_change ?? 0}`}))));
 }
 
-useCatalog(catalog);
+await loadCatalog("dashboard");
 langToggle(byTestId("lang"));
 onLang(draw);
 if (q.get("room")) $("room").value = q.get("room");

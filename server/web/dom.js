@@ -1,6 +1,5 @@
-// DOM building and display formats shared by the pages (money in cents, times in ms, names
-// masked, avatars, product images). Nothing here writes a style attribute: the pages run
-// under a Content-Security-Policy without 'unsafe-inline' (CSSOM properties are fine).
+// DOM building and display formats of the pages. No style attributes: the pages run under a
+// Content-Security-Policy without 'unsafe-inline' (CSSOM properties are fine).
 import {has, locale, t} from "/static/i18n.js";
 
 /** Create an element: h("li", {class: "x", testid: "chat-msg", dataset: {id}}, "text", child). */
@@ -39,24 +38,12 @@ export function money(cents, currency = "CNY") {
   }
 }
 
-/** A price typed by a person ("12.5") to integer cents, or NaN. */
-export function toCents(text) {
-  const s = String(text).trim();
-  if (!/^\d+(\.\d{1,2})?$/.test(s)) return NaN;
-  const [whole, frac = ""] = s.split(".");
-  return Number(whole) * 100 + Number((frac + "00").slice(0, 2));
-}
-
 /** Milliseconds left as m:ss (or h:mm:ss). */
 export function clockText(ms) {
   const total = Math.max(0, Math.ceil(ms / 1000));
   const hh = Math.floor(total / 3600), mm = Math.floor((total % 3600) / 60), ss = total % 60;
   const two = (x) => String(x).padStart(2, "0");
   return hh ? `${hh}:${two(mm)}:${two(ss)}` : `${mm}:${two(ss)}`;
-}
-
-export function timeOfDay(ms) {
-  return new Date(ms).toLocaleTimeString(locale(), {hour: "2-digit", minute: "2-digit"});
 }
 
 /** A person's name as other shoppers see it: the first character and a star (小*). */

@@ -2,21 +2,25 @@
 // from the live room (a member answers by replying: the answer goes back to the room) and
 // the members.
 import {boot, fail} from "/static/boot.js";
-import catalog from "/static/catalog/group.js";
 import {ChatPanel} from "/static/chat.js";
-import {avatar, byTestId, fill, h, timeOfDay} from "/static/dom.js";
-import {has, onLang, t} from "/static/i18n.js";
+import {avatar, byTestId, fill, h} from "/static/dom.js";
+import {has, locale, onLang, t} from "/static/i18n.js";
 import {QuestionList} from "/static/questions.js";
+import {moderation} from "/static/staff.js";
+
+function timeOfDay(ms) {
+  return new Date(ms).toLocaleTimeString(locale(), {hour: "2-digit", minute: "2-digit"});
+}
 
 const STAFF = ["streamer", "moderator", "admin"];
 
 async function main() {
   const room = new URLSearchParams(location.search).get("room") || "demo";
-  const {souk, id: group, user} = await boot("member", catalog, {room});
+  const {souk, id: group, user} = await boot("member", "group", {room});
   const ch = `group:${group}`;
   let questions = null;
   const chat = new ChatPanel(byTestId("chat"), souk, {group}, {
-    moderation: STAFF.includes(user.role),
+    decorate: STAFF.includes(user.role) ? moderation : undefined,
     describeReply: (id) => (questions && questions.items.get(id) ? `“${questions.items.get(id).text}”` : t("chat.reply.message")),
     // A reply to an open mirrored question answers it (the server sends this group no
     // question event for its own answer: its members see the reply): show it answered here.
@@ -28,8 +32,18 @@ async function main() {
       }
     },
   });
-  questions = new QuestionList(byTestId("qa"), souk, ch, {mode: "group",
-    onReply: (q) => chat.setReply(q.id, q.text)});
+  // Replying to a mirrored question answers it: the reply carries `reply_to`, shown as a badge.
+  const badge = byTestId("chat-replying");
+  const setReply = (q) => {
+    chat.replyTo = q ? q.id : null;
+    badge.classList.toggle("hidden", !q);
+    badge.textContent = q ? `${t("chat.replying", {text: q.text})} ✕` : "";
+    if (q) chat.input.focus();
+  };
+  badge.addEventListener("click", () => setReply(null));
+  chat.onSent = () => setReply(null);
+  questions = new QuestionList(byTestId("qa"), souk, ch, {actions: (list, q, li) => li.prepend(h("span", {class: "actions"},
+    h("button", {class: "tiny", type: "button", testid: "reply", onclick: () => setReply(q)}, t("q.reply"))))});
   const notices = new Notices();
 
   // Members join the group (a no-op when already in); tokens that list the group may just enter.

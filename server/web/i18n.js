@@ -1,15 +1,14 @@
-// The pages' two languages (zh-CN and en). Each page has one catalog (catalog/<page>.js, which
-// folds in the strings its shared modules use); this module picks the language — a choice
-// remembered in localStorage, else the browser's languages (what it sends as
-// Accept-Language) —, looks strings up, fills the static markup ([data-i18n] text,
-// [data-i18n-ph] placeholders, [data-i18n-title] titles and labels) and tells the page's
-// components when the person switches language, so they redraw without a reload.
+// The pages' two languages (zh-CN and en): one catalog per page and language
+// (catalog/<page>.<lang>.js holds every string the page shows; only the one shown is loaded).
+// The language is the remembered toggle, else the browser's (what it sends as Accept-Language);
+// components redraw on a switch (onLang), without a reload.
 
 const KEY = "souk.lang";
 const LANGS = ["zh", "en"];
 let lang = "en";
+let page = "";
 let strings = {};
-let fallback = {};
+const loading = new Map(); // "<page>.<lang>" -> Promise of the catalog
 const listeners = new Set();
 
 /** The language to show: the remembered toggle, else the first zh/en of navigator.languages. */
@@ -33,13 +32,19 @@ export function demoName(role) {
   return base ? `${base}${zh ? "" : " "}${n}` : `${zh ? "观众" : "Guest "}${n}`;
 }
 
-/** Install the page's catalog ({en: {...}, zh: {...}}) and translate the static markup. */
-export function useCatalog(catalog) {
+/** Start fetching a page's catalog (the viewer page does it before anything else). */
+export function preloadCatalog(name, which = pickLang()) {
+  const key = `${name}.${which}`;
+  if (!loading.has(key)) loading.set(key, import(`/static/catalog/${key}.js`).then((m) => m.default));
+  return loading.get(key);
+}
+
+/** Load the page's catalog in the language to show and translate the static markup. */
+export async function loadCatalog(name) {
+  page = name;
   lang = pickLang();
-  fallback = catalog.en;
-  strings = catalog[lang] || catalog.en;
-  useCatalog.catalog = catalog;
-  document.documentElement.lang = lang === "zh" ? "zh-CN" : "en";
+  strings = await preloadCatalog(name, lang);
+  document.documentElement.lang = locale();
   translate(document);
 }
 
@@ -54,7 +59,7 @@ export function locale() {
 
 /** The string for `key`, with {name} placeholders filled from `vars`. */
 export function t(key, vars) {
-  let s = strings[key] ?? fallback[key];
+  let s = strings[key];
   if (s === undefined) {
     console.warn("souk: no string", key);
     return key;
@@ -66,7 +71,7 @@ export function t(key, vars) {
 
 /** Whether the catalog has `key`. */
 export function has(key) {
-  return key in strings || key in fallback;
+  return key in strings;
 }
 
 /** Fill [data-i18n], [data-i18n-ph], [data-i18n-title] under `root`. */
@@ -87,11 +92,11 @@ export function onLang(fn) {
 }
 
 /** Switch to `next` (or the other language), remember it, and redraw. */
-export function switchLang(next) {
-  const catalog = useCatalog.catalog;
-  lang = next || (lang === "zh" ? "en" : "zh");
-  try { localStorage.setItem(KEY, lang); } catch { /* storage blocked: this page only */ }
-  strings = catalog[lang];
+export async function switchLang(next) {
+  const want = next || (lang === "zh" ? "en" : "zh");
+  try { localStorage.setItem(KEY, want); } catch { /* storage blocked: this page only */ }
+  strings = await preloadCatalog(page, want);
+  lang = want;
   document.documentElement.lang = locale();
   translate(document);
   for (const fn of [...listeners]) {

@@ -1,11 +1,9 @@
-// The viewer page, phone first: full-bleed video with the chat, hearts, the pinned product and
-// the flash-sale pop-up over it; the product bag and the Q&A / My orders panel as bottom sheets
-// (side columns on a desktop). The stage says what the video is doing — waiting for the
-// streamer, connecting, playing, ended — from the SDK's media state and the frames the
-// <video> actually presents, never from a peer connection the SDK may have replaced.
+// The viewer page, phone first: full-bleed video with chat, hearts, the pinned product and the
+// flash-sale pop-up over it; the bag and the Q&A / orders panel as bottom sheets (columns on a
+// desktop). The stage's state comes from the SDK's media events and the frames the <video>
+// presents, never from a peer connection the SDK may have replaced.
 import {byTestId, explain, fill, h} from "/static/dom.js";
-import {langToggle, onLang, t, useCatalog} from "/static/i18n.js";
-import catalog from "/static/catalog/live.js";
+import {langToggle, loadCatalog, onLang, t} from "/static/i18n.js";
 import {ChatPanel} from "/static/chat.js";
 import {QuestionList} from "/static/questions.js";
 import {Shop, ShopView} from "/static/shop.js";
@@ -14,7 +12,7 @@ const STALL_MS = 2500; // no new frame for this long while "connected": say we a
 const reducedMotion = matchMedia("(prefers-reduced-motion: reduce)");
 
 export async function main({room, video, started}) {
-  useCatalog(catalog);
+  await loadCatalog("live");
   langToggle(byTestId("lang"));
   const ui = new Sheets();
   let souk;
@@ -37,14 +35,14 @@ export async function main({room, video, started}) {
   showConn(souk.state);
 
   const chat = new ChatPanel(byTestId("stage"), souk, {room}, {max: 60, onError: (err) => ui.toast(explain(err))});
-  const questions = new QuestionList(byTestId("qa"), souk, ch, {mode: "viewer", room,
+  const questions = new QuestionList(byTestId("qa"), souk, ch, {room,
     onCount: (n) => { byTestId("qa-count").textContent = n ? String(n) : ""; }});
   const shop = new Shop(souk, room);
   const view = new ShopView(shop, souk, {
     sales: byTestId("sales"), teambuys: byTestId("teambuys"), products: byTestId("products"),
     gone: byTestId("gone-sales"), pinned: byTestId("pinned"), flash: byTestId("flash"),
     flashChip: byTestId("flash-chip"), orders: byTestId("orders"), ordersEmpty: byTestId("orders-empty"),
-    orderCounts: [byTestId("orders-count"), byTestId("orders-count-2")], myTeams: byTestId("my-teams"),
+    orderCounts: [byTestId("orders-count"), byTestId("orders-count-2")],
     ticker: byTestId("ticker"), bagCount: byTestId("bag-count"),
   }, ui);
   shop.subscribe(() => {
@@ -136,11 +134,8 @@ export async function main({room, video, started}) {
   document.body.dataset.ready = "1"; // every control is wired (tests wait for this)
 }
 
-/**
- * The video area: the poster over it says why there is no picture yet. Its data-state is
- * waiting (no stream: the room is not live, or the streamer has not published again yet),
- * connecting, playing, stalled (connected but no new frame for a while), ended, unavailable.
- */
+/** The poster over the video says why there is no picture: waiting (no stream), connecting,
+ * stalled (no new frame for a while), ended, unavailable; hidden while playing. */
 class Stage {
   constructor(souk, room, video) {
     this.souk = souk;
@@ -216,7 +211,7 @@ class Hearts {
     this.timer = null;
     byTestId("heart").addEventListener("click", () => this.tap());
     byTestId("stage").addEventListener("dblclick", (e) => {
-      if (e.target.closest("button, input, .pinned, .flash, .chat-overlay")) return;
+      if (e.target.closest("button, input, .pinned, .flash-pop, .chat-overlay")) return;
       this.tap();
     });
     souk.on("connection", (ev) => { if (ev.state === "open" && this.pending) this.flush(); });
@@ -251,10 +246,7 @@ class Hearts {
   }
 }
 
-/**
- * Bottom sheets on a phone (the bag, the Q&A / orders panel, a modal for share and join);
- * on a desktop the bag and the panel are columns and only the modal opens over the page.
- */
+/** Bottom sheets on a phone (bag, panel, modal); on a desktop only the modal opens over the page. */
 class Sheets {
   constructor() {
     this.scrim = byTestId("scrim");

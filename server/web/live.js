@@ -1,8 +1,7 @@
-// The viewer page's first module. As little as possible stands between opening the page and
-// the first video frame: the token, the websocket and the watch's ICE gathering all start here,
-// before the rest of the page (live-ui.js, fetched alongside by modulepreload) is wired up.
+// The viewer page's first module: the token, the websocket and the watch's ICE gathering start
+// here, before the rest of the page (live-ui.js, preloaded alongside) is wired up.
 import {Souk, defaultUrl, pageToken} from "/sdk/souk.js";
-import {demoName} from "/static/i18n.js";
+import {demoName, preloadCatalog} from "/static/i18n.js";
 
 const room = decodeURIComponent(location.pathname.split("/").filter(Boolean)[1] || "demo");
 const trickle = new URLSearchParams(location.search).get("trickle") === "1";
@@ -15,12 +14,12 @@ async function start() {
   globalThis.souk = souk; // for the console and the browser tests
   const connected = souk.connect();
   connected.catch(() => {}); // reported by the page below
-  // Watch at once, whatever the room's state: gathering overlaps connect and auth. The page
-  // stops it if the snapshot says the room is not live.
+  // Watch at once (gathering overlaps connect and auth); stopped if the room is not live.
   souk.watch(video, room);
   return {souk, connected};
 }
 
+preloadCatalog("live"); // in parallel with the video's start, not after it
 const started = start();
 started.catch(() => {}); // reported by the page below
 const ui = await import("/static/live-ui.js");

@@ -1,20 +1,16 @@
-// The Q&A list: open questions by votes, answers as they come. Three modes: a viewer upvotes,
-// staff answer or dismiss, a group member answers by replying to the mirrored question.
+// The Q&A list: open questions by votes, answers as they come. A viewer upvotes an open one;
+// other pages pass `actions(list, q, li)` (staff: answer / dismiss, staff.js; group: reply).
 import {byTestId, explain, h} from "/static/dom.js";
 import {onLang, t} from "/static/i18n.js";
 
 export class QuestionList {
-  /**
-   * @param root  element with [data-testid=q-list] (and q-error)
-   * @param mode  "viewer" | "staff" | "group"
-   */
-  constructor(root, souk, ch, {mode = "viewer", room, onReply, onCount} = {}) {
+  /** `root` holds q-list (and q-error, q-empty). */
+  constructor(root, souk, ch, {room, actions = upvote, onCount} = {}) {
     this.root = root;
     this.souk = souk;
     this.ch = ch;
-    this.mode = mode;
     this.room = room;
-    this.onReply = onReply;
+    this.actions = actions;
     this.onCount = onCount;
     this.list = byTestId("q-list", root);
     this.error = byTestId("q-error", root);
@@ -91,20 +87,8 @@ export class QuestionList {
         q.answer || (q.on_stream ? t("q.onStream") : ""), by ? h("span", {class: "meta"}, ` — ${by}${via}`) : null));
     } else if (q.status === "dismissed") {
       li.append(h("div", {class: "meta"}, t("q.dismissed")));
-    } else if (this.mode === "viewer") {
-      const mine = this.souk.user && q.user === this.souk.user.id;
-      li.prepend(h("span", {class: "actions"}, h("button", {class: "tiny", type: "button", testid: "upvote", disabled: mine,
-        onclick: () => this.act(this.souk.upvote(this.room, q.id))}, t("q.upvote"))));
-    } else if (this.mode === "staff") {
-      const input = h("input", {testid: "answer-input", placeholder: t("q.answer.ph"), maxlength: 1000});
-      li.append(h("form", {class: "row answer-form", onsubmit: (e) => {
-        e.preventDefault();
-        if (input.value.trim()) this.act(this.souk.answer(this.room, q.id, input.value.trim()));
-      }}, input, h("button", {class: "small primary", testid: "answer-send"}, t("q.answer")),
-      h("button", {class: "small", type: "button", testid: "dismiss", onclick: () => this.act(this.souk.dismiss(this.room, q.id))}, t("q.dismiss"))));
-    } else if (this.mode === "group" && this.onReply) {
-      li.prepend(h("span", {class: "actions"}, h("button", {class: "tiny", type: "button", testid: "reply",
-        onclick: () => this.onReply(q)}, t("q.reply"))));
+    } else {
+      this.actions(this, q, li);
     }
     return li;
   }
@@ -118,4 +102,11 @@ export class QuestionList {
       if (this.error) this.error.textContent = explain(err);
     }
   }
+}
+
+/** A viewer's action on an open question: "me too" (not on one's own). */
+function upvote(list, q, li) {
+  const mine = list.souk.user && q.user === list.souk.user.id;
+  li.prepend(h("span", {class: "actions"}, h("button", {class: "tiny", type: "button", testid: "upvote", disabled: mine,
+    onclick: () => list.act(list.souk.upvote(list.room, q.id))}, t("q.upvote"))));
 }

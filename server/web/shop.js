@@ -1,10 +1,8 @@
-// The viewer's shop: what the room sells (products, flash sales, team buys), what this shopper
-// bought (orders, teams, limits reached) and every place it shows — the product bag, the
-// pinned product over the video, the flash-sale pop-up, My orders, My teams, the join sheet
-// of a shared team link and the "just bought" ticker. One model (Shop), many views; views
-// update in place (keyed by id), so a stock tick never replaces a button under a finger.
-import {newKey} from "/sdk/souk.js";
-import {avatar, byTestId, clockText, explain, fill, h, maskName, money, productImage} from "/static/dom.js";
+// The viewer's shop: what the room sells and what this shopper bought (orders, teams, limits),
+// shown in the bag, the pinned card, the flash-sale pop-up, My orders / teams and the ticker.
+// One model, many views, updated in place (keyed by id): a stock tick never replaces a button
+// under a finger.
+import {avatar, clockText, explain, fill, h, maskName, money, productImage} from "/static/dom.js";
 import {onLang, t} from "/static/i18n.js";
 
 const GONE = new Set(["ended", "sold_out", "cancelled"]);
@@ -33,18 +31,11 @@ export class Shop {
     souk.on("order", (ev) => { if (!ev.room || ev.room === room) this.addOrder(ev); });
   }
 
-  /** Call fn(what) after every change ("sale", "offer", "team", "order", "pinned", ...). */
-  subscribe(fn) {
-    this.listeners.add(fn);
-  }
+  /** Call fn(what, item) after every change ("sale", "offer", "team", "order", "pinned", "all"). */
+  subscribe(fn) { this.listeners.add(fn); }
+  changed(what, item) { for (const fn of this.listeners) fn(what, item); }
 
-  changed(what, item) {
-    for (const fn of this.listeners) fn(what, item);
-  }
-
-  get me() {
-    return this.souk.user ? this.souk.user.id : null;
-  }
+  get me() { return this.souk.user ? this.souk.user.id : null; }
 
   learn(p) {
     if (p && p.id && p.title) this.products.set(p.id, {...(this.products.get(p.id) || {}), ...p});
@@ -106,9 +97,7 @@ export class Shop {
     if (notify) this.changed("order", o);
   }
 
-  product(id) {
-    return this.products.get(id) || null;
-  }
+  product(id) { return this.products.get(id) || null; }
 
   /** Units this shopper holds in a sale (what its per-person limit counts). */
   unitsBought(saleId) {
@@ -146,12 +135,8 @@ export class Shop {
     return this.myTeamIds.has(team.id) || (team.members || []).some((m) => m.user === this.me);
   }
 
-  get ended() {
-    return this.state === "ended";
-  }
+  get ended() { return this.state === "ended"; }
 }
-
-// ---- pieces shared by the views ------------------------------------------------------------
 
 /** The phase label and clock of a sale now ("ends in 0:42", "starts in 0:05"). */
 function saleClock(s, now) {
@@ -160,14 +145,33 @@ function saleClock(s, now) {
   return {text: "", ms: 0};
 }
 
-function priceTag(price, was, currency, cls = "") {
+export function priceTag(price, was, currency, cls = "") {
   return h("span", {class: `price-tag ${cls}`.trim()},
     h("b", {class: "price", testid: "price"}, money(price, currency)),
     was && was > price ? h("s", {class: "was"}, money(was, currency)) : null);
 }
 
-function teamCount(tm) {
+export function teamCount(tm) {
   return tm.count ?? (tm.members || []).length;
+}
+
+/** Set a card's picture, only when it changed (no reload of the same image on every tick). */
+function picture(card, p) {
+  if (card.imageOf === (p.image || "")) return;
+  card.imageOf = p.image || "";
+  fill(card.img, productImage(p, "thumb"));
+}
+
+/** Keep `box`'s children as the rows of `items`, in order, made once per id and updated. */
+function keyed(box, rows, items, make) {
+  const keep = new Set(items.map((x) => x.id));
+  for (const [id, row] of rows) if (!keep.has(id)) { row.el.remove(); rows.delete(id); }
+  return items.map((x, i) => {
+    let row = rows.get(x.id);
+    if (!row) { row = make(x); rows.set(x.id, row); }
+    if (box.children[i] !== row.el) box.insertBefore(row.el, box.children[i] || null);
+    return [row, x];
+  });
 }
 
 /** A -/n/+ stepper; value() is what the shopper chose, setMax clamps it. */
@@ -194,15 +198,11 @@ class Stepper {
   }
 }
 
-/**
- * A flash-sale card: picture, sale and list price, countdown, stock bar, quantity, Buy.
- * `variant` "bag" (in the product bag) or "flash" (the pop-up over the video).
- */
+/** A flash-sale card (in the bag, or the "flash" pop-up): prices, countdown, stock, quantity, Buy. */
 class SaleCard {
   constructor(view, sale, variant) {
     this.view = view;
     this.id = sale.id;
-    this.variant = variant;
     this.img = h("span", {class: "img-slot"});
     this.title = h("b", {class: "title", testid: "sale-title"});
     this.price = h("span", {class: "price-line", testid: "sale-price"});
@@ -226,17 +226,12 @@ class SaleCard {
       h("div", {class: "line l-time"}, this.countdown, this.limit),
       h("div", {class: "line act"}, this.stepper.el, this.button),
       this.result));
-    this.imageOf = null;
     this.busy = false;
-    this.outcome = null;
   }
 
   update(s) {
     const shop = this.view.shop;
-    if (this.imageOf !== (s.image || "")) {
-      this.imageOf = s.image || "";
-      fill(this.img, productImage(s, "thumb"));
-    }
+    picture(this, s);
     this.title.textContent = s.title || t("product.untitled");
     fill(this.price, priceTag(s.price, s.list_price, s.currency));
     this.badge.textContent = t("sale.badge");
@@ -278,7 +273,7 @@ class SaleCard {
     this.busy = true;
     this.view.refreshSale(this.id);
     try {
-      const order = await this.view.souk.buy(this.id, qty, newKey());
+      const order = await this.view.souk.buy(this.id, qty);
       this.view.shop.addOrder(order);
       this.show("ordered", t("sale.ordered", {n: order.qty || qty}));
       this.view.toast(t("toast.ordered"), {label: t("toast.viewOrders"), onclick: () => this.view.openOrders()});
@@ -306,13 +301,12 @@ class OfferCard {
     this.title = h("b", {class: "title"});
     this.price = h("span", {class: "price-line"});
     this.size = h("span", {class: "badge team-badge"});
-    this.teams = h("ul", {class: "teams", testid: "teams"});
+    this.teams = h("ul", {class: "plain", testid: "teams"});
     this.mine = h("div", {class: "my-team", testid: "team-result"});
-    this.open = h("button", {class: "buy", type: "button", testid: "team-open", onclick: () => this.act(view.souk.teamOpen(this.id, newKey()), true)});
-    this.match = h("button", {class: "link", type: "button", testid: "team-match", onclick: () => this.act(view.souk.teamJoin(this.id, undefined, newKey()))});
+    this.open = h("button", {class: "buy", type: "button", testid: "team-open", onclick: () => this.act(view.souk.teamOpen(this.id), true)});
+    this.match = h("button", {class: "link", type: "button", testid: "team-match", onclick: () => this.act(view.souk.teamJoin(this.id))});
     this.result = h("div", {class: "result", testid: "team-error", "aria-live": "polite"});
     this.rows = new Map();
-    this.imageOf = null;
     this.el = h("article", {class: "offer-card", testid: "teambuy-card", dataset: {offer: offer.id}},
       this.img,
       h("div", {class: "body"},
@@ -325,7 +319,7 @@ class OfferCard {
 
   update(o) {
     const shop = this.view.shop;
-    if (this.imageOf !== (o.image || "")) { this.imageOf = o.image || ""; fill(this.img, productImage(o, "thumb")); }
+    picture(this, o);
     this.title.textContent = o.title || t("product.untitled");
     this.size.textContent = t("team.size", {n: o.size});
     fill(this.price, priceTag(o.price, o.list_price, o.currency), h("span", {class: "meta"}, ` · ${t("team.window", {t: clockText(o.window_s * 1000)})}`));
@@ -335,35 +329,16 @@ class OfferCard {
     this.match.textContent = t("team.match");
     this.open.disabled = this.match.disabled = shop.ended || busy;
     this.el.classList.toggle("ended", shop.ended);
-    // My team first, then the open teams I could join.
-    if (mine) {
-      const n = mine.members ? teamCount(mine) : null;
-      const status = t(`team.status.${mine.status}`);
-      fill(this.mine, h("span", {}, n !== null ? t("team.mine", {n, size: mine.size || o.size, status}) : t("team.mineNoCount", {status})),
-        mine.status === "open" ? h("button", {class: "tiny share", type: "button", testid: "team-share",
-          onclick: () => this.view.share(mine)}, t("team.invite")) : null);
-      this.mine.dataset.status = mine.status;
-      this.mine.dataset.team = mine.id;
-      this.mine.classList.remove("hidden");
-    } else {
-      this.mine.replaceChildren();
-      this.mine.dataset.status = "";
-      this.mine.classList.add("hidden");
-    }
+    // My team first (from the team, or after a reload from my order), then teams to join.
+    const status = mine && t(`team.status.${mine.status}`);
+    fill(this.mine, mine && h("span", {}, mine.members ? t("team.mine", {n: teamCount(mine), size: mine.size || o.size, status})
+      : t("team.mineNoCount", {status})), mine && mine.status === "open" && h("button", {class: "tiny", type: "button",
+      testid: "team-share", onclick: () => this.view.share(mine)}, t("team.invite")));
+    Object.assign(this.mine.dataset, {status: mine ? mine.status : "", team: mine ? mine.id : ""});
+    this.mine.classList.toggle("hidden", !mine);
     const open = [...shop.teams.values()].filter((tm) => tm.offer === o.id && tm.status === "open" && !shop.isMine(tm))
       .sort((a, b) => (b.count || 0) - (a.count || 0)).slice(0, 5);
-    const keep = new Set(open.map((tm) => tm.id));
-    for (const [id, row] of this.rows) if (!keep.has(id)) { row.el.remove(); this.rows.delete(id); }
-    open.forEach((tm, i) => {
-      let row = this.rows.get(tm.id);
-      if (!row) { row = new TeamRow(this.view, tm); this.rows.set(tm.id, row); }
-      if (this.teams.children[i] !== row.el) this.teams.insertBefore(row.el, this.teams.children[i] || null);
-      row.update(tm, o);
-    });
-  }
-
-  tick(now) {
-    for (const row of this.rows.values()) row.tick(now);
+    for (const [row, tm] of keyed(this.teams, this.rows, open, (tm) => new TeamRow(this.view, tm))) row.update(tm, o);
   }
 
   async act(promise, opened = false) {
@@ -392,7 +367,7 @@ class TeamRow {
     this.need = h("span", {class: "need"});
     this.left = h("span", {class: "left meta"});
     this.join = h("button", {class: "small primary", type: "button", testid: "team-join",
-      onclick: () => this.view.joinTeam(this.offer, this.id, this.join)}, t("team.join"));
+      onclick: () => this.view.joinTeam(this.offer, this.id, this.join).catch(() => {})}, t("team.join"));
     this.el = h("li", {class: "team-row", testid: "team", dataset: {team: tm.id}}, this.faces,
       h("span", {class: "grow"}, this.need, this.left), this.join);
   }
@@ -406,16 +381,12 @@ class TeamRow {
     this.need.textContent = t("team.need", {n: Math.max(0, (tm.size || offer.size) - n)});
     this.join.textContent = t("team.join");
     this.join.disabled = this.view.shop.ended;
-    this.tick(this.view.souk.serverNow());
-  }
-
-  tick(now) {
-    if (this.tm && this.tm.expires_at) this.left.textContent = t("team.timeLeft", {t: clockText(this.tm.expires_at - now)});
+    this.left.dataset.expires = String(tm.expires_at || ""); // the view's tick keeps it counting
   }
 }
 
 /** Members as avatars with masked names; me as "me". */
-function memberFaces(tm, me) {
+export function memberFaces(tm, me) {
   const out = [];
   const members = tm.members || [];
   for (const m of members.slice(0, 5)) {
@@ -437,14 +408,13 @@ class ProductRow {
     this.tag = h("span", {class: "tag pinned-tag"});
     this.price = h("span", {class: "price-line"});
     this.go = h("button", {class: "small", type: "button", testid: "product-go", onclick: () => this.view.focusDeal(this.id)});
-    this.el = h("li", {class: "product-row", testid: "bag-product", dataset: {product: p.id}}, this.img,
+    this.el = h("li", {class: "item", testid: "bag-product", dataset: {product: p.id}}, this.img,
       h("div", {class: "body"}, h("div", {class: "line"}, this.tag, this.title), this.price), this.go);
-    this.imageOf = null;
   }
 
   update(p) {
     const shop = this.view.shop;
-    if (this.imageOf !== (p.image || "")) { this.imageOf = p.image || ""; fill(this.img, productImage(p, "thumb")); }
+    picture(this, p);
     this.title.textContent = p.title || t("product.untitled");
     const pinned = shop.pinned && shop.pinned.id === p.id;
     this.tag.textContent = pinned ? t("product.explaining") : "";
@@ -457,13 +427,7 @@ class ProductRow {
   }
 }
 
-// ---- the views -----------------------------------------------------------------------------
-
-/**
- * Every place the shop shows on the viewer page. `els` are the page's containers:
- * bag sections (sales, teambuys, products, gone), pinned, flash, orders, myTeams, ticker,
- * bagCount, joinSheet; `ui` gives the page's sheets and toasts (openBag, openOrders, toast).
- */
+/** Every place the shop shows: `els` the page's containers, `ui` its sheets and toasts. */
 export class ShopView {
   constructor(shop, souk, els, ui) {
     this.shop = shop;
@@ -487,47 +451,22 @@ export class ShopView {
   toast(text, action) { this.ui.toast(text, action); }
   openOrders() { this.ui.openOrders(); }
 
+  /** Redraw what a change touches (a sale tick redraws that sale, not the whole bag). */
   changed(what, item) {
-    if (what === "sale" && item) {
-      this.drawSale(item);
-      this.drawPinned();
-      this.drawProducts();
-      this.pickFlash(item);
-      return;
-    }
-    if (what === "order") {
-      for (const s of this.shop.sales.values()) this.drawSale(s);
+    const all = !["sale", "order", "team", "offer", "pinned"].includes(what);
+    if (what === "sale" && item) this.drawSale(item);
+    if (all || what === "order") for (const s of this.shop.sales.values()) this.drawSale(s);
+    if (all || what === "order" || what === "team" || what === "offer") {
       for (const o of this.shop.offers.values()) this.drawOffer(o);
-      this.drawOrders();
-      this.drawMyTeams();
-      return;
     }
-    if (what === "team" || what === "offer") {
-      for (const o of this.shop.offers.values()) this.drawOffer(o);
-      this.drawMyTeams();
-      this.drawProducts();
-      this.drawPinned();
-      return;
-    }
-    if (what === "pinned") {
-      this.drawPinned();
-      this.drawProducts();
-      return;
-    }
-    for (const s of this.shop.sales.values()) this.drawSale(s);
-    for (const o of this.shop.offers.values()) this.drawOffer(o);
-    this.drawProducts();
-    this.drawPinned();
-    this.drawOrders();
-    this.drawMyTeams();
+    if (what !== "order") { this.drawPinned(); this.drawProducts(); }
+    if (all || what === "order") this.drawOrders();
+    if (what === "sale" && item) this.pickFlash(item);
     if (what === "all") for (const s of this.shop.sales.values()) this.pickFlash(s);
-    this.drawFlash();
+    if (all) this.drawFlash();
   }
 
-  refreshSale(id) {
-    const s = this.shop.sales.get(id);
-    if (s) this.drawSale(s);
-  }
+  refreshSale(id) { if (this.shop.sales.has(id)) this.drawSale(this.shop.sales.get(id)); }
 
   drawSale(s) {
     let card = this.saleCards.get(s.id);
@@ -559,34 +498,30 @@ export class ShopView {
     const shop = this.shop;
     const rank = (p) => (shop.pinned && shop.pinned.id === p.id ? 0 : shop.saleFor(p.id) ? 1 : shop.offerFor(p.id) ? 2 : 3);
     const items = [...shop.products.values()].sort((a, b) => rank(a) - rank(b) || (b.created_at || 0) - (a.created_at || 0));
-    items.forEach((p, i) => {
-      let row = this.productRows.get(p.id);
-      if (!row) { row = new ProductRow(this, p); this.productRows.set(p.id, row); }
-      if (this.els.products.children[i] !== row.el) this.els.products.insertBefore(row.el, this.els.products.children[i] || null);
-      row.update(p);
-    });
+    for (const [row, p] of keyed(this.els.products, this.productRows, items, (p) => new ProductRow(this, p))) row.update(p);
     this.els.bagCount.textContent = items.length ? String(items.length) : "";
   }
 
-  /** The pinned product over the video: picture, the sale price if a sale runs, Buy. */
+  /** The pinned product over the video: picture, the sale price if a sale runs, Buy (built
+   * once and updated, like the bag's cards: sale ticks must not replace the button). */
   drawPinned() {
-    const el = this.els.pinned;
-    const p = this.shop.pinned;
+    const el = this.els.pinned, p = this.shop.pinned;
     el.classList.toggle("hidden", !p);
-    if (!p) { el.replaceChildren(); el.dataset.product = ""; return; }
+    el.dataset.product = p ? p.id : "";
+    if (!p) return;
+    const c = this.pin || (this.pin = {img: h("span"), title: h("b", {class: "title", testid: "pinned-title"}),
+      tag: h("span", {class: "tag"}), price: h("span", {testid: "pinned-price"}),
+      buy: h("button", {class: "buy", type: "button", testid: "pinned-buy", onclick: () => this.focusDeal(el.dataset.product)})});
+    if (!el.children.length) fill(el, c.img, h("div", {class: "body"}, c.tag, c.title, c.price), c.buy);
     const full = this.shop.product(p.id) || p;
-    const sale = this.shop.saleFor(p.id);
+    const sale = this.shop.saleFor(p.id), offer = this.shop.offerFor(p.id);
     const live = sale && sale.phase === "live";
-    const offer = this.shop.offerFor(p.id);
-    el.dataset.product = p.id;
-    const action = live ? t("pinned.buy") : offer ? t("pinned.team") : t("pinned.view");
-    fill(el, productImage(full, "thumb"),
-      h("div", {class: "body"},
-        h("span", {class: "tag"}, t("product.explaining")),
-        h("b", {class: "title", testid: "pinned-title"}, full.title || t("product.untitled")),
-        h("span", {testid: "pinned-price"}, live ? priceTag(sale.price, full.price, sale.currency || full.currency, "hot")
-          : offer ? priceTag(offer.price, full.price, offer.currency || full.currency) : priceTag(full.price, null, full.currency))),
-      h("button", {class: "buy", type: "button", testid: "pinned-buy", onclick: () => this.focusDeal(p.id)}, action));
+    picture(c, full);
+    c.tag.textContent = t("product.explaining");
+    c.title.textContent = full.title || t("product.untitled");
+    const deal = live ? sale : offer;
+    fill(c.price, priceTag(deal ? deal.price : full.price, deal ? full.price : null, (deal || full).currency, live ? "hot" : ""));
+    c.buy.textContent = live ? t("pinned.buy") : offer ? t("pinned.team") : t("pinned.view");
   }
 
   /** Show the best way to buy a product: its live sale in the pop-up, else the bag. */
@@ -660,9 +595,8 @@ export class ShopView {
         if (!chip.classList.contains("hidden")) chip.textContent = `⚡ ${saleClock(s, now).text}`;
       }
     }
-    for (const card of this.offerCards.values()) card.tick(now);
     for (const el of document.querySelectorAll("[data-expires]")) {
-      el.textContent = t("team.timeLeft", {t: clockText(Number(el.dataset.expires) - now)});
+      if (el.dataset.expires) el.textContent = t("team.timeLeft", {t: clockText(Number(el.dataset.expires) - now)});
     }
   }
 
@@ -671,7 +605,7 @@ export class ShopView {
     const box = this.els.orders;
     fill(box, orders.map((o) => {
       const p = this.shop.product(o.product) || {};
-      return h("li", {class: "order-row", testid: "order", dataset: {order: o.id, status: o.status}},
+      return h("li", {class: "item", testid: "order", dataset: {order: o.id, status: o.status}},
         productImage(p, "thumb sm"),
         h("div", {class: "body"},
           h("b", {class: "title", testid: "order-title"}, p.title || t("order.item")),
@@ -682,53 +616,15 @@ export class ShopView {
     for (const el of this.els.orderCounts) el.textContent = orders.length ? String(orders.length) : "";
   }
 
-  drawMyTeams() {
-    const teams = [];
-    for (const o of this.shop.offers.values()) {
-      const mine = this.shop.myTeam(o.id);
-      if (mine) teams.push([o, mine]);
-    }
-    fill(this.els.myTeams, teams.map(([o, tm]) => h("li", {class: "team-row mine", testid: "my-team", dataset: {team: tm.id, status: tm.status}},
-      productImage(o, "thumb sm"),
-      h("div", {class: "body"},
-        h("b", {class: "title"}, o.title || t("product.untitled")),
-        tm.members ? h("span", {class: "faces"}, memberFaces(tm, this.shop.me)) : null,
-        h("span", {class: "meta"}, t(`team.status.${tm.status}`),
-          tm.status === "open" && tm.expires_at ? h("span", {dataset: {expires: String(tm.expires_at)}}) : null)),
-      tm.status === "open" ? h("button", {class: "tiny share", type: "button", onclick: () => this.share(tm)}, t("team.invite")) : null)));
-    this.els.myTeams.parentElement.classList.toggle("hidden", !teams.length);
-  }
-
-  /** The link a shopper sends friends: the team, never the sharer's token. */
-  shareLink(team) {
-    return `${location.origin}/live/${encodeURIComponent(this.shop.room)}?team=${encodeURIComponent(team.id)}`;
-  }
-
-  share(team) {
-    const link = this.shareLink(team);
-    const o = this.shop.offers.get(team.offer) || {};
-    const text = t("share.text", {title: o.title || t("product.untitled"), price: money(o.price, o.currency)});
-    const input = h("input", {class: "share-link", testid: "share-link", readonly: true, value: link});
-    const copy = h("button", {class: "buy", type: "button", testid: "share-copy"}, t("share.copy"));
-    copy.addEventListener("click", async () => {
-      input.select();
-      try {
-        if (navigator.share) await navigator.share({title: document.title, text, url: link});
-        else await navigator.clipboard.writeText(link);
-        copy.textContent = t("share.copied");
-      } catch {
-        copy.textContent = t("share.selectHint");
-      }
-    });
-    this.ui.sheet("share", t("share.title"), h("div", {class: "share"},
-      h("p", {}, text), memberFaces(team, this.shop.me).length ? h("p", {class: "faces"}, memberFaces(team, this.shop.me)) : null,
-      h("div", {class: "line"}, input, copy)));
+  /** The share sheet (loaded when first needed: most viewers never open it). */
+  async share(team) {
+    (await import("/static/teamshare.js")).shareSheet(this, team);
   }
 
   async joinTeam(offerId, teamId, button) {
     if (button) button.disabled = true;
     try {
-      const team = await this.souk.teamJoin(offerId, teamId, newKey());
+      const team = await this.souk.teamJoin(offerId, teamId);
       this.shop.myTeamIds.add(team.id);
       this.shop.upsertTeam(team);
       this.toast(team.status === "confirmed" ? t("team.done") : t("team.joined"));
@@ -741,42 +637,9 @@ export class ShopView {
     }
   }
 
-  /** The sheet a shared link opens: that team, and Join (unless it is mine). */
-  openJoinSheet(teamId) {
-    const tm = this.shop.teams.get(teamId);
-    const o = tm && this.shop.offers.get(tm.offer);
-    if (!tm || !o || tm.status !== "open") {
-      this.ui.sheet("join", t("join.title"), h("div", {class: "join", testid: "join-sheet-body", dataset: {state: "gone"}},
-        h("p", {}, tm && tm.status === "confirmed" ? t("join.full") : t("join.gone")),
-        h("button", {class: "buy", type: "button", testid: "join-browse", onclick: () => this.ui.openBag()}, t("join.browse"))));
-      return;
-    }
-    const mine = this.shop.isMine(tm);
-    const leader = (tm.members || []).find((m) => m.user === tm.leader) || (tm.members || [])[0];
-    const status = h("p", {class: "result", testid: "join-result"});
-    const left = h("span", {class: "meta", dataset: {expires: String(tm.expires_at)}});
-    const join = h("button", {class: "buy", type: "button", testid: "join-team"}, t("join.cta", {price: money(o.price, o.currency)}));
-    join.addEventListener("click", async () => {
-      try {
-        const team = await this.joinTeam(o.id, tm.id, join);
-        status.textContent = team.status === "confirmed" ? t("team.done") : t("team.joined");
-        status.dataset.status = team.status;
-        join.classList.add("hidden");
-      } catch (err) {
-        status.textContent = explain(err);
-        status.dataset.status = err.code;
-      }
-    });
-    this.ui.sheet("join", t("join.title"), h("div", {class: "join", testid: "join-sheet-body", dataset: {state: mine ? "mine" : "open"}},
-      h("div", {class: "line"}, productImage(o, "thumb"), h("div", {class: "body"},
-        h("b", {class: "title"}, o.title || t("product.untitled")),
-        priceTag(o.price, o.list_price, o.currency),
-        h("span", {class: "badge team-badge"}, t("team.size", {n: o.size})))),
-      h("p", {}, mine ? t("join.yours") : t("join.invited", {name: leader ? maskName(leader.name) : t("chat.someone")})),
-      h("p", {class: "faces"}, memberFaces(tm, this.shop.me)),
-      h("p", {}, t("team.need", {n: Math.max(0, tm.size - teamCount(tm))}), " · ", left),
-      mine ? h("button", {class: "buy", type: "button", testid: "join-share", onclick: () => this.share(tm)}, t("team.invite")) : join,
-      status));
+  /** The sheet a shared team link opens. */
+  async openJoinSheet(teamId) {
+    (await import("/static/teamshare.js")).joinSheet(this, teamId);
   }
 
   /** Social proof: "小* just bought …", one at a time, a bounded queue. */

@@ -3,24 +3,32 @@
 // flash sales and team buys, the live sales figures, the most engaged viewers, the question
 // queue and the chat with moderation.
 import {boot, fail, toast} from "/static/boot.js";
-import catalog from "/static/catalog/studio.js";
 import {ChatPanel} from "/static/chat.js";
 import {StreamHealth} from "/static/health.js";
-import {avatar, byTestId, explain, fill, h, money, productImage, toCents} from "/static/dom.js";
+import {avatar, byTestId, explain, fill, h, money, productImage} from "/static/dom.js";
 import {onLang, t} from "/static/i18n.js";
 import {QuestionList} from "/static/questions.js";
+import {answering, moderation} from "/static/staff.js";
 import {LiveSales} from "/static/sales.js";
+
+/** A price typed by a person ("12.5") to integer cents, or NaN. */
+function toCents(text) {
+  const s = String(text).trim();
+  if (!/^\d+(\.\d{1,2})?$/.test(s)) return NaN;
+  const [whole, frac = ""] = s.split(".");
+  return Number(whole) * 100 + Number((frac + "00").slice(0, 2));
+}
 
 const MAX_IMAGE_BYTES = 2 * 1024 * 1024;
 const IMAGE_TYPES = ["image/png", "image/jpeg", "image/webp"];
 
 async function main() {
-  const {souk, id: room} = await boot("streamer", catalog);
+  const {souk, id: room} = await boot("streamer", "studio");
   const ch = `room:${room}`;
   const studioError = (err) => { byTestId("studio-error").textContent = err ? explain(err) : ""; };
   const sellError = (err) => { byTestId("sell-error").textContent = err ? (err.code ? explain(err) : err.message) : ""; };
-  const chat = new ChatPanel(byTestId("chat"), souk, {room}, {moderation: true});
-  const questions = new QuestionList(byTestId("qa"), souk, ch, {mode: "staff", room,
+  const chat = new ChatPanel(byTestId("chat"), souk, {room}, {decorate: moderation});
+  const questions = new QuestionList(byTestId("qa"), souk, ch, {actions: answering, room,
     onCount: (n) => { byTestId("qa-open-count").textContent = String(n); }});
   const sales = new LiveSales(souk, room, {sales: byTestId("sales"), teambuys: byTestId("teambuys"),
     empty: byTestId("sales-empty"), onError: sellError});
