@@ -481,12 +481,10 @@ export class Souk {
   remove(where, user) { return this.request("remove", {...where, user}); }
 
   // ---- WebRTC (signalling over the same websocket) -------------------------------------
-  // `publish` and `watch` are intents kept until `unpublish` / `unwatch`: the SDK offers again
-  // whenever the session is lost (websocket reconnected, peer failed), with backoff; a watch
-  // refused with `not_found` re-sends the same offer every `mediaBackoff` ms. Pages follow
-  // `media` events ({kind, room, state, code?, pc}), never a peer of their own: a replaced
-  // peer fires nothing. States: connecting, connected, waiting (watch: nothing published),
-  // reconnecting, failed (a refusal retrying cannot fix: `code`), stopped.
+  // publish / watch are intents kept until unpublish / unwatch, offered again with backoff
+  // whenever the session is lost; a watch refused `not_found` re-sends the same offer. Pages
+  // follow `media` events {kind, room, state, code?, pc}, never a peer (a replaced one fires
+  // nothing): connecting, connected, waiting (nothing published), reconnecting, failed, stopped.
 
   /** Publish a MediaStream; resolves with the first accepted peer, rejects only if retrying cannot help. */
   publish(stream, room, {trickle = this.trickle} = {}) {
@@ -621,8 +619,7 @@ export class Souk {
         delay = Math.min(maxDelay, delay * 2);
         continue;
       }
-      // Accepted: trickle what the offer did not carry, then follow the peer until it fails,
-      // the websocket reconnects (the server dropped the session) or the intent stops.
+      // Accepted: follow the peer until it fails, the websocket reconnects, or the intent stops.
       const pc = m.pc;
       m.trickling = m.trickle;
       if (m.trickle) for (const c of m.cands.slice(sent)) this._sendIce(m.room, c);

@@ -64,8 +64,8 @@ export class ChatPanel {
     // My own message, sent from this page: the row is there already, waiting for its id.
     const waiting = mine && [...this.list.querySelectorAll("li[data-state=sending]")]
       .find((li) => (m.cid && li.dataset.cid === m.cid) || (!li.dataset.id && li.dataset.text === m.text));
-    if (waiting) { this.confirm(waiting, m.id); return; }
-    this.list.append(this.build(m, mine));
+    if (waiting) this.confirm(waiting, m.id);
+    else this.list.append(this.build(m, mine));
     this.trim();
     this.scroll();
     if (this.onMessage) this.onMessage(m);
@@ -123,7 +123,10 @@ export class ChatPanel {
     try {
       const id = await this.souk.chat(this.where.room, li.dataset.text,
         {group: this.where.group, replyTo: replyTo || undefined, cid: li.dataset.cid});
+      const seen = this.row(id);
       this.confirm(li, id);
+      const me = this.souk.user || {};
+      if (!seen && this.onMessage) this.onMessage({id, user: me.id, name: me.name, text: li.dataset.text, reply_to: replyTo});
       this.showError(null);
     } catch (err) {
       if (OFFLINE.has(err.code)) {

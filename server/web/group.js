@@ -3,7 +3,7 @@
 // the members.
 import {boot, fail} from "/static/boot.js";
 import {ChatPanel} from "/static/chat.js";
-import {avatar, byTestId, fill, h} from "/static/dom.js";
+import {avatar, byTestId, fill, h, money} from "/static/dom.js";
 import {has, locale, onLang, t} from "/static/i18n.js";
 import {QuestionList} from "/static/questions.js";
 import {moderation} from "/static/staff.js";
@@ -42,7 +42,8 @@ async function main() {
   };
   badge.addEventListener("click", () => setReply(null));
   chat.onSent = () => setReply(null);
-  questions = new QuestionList(byTestId("qa"), souk, ch, {actions: (list, q, li) => li.prepend(h("span", {class: "actions"},
+  questions = new QuestionList(byTestId("qa"), souk, ch, {
+    origin: (q) => (q.origin.title ? t("q.fromRoomTitled", {title: q.origin.title}) : t("q.fromRoom")), actions: (list, q, li) => li.prepend(h("span", {class: "actions"},
     h("button", {class: "tiny", type: "button", testid: "reply", onclick: () => setReply(q)}, t("q.reply"))))});
   const notices = new Notices();
 
@@ -111,10 +112,17 @@ class Notices {
   draw() {
     const sorted = [...this.items].sort((a, b) => (b.ts || 0) - (a.ts || 0)).slice(0, 20);
     fill(byTestId("notices"), sorted.map((n) => h("li", {class: "notice", testid: "notice", dataset: {kind: n.kind || ""}},
-      h("b", {}, has(`notice.${n.kind}`) ? t(`notice.${n.kind}`) : t("notice.info")), " ", n.text || "",
+      h("b", {}, has(`notice.${n.kind}`) ? t(`notice.${n.kind}`) : t("notice.info")), " ", noticeText(n),
       h("span", {class: "meta"}, ` · ${timeOfDay(n.ts || Date.now())}${n.ends_at ? ` · ${t("notice.until", {time: timeOfDay(n.ends_at)})}` : ""}`))));
     byTestId("notices-empty").classList.toggle("hidden", sorted.length > 0);
   }
+}
+
+/** In the page's language when the notice says what it is about (title, price), else as sent. */
+function noticeText(n) {
+  if (n.kind === "sale" && n.title) return t("notice.saleText", {title: n.title, price: money(n.price, n.currency)});
+  if (n.kind === "teambuy" && n.title) return t("notice.teamText", {title: n.title, n: n.size || "?"});
+  return n.text || "";
 }
 
 main().catch(fail);

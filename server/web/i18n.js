@@ -48,10 +48,6 @@ export async function loadCatalog(name) {
   translate(document);
 }
 
-export function currentLang() {
-  return lang;
-}
-
 /** A BCP 47 tag for Intl formatters. */
 export function locale() {
   return lang === "zh" ? "zh-CN" : "en";

@@ -240,7 +240,7 @@ class Hearts {
     if (reducedMotion.matches) return;
     const heart = h("span", {class: "heart-float", "aria-hidden": "true"}, "♥");
     heart.style.setProperty("--x", `${Math.round(Math.random() * 40 - 20)}px`);
-    heart.style.setProperty("--hue", String(Math.round(330 + Math.random() * 60) % 360));
+    heart.style.setProperty("--hue", String(Math.round(335 + Math.random() * 35) % 360));
     this.box.append(heart);
     setTimeout(() => heart.remove(), 1600);
   }
@@ -257,6 +257,8 @@ class Sheets {
   }
 
   open(name, target) {
+    const now = document.body.dataset.sheet;
+    this.back = name === "modal" && now !== "modal" ? now : ""; // closing the modal goes back there
     document.body.dataset.sheet = name;
     this.scrim.classList.remove("hidden");
     if (target) {
@@ -269,8 +271,10 @@ class Sheets {
   }
 
   close() {
-    document.body.dataset.sheet = "";
-    this.scrim.classList.add("hidden");
+    const back = document.body.dataset.sheet === "modal" && this.back;
+    this.back = "";
+    document.body.dataset.sheet = back || "";
+    this.scrim.classList.toggle("hidden", !back);
   }
 
   openBag(target) { this.open("bag", target); }

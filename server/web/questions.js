@@ -5,13 +5,14 @@ import {onLang, t} from "/static/i18n.js";
 
 export class QuestionList {
   /** `root` holds q-list (and q-error, q-empty). */
-  constructor(root, souk, ch, {room, actions = upvote, onCount} = {}) {
+  constructor(root, souk, ch, {room, actions = upvote, onCount, origin} = {}) {
     this.root = root;
     this.souk = souk;
     this.ch = ch;
     this.room = room;
     this.actions = actions;
     this.onCount = onCount;
+    this.origin = origin; // (q) -> where a mirrored question comes from (the group page)
     this.list = byTestId("q-list", root);
     this.error = byTestId("q-error", root);
     this.empty = byTestId("q-empty", root);
@@ -78,8 +79,7 @@ export class QuestionList {
       h("span", {class: "votes", testid: "q-votes"}, `▲${q.votes || 0}`),
       h("span", {class: "who"}, q.name || t("chat.someone")),
       h("span", {class: "q-text", testid: "q-text"}, q.text),
-      q.origin ? h("span", {class: "meta", testid: "q-origin"},
-        ` · ${q.origin.title ? t("q.fromRoomTitled", {title: q.origin.title}) : t("q.fromRoom")}`) : null);
+      q.origin && this.origin ? h("span", {class: "meta", testid: "q-origin"}, ` · ${this.origin(q)}`) : null);
     if (q.status === "answered") {
       const by = q.answered_by && q.answered_by.name;
       const via = q.answered_by && q.answered_by.via === "group" ? t("q.inGroup") : "";

@@ -246,7 +246,7 @@ class SaleCard {
     const mine = shop.unitsBought(s.id);
     this.limit.textContent = limit ? t("sale.limit", {n: limit}) : "";
     const room = limit ? Math.max(0, limit - mine) : 99;
-    this.stepper.el.classList.toggle("hidden", !(limit === 0 || limit > 1) || s.phase !== "live");
+    this.stepper.el.classList.toggle("hidden", !(limit === 0 || limit > 1) || s.phase !== "live" || room <= 0 || left <= 0);
     this.stepper.setMax(Math.min(room, left, 99));
     let label = t("sale.buy"), can = s.phase === "live" && left > 0 && room > 0 && !shop.ended;
     if (shop.ended) label = t("sale.liveEnded");
@@ -502,8 +502,7 @@ export class ShopView {
     this.els.bagCount.textContent = items.length ? String(items.length) : "";
   }
 
-  /** The pinned product over the video: picture, the sale price if a sale runs, Buy (built
-   * once and updated, like the bag's cards: sale ticks must not replace the button). */
+  /** The pinned product over the video: picture, the live sale's price, Buy (updated in place). */
   drawPinned() {
     const el = this.els.pinned, p = this.shop.pinned;
     el.classList.toggle("hidden", !p);

@@ -84,7 +84,8 @@ async function main() {
     const ids = byTestId("link-input").value.split(/[,，\s]+/).map((s) => s.trim()).filter(Boolean);
     try {
       const linked = (await souk.linkGroups(room, ids)) || [];
-      byTestId("link-status").textContent = t("room.linked", {names: linked.map((g) => g.title || g.topic || t("room.aGroup")).join("、"), n: linked.length});
+      byTestId("link-status").textContent = t("room.linked", {n: linked.length});
+      byTestId("link-input").value = "";
       studioError(null);
     } catch (err) { studioError(err); }
   });

@@ -197,6 +197,7 @@ async def screenshot(page: Page, name: str, *, full_page: bool = False) -> None:
     """Save a screenshot for a person to look at (reports/screens/, gitignored): the viewport
     as a phone or desktop shows it, or the whole page."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    await page.wait_for_timeout(400)  # sheets and pop-ups finish sliding in
     await page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=full_page)
 
 

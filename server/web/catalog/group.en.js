@@ -26,6 +26,8 @@ export default {
   "notice.coupon": "🎟 Coupon",
   "notice.info": "📣 Notice",
   "notice.until": "until {time}",
+  "notice.saleText": "{title} at {price}, live now",
+  "notice.teamText": "{title}, teams of {n}",
   "chat.title": "Group chat",
   "chat.ph": "Message the group…",
   "chat.send": "Send",

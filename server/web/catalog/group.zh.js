@@ -26,6 +26,8 @@ export default {
   "notice.coupon": "🎟 优惠券",
   "notice.info": "📣 通知",
   "notice.until": "截止 {time}",
+  "notice.saleText": "{title} 秒杀价 {price}，正在进行",
+  "notice.teamText": "{title}，{n}人成团",
   "chat.title": "群聊",
   "chat.ph": "发消息到群里…",
   "chat.send": "发送",
