@@ -24,6 +24,11 @@ export async function main({room, video, started}) {
   }
   const ch = `room:${room}`;
   const stage = new Stage(souk, room, video);
+  // Frames are answered in order: the catalogue and My orders wait for the video (or 800 ms).
+  const started = new Promise((resolve) => {
+    const off = souk.on("media", (ev) => { if (ev.kind === "watch" && ev.state !== "connecting") { off(); resolve(); } });
+    setTimeout(() => { off(); resolve(); }, souk.mediaState("watch", room) === "connecting" ? 800 : 0);
+  });
   const conn = byTestId("conn");
   const showConn = (state) => {
     conn.dataset.state = state;
@@ -128,14 +133,14 @@ export async function main({room, video, started}) {
   byTestId("orders-link").addEventListener("click", () => ui.openOrders());
   byTestId("end-orders-open").addEventListener("click", () => ui.openOrders());
 
+  await started;
   await Promise.all([shop.loadProducts(), shop.loadMine()]);
   const team = new URLSearchParams(location.search).get("team");
   if (team) view.openJoinSheet(team);
   document.body.dataset.ready = "1"; // every control is wired (tests wait for this)
 }
 
-/** The poster over the video says why there is no picture: waiting (no stream), connecting,
- * stalled (no new frame for a while), ended, unavailable; hidden while playing. */
+/** The poster says why there is no picture: waiting, connecting, stalled, ended, unavailable. */
 class Stage {
   constructor(souk, room, video) {
     this.souk = souk;
@@ -246,7 +251,7 @@ class Hearts {
   }
 }
 
-/** Bottom sheets on a phone (bag, panel, modal); on a desktop only the modal opens over the page. */
+/** Bottom sheets on a phone; on a desktop only the modal opens over the page. */
 class Sheets {
   constructor() {
     this.scrim = byTestId("scrim");

@@ -31,7 +31,6 @@ export class Shop {
     souk.on("order", (ev) => { if (!ev.room || ev.room === room) this.addOrder(ev); });
   }
 
-  /** Call fn(what, item) after every change ("sale", "offer", "team", "order", "pinned", "all"). */
   subscribe(fn) { this.listeners.add(fn); }
   changed(what, item) { for (const fn of this.listeners) fn(what, item); }
 
@@ -138,7 +137,6 @@ export class Shop {
   get ended() { return this.state === "ended"; }
 }
 
-/** The phase label and clock of a sale now ("ends in 0:42", "starts in 0:05"). */
 function saleClock(s, now) {
   if (s.phase === "scheduled" && s.starts_at) return {text: t("sale.startsIn", {t: clockText(s.starts_at - now)}), ms: s.starts_at - now};
   if (s.phase === "live" && s.ends_at) return {text: t("sale.endsIn", {t: clockText(s.ends_at - now)}), ms: s.ends_at - now};
@@ -174,7 +172,6 @@ function keyed(box, rows, items, make) {
   });
 }
 
-/** A -/n/+ stepper; value() is what the shopper chose, setMax clamps it. */
 class Stepper {
   constructor() {
     this.n = 1;
@@ -292,7 +289,6 @@ class SaleCard {
   }
 }
 
-/** A team-buy offer: team price, team size, the open teams with their members, open / join. */
 class OfferCard {
   constructor(view, offer) {
     this.view = view;
@@ -358,7 +354,6 @@ class OfferCard {
   }
 }
 
-/** One open team someone else leads: avatars, how many are missing, time left, Join. */
 class TeamRow {
   constructor(view, tm) {
     this.view = view;
@@ -385,7 +380,6 @@ class TeamRow {
   }
 }
 
-/** Members as avatars with masked names; me as "me". */
 export function memberFaces(tm, me) {
   const out = [];
   const members = tm.members || [];
@@ -398,7 +392,6 @@ export function memberFaces(tm, me) {
   return out;
 }
 
-/** A product line in the bag: picture, title, price, and the way to buy it now. */
 class ProductRow {
   constructor(view, p) {
     this.view = view;
@@ -427,7 +420,6 @@ class ProductRow {
   }
 }
 
-/** Every place the shop shows: `els` the page's containers, `ui` its sheets and toasts. */
 export class ShopView {
   constructor(shop, souk, els, ui) {
     this.shop = shop;

@@ -22,7 +22,17 @@ from urllib.parse import urlsplit
 
 import pytest
 import pytest_asyncio
-from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, Request, Response, Route, async_playwright
+from playwright.async_api import (
+    Browser,
+    BrowserContext,
+    ConsoleMessage,
+    Page,
+    Request,
+    Response,
+    Route,
+    ViewportSize,
+    async_playwright,
+)
 
 from tests.conftest import ROOT, ServerProcess, token
 
@@ -34,8 +44,8 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' 
        "media-src 'self' blob:; connect-src 'self' ws: wss:; object-src 'none'; base-uri 'none'; "
        "frame-ancestors 'none'")
 PAGE_PREFIXES = ("live", "studio", "group", "dashboard", "replay")
-PHONE = {"width": 390, "height": 844}
-DESKTOP = {"width": 1280, "height": 800}
+PHONE = ViewportSize(width=390, height=844)
+DESKTOP = ViewportSize(width=1280, height=800)
 # Every browser test module: `pytestmark = BROWSER` (marked, and run on the session's loop,
 # where the shared Chromium lives).
 BROWSER = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="session")]
@@ -183,12 +193,22 @@ class Pages:
             await ctx.close()
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Keep each phase's report on the test item: the `pages` teardown checks a passed test."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
 @pytest_asyncio.fixture(loop_scope="session")
-async def pages(browser: Browser, souk: ServerProcess) -> AsyncIterator[Pages]:
+async def pages(browser: Browser, souk: ServerProcess, request: pytest.FixtureRequest) -> AsyncIterator[Pages]:
     p = Pages(browser, souk)
     try:
         yield p
-        p.assert_clean()  # also what a test did after its last explicit check
+        call = getattr(request.node, "report_call", None)
+        if call is not None and call.passed:
+            p.assert_clean()  # also what a passed test did after its last explicit check
     finally:
         await p.close()
 

@@ -1,6 +1,7 @@
-"""The pages' string catalogs, checked from the files: each page's Chinese and English catalogs
-have the same keys, and every key the page's markup or its modules look up literally is in
-them (a missing one would show its key to a person)."""
+"""The pages checked from their files: each page's Chinese and English catalogs have the same
+keys, every key the page's markup or modules look up literally is in them (a missing one would
+show its key to a person), and nothing the Content-Security-Policy forbids is in the markup or
+the modules (the browser tests would see a violation only on the paths they take)."""
 
 from __future__ import annotations
 
@@ -52,3 +53,17 @@ def test_both_languages_have_every_string_the_page_uses(page: str) -> None:
     for path in modules(page):
         used |= {next(g for g in groups if g) for groups in LOOKUP.findall(path.read_text())}
     assert used - en == set(), f"{page}: keys looked up but not in its catalog: {sorted(used - en)}"
+
+
+def test_pages_have_no_inline_script_or_style() -> None:
+    """No inline script or style, no style attribute written by script, no third-party origin."""
+    for html in WEB.glob("*.html"):
+        text = html.read_text()
+        assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", text), html.name
+        assert "<style" not in text and not re.search(r"\sstyle\s*=", text), html.name
+        assert not re.search(r"""(?:src|href)=["']https?://""", text), html.name  # no third party
+    for js in [*WEB.glob("**/*.js"), ROOT / "client_sdk" / "js" / "souk.js"]:
+        text = js.read_text()
+        assert not re.search(r"""setAttribute\(\s*["']style""", text), js.name
+        assert not re.search(r"""style\s*=\s*["']""", text), js.name
+        assert "innerHTML" not in text and "eval(" not in text and "new Function" not in text, js.name

@@ -156,21 +156,6 @@ async def test_pages_speak_chinese_and_english_with_a_remembered_toggle(pages: P
     pages.assert_clean()
 
 
-def test_pages_have_no_inline_script_or_style() -> None:
-    """What the CSP forbids, checked in the files themselves (the browser tests would show a
-    violation as a console error only on the paths they take)."""
-    for html in WEB.glob("*.html"):
-        text = html.read_text()
-        assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", text), html.name
-        assert "<style" not in text and not re.search(r"\sstyle\s*=", text), html.name
-        assert not re.search(r"""(?:src|href)=["']https?://""", text), html.name  # no third party
-    for js in [*WEB.glob("**/*.js"), ROOT / "client_sdk" / "js" / "souk.js"]:
-        text = js.read_text()
-        assert not re.search(r"""setAttribute\(\s*["']style""", text), js.name
-        assert not re.search(r"""style\s*=\s*["']""", text), js.name
-        assert "innerHTML" not in text and "eval(" not in text and "new Function" not in text, js.name
-
-
 @pytest.mark.parametrize("path", ["/", "/live/weight", "/studio/weight", "/group/demo-core", "/dashboard"])
 async def test_every_page_loads_clean_and_light(pages: Pages, path: str) -> None:
     """Each page at a phone's size and a desktop's, in demo mode: nothing missing, no console

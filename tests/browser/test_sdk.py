@@ -3,6 +3,8 @@ clock offset, and reconnect + resume without loss or duplicates."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from playwright.async_api import Page, expect
 
 from tests.browser.conftest import BROWSER, Pages, require_media, tid
@@ -168,7 +170,7 @@ async def test_sdk_chat_typed_offline_leaves_once_after_the_reconnect(pages: Pag
         )
         await page.wait_for_function("() => window.sentId !== undefined", timeout=10_000)
         await frank.chat("r4", "marker")  # everything sent before it has arrived by then
-        seen = []
+        seen: list[dict[str, Any]] = []
         while not seen or seen[-1]["text"] != "marker":
             seen.append(await events.next(timeout=5))
         copies = [e for e in seen if e["text"] == "typed offline"]
