@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: run test bench bench-cluster loadtest lint services install clean
+.PHONY: run test bench bench-ab bench-cluster loadtest lint services install clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,9 +33,17 @@ bench: $(STAMP) services
 	$(PY) bench/media_bench.py
 	$(PY) bench/bench_ttff_browser.py
 
-# issue 9's measurements: 1 node vs 2 workers under one viewer load, the flash-sale rush through
-# 2 cluster nodes vs the embedded ledger, the media cascade's TTFF and hop, the operations'
-# guarded writes across nodes, the dashboard's queries on PostgreSQL
+# fan-out and join of two revisions, alternated (a refactoring must not slow them):
+# make bench-ab BASE=main RUNS=3
+BASE ?= main
+RUNS ?= 3
+bench-ab: $(STAMP)
+	mkdir -p reports/bench
+	$(PY) bench/bench_ab.py --base $(BASE) --head HEAD --runs $(RUNS)
+
+# the scale-out measurements (docs/scaleout.md): 1 node vs 2 workers under one viewer load,
+# the flash-sale rush through 2 cluster nodes vs the embedded ledger, the media cascade's TTFF
+# and hop, the operations' guarded writes across nodes, the dashboard's queries on PostgreSQL
 bench-cluster: $(STAMP) services
 	mkdir -p reports/bench
 	$(PY) -m pytest -q bench/test_bench_scaleout.py -p no:cacheprovider -s

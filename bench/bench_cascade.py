@@ -11,8 +11,8 @@ publisher (VP8, 30 fps, 320x240) publishes room `bench` to A. Then, `--samples` 
   opens its service socket to A, negotiates the pull, then answers the viewer);
 - **edge, warm**: a second viewer on B while B's pull is running.
 
-Time to first frame = first decoded frame - the moment the viewer sent `watch` (DESIGN.md §7:
-from the first signalling frame). Then one viewer on A and one on B watch together for
+Time to first frame = first decoded frame - the moment the viewer sent `watch` (docs/loadtest.md
+"Metrics": from the first signalling frame). Then one viewer on A and one on B watch together for
 `--seconds`, reading the capture stamp of every frame: the difference of their latencies
 is what the extra hop adds (same clock, same frames). Between cold samples the edge's
 last viewer leaves and the bench waits until B has dropped its pull (grace 0.5 s).

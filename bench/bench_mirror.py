@@ -3,7 +3,7 @@ answer → publish into the room, with 5 groups of 200 members and durable SQLit
 
 This measures Souk's own part of the path (rules + group-committed write + publish call); the
 websocket fan-out to 2,000 viewers and 1,000 members is the gateway's and adds its own time
-(RESEARCH.md: ~13–16 µs per recipient per frame). Run: `python bench/bench_mirror.py`.
+(~13–16 µs per recipient per frame on this kind of machine, docs/scaleout.md). Run: `python bench/bench_mirror.py`.
 Not part of `make test`.
 """
 

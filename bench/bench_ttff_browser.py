@@ -8,9 +8,9 @@ opens the studio with Chromium's fake camera and goes live, then opens the viewe
 connection), and reads inside the page:
 
 - `page_to_frame_ms`: navigation start → the first `requestVideoFrameCallback` (the first
-  frame composited): what a viewer waits for after clicking a link. The number the issue asks.
-- `watch_to_frame_ms`: the `watch` frame leaving the page → the same first frame (DESIGN §7's
-  "first signalling frame to first decoded frame").
+  frame composited): what a viewer waits for after clicking a link: the number that matters to a shopper.
+- `watch_to_frame_ms`: the `watch` frame leaving the page → the same first frame (the
+  "first signalling frame to first decoded frame" of docs/loadtest.md "Metrics").
 - `page_to_watch_ms`: the page's own start-up (module load, token, connect, auth, join).
 
 Prints JSON with p50/p90/p95/min/max of each and whether page → frame p50 meets the 300 ms

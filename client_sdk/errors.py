@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
+
+from client_sdk.protocol import Code
+
+# Raised by the client itself, never carried by an error frame: not a `Code` of the protocol.
+CONNECTION_LOST: Final = "connection_lost"
 
 
 class SoukError(Exception):
@@ -21,7 +26,7 @@ class ConnectionLost(SoukError):
     """The connection dropped before the reply came; an idempotent request may be retried."""
 
     def __init__(self, message: str = "connection lost") -> None:
-        super().__init__("connection_lost", message)
+        super().__init__(CONNECTION_LOST, message)
 
 
 class Unauthorized(SoukError): ...
@@ -39,18 +44,18 @@ class Ended(SoukError): ...
 
 
 _BY_CODE: dict[str, type[SoukError]] = {
-    "unauthorized": Unauthorized,
-    "forbidden": Forbidden,
-    "rate_limited": RateLimited,
-    "not_found": NotFound,
-    "invalid": Invalid,
-    "conflict": Conflict,
-    "bad_frame": BadFrame,
-    "too_large": TooLarge,
-    "sold_out": SoldOut,
-    "limit_reached": LimitReached,
-    "not_live": NotLive,
-    "ended": Ended,
+    Code.UNAUTHORIZED: Unauthorized,
+    Code.FORBIDDEN: Forbidden,
+    Code.RATE_LIMITED: RateLimited,
+    Code.NOT_FOUND: NotFound,
+    Code.INVALID: Invalid,
+    Code.CONFLICT: Conflict,
+    Code.BAD_FRAME: BadFrame,
+    Code.TOO_LARGE: TooLarge,
+    Code.SOLD_OUT: SoldOut,
+    Code.LIMIT_REACHED: LimitReached,
+    Code.NOT_LIVE: NotLive,
+    Code.ENDED: Ended,
 }
 
 

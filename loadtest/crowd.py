@@ -7,7 +7,7 @@
   got are reported so that the coordinator can count every expected event that never came.
 
 Joins follow an open-loop schedule; `join` latency runs from each viewer's scheduled time to
-the `ok` with the snapshot (TCP connect + websocket handshake + auth + join), as DESIGN.md §7.
+the `ok` with the snapshot (TCP connect + websocket handshake + auth + join), as docs/loadtest.md "Metrics" defines it.
 """
 
 from __future__ import annotations

@@ -1,18 +1,12 @@
 """Typed refusals of the media relay.
 
-``code`` uses the same strings as ``client_sdk.protocol.Code`` (``not_found``, ``invalid``,
-``conflict``, ``unavailable``) so the gateway can turn a MediaError into an ``error`` frame
-unchanged; media/ does not import the SDK to stay a self-contained package.
+``code`` is one of ``client_sdk.protocol.Code`` (``not_found``, ``invalid``, ``conflict``,
+``unavailable``): the wire contract is a small module of its own, not the server, so the relay
+raises the protocol's codes and the gateway turns a MediaError into an ``error`` frame
+unchanged.
 """
 
 from __future__ import annotations
-
-from typing import Final
-
-NOT_FOUND: Final = "not_found"
-INVALID: Final = "invalid"
-CONFLICT: Final = "conflict"
-UNAVAILABLE: Final = "unavailable"
 
 
 class MediaError(Exception):

@@ -18,7 +18,8 @@ from typing import Any
 
 from aiortc import RTCConfiguration
 
-from media.errors import INVALID, MediaError
+from client_sdk.protocol import Code
+from media.errors import MediaError
 
 TURN_TTL_S = 24 * 3600
 _URL_SCHEMES = {"stun": ("stun:", "stuns:"), "turn": ("turn:", "turns:")}
@@ -29,7 +30,7 @@ def validate_host(host: str) -> str:
     try:
         return str(ipaddress.ip_address(host))
     except ValueError as exc:
-        raise MediaError(INVALID, f"rtc_host must be an IP address, got {host!r}") from exc
+        raise MediaError(Code.INVALID, f"rtc_host must be an IP address, got {host!r}") from exc
 
 
 def validate_urls(urls: tuple[str, ...] | list[str], kind: str) -> tuple[str, ...]:
@@ -37,7 +38,7 @@ def validate_urls(urls: tuple[str, ...] | list[str], kind: str) -> tuple[str, ..
     out = []
     for url in urls:
         if not isinstance(url, str) or not url.startswith(schemes) or len(url) > 256:
-            raise MediaError(INVALID, f"not a {kind} URL: {url!r}")
+            raise MediaError(Code.INVALID, f"not a {kind} URL: {url!r}")
         out.append(url)
     return tuple(out)
 

@@ -35,8 +35,9 @@ from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 from aiortc.rtp import RtpPacket
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
+from client_sdk.protocol import Code
 from media import codecs, hooks, ice
-from media.errors import CONFLICT, INVALID, NOT_FOUND, UNAVAILABLE, MediaError
+from media.errors import MediaError
 from media.forwarder import ParkedTrack, StreamForwarder, ViewerStream
 
 log = logging.getLogger(__name__)
@@ -48,25 +49,25 @@ KINDS = ("audio", "video")
 
 def _check_id(value: object, what: str) -> str:
     if not isinstance(value, str) or not 1 <= len(value) <= MAX_ID or not value.isprintable():
-        raise MediaError(INVALID, f"{what} must be a printable string of 1..{MAX_ID} characters")
+        raise MediaError(Code.INVALID, f"{what} must be a printable string of 1..{MAX_ID} characters")
     return value
 
 
 def _offer_kinds(sdp: object) -> list[str]:
     """Validate an SDP offer from a client and return the kinds of its m-sections in order."""
     if not isinstance(sdp, str) or not sdp or len(sdp) > MAX_SDP:
-        raise MediaError(INVALID, f"sdp must be a non-empty string of at most {MAX_SDP} bytes")
+        raise MediaError(Code.INVALID, f"sdp must be a non-empty string of at most {MAX_SDP} bytes")
     if not sdp.startswith("v=0"):
-        raise MediaError(INVALID, "sdp is not a session description")
+        raise MediaError(Code.INVALID, "sdp is not a session description")
     try:
         parsed = SessionDescription.parse(sdp)
     except Exception as exc:  # hostile input: the parser raises whatever it trips on
-        raise MediaError(INVALID, "sdp could not be parsed") from exc
+        raise MediaError(Code.INVALID, "sdp could not be parsed") from exc
     kinds = [m.kind for m in parsed.media]
     if any(k not in KINDS for k in kinds):
-        raise MediaError(INVALID, "only audio and video m-sections are relayed")
+        raise MediaError(Code.INVALID, "only audio and video m-sections are relayed")
     if not kinds or any(kinds.count(k) > 1 for k in KINDS):
-        raise MediaError(INVALID, "the offer needs at most one audio and one video m-section")
+        raise MediaError(Code.INVALID, "the offer needs at most one audio and one video m-section")
     return kinds
 
 
@@ -125,10 +126,10 @@ class MediaRelay:
         self.stun_urls = ice.validate_urls(stun_urls, "stun")
         self.turn_urls = ice.validate_urls(turn_urls, "turn")
         if self.turn_urls and not turn_secret:
-            raise MediaError(INVALID, "turn_urls need a turn_secret")
+            raise MediaError(Code.INVALID, "turn_urls need a turn_secret")
         self.turn_secret = turn_secret
         if not 0.0 <= pli_interval_s <= 10.0:
-            raise MediaError(INVALID, "pli_interval_s must be within 0..10 s")
+            raise MediaError(Code.INVALID, "pli_interval_s must be within 0..10 s")
         self.pli_interval_ms = int(pli_interval_s * 1000)
         self.max_viewers_per_room = max_viewers_per_room
         self.connect_timeout_s = connect_timeout_s
@@ -153,7 +154,7 @@ class MediaRelay:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise MediaError(UNAVAILABLE, "the media relay is shut down")
+            raise MediaError(Code.UNAVAILABLE, "the media relay is shut down")
 
     @staticmethod
     async def _answer(pc: RTCPeerConnection, offer_sdp: str) -> str:
@@ -163,7 +164,7 @@ class MediaRelay:
         except MediaError:
             raise
         except Exception as exc:  # aiortc raises several types on offers it cannot answer
-            raise MediaError(INVALID, f"cannot answer this offer: {exc}") from exc
+            raise MediaError(Code.INVALID, f"cannot answer this offer: {exc}") from exc
         return str(pc.localDescription.sdp)
 
     # ------------------------------------------------------------------ publish
@@ -186,7 +187,7 @@ class MediaRelay:
                 except MediaError as exc:
                     if any(f.viewers for f in state.forwarders.values()):
                         raise MediaError(
-                            CONFLICT,
+                            Code.CONFLICT,
                             f"viewers are watching; publish the same codec ({exc.message})",
                         ) from exc
                     raise
@@ -204,7 +205,7 @@ class MediaRelay:
         origin as a ``watch`` and returns the origin's answer; the origin then sends this
         relay the same forwarded packets it sends any viewer, and they enter the forwarders
         as a local publisher's would. A pull replaces an earlier pull (the origin moved), but
-        never a local publisher (CONFLICT): a stream published here is the better source.
+        never a local publisher (Code.CONFLICT): a stream published here is the better source.
         """
         self._check_open()
         _check_id(room, "room")
@@ -212,21 +213,21 @@ class MediaRelay:
         state = self._room(room)
         async with state.lock:
             if state.source is not None and state.source.kind == PUBLISHER:
-                raise MediaError(CONFLICT, f"room {room!r} is published on this relay")
+                raise MediaError(Code.CONFLICT, f"room {room!r} is published on this relay")
             pc, transceivers = self._receiving_pc(state, list(KINDS))
             try:
                 try:
                     await pc.setLocalDescription(await pc.createOffer())
                     answer = await signal(str(pc.localDescription.sdp))
                     if not isinstance(answer, str) or not answer.startswith("v=0"):
-                        raise MediaError(INVALID, "the origin's answer is not an SDP")
+                        raise MediaError(Code.INVALID, "the origin's answer is not an SDP")
                     await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
                 except MediaError:
                     raise
                 except Exception as exc:  # aiortc raises several types on bad answers
-                    raise MediaError(INVALID, f"cannot apply the origin's answer: {exc}") from exc
+                    raise MediaError(Code.INVALID, f"cannot apply the origin's answer: {exc}") from exc
                 if state.source is not None and state.source.kind == PUBLISHER:
-                    raise MediaError(CONFLICT, f"room {room!r} was published here meanwhile")
+                    raise MediaError(Code.CONFLICT, f"room {room!r} was published here meanwhile")
                 # the origin may serve only some kinds (a video-only publisher): it answers
                 # the others inactive
                 served = {
@@ -295,11 +296,11 @@ class MediaRelay:
     ) -> None:
         """Connect the new source's receivers to the room's forwarders."""
         if not transceivers:
-            raise MediaError(INVALID, "the source offers no audio or video")
+            raise MediaError(Code.INVALID, "the source offers no audio or video")
         for kind, t in transceivers.items():
             negotiated = hooks.negotiated_codecs(t)
             if not negotiated or not codecs.is_forwarded(negotiated[0]):
-                raise MediaError(INVALID, f"no forwardable {kind} codec in the offer")
+                raise MediaError(Code.INVALID, f"no forwardable {kind} codec in the offer")
             codec = negotiated[0]
             assert codec.payloadType is not None
             forwarder = state.forwarders.get(kind)
@@ -414,11 +415,11 @@ class MediaRelay:
         kinds = _offer_kinds(offer_sdp)
         state = self._rooms.get(room)
         if state is None or state.source is None or not state.forwarders:
-            raise MediaError(NOT_FOUND, f"nothing is published in room {room!r}")
+            raise MediaError(Code.NOT_FOUND, f"nothing is published in room {room!r}")
         if viewer_id in state.viewers:
             await self.unwatch(room, viewer_id)
         elif len(state.viewers) >= self.max_viewers_per_room:
-            raise MediaError(UNAVAILABLE, "this room has reached its viewer limit")
+            raise MediaError(Code.UNAVAILABLE, "this room has reached its viewer limit")
         pc = RTCPeerConnection(ice.server_configuration())
         viewer = _Viewer(viewer_id, pc, edge=edge)
         state.viewers[viewer_id] = viewer
@@ -433,16 +434,16 @@ class MediaRelay:
                 t.setCodecPreferences(codecs.preferences_like(kind, forwarder.codec))
                 wanted.append((forwarder, t))
             if not wanted:
-                raise MediaError(INVALID, "the offer asks for no published kind")
+                raise MediaError(Code.INVALID, "the offer asks for no published kind")
             answer = await self._answer(pc, offer_sdp)
             for forwarder, t in wanted:
                 negotiated = hooks.negotiated_codecs(t)
                 if not negotiated or not codecs.same_codec(negotiated[0], forwarder.codec):
                     raise MediaError(
-                        INVALID, f"the viewer cannot receive {forwarder.codec.mimeType}"
+                        Code.INVALID, f"the viewer cannot receive {forwarder.codec.mimeType}"
                     )
                 if t.mid is None or negotiated[0].payloadType is None:
-                    raise MediaError(INVALID, "the offer left a media section unnegotiated")
+                    raise MediaError(Code.INVALID, "the offer left a media section unnegotiated")
                 stream = ViewerStream(t.sender, negotiated[0].payloadType, t.mid, forwarder.step)
                 hooks.intercept_feedback(
                     t.sender,
@@ -451,7 +452,7 @@ class MediaRelay:
                 )
                 viewer.streams.append((forwarder, stream))
             if state.viewers.get(viewer_id) is not viewer:
-                raise MediaError(CONFLICT, "replaced by a newer watch of the same viewer")
+                raise MediaError(Code.CONFLICT, "replaced by a newer watch of the same viewer")
             for forwarder, stream in viewer.streams:
                 forwarder.add_viewer(stream)
         except BaseException:
@@ -507,20 +508,20 @@ class MediaRelay:
         _check_id(room, "room")
         _check_id(peer_id, "peer_id")
         if not isinstance(candidate, dict):
-            raise MediaError(INVALID, "candidate must be a map")
+            raise MediaError(Code.INVALID, "candidate must be a map")
         line = candidate.get("candidate")
         mid = candidate.get("sdpMid")
         index = candidate.get("sdpMLineIndex")
         if not isinstance(line, str) or len(line) > 512:
-            raise MediaError(INVALID, "candidate.candidate must be a string of at most 512 bytes")
+            raise MediaError(Code.INVALID, "candidate.candidate must be a string of at most 512 bytes")
         if mid is not None and (not isinstance(mid, str) or len(mid) > 32):
-            raise MediaError(INVALID, "candidate.sdpMid must be a short string")
+            raise MediaError(Code.INVALID, "candidate.sdpMid must be a short string")
         if index is not None and (
             not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < 16
         ):
-            raise MediaError(INVALID, "candidate.sdpMLineIndex must be a small integer")
+            raise MediaError(Code.INVALID, "candidate.sdpMLineIndex must be a small integer")
         if mid is None and index is None:
-            raise MediaError(INVALID, "candidate needs sdpMid or sdpMLineIndex")
+            raise MediaError(Code.INVALID, "candidate needs sdpMid or sdpMLineIndex")
         state = self._rooms.get(room)
         pc: RTCPeerConnection | None = None
         if state is not None:
@@ -533,7 +534,7 @@ class MediaRelay:
             elif peer_id in state.viewers:
                 pc = state.viewers[peer_id].pc
         if pc is None:
-            raise MediaError(NOT_FOUND, f"no media session for {peer_id!r} in room {room!r}")
+            raise MediaError(Code.NOT_FOUND, f"no media session for {peer_id!r} in room {room!r}")
         if not line:
             await pc.addIceCandidate(None)
             return
@@ -541,13 +542,13 @@ class MediaRelay:
         try:
             parsed = candidate_from_sdp(text)
         except Exception as exc:
-            raise MediaError(INVALID, "candidate could not be parsed") from exc
+            raise MediaError(Code.INVALID, "candidate could not be parsed") from exc
         parsed.sdpMid = mid
         parsed.sdpMLineIndex = index
         try:
             await pc.addIceCandidate(parsed)
         except Exception as exc:
-            raise MediaError(INVALID, f"candidate rejected: {exc}") from exc
+            raise MediaError(Code.INVALID, f"candidate rejected: {exc}") from exc
 
     # ------------------------------------------------------------------ teardown
 

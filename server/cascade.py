@@ -1,4 +1,4 @@
-"""Media origin → edge cascade across the nodes of a cluster (DESIGN.md §6, issue 9).
+"""Media origin → edge cascade across the nodes of a cluster (docs/scaleout.md, "Media").
 
 Why: the relay (media/relay.py) fans a stream out only to viewers on the node that holds the
 publisher. In a cluster a load balancer sends viewers to any node, so:
@@ -44,8 +44,9 @@ from websockets.exceptions import WebSocketException
 
 from client_sdk import Client
 from client_sdk.errors import SoukError as ClientError
+from client_sdk.protocol import Code
 from client_sdk.tokens import mint_token
-from media.errors import NOT_FOUND, UNAVAILABLE, MediaError
+from media.errors import MediaError
 from media.relay import EDGE, PUBLISHER, MediaRelay
 from server.periodic import every
 
@@ -170,8 +171,8 @@ class MediaCascade:
     async def ensure_pull(self, room: str) -> None:
         """Make sure ``room`` has a source here, pulling it from its origin if needed.
 
-        Concurrent watches of one room wait for one pull. Raises MediaError NOT_FOUND when
-        no node publishes the room, UNAVAILABLE when the origin cannot be reached.
+        Concurrent watches of one room wait for one pull. Raises MediaError(Code.NOT_FOUND) when
+        no node publishes the room, Code.UNAVAILABLE when the origin cannot be reached.
         """
         if self.relay.source_of(room) is not None:
             return
@@ -182,9 +183,9 @@ class MediaCascade:
             try:
                 url = await self.origin(room)
             except (RedisError, OSError) as exc:
-                raise MediaError(UNAVAILABLE, "the cluster's media directory is unreachable") from exc
+                raise MediaError(Code.UNAVAILABLE, "the cluster's media directory is unreachable") from exc
             if url is None or url == self.advertise_url:
-                raise MediaError(NOT_FOUND, f"nothing is published in room {room!r}")
+                raise MediaError(Code.NOT_FOUND, f"nothing is published in room {room!r}")
             await self._pull(room, url)
 
     async def _pull(self, room: str, url: str) -> None:
@@ -199,7 +200,7 @@ class MediaCascade:
             reply = await client.request("watch", room=room, sdp=offer, local=True)
             answer = reply.get("sdp")
             if not isinstance(answer, str):
-                raise MediaError(UNAVAILABLE, "the origin answered without an sdp")
+                raise MediaError(Code.UNAVAILABLE, "the origin answered without an sdp")
             return answer
 
         try:
@@ -208,10 +209,10 @@ class MediaCascade:
         except BaseException as exc:
             await client.close()
             if isinstance(exc, ClientError):
-                code = NOT_FOUND if exc.code == NOT_FOUND else UNAVAILABLE
+                code = Code.NOT_FOUND if exc.code == Code.NOT_FOUND else Code.UNAVAILABLE
                 raise MediaError(code, f"the origin refused the pull: {exc}") from None
             if isinstance(exc, OSError | TimeoutError | WebSocketException):
-                raise MediaError(UNAVAILABLE, f"the origin {url} is unreachable: {exc}") from None
+                raise MediaError(Code.UNAVAILABLE, f"the origin {url} is unreachable: {exc}") from None
             raise
         self.pulls_started += 1
         old = self._pulls.get(room)

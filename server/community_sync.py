@@ -79,7 +79,7 @@ class ClusterSync:
         self._tasks = []
         if self._pubsub is not None:
             with contextlib.suppress(Exception):
-                await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+                await self._pubsub.aclose()
             self._pubsub = None
 
     def notify(self, kind: str, **fields: Any) -> None:

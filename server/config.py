@@ -59,6 +59,14 @@ class Config:
     def db_path(self) -> Path:
         return self.data_dir / "souk.sqlite3"
 
+    def check_backends(self) -> None:
+        """The cluster flags that only make sense together (raises SystemExit, like a bad
+        flag would)."""
+        if self.redis_shard and not self.redis:
+            raise SystemExit("souk: --redis-shard needs --redis (the first shard)")
+        if self.postgres and not self.redis:
+            raise SystemExit("souk: --postgres needs --redis (the stock gate lives there)")
+
 
 _FLAGS: dict[str, dict[str, Any]] = {
     "host": {"help": "address to listen on"},

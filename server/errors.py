@@ -1,18 +1,11 @@
-"""Typed errors: every refusal carries a stable protocol code (client_sdk.protocol.Code)."""
+"""Typed errors: every refusal carries a stable protocol code (client_sdk.protocol.Code).
+
+The class is defined with the rules that raise most refusals (`server.domain.errors`), so the
+domain needs no import from the server; everything outside the domain imports it from here.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from server.domain.errors import SoukError
 
-
-class SoukError(Exception):
-    """A refusal the client should see as `{"op": "error", "code", "message", ...extra}`."""
-
-    def __init__(self, code: str, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.extra = extra
-
-    def __repr__(self) -> str:
-        return f"SoukError({self.code!r}, {self.message!r})"
+__all__ = ["SoukError"]

@@ -1,6 +1,6 @@
 """Per-channel fan-out with tick coalescing, encode-once frames and per-connection bounds.
 
-Why this shape (see RESEARCH.md): the kernel write per recipient is the floor (~13-16 µs on
+Why this shape (measured, docs/scaleout.md): the kernel write per recipient is the floor (~13-16 µs on
 loopback); encoding is cheap but must not be repeated per viewer, and N events in one frame
 cost about one write. So each channel collects the events published during a tick and sends
 them as one frame per encoding: at once when the channel was idle (the first event of a burst

@@ -102,7 +102,7 @@ class Gateway:
             frames_in, op_seconds = app.metrics.op_children(op_name)
             frames_in.inc()
             started = time.perf_counter()
-            result = await spec.handler(app, s, frame)
+            result = await spec.handler(app.services, s, frame)
             op_seconds.observe(time.perf_counter() - started)
             if rid is not None:
                 s.reply(rid, result)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+if TYPE_CHECKING:
+    from server.fanout import FanoutStats
 
 
 class Metrics:
@@ -48,6 +52,21 @@ class Metrics:
         if child is None:
             child = self._media[stat] = self.media.labels(stat)
         return child
+
+    def refresh(self, fanout: FanoutStats, rooms: int, media: Mapping[str, int] | None,
+                edge_pulls: tuple[int, int] | None) -> None:
+        """The gauges read at scrape time: the hub's counters, the rooms in memory, the media
+        relay's counters and (in a cluster) the edge pulls started and ended."""
+        self.events.set(fanout.events)
+        self.writes.set(fanout.writes)
+        self.dropped.set(fanout.dropped)
+        self.overflows.set(fanout.overflows)
+        self.rooms.set(rooms)
+        for key, value in (media or {}).items():
+            self.media_children(key).set(value)
+        if edge_pulls is not None:
+            self.media_children("edge_pulls_started_total").set(edge_pulls[0])
+            self.media_children("edge_pulls_ended_total").set(edge_pulls[1])
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,6 +1,6 @@
 """Viewer counts and like totals across the nodes of a cluster: approximate, throttled, cheap.
 
-Why this shape (RESEARCH.md: presence that scales is counts, not member lists): every
+Why this shape (presence that scales is counts, not member lists): every
 `interval_s` each node runs one Lua script per channel it has viewers on. The script writes
 the node's local count into the channel's hash (field = node id, value = `count:ms`, the key
 expiring when nobody refreshes it), drops fields of nodes that stopped refreshing (a killed

@@ -1,14 +1,13 @@
 """`media`: K aiortc WebRTC viewers `watch` a published stream.
 
 Measured: time to first frame (`first_frame`, from the scheduled `watch` to the first decoded
-video frame, DESIGN.md §7), frames received (`media_frames`), and the added latency read from
+video frame, docs/loadtest.md "Metrics"), frames received (`media_frames`), and the added latency read from
 the pixels (`media_latency`, glass to glass: capture stamp to decoded frame) when the media
-package's stamped test source and reader are installed (`media.testing`, built by the media
-issue). Without them the publisher sends aiortc's plain test pattern and `media_latency` is
+package's stamped test source and reader are installed (`media.testing`). Without them the publisher sends aiortc's plain test pattern and `media_latency` is
 reported as not measured.
 
 All WebRTC traffic stays on loopback: no ICE servers, host candidates pinned to 127.0.0.1
-(aioice offers no loopback candidate by default), as RESEARCH.md requires for tests.
+(aioice offers no loopback candidate by default): test traffic never leaves the machine.
 """
 
 from __future__ import annotations
@@ -84,7 +83,7 @@ class MediaViewer:
     """One WebRTC viewer; its peer connection and offer are made before its scheduled time.
 
     Time to first frame runs from the first signalling frame (`watch`) to the first decoded
-    frame (DESIGN.md §7). Creating the peer connection (a DTLS certificate, ICE gathering) is
+    frame (docs/loadtest.md "Metrics"). Creating the peer connection (a DTLS certificate, ICE gathering) is
     the viewer's own CPU work, so it happens up front and cannot stall other viewers' clocks.
     """
 

@@ -227,7 +227,7 @@ class RedisBus:
         for sh in self.shards:
             if sh.pubsub is not None:
                 with contextlib.suppress(Exception):
-                    await sh.pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await sh.pubsub.aclose()
                 sh.pubsub = None
         for sh in self.shards[1:]:  # the first is the caller's connection: it closes it
             with contextlib.suppress(Exception):

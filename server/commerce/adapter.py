@@ -1,7 +1,7 @@
 """`Commerce`: the one object the gateway, the app and the tests hold for all of commerce.
 
 Why a module of its own: callers see one stable surface (the calls listed in
-docs/commerce.md, plus `store`, `sales`, `offers`, `coupons`, `find_coupon`), while the work
+docs/commerce.md, plus `store`, `sales`, `offers`), while the work
 is done by the parts it composes: `Products`, `FlashSales`, `TeamBuys`, `ClusterFollower`,
 over one `Plumbing` (clock, timers, tasks, bus). Here live only the wiring, the lifecycle
 that spans every part (recovery at start, drain at stop) and the room snapshot.
@@ -24,6 +24,7 @@ from server.commerce.writes import Pending
 from server.domain import fields
 from server.domain.catalog import Catalog
 from server.domain.coupons import CouponBook
+from server.domain.events import DomainEvent
 from server.domain.flashsale import FlashSale
 from server.domain.teambuy import TeamBuyOffer
 from server.store.base import CommerceStore
@@ -41,18 +42,26 @@ class Commerce:
         clock_ms: Callable[[], int] = wall_ms,
         *,
         order_batch: int = 1000,
+        announce: Callable[[DomainEvent], None] | None = None,
+        coupons: CouponBook | None = None,
+        find_coupon: Callable[[str, str], Awaitable[None]] | None = None,
     ) -> None:
         """`order_batch` caps the orders per batch write; 1 writes each order alone (the
-        one-fsync-per-order baseline of the benchmark, together with group_commit=False)."""
+        one-fsync-per-order baseline of the benchmark, together with group_commit=False).
+        `announce` tells the other features what commerce decided (domain events: a sale
+        live, an order confirmed, a coupon spent); `coupons` is the coupon book `buy`
+        reserves in (None: no coupons), `find_coupon` loads a coupon issued on another node
+        into it before the reservation."""
         self.store: CommerceStore = SqliteLedger(db) if isinstance(db, SqliteDatabase) else db
         # issue 9: several nodes share the store; this node adopts what others created
         shared = bool(getattr(self.store, "shared", False))
-        self._plumbing = Plumbing(publish, clock_ms)
+        self._plumbing = Plumbing(publish, clock_ms, announce)
         absent = AbsentIds(shared, clock_ms)
         pending: Pending = {}  # one map for sale and team orders: team rules skip these
         self._products = Products(self.store, clock_ms, absent)
         self._sales = FlashSales(self.store, self._plumbing, self._products, absent, pending,
-                                 shared=shared, order_batch=order_batch)
+                                 shared=shared, order_batch=order_batch, coupons=coupons,
+                                 find_coupon=find_coupon)
         self._teams = TeamBuys(self.store, self._plumbing, self._products, absent, pending,
                                shared=shared)
         self._cluster = ClusterFollower(self.store, self._plumbing, self._sales, self._teams,
@@ -82,25 +91,6 @@ class Commerce:
     @property
     def offers(self) -> dict[str, TeamBuyOffer]:
         return self._teams.offers
-
-    @property
-    def coupons(self) -> CouponBook | None:
-        """Operations (issue 10): the coupon book, set by the Operations adapter; None = no
-        coupons."""
-        return self._sales.coupons
-
-    @coupons.setter
-    def coupons(self, book: CouponBook | None) -> None:
-        self._sales.coupons = book
-
-    @property
-    def find_coupon(self) -> Callable[[str, str], Awaitable[None]] | None:
-        """Cluster mode: loads a coupon issued on another node into the book before `buy`."""
-        return self._sales.find_coupon
-
-    @find_coupon.setter
-    def find_coupon(self, find: Callable[[str, str], Awaitable[None]] | None) -> None:
-        self._sales.find_coupon = find
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:

@@ -15,7 +15,10 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from client_sdk.protocol import user_channel
 from server.bus.base import Publish
+from server.domain.events import DomainEvent, OrderConfirmed
+from server.domain.order import CONFIRMED, Order
 
 log = logging.getLogger("souk.commerce")
 
@@ -34,8 +37,14 @@ def new_id(prefix: str, now_ms: int) -> str:
 class Plumbing:
     """The clock, the bus, named timers and the tasks under way, shared by every part."""
 
-    def __init__(self, publish: Publish, clock_ms: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        publish: Publish,
+        clock_ms: Callable[[], int],
+        announce: Callable[[DomainEvent], None] | None = None,
+    ) -> None:
         self.publish = publish
+        self.announce = announce
         self.clock_ms = clock_ms
         self.timers: dict[str, asyncio.TimerHandle] = {}
         self.tasks: set[asyncio.Task[Any]] = set()
@@ -49,6 +58,22 @@ class Plumbing:
             self.publish(ch, type_, payload, droppable=droppable)
         except Exception:  # the bus must never undo a committed order
             log.exception("publish to %s failed", ch)
+
+    def tell(self, event: DomainEvent) -> None:
+        """Announce a domain event to the other features (server/events.py); like `emit`, a
+        failing reaction never undoes what commerce committed."""
+        if self.announce is None:
+            return
+        try:
+            self.announce(event)
+        except Exception:
+            log.exception("announcing %s failed", type(event).__name__)
+
+    def order(self, order: Order) -> None:
+        """Tell the buyer (`order` on user:<id>), and the other features when it is confirmed."""
+        self.emit(user_channel(order.user), "order", order.to_dict())
+        if order.status == CONFIRMED:
+            self.tell(OrderConfirmed(order.id, order.user, order.room, order.product))
 
     def call_at(self, name: str, at_ms: int, fn: Callable[[], None]) -> None:
         """Run `fn` on the loop at wall time `at_ms` (replacing a timer of the same name)."""

@@ -26,6 +26,7 @@ from server.commerce.products import Products
 from server.commerce.writes import Pending, wait_write
 from server.domain import fields
 from server.domain.coupons import CouponBook
+from server.domain.events import CouponRedeemed, SaleWentLive
 from server.domain.flashsale import OVER, FlashSale, Phase, sale_spec
 from server.domain.order import Order
 from server.domain.throttle import PushThrottle
@@ -50,6 +51,8 @@ class FlashSales:
         *,
         shared: bool,
         order_batch: int,
+        coupons: CouponBook | None = None,
+        find_coupon: Callable[[str, str], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
         self.plumbing = plumbing
@@ -64,10 +67,10 @@ class FlashSales:
         self._stock_throttle: dict[str, PushThrottle] = {}
         self._batch: list[tuple[FlashSale, Order, asyncio.Future[None]]] = []
         self._order_batch = max(1, order_batch)
-        # operations (issue 10): the coupon book, set by the Operations adapter; None = no coupons
-        self.coupons: CouponBook | None = None
-        # cluster mode: loads a coupon issued on another node into the book before `buy`
-        self.find_coupon: Callable[[str, str], Awaitable[None]] | None = None
+        # the coupon book `buy` reserves in (None: no coupons), and what loads a coupon
+        # issued on another node into it before the reservation
+        self.coupons = coupons
+        self.find_coupon = find_coupon
 
     # -- recovery --------------------------------------------------------------------------
     async def resume(self, sales: list[FlashSale], now: int) -> None:
@@ -173,7 +176,7 @@ class FlashSales:
     ) -> dict[str, Any]:
         """Buy `qty` units, all or nothing; returns the order once it is durable.
 
-        `coupon` (issue 10): reserved in `self.coupons` in the same synchronous step as the
+        `coupon`: reserved in `self.coupons` in the same synchronous step as the
         stock, written with the order (unique redemption row), released if the write fails."""
         user_id = fields.user_value(user_id)
         name = fields.name_value(name)
@@ -266,12 +269,13 @@ class FlashSales:
             self.pending.pop(order.id, None)
             if error is None:
                 # told here, not by the caller: a buyer that went away still has its order
-                self.plumbing.emit(user_channel(order.user), "order", order.to_dict())
+                self.plumbing.order(order)
                 if order.coupon is not None and self.coupons is not None:
                     self.coupons.redeemed(order.coupon, order.id)
                     self.plumbing.emit(user_channel(order.user), "coupon",
                                        {"id": order.coupon, "status": "redeemed",
                                         "order": order.id})
+                    self.plumbing.tell(CouponRedeemed(order.coupon, order.id, order.user))
                 moved[sale.id] = sale
                 if not fut.done():
                     fut.set_result(None)
@@ -320,7 +324,15 @@ class FlashSales:
         self._stock_throttle[sale.id] = PushThrottle()
 
     def _publish_sale(self, sale: FlashSale, *, droppable: bool = False) -> None:
-        self.plumbing.emit(room_channel(sale.room), "sale", self.view(sale), droppable=droppable)
+        self._tell_sale(sale, sale.phase, self.view(sale), droppable=droppable)
+
+    def _tell_sale(
+        self, sale: FlashSale, phase: Phase, view: dict[str, Any], *, droppable: bool = False
+    ) -> None:
+        """The room sees the sale; while it is live, the other features hear it too."""
+        self.plumbing.emit(room_channel(sale.room), "sale", view, droppable=droppable)
+        if phase is Phase.LIVE:
+            self.plumbing.tell(SaleWentLive(sale.room, sale.id, view))
 
     def _phase_moved(self, sale: FlashSale) -> None:
         """A phase changed by time or by a failed write: tell the room, close if over."""
@@ -352,7 +364,7 @@ class FlashSales:
         if won:
             view = self.view(sale)
             view["phase"] = str(phase)
-            self.plumbing.emit(room_channel(sale.room), "sale", view)
+            self._tell_sale(sale, phase, view)
 
     async def _close_sale(self, sale: FlashSale) -> None:
         try:

@@ -18,12 +18,13 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
-from client_sdk.protocol import Code, room_channel, user_channel
+from client_sdk.protocol import Code, room_channel
 from server.commerce.absent import AbsentIds
 from server.commerce.plumbing import Plumbing, new_id
 from server.commerce.products import Products
 from server.commerce.writes import Pending, wait_write
 from server.domain import fields
+from server.domain.events import TeamBuyOpened
 from server.domain.teambuy import Joined, Team, TeamBuyOffer, TeamStatus, offer_spec
 from server.domain.throttle import PushThrottle
 from server.errors import SoukError
@@ -70,7 +71,7 @@ class TeamBuys:
                     await self._settle(offer, team.id)
                     continue
                 for member in team.members:
-                    self.plumbing.emit(user_channel(member.user), "order", member.to_dict())
+                    self.plumbing.order(member)
                 self._publish_team(team, final=True)
 
     def arm_all(self) -> None:
@@ -220,10 +221,10 @@ class TeamBuys:
             log.warning("team %s: ledger confirmed=%s, memory %s", team.id, confirmed, team.status)
         if team.status is TeamStatus.CONFIRMED:
             for member in team.members:
-                self.plumbing.emit(user_channel(member.user), "order", member.to_dict())
+                self.plumbing.order(member)
             self._publish_team(team, final=True)
         else:
-            self.plumbing.emit(user_channel(order.user), "order", order.to_dict())
+            self.plumbing.order(order)
             self._publish_team(team, final=False)
         if order.user == team.leader or team.status is TeamStatus.CONFIRMED:
             self._publish_offer(offer, droppable=True)  # a team appeared or left the list
@@ -258,10 +259,10 @@ class TeamBuys:
         offer.committed(Joined(team, order, new=True, filled=bool(confirmed)))
         if confirmed:
             for member in team.members:
-                self.plumbing.emit(user_channel(member.user), "order", member.to_dict())
+                self.plumbing.order(member)
             self._publish_team(team, final=True)
         elif team.status is TeamStatus.OPEN:  # else the write that settled it told everyone
-            self.plumbing.emit(user_channel(order.user), "order", order.to_dict())
+            self.plumbing.order(order)
             self._publish_team(team, final=False)
         if order.user == team.leader or confirmed:
             self._publish_offer(offer, droppable=True)
@@ -328,7 +329,7 @@ class TeamBuys:
         for team in failed:
             self.plumbing.spawn(self._fail_team(team))
             for member in team.members:
-                self.plumbing.emit(user_channel(member.user), "order", member.to_dict())
+                self.plumbing.order(member)
             self._publish_team(team, final=True)
         if failed:
             self._publish_offer(offer, droppable=True)
@@ -348,7 +349,7 @@ class TeamBuys:
         if not won:
             return
         for member in settled.members:
-            self.plumbing.emit(user_channel(member.user), "order", member.to_dict())
+            self.plumbing.order(member)
         self._publish_team(settled, final=True)
         self._publish_offer(offer, droppable=True)
 
@@ -407,6 +408,6 @@ class TeamBuys:
 
     def _publish_offer(self, offer: TeamBuyOffer, *, droppable: bool = False) -> None:
         """Creation is never droppable; later updates (a team opened or filled) are progress."""
-        self.plumbing.emit(
-            room_channel(offer.room), "teambuy", self.view(offer), droppable=droppable
-        )
+        view = self.view(offer)
+        self.plumbing.emit(room_channel(offer.room), "teambuy", view, droppable=droppable)
+        self.plumbing.tell(TeamBuyOpened(offer.room, offer.id, view))

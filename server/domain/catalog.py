@@ -11,8 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from server.domain import codes, fields
-from server.errors import SoukError
+from client_sdk.protocol import Code
+from server.domain import fields
+from server.domain.errors import SoukError
 
 DEFAULT_CURRENCY = "CNY"
 
@@ -36,7 +37,7 @@ class Product:
             raise fields.invalid("stock", "must be at least 1")
         if qty > self.stock:
             raise SoukError(
-                codes.CONFLICT,
+                Code.CONFLICT,
                 f"product {self.id} has {self.stock} units free, {qty} asked",
                 available=self.stock,
             )
@@ -84,7 +85,7 @@ class Catalog:
 
     def add(self, product: Product) -> None:
         if product.id in self._products:
-            raise SoukError(codes.CONFLICT, f"product {product.id} exists")
+            raise SoukError(Code.CONFLICT, f"product {product.id} exists")
         self._products[product.id] = product
 
     def discard(self, product_id: str) -> None:
@@ -97,7 +98,7 @@ class Catalog:
     def require(self, product_id: str) -> Product:
         product = self._products.get(product_id)
         if product is None:
-            raise SoukError(codes.NOT_FOUND, f"no product {product_id}")
+            raise SoukError(Code.NOT_FOUND, f"no product {product_id}")
         return product
 
     def of_shop(self, shop: str) -> list[Product]:

@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from server.domain import codes
-from server.errors import SoukError
+from client_sdk.protocol import Code
+from server.domain.errors import SoukError
 
 DAY_MS: Final = 86_400_000
 BASE_POINTS: Final = 10
@@ -41,7 +41,7 @@ def check_in(prev: Streak | None, now_ms: int) -> tuple[Streak, int]:
     if prev is None:
         nxt = Streak(today, 1, 1)
     elif prev.last_day >= today:
-        raise SoukError(codes.CONFLICT, "already checked in today", streak=prev.streak)
+        raise SoukError(Code.CONFLICT, "already checked in today", streak=prev.streak)
     elif prev.last_day == today - 1:
         nxt = Streak(today, prev.streak + 1, prev.total + 1)
     else:
@@ -56,7 +56,7 @@ def points_for(streak: int) -> int:
 def redeem_value(points: int, balance: int) -> int:
     """The coupon value in cents for redeeming `points` out of `balance`."""
     if type(points) is not int or points < REDEEM_STEP or points % REDEEM_STEP:
-        raise SoukError(codes.INVALID, f"points: must be a positive multiple of {REDEEM_STEP}", field="points")
+        raise SoukError(Code.INVALID, f"points: must be a positive multiple of {REDEEM_STEP}", field="points")
     if points > balance:
-        raise SoukError(codes.CONFLICT, f"you have {balance} points", balance=balance)
+        raise SoukError(Code.CONFLICT, f"you have {balance} points", balance=balance)
     return points * CENTS_PER_POINT

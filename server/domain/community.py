@@ -1,7 +1,7 @@
 """A shop's community groups (社群): tiers, topics, caps with spill-over, members and tags.
 
 Sans-I/O. Why spill-over lives here: "a group holds at most 350 members; 150–200 is best; a
-full group spills into a new one" (DOMAIN.md) is a rule about groups, not about sockets, and
+full group spills into a new one" (the merchants' own practice) is a rule about groups, not about sockets, and
 it must give the same placement on every backend. Ids for groups the rules create are passed
 in by the caller (`new_id`), so the rules stay deterministic.
 """
@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from server.errors import SoukError
+from client_sdk.protocol import Code
+from server.domain.errors import SoukError
 
 TIERS = ("core", "normal", "welfare")
 DEFAULT_CAP = 350
@@ -24,17 +25,17 @@ MAX_TAG_CHARS = 64
 MAX_BOUGHT_TAGS = 200
 DEFAULT_WELFARE_WEEKLY_CAP = 3
 # Weeks for the welfare cap are counted in the shop's local time; China Standard Time by
-# default, the market the practices in DOMAIN.md come from.
+# default, the market these community practices come from.
 DEFAULT_WEEK_TZ_OFFSET_S = 8 * 3600
 STAFF_ROLES = frozenset({"streamer", "moderator", "admin"})
 
 
 def _text(value: Any, what: str, limit: int) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise SoukError("invalid", f"{what} must be a non-empty string")
+        raise SoukError(Code.INVALID, f"{what} must be a non-empty string")
     text: str = value.strip()
     if len(text) > limit:
-        raise SoukError("invalid", f"{what} is longer than {limit} characters")
+        raise SoukError(Code.INVALID, f"{what} is longer than {limit} characters")
     return text
 
 
@@ -152,24 +153,24 @@ class Directory:
     # -- groups -----------------------------------------------------------------------
     def create_group(self, gid: str, shop: str, fields: dict[str, Any], now_ms: int) -> Group:
         if not isinstance(fields, dict):
-            raise SoukError("invalid", "group fields must be a map")
+            raise SoukError(Code.INVALID, "group fields must be a map")
         tier = fields.get("tier")
         if tier not in TIERS:
-            raise SoukError("invalid", f"tier must be one of {', '.join(TIERS)}")
+            raise SoukError(Code.INVALID, f"tier must be one of {', '.join(TIERS)}")
         topic = _text(fields.get("topic"), "topic", MAX_TOPIC_CHARS)
         cap = fields.get("cap", DEFAULT_CAP)
         if not isinstance(cap, int) or isinstance(cap, bool) or not 2 <= cap <= MAX_CAP:
-            raise SoukError("invalid", f"cap must be an integer 2..{MAX_CAP}")
+            raise SoukError(Code.INVALID, f"cap must be an integer 2..{MAX_CAP}")
         title = _opt_text(fields.get("title"), "title", MAX_TOPIC_CHARS)
         if gid in self.groups:
-            raise SoukError("conflict", "group id already used")
+            raise SoukError(Code.CONFLICT, "group id already used")
         group = Group(gid, _text(shop, "shop", 64), tier, topic, cap, now_ms, title)
         self.groups[gid] = group
         return group
 
     def get(self, gid: Any) -> Group:
         if not isinstance(gid, str) or gid not in self.groups:
-            raise SoukError("not_found", "no such group")
+            raise SoukError(Code.NOT_FOUND, "no such group")
         return self.groups[gid]
 
     def siblings(self, shop: str, tier: str, topic: str) -> list[Group]:
@@ -203,14 +204,14 @@ class Directory:
         """
         uid, name, role = user.get("id"), user.get("name"), user.get("role", "member")
         if not isinstance(uid, str) or not uid:
-            raise SoukError("invalid", "user id required")
+            raise SoukError(Code.INVALID, "user id required")
         name = name if isinstance(name, str) and name else uid
         if group_id is not None:
             target = self.get(group_id)
             shop_, tier_, topic_ = target.shop, target.tier, target.topic
         else:
             if tier not in TIERS:
-                raise SoukError("invalid", "give a group id, or a tier and a topic")
+                raise SoukError(Code.INVALID, "give a group id, or a tier and a topic")
             tier_ = str(tier)
             topic_ = _text(topic, "topic", MAX_TOPIC_CHARS)
             shop_ = _text(shop, "shop", 64)
@@ -220,7 +221,7 @@ class Directory:
             if uid in g.members:
                 return JoinResult(g, g.members[uid], already_member=True)
         if target is not None and uid in target.removed:
-            raise SoukError("forbidden", "you were removed from this group")
+            raise SoukError(Code.FORBIDDEN, "you were removed from this group")
         candidates = ([target] if target is not None else []) + [
             g for g in family if g is not target
         ]
@@ -244,13 +245,13 @@ class Directory:
         group = self.get(group_id)
         member = group.members.pop(user_id, None)
         if member is None:
-            raise SoukError("not_found", "not a member of this group")
+            raise SoukError(Code.NOT_FOUND, "not a member of this group")
         return member
 
     def remove(self, user_id: Any, group_id: Any) -> Member:
         """Moderator removal: the member leaves and may not rejoin this group."""
         if not isinstance(user_id, str):
-            raise SoukError("invalid", "user must be a string")
+            raise SoukError(Code.INVALID, "user must be a string")
         member = self.leave(user_id, group_id)
         self.groups[group_id].removed.add(user_id)
         return member
@@ -272,13 +273,13 @@ class Directory:
         `invited_by` is set once (the first inviter gets the credit for the growth campaign).
         """
         if not isinstance(fields, dict):
-            raise SoukError("invalid", "tags must be a map")
+            raise SoukError(Code.INVALID, "tags must be a map")
         tags = self.tags.setdefault((shop, user_id), Tags())
         bought = fields.get("bought")
         if bought is not None:
             items = [bought] if isinstance(bought, str) else bought
             if not isinstance(items, list):
-                raise SoukError("invalid", "bought must be a product id or a list of them")
+                raise SoukError(Code.INVALID, "bought must be a product id or a list of them")
             for item in items:
                 product = _text(item, "bought product", MAX_TAG_CHARS)
                 if product not in tags.bought:
@@ -287,14 +288,14 @@ class Directory:
                     tags.bought.append(product)
         if "big_customer" in fields:
             if not isinstance(fields["big_customer"], bool):
-                raise SoukError("invalid", "big_customer must be a boolean")
+                raise SoukError(Code.INVALID, "big_customer must be a boolean")
             tags.big_customer = fields["big_customer"]
         if fields.get("source") is not None:
             tags.source = _text(fields["source"], "source", MAX_TAG_CHARS)
         if fields.get("invited_by") is not None and tags.invited_by is None:
             inviter = _text(fields["invited_by"], "invited_by", MAX_TAG_CHARS)
             if inviter == user_id:
-                raise SoukError("invalid", "a member cannot invite themselves")
+                raise SoukError(Code.INVALID, "a member cannot invite themselves")
             tags.invited_by = inviter
         return tags
 
@@ -307,14 +308,14 @@ class Directory:
         """Count a merchant notice; welfare groups take at most N per ISO week (cap_reached).
 
         Why a hard cap: welfare groups that post more than 2–3 times a week get muted by their
-        members (DOMAIN.md), and a muted group is a lost channel.
+        members, and a muted group is a lost channel.
         """
         group = self.get(group_id)
         if group.tier == "welfare":
             used = self.notices_this_week(group, now_ms)
             if used >= self.welfare_weekly_cap:
                 raise SoukError(
-                    "cap_reached",
+                    Code.CAP_REACHED,
                     f"welfare group {group.id} already had {used} notices this week "
                     f"(cap {self.welfare_weekly_cap})",
                     group=group.id,
@@ -349,7 +350,7 @@ class Directory:
         if role in STAFF_ROLES:
             return group
         if user.get("id") not in group.members:
-            raise SoukError("forbidden", "not a member of this group")
+            raise SoukError(Code.FORBIDDEN, "not a member of this group")
         if group.tier == "welfare":
-            raise SoukError("forbidden", "welfare groups carry merchant notices only")
+            raise SoukError(Code.FORBIDDEN, "welfare groups carry merchant notices only")
         return group

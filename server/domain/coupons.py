@@ -16,8 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from server.domain import codes, fields
-from server.errors import SoukError
+from client_sdk.protocol import Code
+from server.domain import fields
+from server.domain.errors import SoukError
 
 AMOUNT: Final = "amount"
 PERCENT: Final = "percent"
@@ -103,7 +104,7 @@ class CouponBook:
 
     def add(self, coupon: Coupon) -> None:
         if coupon.id in self.coupons:
-            raise SoukError(codes.CONFLICT, f"coupon {coupon.id} exists")
+            raise SoukError(Code.CONFLICT, f"coupon {coupon.id} exists")
         self.coupons[coupon.id] = coupon
         self._of_user.setdefault(coupon.user, []).append(coupon.id)
 
@@ -121,14 +122,14 @@ class CouponBook:
         cid = fields.ident_value(coupon_id, "coupon")
         c = self.coupons.get(cid)
         if c is None or c.user != user:
-            raise SoukError(codes.NOT_FOUND, f"no coupon {cid} for you")
+            raise SoukError(Code.NOT_FOUND, f"no coupon {cid} for you")
         if c.redeemed or c.order is not None:
-            raise SoukError(codes.CONFLICT, "this coupon was already used", coupon=cid)
+            raise SoukError(Code.CONFLICT, "this coupon was already used", coupon=cid)
         if now_ms >= c.spec.expires_at:
-            raise SoukError(codes.ENDED, "this coupon has expired", coupon=cid)
+            raise SoukError(Code.ENDED, "this coupon has expired", coupon=cid)
         if amount < c.spec.min_spend:
             raise SoukError(
-                codes.INVALID, f"this coupon needs a spend of at least {c.spec.min_spend}",
+                Code.INVALID, f"this coupon needs a spend of at least {c.spec.min_spend}",
                 field="coupon", min_spend=c.spec.min_spend,
             )  # fmt: skip
         return c.discount_for(amount)

@@ -1,7 +1,7 @@
 """Field checks for hostile input: every value a client sends is typed and bounded here.
 
 Why one module: every op validates the same kinds of values (ids, money, counts, keys, URLs);
-doing it in one place keeps the refusals uniform (`SoukError("invalid", ...)` naming the field)
+doing it in one place keeps the refusals uniform (`SoukError(Code.INVALID, ...)` naming the field)
 and makes sure `True` is never taken for `1` nor a float for money.
 """
 
@@ -11,8 +11,8 @@ import re
 from collections.abc import Mapping
 from typing import Any, Final
 
-from server.domain import codes
-from server.errors import SoukError
+from client_sdk.protocol import Code
+from server.domain.errors import SoukError
 
 MAX_ID: Final = 64
 MAX_KEY: Final = 64
@@ -30,7 +30,7 @@ _MISSING: Final = object()
 
 def invalid(name: str, why: str) -> SoukError:
     """The refusal for one bad field; `field` travels in the error frame for clients."""
-    return SoukError(codes.INVALID, f"{name}: {why}", field=name)
+    return SoukError(Code.INVALID, f"{name}: {why}", field=name)
 
 
 def mapping(value: Any, name: str = "fields") -> Mapping[str, Any]:

@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
 
-from server.domain import codes, fields
+from client_sdk.protocol import Code
+from server.domain import fields
 from server.domain.catalog import Product
+from server.domain.errors import SoukError
 from server.domain.order import Order
-from server.errors import SoukError
 
 MAX_DURATION_S: Final = 86_400
 MAX_LEAD_MS: Final = 30 * 86_400_000  # a sale may be scheduled up to 30 days ahead
@@ -152,27 +153,27 @@ class FlashSale:
         if known is not None:
             if known.qty != qty:
                 raise SoukError(
-                    codes.CONFLICT, "this key was used for another quantity", order=known.id
+                    Code.CONFLICT, "this key was used for another quantity", order=known.id
                 )
             return known
         self.tick(now_ms)
         if self.phase is Phase.SCHEDULED:
-            raise SoukError(codes.NOT_LIVE, "the sale has not started", starts_at=self.starts_at)
+            raise SoukError(Code.NOT_LIVE, "the sale has not started", starts_at=self.starts_at)
         if self.phase in OVER:
-            raise SoukError(codes.ENDED, "the sale is over")
+            raise SoukError(Code.ENDED, "the sale is over")
         if self.phase is Phase.SOLD_OUT:
-            raise SoukError(codes.SOLD_OUT, "sold out")
+            raise SoukError(Code.SOLD_OUT, "sold out")
         bought = self._units.get(user, 0)
         if bought + qty > self.per_user_limit:
             raise SoukError(
-                codes.LIMIT_REACHED,
+                Code.LIMIT_REACHED,
                 f"at most {self.per_user_limit} per buyer",
                 limit=self.per_user_limit,
                 remaining=self.per_user_limit - bought,
             )
         if qty > self.stock_left:
             raise SoukError(
-                codes.SOLD_OUT, f"only {self.stock_left} left", stock_left=self.stock_left
+                Code.SOLD_OUT, f"only {self.stock_left} left", stock_left=self.stock_left
             )
         order = Order(
             id=order_id,
@@ -268,9 +269,9 @@ class FlashSale:
         """The streamer stops the sale: orders made stay; returns the units to give back."""
         self.tick(now_ms)
         if self.phase in OVER:
-            raise SoukError(codes.ENDED, "the sale is already over")
+            raise SoukError(Code.ENDED, "the sale is already over")
         if self.phase is Phase.SOLD_OUT:
-            raise SoukError(codes.SOLD_OUT, "the sale sold out; nothing left to cancel")
+            raise SoukError(Code.SOLD_OUT, "the sale sold out; nothing left to cancel")
         self.phase = Phase.CANCELLED
         self.returned += self.stock_left
         return self.stock_left

@@ -1,6 +1,6 @@
 """Mirroring a room's Q&A into its linked community groups, and answers back.
 
-Sans-I/O. The invariants (issue 6, "the heart of it"):
+Sans-I/O. The invariants (what makes mirroring trustworthy):
 - a room question is mirrored once into each linked core/normal group, each copy with its own
   id and `origin: {room, question}`; mirroring is idempotent by origin, so a replayed ask, a
   resumed connection or a restart never mirrors twice;
@@ -18,9 +18,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from client_sdk.protocol import Code
 from server.domain.community import Directory
+from server.domain.errors import SoukError
 from server.domain.qa import Question
-from server.errors import SoukError
 
 MIRRORED_TIERS = ("core", "normal")
 MAX_LINKED_GROUPS = 50
@@ -62,14 +63,14 @@ class Mirror:
         only sale notices. With `shop` given, only that shop's groups may be linked.
         """
         if not isinstance(group_ids, list) or not group_ids:
-            raise SoukError("invalid", "groups must be a non-empty list of group ids")
+            raise SoukError(Code.INVALID, "groups must be a non-empty list of group ids")
         groups = [directory.get(g) for g in group_ids]
         if shop is not None and any(g.shop != shop for g in groups):
-            raise SoukError("forbidden", "a room may link only its own shop's groups")
+            raise SoukError(Code.FORBIDDEN, "a room may link only its own shop's groups")
         linked = self.links.setdefault(room, [])
         added = [g.id for g in groups if g.id not in linked]
         if len(linked) + len(set(added)) > MAX_LINKED_GROUPS:
-            raise SoukError("invalid", f"a room links at most {MAX_LINKED_GROUPS} groups")
+            raise SoukError(Code.INVALID, f"a room links at most {MAX_LINKED_GROUPS} groups")
         for gid in added:
             if gid not in linked:
                 linked.append(gid)

@@ -1,7 +1,7 @@
 """The link/ad filter and the warn → mute → remove ladder, as pure policy.
 
 Why a filter at all: "no ads or self-promotion by members" is the first rule of every
-merchant's group (DOMAIN.md), and the ads that matter are links, domains, phone numbers and
+merchant's group, and the ads that matter are links, domains, phone numbers and
 WeChat ids ("加V: abc123"), often disguised with full-width characters, spaces or "点com".
 Text is normalised (NFKC, lower case, zero-width characters removed) before matching.
 Staff (streamer, moderator, admin) are exempt: they post the shop's own links.
@@ -14,7 +14,8 @@ import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
-from server.errors import SoukError
+from client_sdk.protocol import Code
+from server.domain.errors import SoukError
 
 EXEMPT_ROLES = frozenset({"streamer", "moderator", "admin"})
 
@@ -60,14 +61,14 @@ class FilterConfig:
             if not isinstance(value, list | tuple) or not all(
                 isinstance(w, str) and w for w in value
             ):
-                raise SoukError("invalid", f"{key} must be a list of non-empty strings")
+                raise SoukError(Code.INVALID, f"{key} must be a list of non-empty strings")
             return tuple(normalise(w) for w in value)
 
         flags = {}
         for key in ("block_links", "block_phone", "block_contact_ids"):
             value = raw.get(key, True)
             if not isinstance(value, bool):
-                raise SoukError("invalid", f"{key} must be a boolean")
+                raise SoukError(Code.INVALID, f"{key} must be a boolean")
             flags[key] = value
         return FilterConfig(words=words("words"), allowed_domains=words("allowed_domains"), **flags)
 
@@ -99,12 +100,12 @@ class LinkFilter:
         return None
 
     def check(self, text: str, role: str | None) -> None:
-        """Raise SoukError("filtered") unless the text passes or the author is staff."""
+        """Raise SoukError(Code.FILTERED) unless the text passes or the author is staff."""
         if role in EXEMPT_ROLES:
             return
         why = self.reason(text)
         if why is not None:
-            raise SoukError("filtered", f"message refused: no {why}s or ads, please", reason=why)
+            raise SoukError(Code.FILTERED, f"message refused: no {why}s or ads, please", reason=why)
 
 
 # -- the escalation ladder -------------------------------------------------------------

@@ -35,7 +35,7 @@ class Order:
     offer: str | None = None
     team: str | None = None
     name: str = ""
-    # operations (issue 10): a coupon applied atomically with the order, and its discount
+    # a coupon applied atomically with the order, and its discount
     coupon: str | None = None
     discount: int = 0  # cents off `amount`
 

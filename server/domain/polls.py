@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from server.domain import codes, fields
-from server.errors import SoukError
+from client_sdk.protocol import Code
+from server.domain import fields
+from server.domain.errors import SoukError
 
 MAX_OPTIONS: Final = 10
 MAX_OPTION_LEN: Final = 100
@@ -50,7 +51,7 @@ class Poll:
     def vote(self, user: str, option: Any, now_ms: int) -> bool:
         """Record (or change) `user`'s vote; returns False when it was already that option."""
         if not self.is_open(now_ms):
-            raise SoukError(codes.ENDED, "this poll is closed")
+            raise SoukError(Code.ENDED, "this poll is closed")
         if type(option) is not int or not 0 <= option < len(self.options):
             raise fields.invalid("option", f"must be an option index 0..{len(self.options) - 1}")
         if self.votes.get(user) == option:

@@ -3,7 +3,7 @@
 Sans-I/O: every rule takes `now_ms` and ids from the caller, so the board is the same in the
 embedded server, the scale-out one and the unit tests. Questions are distinct from chat
 because they are the thing merchants are measured on: "every question answered within five
-minutes" (DOMAIN.md), hence the overdue flag and the p50/p90 answer time.
+minutes" (the groups' own rule), hence the overdue flag and the p50/p90 answer time.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from server.errors import SoukError
+from client_sdk.protocol import Code
+from server.domain.errors import SoukError
 
 MAX_QUESTION_CHARS = 500
 MAX_ANSWER_CHARS = 2000
@@ -26,12 +27,12 @@ STATUSES = (OPEN, ANSWERED, DISMISSED)
 def clean_text(value: Any, what: str, limit: int) -> str:
     """Validate user text: a non-blank string of at most `limit` characters, trimmed."""
     if not isinstance(value, str):
-        raise SoukError("invalid", f"{what} must be a string")
+        raise SoukError(Code.INVALID, f"{what} must be a string")
     text = value.strip()
     if not text:
-        raise SoukError("invalid", f"{what} must not be empty")
+        raise SoukError(Code.INVALID, f"{what} must not be empty")
     if len(text) > limit:
-        raise SoukError("invalid", f"{what} is longer than {limit} characters")
+        raise SoukError(Code.INVALID, f"{what} is longer than {limit} characters")
     return text
 
 
@@ -94,7 +95,7 @@ class QuestionBoard:
             or isinstance(target_s, bool)
             or not 10 <= target_s <= 86_400
         ):
-            raise SoukError("invalid", "answer target must be 10..86400 seconds")
+            raise SoukError(Code.INVALID, "answer target must be 10..86400 seconds")
         self.room = room
         self.target_s = target_s
         self.questions: dict[str, Question] = {}
@@ -109,13 +110,13 @@ class QuestionBoard:
             or isinstance(target_s, bool)
             or not 10 <= target_s <= 86_400
         ):
-            raise SoukError("invalid", "answer target must be 10..86400 seconds")
+            raise SoukError(Code.INVALID, "answer target must be 10..86400 seconds")
         self.target_s = target_s
 
     # -- commands ---------------------------------------------------------------------
     def ask(self, qid: str, user: str, name: str, text: Any, now_ms: int) -> Question:
         if qid in self.questions:
-            raise SoukError("conflict", "question id already used")
+            raise SoukError(Code.CONFLICT, "question id already used")
         q = Question(
             id=qid,
             room=self.room,
@@ -138,18 +139,18 @@ class QuestionBoard:
 
     def get(self, qid: Any) -> Question:
         if not isinstance(qid, str) or qid not in self.questions:
-            raise SoukError("not_found", "no such question in this room")
+            raise SoukError(Code.NOT_FOUND, "no such question in this room")
         return self.questions[qid]
 
     def upvote(self, qid: Any, user: str) -> Question:
         """One vote per user, never on one's own question, only while it is open."""
         q = self.get(qid)
         if q.status != OPEN:
-            raise SoukError("conflict", f"question is {q.status}")
+            raise SoukError(Code.CONFLICT, f"question is {q.status}")
         if q.user == user:
-            raise SoukError("forbidden", "you cannot upvote your own question")
+            raise SoukError(Code.FORBIDDEN, "you cannot upvote your own question")
         if user in q.voters:
-            raise SoukError("conflict", "already upvoted")
+            raise SoukError(Code.CONFLICT, "already upvoted")
         q.voters.add(user)
         q.votes += 1
         return q
@@ -166,13 +167,13 @@ class QuestionBoard:
         """First answer wins; a second answer is a conflict (a retried request is harmless)."""
         q = self.get(qid)
         if not isinstance(on_stream, bool):
-            raise SoukError("invalid", "on_stream must be a boolean")
+            raise SoukError(Code.INVALID, "on_stream must be a boolean")
         if on_stream and (text is None or text == ""):
             body = "answered on stream"
         else:
             body = clean_text(text, "answer", MAX_ANSWER_CHARS)
         if q.status != OPEN:
-            raise SoukError("conflict", f"question is already {q.status}")
+            raise SoukError(Code.CONFLICT, f"question is already {q.status}")
         q.status = ANSWERED
         q.answer = body
         q.answered_by = dict(by)
@@ -184,7 +185,7 @@ class QuestionBoard:
     def dismiss(self, qid: Any) -> Question:
         q = self.get(qid)
         if q.status != OPEN:
-            raise SoukError("conflict", f"question is already {q.status}")
+            raise SoukError(Code.CONFLICT, f"question is already {q.status}")
         q.status = DISMISSED
         return q
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from client_sdk.protocol import Code
-from server.errors import SoukError
+from server.domain.errors import SoukError
 
 ROOM_STATES = ("idle", "live", "paused", "ended")
 MAX_CHAT_CHARS = 500

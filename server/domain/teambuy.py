@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final
 
-from server.domain import codes, fields
+from client_sdk.protocol import Code
+from server.domain import fields
 from server.domain import order as order_status
 from server.domain.catalog import Product
+from server.domain.errors import SoukError
 from server.domain.order import Order
-from server.errors import SoukError
 
 MIN_SIZE: Final = 2
 MAX_SIZE: Final = 50
@@ -168,7 +169,7 @@ class TeamBuyOffer:
     def _check_free(self, user: str) -> None:
         if user in self._open_of:
             raise SoukError(
-                codes.ALREADY_IN_TEAM,
+                Code.ALREADY_IN_TEAM,
                 "you are already in an open team of this offer",
                 team=self._open_of[user],
             )
@@ -203,7 +204,7 @@ class TeamBuyOffer:
         self._check_free(user)
         if self.stock_left is not None:
             if self.stock_left < self.size:
-                raise SoukError(codes.SOLD_OUT, "no stock left for another team")
+                raise SoukError(Code.SOLD_OUT, "no stock left for another team")
             self.stock_left -= self.size
         team = Team(
             id=team_id,
@@ -244,17 +245,17 @@ class TeamBuyOffer:
         if team_id is None:
             team = self.match()
             if team is None:
-                raise SoukError(codes.NOT_FOUND, "no open team to join; open one")
+                raise SoukError(Code.NOT_FOUND, "no open team to join; open one")
         else:
             team_id = fields.ident_value(team_id, "team")
             found = self.teams.get(team_id)
             if found is None or not found.durable:
-                raise SoukError(codes.NOT_FOUND, f"no team {team_id} in this offer")
+                raise SoukError(Code.NOT_FOUND, f"no team {team_id} in this offer")
             team = found
             if team.status is TeamStatus.CONFIRMED:
-                raise SoukError(codes.TEAM_FULL, "this team is full")
+                raise SoukError(Code.TEAM_FULL, "this team is full")
             if team.status is TeamStatus.FAILED:
-                raise SoukError(codes.ENDED, "this team's time is up")
+                raise SoukError(Code.ENDED, "this team's time is up")
         order = self._order(team, user, name, key, order_id, now_ms)
         team.members.append(order)
         self._by_key[(user, key)] = (team, order)

@@ -8,11 +8,23 @@ from typing import TYPE_CHECKING
 from client_sdk.protocol import Code, Frame
 from server.errors import SoukError
 from server.ops import fields
-from server.ops.registry import STREAMERS, VIEWERS, Result, op
+from server.ops.registry import (
+    ANY_SHOP,
+    OWN_SHOP,
+    OWN_USER,
+    ROOM,
+    STREAMERS,
+    VIEWERS,
+    Result,
+    Target,
+    may,
+    op,
+    through,
+)
 
 if TYPE_CHECKING:
-    from server.app import App
     from server.auth import Identity
+    from server.services import Services
     from server.session import Session
 
 
@@ -29,71 +41,79 @@ def _staff_room(s: Session, frame: Frame) -> str:
     return _room_admits(s.identity, fields.ident(frame, "room"), "room")
 
 
-@op("product_create", roles=STREAMERS)
-async def product_create(app: App, s: Session, frame: Frame) -> Result:
+def _shop_limit(ident: Identity) -> str | None:
+    """The shop whose products the caller may sell (None: any shop's)."""
+    return None if may(ident.role, ANY_SHOP) else ident.shop
+
+
+@op("product_create", roles=STREAMERS, scope=OWN_SHOP)
+async def product_create(sv: Services, s: Session, frame: Frame) -> Result:
     assert s.identity is not None
-    return {"product": await app.commerce.product_create(s.identity.shop, frame)}
+    return {"product": await sv.commerce.product_create(s.identity.shop, frame)}
 
 
-@op("products", roles=VIEWERS)
-async def products(app: App, s: Session, frame: Frame) -> Result:
+@op("products", roles=VIEWERS, scope=OWN_SHOP)
+async def products(sv: Services, s: Session, frame: Frame) -> Result:
     assert s.identity is not None
-    return {"products": app.commerce.products(s.identity.shop)}
+    return {"products": sv.commerce.products(s.identity.shop)}
 
 
-@op("sale_create", roles=STREAMERS)
-async def sale_create(app: App, s: Session, frame: Frame) -> Result:
-    assert s.identity is not None
-    room = _staff_room(s, frame)
-    shop = None if s.identity.role == "admin" else s.identity.shop
-    return {"sale": await app.commerce.sale_create(room, frame, shop=shop)}
-
-
-@op("sale_cancel", roles=STREAMERS)
-async def sale_cancel(app: App, s: Session, frame: Frame) -> Result:
-    room = _staff_room(s, frame)
-    return {"sale": await app.commerce.sale_cancel(room, frame.get("sale"))}
-
-
-@op("buy", roles=VIEWERS)
-async def buy(app: App, s: Session, frame: Frame) -> Result:
-    assert s.identity is not None
-    _room_admits(s.identity, await app.commerce.locate_sale(frame.get("sale")), "sale")
-    order = await app.buy(s.identity, frame)
-    return {"order": order}
-
-
-@op("orders_mine", roles=VIEWERS)
-async def orders_mine(app: App, s: Session, frame: Frame) -> Result:
-    assert s.identity is not None
-    return {"orders": await app.commerce.orders_mine(s.identity.id)}
-
-
-@op("sales_stats", roles=STREAMERS)
-async def sales_stats(app: App, s: Session, frame: Frame) -> Result:
-    room = _staff_room(s, frame)
-    return {"stats": await app.commerce.sales_stats(room)}
-
-
-@op("teambuy_create", roles=STREAMERS)
-async def teambuy_create(app: App, s: Session, frame: Frame) -> Result:
+@op("sale_create", roles=STREAMERS, scope=ROOM)
+async def sale_create(sv: Services, s: Session, frame: Frame) -> Result:
     assert s.identity is not None
     room = _staff_room(s, frame)
-    shop = None if s.identity.role == "admin" else s.identity.shop
-    return {"teambuy": await app.commerce.teambuy_create(room, frame, shop=shop)}
+    return {"sale": await sv.commerce.sale_create(room, frame, shop=_shop_limit(s.identity))}
 
 
-@op("team_open", roles=VIEWERS)
-async def team_open(app: App, s: Session, frame: Frame) -> Result:
+@op("sale_cancel", roles=STREAMERS, scope=ROOM)
+async def sale_cancel(sv: Services, s: Session, frame: Frame) -> Result:
+    room = _staff_room(s, frame)
+    return {"sale": await sv.commerce.sale_cancel(room, frame.get("sale"))}
+
+
+@op("buy", roles=VIEWERS, scope=through("sale", Target.ROOM))
+async def buy(sv: Services, s: Session, frame: Frame) -> Result:
+    """A sale targeted at a member layer is refused to the others before commerce reserves."""
+    ident = s.identity
+    assert ident is not None
+    _room_admits(ident, await sv.commerce.locate_sale(frame.get("sale")), "sale")
+    await sv.operations.check_sale_target(frame.get("sale"), ident.id)
+    order = await sv.commerce.buy(ident.id, frame.get("sale"), frame.get("qty", 1),
+                                  frame.get("key"), ident.name, coupon=frame.get("coupon"))
+    return {"order": dict(order)}
+
+
+@op("orders_mine", roles=VIEWERS, scope=OWN_USER)
+async def orders_mine(sv: Services, s: Session, frame: Frame) -> Result:
     assert s.identity is not None
-    _room_admits(s.identity, await app.commerce.locate_offer(frame.get("offer")), "team-buy offer")
-    return dict(await app.commerce.team_open(s.identity.id, s.identity.name, frame.get("offer"), frame.get("key")))
+    return {"orders": await sv.commerce.orders_mine(s.identity.id)}
 
 
-@op("team_join", roles=VIEWERS)
-async def team_join(app: App, s: Session, frame: Frame) -> Result:
+@op("sales_stats", roles=STREAMERS, scope=ROOM)
+async def sales_stats(sv: Services, s: Session, frame: Frame) -> Result:
+    room = _staff_room(s, frame)
+    return {"stats": await sv.commerce.sales_stats(room)}
+
+
+@op("teambuy_create", roles=STREAMERS, scope=ROOM)
+async def teambuy_create(sv: Services, s: Session, frame: Frame) -> Result:
     assert s.identity is not None
-    _room_admits(s.identity, await app.commerce.locate_offer(frame.get("offer")), "team-buy offer")
-    result = await app.commerce.team_join(
+    room = _staff_room(s, frame)
+    return {"teambuy": await sv.commerce.teambuy_create(room, frame, shop=_shop_limit(s.identity))}
+
+
+@op("team_open", roles=VIEWERS, scope=through("offer", Target.ROOM))
+async def team_open(sv: Services, s: Session, frame: Frame) -> Result:
+    assert s.identity is not None
+    _room_admits(s.identity, await sv.commerce.locate_offer(frame.get("offer")), "team-buy offer")
+    return dict(await sv.commerce.team_open(s.identity.id, s.identity.name, frame.get("offer"),
+                                            frame.get("key")))
+
+
+@op("team_join", roles=VIEWERS, scope=through("offer", Target.ROOM))
+async def team_join(sv: Services, s: Session, frame: Frame) -> Result:
+    assert s.identity is not None
+    _room_admits(s.identity, await sv.commerce.locate_offer(frame.get("offer")), "team-buy offer")
+    result = await sv.commerce.team_join(
         s.identity.id, s.identity.name, frame.get("offer"), frame.get("team"), frame.get("key"))
     return dict(result)

@@ -2,28 +2,33 @@
 
 The media relay (media/) knows nothing of tokens or rooms' rules; these handlers check the
 role and the room, name the peer after the user and the connection, and remember what the
-connection holds so that a dropped websocket releases its media too.
+connection holds so that a dropped websocket releases its media too (`release`).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import logging
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from client_sdk.protocol import Code, Frame
 from media.errors import MediaError
 from server.errors import SoukError
 from server.ops import fields
-from server.ops.registry import STREAMERS, VIEWERS, Result, op
+from server.ops.registry import ROOM, STREAMERS, VIEWERS, Result, op
 
 if TYPE_CHECKING:
-    from server.app import App
+    from server.services import Relay, Services
     from server.session import Session
 
+log = logging.getLogger("souk.ops.media")
+T = TypeVar("T")
 
-def _relay(app: App) -> Any:
-    if app.media is None:
+
+def _relay(sv: Services) -> Relay:
+    if sv.media is None:
         raise SoukError(Code.UNAVAILABLE, "media is not enabled on this server")
-    return app.media
+    return sv.media
 
 
 def _room(s: Session, frame: Frame) -> str:
@@ -39,35 +44,57 @@ def peer_id(s: Session) -> str:
     return f"{s.identity.id}#{s.id}"
 
 
-async def _call(coro: Any) -> Any:
+def _offer(frame: Frame) -> str:
+    """The SDP offer as the client sent it: the relay checks it (a string, its size, its
+    sections) and refuses anything else with `invalid`, so hostile input is judged there."""
+    return cast(str, frame.get("sdp"))
+
+
+async def _call(step: Awaitable[T]) -> T:
     try:
-        return await coro
+        return await step
     except MediaError as err:
         raise SoukError(err.code, err.message) from None
 
 
-@op("publish", roles=STREAMERS, cost=2)
-async def publish(app: App, s: Session, frame: Frame) -> Result:
+async def release(sv: Services, s: Session) -> None:
+    """A connection went away: give up what it published or watched (never raises)."""
+    if sv.media is None or not s.media:
+        return
+    for kind, room in list(s.media):
+        try:
+            if kind == "publish":
+                await sv.media.unpublish(room)
+                if sv.cascade is not None:
+                    await sv.cascade.withdraw(room)
+            else:
+                await sv.media.unwatch(room, peer_id(s))
+        except Exception:
+            log.exception("releasing media failed", extra={"room": room, "kind": kind})
+
+
+@op("publish", roles=STREAMERS, scope=ROOM, cost=2)
+async def publish(sv: Services, s: Session, frame: Frame) -> Result:
     room = _room(s, frame)
-    result = await _call(_relay(app).publish(room, peer_id(s), frame.get("sdp")))
+    result = await _call(_relay(sv).publish(room, peer_id(s), _offer(frame)))
     s.media.add(("publish", room))
-    if app.cascade is not None:  # cluster: this node is the room's media origin now
-        await app.cascade.advertise(room)
+    if sv.cascade is not None:  # cluster: this node is the room's media origin now
+        await sv.cascade.advertise(room)
     return dict(result)
 
 
-@op("unpublish", roles=STREAMERS)
-async def unpublish(app: App, s: Session, frame: Frame) -> Result:
+@op("unpublish", roles=STREAMERS, scope=ROOM)
+async def unpublish(sv: Services, s: Session, frame: Frame) -> Result:
     room = _room(s, frame)
-    await _call(_relay(app).unpublish(room))
+    await _call(_relay(sv).unpublish(room))
     s.media.discard(("publish", room))
-    if app.cascade is not None:
-        await app.cascade.withdraw(room)
+    if sv.cascade is not None:
+        await sv.cascade.withdraw(room)
     return None
 
 
-@op("watch", roles=VIEWERS, cost=2)
-async def watch(app: App, s: Session, frame: Frame) -> Result:
+@op("watch", roles=VIEWERS, scope=ROOM, cost=2)
+async def watch(sv: Services, s: Session, frame: Frame) -> Result:
     """Watch a room. In a cluster, a room published on another node is pulled from there
     first (once per room per node). ``local: true`` (what an edge sends its origin) asks for
     a local publisher only, so a pull never cascades on: no loops between nodes."""
@@ -75,31 +102,31 @@ async def watch(app: App, s: Session, frame: Frame) -> Result:
     local = frame.get("local", False)
     if not isinstance(local, bool):
         raise SoukError(Code.INVALID, "local must be a boolean")
-    relay = _relay(app)
-    if app.cascade is not None and not local:
-        await _call(app.cascade.ensure_pull(room))
-    result = await _call(relay.watch(room, peer_id(s), frame.get("sdp"), edge=local))
+    relay = _relay(sv)
+    if sv.cascade is not None and not local:
+        await _call(sv.cascade.ensure_pull(room))
+    result = await _call(relay.watch(room, peer_id(s), _offer(frame), edge=local))
     s.media.add(("watch", room))
     return dict(result)
 
 
-@op("unwatch", roles=VIEWERS)
-async def unwatch(app: App, s: Session, frame: Frame) -> Result:
+@op("unwatch", roles=VIEWERS, scope=ROOM)
+async def unwatch(sv: Services, s: Session, frame: Frame) -> Result:
     room = _room(s, frame)
     if ("watch", room) not in s.media:
         raise SoukError(Code.NOT_FOUND, "you are not watching this room")
-    await _call(_relay(app).unwatch(room, peer_id(s)))
+    await _call(_relay(sv).unwatch(room, peer_id(s)))
     s.media.discard(("watch", room))
     return None
 
 
-@op("ice", roles=VIEWERS, cost=0.25)
-async def ice(app: App, s: Session, frame: Frame) -> Result:
+@op("ice", roles=VIEWERS, scope=ROOM, cost=0.25)
+async def ice(sv: Services, s: Session, frame: Frame) -> Result:
     room = _room(s, frame)
     if not any(r == room for _, r in s.media):
         raise SoukError(Code.NOT_FOUND, "publish or watch this room first")
     candidate = frame.get("candidate")
     if not isinstance(candidate, dict):
         raise SoukError(Code.INVALID, "candidate must be a map (RTCIceCandidateInit)")
-    await _call(_relay(app).add_ice(room, peer_id(s), candidate))
+    await _call(_relay(sv).add_ice(room, peer_id(s), candidate))
     return None

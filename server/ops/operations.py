@@ -1,6 +1,6 @@
-"""Community-operations ops (issue 10): polls, check-in and points, invites, show-your-order,
-coupons, member layers. Thin: check the role and the room/group the token may act in, then the
-Operations adapter decides. See docs/operations.md."""
+"""Community-operations ops: polls, check-in and points, invites, show-your-order, coupons,
+member layers. Thin: check the room/group the token may act in (the registry checked the
+role), then the Operations adapter decides. See docs/operations.md."""
 
 from __future__ import annotations
 
@@ -9,11 +9,29 @@ from typing import TYPE_CHECKING, Any
 from client_sdk.protocol import Code, Frame, group_channel, room_channel
 from server.errors import SoukError
 from server.ops import fields
-from server.ops.registry import MEMBERS, MODERATORS, STREAMERS, VIEWERS, Result, op
+from server.ops.posting import check_text
+from server.ops.registry import (
+    ANY_SHOP,
+    GROUP,
+    MEMBERS,
+    MODERATORS,
+    NEED_NOT_JOIN,
+    NOT_CUSTOMERS,
+    OWN_SHOP,
+    OWN_USER,
+    ROOM_OR_GROUP,
+    STREAMERS,
+    VIEWERS,
+    Result,
+    Target,
+    may,
+    op,
+    through,
+)
 
 if TYPE_CHECKING:
-    from server.app import App
     from server.auth import Identity
+    from server.services import Services
     from server.session import Session
 
 MAX_USERS_PER_OP = 100
@@ -24,28 +42,28 @@ def _ident(s: Session) -> Identity:
     return s.identity
 
 
-async def _shop_of_group(app: App, ident: Identity, group: str) -> str:
+async def _shop_of_group(sv: Services, ident: Identity, group: str) -> str:
     """The group's shop; staff of another shop (admins excepted) may not act in it. (In a
     cluster a group created on another node is loaded first.)"""
-    await app.community.group_known(group)
-    g = app.community.directory.groups.get(group)
+    await sv.community.group_known(group)
+    g = sv.community.directory.groups.get(group)
     if g is None:
         raise SoukError(Code.NOT_FOUND, f"no group {group}")
-    if ident.role != "admin" and g.shop != ident.shop:
+    if not may(ident.role, ANY_SHOP) and g.shop != ident.shop:
         raise SoukError(Code.FORBIDDEN, "this group belongs to another shop")
     return str(g.shop)
 
 
-async def _member_of(app: App, ident: Identity, group: str) -> str:
-    shop = await _shop_of_group(app, ident, group)
-    if not ident.is_staff and not await app.community.is_member_fresh(ident.id, group):
+async def _member_of(sv: Services, ident: Identity, group: str) -> str:
+    shop = await _shop_of_group(sv, ident, group)
+    if not may(ident.role, NEED_NOT_JOIN) and not await sv.community.is_member_fresh(ident.id, group):
         raise SoukError(Code.FORBIDDEN, f"join group {group} first")
     return shop
 
 
 # -- polls ----------------------------------------------------------------------------------
-@op("poll_create", roles=MODERATORS)
-async def poll_create(app: App, s: Session, frame: Frame) -> Result:
+@op("poll_create", roles=MODERATORS, scope=ROOM_OR_GROUP)
+async def poll_create(sv: Services, s: Session, frame: Frame) -> Result:
     ident = _ident(s)
     scope, target = fields.room_or_group(frame)
     if scope == "room":
@@ -53,88 +71,90 @@ async def poll_create(app: App, s: Session, frame: Frame) -> Result:
             raise SoukError(Code.FORBIDDEN, "your token does not admit you to this room")
         shop = ident.shop
     else:
-        shop = await _shop_of_group(app, ident, target)
-    return {"poll": await app.operations.poll_create(shop, scope, target, ident.id, frame)}
+        shop = await _shop_of_group(sv, ident, target)
+    return {"poll": await sv.operations.poll_create(shop, scope, target, ident.id, frame)}
 
 
-@op("poll_vote", roles=VIEWERS)
-async def poll_vote(app: App, s: Session, frame: Frame) -> Result:
+@op("poll_vote", roles=VIEWERS, scope=through("poll", Target.ROOM, Target.GROUP))
+async def poll_vote(sv: Services, s: Session, frame: Frame) -> Result:
     ident = _ident(s)
-    poll = await app.operations.find_poll(frame.get("poll"))
+    poll = await sv.operations.find_poll(frame.get("poll"))
     ch = room_channel(poll.target) if poll.scope == "room" else group_channel(poll.target)
     if ch not in s.channels:
         raise SoukError(Code.FORBIDDEN, f"join {ch} first")
-    if poll.scope == "group" and not ident.is_staff and not await app.community.is_member_fresh(ident.id, poll.target):
+    if (poll.scope == "group" and not may(ident.role, NEED_NOT_JOIN)
+            and not await sv.community.is_member_fresh(ident.id, poll.target)):
         raise SoukError(Code.FORBIDDEN, "only members vote in a group's poll")
-    return {"poll": await app.operations.poll_vote(poll, ident.id, frame.get("option"))}
+    return {"poll": await sv.operations.poll_vote(poll, ident.id, frame.get("option"))}
 
 
-@op("poll_close", roles=MODERATORS)
-async def poll_close(app: App, s: Session, frame: Frame) -> Result:
+@op("poll_close", roles=MODERATORS, scope=through("poll", Target.ROOM, Target.GROUP))
+async def poll_close(sv: Services, s: Session, frame: Frame) -> Result:
     ident = _ident(s)
-    poll = await app.operations.find_poll(frame.get("poll"))
+    poll = await sv.operations.find_poll(frame.get("poll"))
     if poll.scope == "room" and not ident.may_enter_room(poll.target):
         raise SoukError(Code.FORBIDDEN, "your token does not admit you to this room")
     if poll.scope == "group":
-        await _shop_of_group(app, ident, poll.target)
-    return {"poll": await app.operations.poll_close(poll)}
+        await _shop_of_group(sv, ident, poll.target)
+    return {"poll": await sv.operations.poll_close(poll)}
 
 
 # -- check-in and points --------------------------------------------------------------------
-@op("checkin", roles=MEMBERS)
-async def checkin(app: App, s: Session, frame: Frame) -> Result:
+@op("checkin", roles=MEMBERS, scope=GROUP)
+async def checkin(sv: Services, s: Session, frame: Frame) -> Result:
     ident = _ident(s)
     group = fields.ident(frame, "group")
-    if not await app.community.is_member_fresh(ident.id, group):  # in a cluster: joined on any node
+    if not await sv.community.is_member_fresh(ident.id, group):  # in a cluster: joined on any node
         raise SoukError(Code.FORBIDDEN, f"join group {group} first")
-    shop = await _shop_of_group(app, ident, group) if ident.role == "admin" else app.community.directory.groups[group].shop
-    return {"checkin": await app.operations.checkin(shop, group, ident.id)}
+    shop = (await _shop_of_group(sv, ident, group) if may(ident.role, ANY_SHOP)
+            else sv.community.directory.groups[group].shop)
+    return {"checkin": await sv.operations.checkin(shop, group, ident.id)}
 
 
-@op("points_mine", roles=VIEWERS)
-async def points_mine(app: App, s: Session, frame: Frame) -> Result:
+@op("points_mine", roles=VIEWERS, scope=OWN_USER)
+async def points_mine(sv: Services, s: Session, frame: Frame) -> Result:
     ident = _ident(s)
-    return {"points": await app.operations.points_balance(ident.shop, ident.id)}
+    return {"points": await sv.operations.points_balance(ident.shop, ident.id)}
 
 
-@op("points_redeem", roles=VIEWERS)
-async def points_redeem(app: App, s: Session, frame: Frame) -> Result:
+@op("points_redeem", roles=VIEWERS, scope=OWN_USER)
+async def points_redeem(sv: Services, s: Session, frame: Frame) -> Result:
     ident = _ident(s)
-    return dict(await app.operations.points_redeem(ident.shop, ident.id, frame.get("points")))
+    return dict(await sv.operations.points_redeem(ident.shop, ident.id, frame.get("points")))
 
 
 # -- invites --------------------------------------------------------------------------------
-@op("invite_code", roles=MEMBERS)
-async def invite_code(app: App, s: Session, frame: Frame) -> Result:
+@op("invite_code", roles=MEMBERS, scope=OWN_SHOP)
+async def invite_code(sv: Services, s: Session, frame: Frame) -> Result:
     ident = _ident(s)
-    code = await app.operations.invite_code(ident.shop, ident.id)
+    code = await sv.operations.invite_code(ident.shop, ident.id)
     group = fields.opt_ident(frame, "group")
     link = f"/group/{group}?invite={code}" if group else f"/?invite={code}"
-    return {"code": code, "link": link, **(await app.operations.invite_stats(ident.shop, ident.id))}
+    return {"code": code, "link": link, **(await sv.operations.invite_stats(ident.shop, ident.id))}
 
 
 # -- show-your-order ------------------------------------------------------------------------
-@op("showcase_post", roles=MEMBERS)
-async def showcase_post(app: App, s: Session, frame: Frame) -> Result:
+@op("showcase_post", roles=MEMBERS, scope=GROUP)
+async def showcase_post(sv: Services, s: Session, frame: Frame) -> Result:
     ident = _ident(s)
     group = fields.ident(frame, "group")
-    shop = await _member_of(app, ident, group)
-    app.check_text(fields.text(frame, "text", 1000), ident)
+    shop = await _member_of(sv, ident, group)
+    check_text(sv.community, fields.text(frame, "text", 1000), ident)
     order_id = fields.ident(frame, "order")
-    order = await app.commerce.store.order(order_id)
-    return {"post": await app.operations.showcase_post(shop, group, ident.id, order, frame)}
+    order = await sv.commerce.store.order(order_id)
+    return {"post": await sv.operations.showcase_post(shop, group, ident.id, order, frame)}
 
 
-@op("showcase_approve", roles=STREAMERS)
-async def showcase_approve(app: App, s: Session, frame: Frame) -> Result:
+@op("showcase_approve", roles=STREAMERS, scope=through("post", Target.SHOP))
+async def showcase_approve(sv: Services, s: Session, frame: Frame) -> Result:
     ident = _ident(s)
-    shop = None if ident.role == "admin" else ident.shop
-    return dict(await app.operations.showcase_approve(shop, frame.get("post")))
+    shop = None if may(ident.role, ANY_SHOP) else ident.shop
+    return dict(await sv.operations.showcase_approve(shop, frame.get("post")))
 
 
 # -- coupons --------------------------------------------------------------------------------
-@op("coupon_issue", roles=STREAMERS)
-async def coupon_issue(app: App, s: Session, frame: Frame) -> Result:
+@op("coupon_issue", roles=STREAMERS, scope=OWN_SHOP + GROUP)
+async def coupon_issue(sv: Services, s: Session, frame: Frame) -> Result:
     """To exactly one of: `user` (an id or a list of ids), `layer` (every member of the shop in
     that layer), `group` (every member of the group)."""
     ident = _ident(s)
@@ -151,75 +171,75 @@ async def coupon_issue(app: App, s: Session, frame: Frame) -> Result:
         users = sorted({fields.ident({"user": u}, "user") for u in raw_users})
         target = ("user", users[0] if len(users) == 1 else f"{len(users)} users")
     elif given[0] == "layer":
-        rows = await app.operations.members(shop, frame.get("layer"))
+        rows = await sv.operations.members(shop, frame.get("layer"))
         users = [r["user"] for r in rows]
         target = ("layer", str(frame.get("layer")))
     else:
         group = fields.ident(frame, "group")
-        shop = await _shop_of_group(app, ident, group)
-        users = [m["user"] for m in app.community.group_members(group) if m["role"] not in ("moderator", "streamer", "admin")]
+        shop = await _shop_of_group(sv, ident, group)
+        users = [m["user"] for m in sv.community.group_members(group) if not may(m["role"], NOT_CUSTOMERS)]
         target = ("group", group)
-    return dict(await app.operations.coupon_issue(shop, frame, users, target))
+    return dict(await sv.operations.coupon_issue(shop, frame, users, target))
 
 
-@op("coupons_mine", roles=VIEWERS)
-async def coupons_mine(app: App, s: Session, frame: Frame) -> Result:
-    return {"coupons": await app.operations.coupons_mine(_ident(s).id)}
+@op("coupons_mine", roles=VIEWERS, scope=OWN_USER)
+async def coupons_mine(sv: Services, s: Session, frame: Frame) -> Result:
+    return {"coupons": await sv.operations.coupons_mine(_ident(s).id)}
 
 
 # -- layers ---------------------------------------------------------------------------------
-@op("members", roles=STREAMERS)
-async def members(app: App, s: Session, frame: Frame) -> Result:
+@op("members", roles=STREAMERS, scope=OWN_SHOP)
+async def members(sv: Services, s: Session, frame: Frame) -> Result:
     ident = _ident(s)
-    rows = await app.operations.members(ident.shop, frame.get("layer"), frame.get("tag"))
+    rows = await sv.operations.members(ident.shop, frame.get("layer"), frame.get("tag"))
     limit = fields.integer(frame, "limit", 1, 5000, default=500)
     return {"members": rows[:limit], "total": len(rows)}
 
 
-@op("layer_thresholds", roles=STREAMERS)
-async def layer_thresholds(app: App, s: Session, frame: Frame) -> Result:
+@op("layer_thresholds", roles=STREAMERS, scope=OWN_SHOP)
+async def layer_thresholds(sv: Services, s: Session, frame: Frame) -> Result:
     ident = _ident(s)
     if any(frame.get(k) is not None for k in ("high_value_aov", "high_activity_orders",
                                                 "high_activity_engagement", "dormant_engagement")):
-        return {"thresholds": await app.operations.set_thresholds(ident.shop, frame)}
-    return {"thresholds": app.operations.thresholds_of(ident.shop).to_dict()}
+        return {"thresholds": await sv.operations.set_thresholds(ident.shop, frame)}
+    return {"thresholds": sv.operations.thresholds_of(ident.shop).to_dict()}
 
 
-@op("layer_invite", roles=STREAMERS)
-async def layer_invite(app: App, s: Session, frame: Frame) -> Result:
+@op("layer_invite", roles=STREAMERS, scope=GROUP)
+async def layer_invite(sv: Services, s: Session, frame: Frame) -> Result:
     """Invite a layer into a group: each member gets a `group_invite` event on user:<id>. A
     core group takes only high-value and high-activity members."""
     ident = _ident(s)
     group = fields.ident(frame, "group")
-    shop = await _shop_of_group(app, ident, group)
+    shop = await _shop_of_group(sv, ident, group)
     layer = frame.get("layer")
-    g = app.community.directory.groups[group]
+    g = sv.community.directory.groups[group]
     if g.tier == "core" and layer not in ("high_value", "high_activity"):
         raise SoukError(Code.INVALID, "a core group takes the high_value and high_activity layers")
-    rows = await app.operations.members(shop, layer)
+    rows = await sv.operations.members(shop, layer)
     invited = 0
     for r in rows:
-        if not app.community.is_member(r["user"], group):
-            app.bus.publish(f"user:{r['user']}", "group_invite", {"group": group, "tier": g.tier, "layer": layer})
+        if not sv.community.is_member(r["user"], group):
+            sv.bus.publish(f"user:{r['user']}", "group_invite", {"group": group, "tier": g.tier, "layer": layer})
             invited += 1
     return {"invited": invited}
 
 
-@op("sale_target", roles=STREAMERS)
-async def sale_target(app: App, s: Session, frame: Frame) -> Result:
+@op("sale_target", roles=STREAMERS, scope=through("sale", Target.ROOM))
+async def sale_target(sv: Services, s: Session, frame: Frame) -> Result:
     """Target a flash sale at a layer: only members of that layer may buy it."""
     ident = _ident(s)
     sale_id = fields.ident(frame, "sale")
-    room = await app.commerce.locate_sale(sale_id)
+    room = await sv.commerce.locate_sale(sale_id)
     if room is None:
         raise SoukError(Code.NOT_FOUND, f"no sale {sale_id}")
     if not ident.may_enter_room(room):
         raise SoukError(Code.FORBIDDEN, "your token does not admit you to this room")
-    return {"target": await app.operations.target_sale(ident.shop, sale_id, frame.get("layer"))}
+    return {"target": await sv.operations.target_sale(ident.shop, sale_id, frame.get("layer"))}
 
 
-@op("metrics_exclude", roles=STREAMERS)
-async def metrics_exclude(app: App, s: Session, frame: Frame) -> Result:
+@op("metrics_exclude", roles=STREAMERS, scope=OWN_SHOP)
+async def metrics_exclude(sv: Services, s: Session, frame: Frame) -> Result:
     """The merchant's own accounts and bots: never counted in the numbers."""
     ident = _ident(s)
 
@@ -229,4 +249,4 @@ async def metrics_exclude(app: App, s: Session, frame: Frame) -> Result:
             raise SoukError(Code.INVALID, f"'{name}' must be a list of at most {MAX_USERS_PER_OP} ids")
         return [fields.ident({name: u}, name) for u in raw]
 
-    return {"excluded": await app.operations.set_excluded(ident.shop, ids("add"), ids("remove"))}
+    return {"excluded": await sv.operations.set_excluded(ident.shop, ids("add"), ids("remove"))}

@@ -70,7 +70,7 @@ class Node:
     bus: Bus
 
     def subscribe(self, ch: str, sub: Recorder) -> None:
-        """What App.subscribe does: hub first, then tell the bus."""
+        """What Channels.subscribe does: hub first, then tell the bus."""
         self.hub.subscribe(ch, sub)
         self.bus.watch(ch)
 

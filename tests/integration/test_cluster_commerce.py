@@ -77,7 +77,7 @@ async def test_flash_sale_rushed_through_two_nodes(server_process: Callable[...,
         await conn.close()
 
 
-# -- commerce across nodes (issue 9): what one node creates, every node sells ----------------
+# -- commerce across nodes: what one node creates, every node sells -------------------------
 @pytest.fixture
 def two_nodes(server_process: Callable[..., ServerProcess], database: str, prefix: str,
               tmp_path: Path) -> tuple[ServerProcess, ServerProcess]:

@@ -2,8 +2,8 @@
 deadlines, the rush (500 buyers on 50 units), team buys, pushes and hostile input.
 
 One suite, parametrised over the embedded ledger (a SQLite file) and the cluster ledger
-(PostgreSQL on 127.0.0.1:5432 with the Redis stock gate on 127.0.0.1:6379): the issue asks
-that both implementations of CommerceStore behave the same, so every test runs on both."""
+(PostgreSQL on 127.0.0.1:5432 with the Redis stock gate on 127.0.0.1:6379): both
+implementations of CommerceStore must behave the same, so every test runs on both."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Community over a real store: the flows of issue 6 and what survives a restart.
+"""Community over a real store: the community flows and what survives a restart.
 
 One suite, two backends (the embedded and the cluster store must behave the same): a real
 SQLite file with group commit, and real PostgreSQL (a database per test session, a schema per

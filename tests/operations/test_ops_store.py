@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
-from server.app import ROOMS_SCHEMA
 from server.community import Community
 from server.domain.checkin import DAY_MS
 from server.errors import SoukError
 from server.operations import Operations
+from server.room_record import ROOMS_SCHEMA
 from server.store.community_pg import PgCommunityStore
 from server.store.ledger import SqliteLedger
 from server.store.metrics_pg import PgMetricsStore

@@ -1,0 +1,168 @@
+"""The app's HTTP routes: the pages' paths, and the read-only JSON API under `/api/` (a
+room's snapshot, sales, orders, stats and the merchant's numbers), each behind the bearer
+token. (The server's own paths, `/healthz`, `/metrics`, static files, are server/http.py's.)
+
+Why declared like the ops: who may read what is a role rule, and every role rule lives in the
+registry (server/ops/registry.py). Each route is registered with `@route` (path, roles,
+scope, the refusal a wrong role gets); `install` puts them behind one guard that checks the
+path's literal segments, then the token, then the role, before the route runs with a
+verified identity. The routes then check the scope (the room the token lists, the group's
+shop). Paths: `*` stands for one id segment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from websockets.http11 import Request, Response
+
+from client_sdk.protocol import Code, room_channel
+from server.errors import SoukError
+from server.http import json_response
+from server.ops import fields
+from server.ops.registry import (
+    ANY_SHOP,
+    MODERATORS,
+    OWN_SHOP,
+    ROUTES,
+    STREAMERS,
+    VIEWERS,
+    Query,
+    RouteSpec,
+    Scope,
+    Target,
+    may,
+    route,
+)
+
+if TYPE_CHECKING:
+    from server.auth import Identity
+    from server.services import Services
+
+Identify = Callable[[Request, Query], "Identity"]
+Route = Callable[[Request, Query, list[str]], Awaitable[Response]]
+
+ROOM_IN_PATH = (Scope(Target.ROOM, "path[1]"),)
+GROUP_IN_PATH = (Scope(Target.GROUP, "path[1]"),)
+NOT_ADMITTED = "your token does not admit you to this room"
+SALES_STAFF = "sales and orders are for the room's streamer and admins"
+MERCHANTS = "the numbers are for the shop's streamers and admins"
+PAGES = {"studio": "studio.html", "live": "live.html", "group": "group.html",
+         "dashboard": "dashboard.html"}
+
+
+def page_for(path: str) -> str | None:
+    """The page file for a path: `/`, or `/<page>` and `/<page>/<id>` (the page reads the
+    id from its own URL)."""
+    if path in ("/", "/index.html"):
+        return "index.html"
+    parts = [p for p in path.split("/") if p]
+    if parts and parts[0] in PAGES and len(parts) <= 2:
+        return PAGES[parts[0]]
+    return None
+
+
+def install(api: dict[str, Route], sv: Services, identify: Identify) -> None:
+    """Register every declared route into the HTTP router's table (`HttpRoutes.api`)."""
+    for spec in ROUTES.values():
+        api[router_key(spec.path)] = _guarded(spec, sv, identify)
+
+
+def router_key(path: str) -> str:
+    """The router matches literal segments at even places and one id at odd places."""
+    return "/".join(p if i % 2 == 0 else "*" for i, p in enumerate(path.split("/")))
+
+
+def _guarded(spec: RouteSpec, sv: Services, identify: Identify) -> Route:
+    literal = [(i, p) for i, p in enumerate(spec.path.split("/")) if p != "*"]
+
+    async def guarded(request: Request, query: Query, parts: list[str]) -> Response:
+        if any(parts[i] != p for i, p in literal):
+            raise SoukError(Code.NOT_FOUND, "no such resource")
+        ident = identify(request, query)
+        if not may(ident.role, spec.roles):
+            raise SoukError(Code.FORBIDDEN, spec.refusal)
+        return await spec.handler(sv, ident, request, query, parts)
+
+    return guarded
+
+
+# ---- rooms -------------------------------------------------------------------------------
+@route("rooms/*", roles=VIEWERS, scope=ROOM_IN_PATH, refusal=NOT_ADMITTED)
+async def room_info(sv: Services, ident: Identity, request: Request, query: Query,
+                    parts: list[str]) -> Response:
+    key = parts[1]
+    if not ident.may_enter_room(key):
+        raise SoukError(Code.FORBIDDEN, NOT_ADMITTED)
+    if sv.rooms.get(room_channel(key)) is None:
+        raise SoukError(Code.NOT_FOUND, "no such room")
+    return json_response(await sv.channels.snapshot(room_channel(key)))
+
+
+@route("rooms/*/stats", roles=MODERATORS, scope=ROOM_IN_PATH,
+       refusal="stats are for the room's streamer, moderators and admins")
+async def room_stats(sv: Services, ident: Identity, request: Request, query: Query,
+                     parts: list[str]) -> Response:
+    if not ident.may_enter_room(parts[1]):
+        raise SoukError(Code.FORBIDDEN, ROUTES["rooms/*/stats"].refusal)
+    return json_response(await sv.community.room_stats(parts[1]))
+
+
+@route("rooms/*/sales", roles=STREAMERS, scope=ROOM_IN_PATH, refusal=SALES_STAFF)
+async def room_sales(sv: Services, ident: Identity, request: Request, query: Query,
+                     parts: list[str]) -> Response:
+    _admits(ident, parts[1], SALES_STAFF)
+    return json_response(await sv.commerce.sales_stats(parts[1]))
+
+
+@route("rooms/*/orders", roles=STREAMERS, scope=ROOM_IN_PATH, refusal=SALES_STAFF)
+async def room_orders(sv: Services, ident: Identity, request: Request, query: Query,
+                      parts: list[str]) -> Response:
+    _admits(ident, parts[1], SALES_STAFF)
+    after: str | None = (query.get("after") or [""])[0] or None
+    raw_limit = (query.get("limit") or ["1000"])[0]
+    if not raw_limit.isdigit():
+        raise SoukError(Code.INVALID, "limit must be a positive integer")
+    limit = min(5000, max(1, int(raw_limit)))
+    orders = await sv.commerce.store.orders_of_room(parts[1], limit, after)
+    return json_response({"room": parts[1], "orders": orders,
+                          "next": orders[-1]["id"] if len(orders) == limit else None})
+
+
+def _admits(ident: Identity, room: str, refusal: str) -> None:
+    if not ident.may_enter_room(room):
+        raise SoukError(Code.FORBIDDEN, refusal)
+
+
+# ---- the merchant's numbers ----------------------------------------------------------------
+@route("rooms/*/metrics", roles=STREAMERS, scope=ROOM_IN_PATH, refusal=MERCHANTS)
+async def room_metrics(sv: Services, ident: Identity, request: Request, query: Query,
+                       parts: list[str]) -> Response:
+    if not fields.ID_RE.fullmatch(parts[1]) or not ident.may_enter_room(parts[1]):
+        raise SoukError(Code.FORBIDDEN, NOT_ADMITTED)
+    await sv.operations.flush()
+    room = sv.rooms.get(room_channel(parts[1]))
+    shop = room.shop if room is not None else None  # cluster: else the record's room_shops
+    return json_response(await sv.operations.metrics.room_metrics(parts[1], shop))
+
+
+@route("groups/*/metrics", roles=STREAMERS, scope=GROUP_IN_PATH, refusal=MERCHANTS)
+async def group_metrics(sv: Services, ident: Identity, request: Request, query: Query,
+                        parts: list[str]) -> Response:
+    if fields.ID_RE.fullmatch(parts[1]):  # cluster: a group made on another node
+        await sv.community.group_known(parts[1])
+    group = sv.community.directory.groups.get(parts[1])
+    if group is None:
+        raise SoukError(Code.NOT_FOUND, "no such group")
+    if not may(ident.role, ANY_SHOP) and group.shop != ident.shop:
+        raise SoukError(Code.FORBIDDEN, "this group belongs to another shop")
+    await sv.operations.flush()
+    return json_response(await sv.operations.metrics.group_metrics(parts[1], sv.clock_ms()))
+
+
+@route("shop/metrics", roles=STREAMERS, scope=OWN_SHOP, refusal=MERCHANTS)
+async def shop_metrics(sv: Services, ident: Identity, request: Request, query: Query,
+                       parts: list[str]) -> Response:
+    await sv.operations.flush()
+    return json_response(await sv.operations.metrics.shop_metrics(ident.shop))

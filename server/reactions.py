@@ -1,0 +1,132 @@
+"""How the features react to each other's domain events: the whole map, in one place.
+
+Why one module: commerce decides about sales and orders, the community keeps groups and
+members, operations keeps the merchant's numbers; each reacts to what another decided. Were
+these calls inside the features, each would import the others and the cycle would be
+invisible to a reader. Here the subscriptions are made once, at wiring time, and a reader
+sees at a glance who reacts to what:
+
+| event | reaction |
+|---|---|
+| `SaleWentLive` (once per sale on this node) | operations: an action in the log; community: a notice to the room's linked groups |
+| `TeamBuyOpened` (once per offer on this node) | community: a notice to the linked groups |
+| `OrderConfirmed` | community: the buyer's tags follow what they bought |
+| `CouponRedeemed` | operations: the other nodes' coupon books learn it was spent |
+| `ChatPosted` | group: community keeps it (a reply may answer a mirrored question); room: operations counts it |
+| `Liked` | operations counts it |
+| `RoomJoined` / `RoomLeft` | operations: presence in the numbers |
+| `RoomSaved` | operations: the room's shop, for the numbers |
+| `RoomEnded` | media: the room's publisher and viewers are closed |
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from client_sdk.protocol import room_channel
+from server.domain.events import (
+    ChatPosted,
+    CouponRedeemed,
+    Liked,
+    OrderConfirmed,
+    RoomEnded,
+    RoomJoined,
+    RoomLeft,
+    RoomSaved,
+    SaleWentLive,
+    TeamBuyOpened,
+)
+from server.events import EventDispatcher
+
+if TYPE_CHECKING:
+    from server.commerce import Commerce
+    from server.community import Community
+    from server.operations import Operations
+    from server.rooms import Rooms
+    from server.services import Relay
+
+
+class Reactions:
+    """The cross-feature reactions of one process, subscribed by `wire`."""
+
+    def __init__(
+        self,
+        commerce: Commerce,
+        community: Community,
+        operations: Operations,
+        rooms: Rooms,
+        media: Callable[[], Relay | None],
+    ) -> None:
+        """`media` returns the relay once it is started (None before, and on a server
+        without one)."""
+        self.commerce = commerce
+        self.community = community
+        self.operations = operations
+        self.rooms = rooms
+        self.media = media
+        self._announced: set[str] = set()  # sales and offers announced by this node
+
+    def wire(self, events: EventDispatcher) -> None:
+        events.subscribe(SaleWentLive, self.sale_went_live)
+        events.subscribe(TeamBuyOpened, self.teambuy_opened)
+        events.subscribe(OrderConfirmed, self.order_confirmed)
+        events.subscribe(CouponRedeemed, self.coupon_redeemed)
+        events.subscribe(ChatPosted, self.chat_posted)
+        events.subscribe(Liked, self.liked)
+        events.subscribe(RoomJoined, self.room_joined)
+        events.subscribe(RoomLeft, self.room_left)
+        events.subscribe(RoomSaved, self.room_saved)
+        events.subscribe(RoomEnded, self.room_ended)
+
+    # ---- commerce -> operations, community ----------------------------------------------
+    def sale_went_live(self, ev: SaleWentLive) -> Awaitable[object] | None:
+        if ev.sale in self._announced:
+            return None
+        self._announced.add(ev.sale)
+        room = self.rooms.get(room_channel(ev.room))
+        self.operations.action(room.shop if room else "default", "room", ev.room, "sale",
+                               str(ev.view.get("title") or ev.sale))
+        return self.community.on_sale_started(ev.room, dict(ev.view))
+
+    def teambuy_opened(self, ev: TeamBuyOpened) -> Awaitable[object] | None:
+        if ev.offer in self._announced:
+            return None
+        self._announced.add(ev.offer)
+        return self.community.on_teambuy_started(ev.room, dict(ev.view))
+
+    def order_confirmed(self, ev: OrderConfirmed) -> Awaitable[None]:
+        product = self.commerce.product(ev.product)
+        shop = product["shop"] if product else "default"
+        return self.community.tag_purchase(shop, ev.user, ev.product)
+
+    def coupon_redeemed(self, ev: CouponRedeemed) -> None:
+        self.operations.coupon_spent(ev.coupon, ev.order)
+
+    # ---- rooms and chat -> community, operations ----------------------------------------
+    async def chat_posted(self, ev: ChatPosted) -> None:
+        if ev.kind == "group":
+            user = {"id": ev.user, "name": ev.name, "role": ev.role}
+            await self.community.on_group_chat(ev.target, user, dict(ev.message))
+        else:  # room messages count in the merchant's numbers
+            self.operations.activity(ev.target, ev.user, ev.role, "chat")
+
+    def liked(self, ev: Liked) -> None:
+        self.operations.activity(ev.room, ev.user, ev.role, "like", ev.count)
+
+    def room_joined(self, ev: RoomJoined) -> None:
+        self.operations.viewer_joined(ev.room, ev.user, ev.role)
+
+    def room_left(self, ev: RoomLeft) -> None:
+        self.operations.viewer_left(ev.room, ev.user)
+
+    def room_saved(self, ev: RoomSaved) -> None:
+        self.operations.note_room(ev.room, ev.shop)  # cluster: the numbers' room -> shop
+
+    # ---- rooms -> media ---------------------------------------------------------------
+    async def room_ended(self, ev: RoomEnded) -> None:
+        media = self.media()
+        if media is not None:
+            with contextlib.suppress(Exception):
+                await media.close_room(ev.room)
