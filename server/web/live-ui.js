@@ -25,7 +25,7 @@ export async function main({room, video, started}) {
   const ch = `room:${room}`;
   const stage = new Stage(souk, room, video);
   // Frames are answered in order: the catalogue and My orders wait for the video (or 800 ms).
-  const started = new Promise((resolve) => {
+  const videoUp = new Promise((resolve) => {
     const off = souk.on("media", (ev) => { if (ev.kind === "watch" && ev.state !== "connecting") { off(); resolve(); } });
     setTimeout(() => { off(); resolve(); }, souk.mediaState("watch", room) === "connecting" ? 800 : 0);
   });
@@ -133,7 +133,7 @@ export async function main({room, video, started}) {
   byTestId("orders-link").addEventListener("click", () => ui.openOrders());
   byTestId("end-orders-open").addEventListener("click", () => ui.openOrders());
 
-  await started;
+  await videoUp;
   await Promise.all([shop.loadProducts(), shop.loadMine()]);
   const team = new URLSearchParams(location.search).get("team");
   if (team) view.openJoinSheet(team);
