@@ -37,8 +37,19 @@ async function api(path) {
   return r.json();
 }
 
+/** The rooms the token admits (its `rooms` claim): asking for others would only be refused. */
+function admits(room, token) {
+  try {
+    const claims = JSON.parse(atob(token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/")));
+    return (claims.rooms || []).includes("*") || (claims.rooms || []).includes(room);
+  } catch {
+    return false;
+  }
+}
+
 /** A room's snapshot (for its title and its sales' and offers' titles), or {} if not allowed. */
 async function roomInfo(room) {
+  if (!admits(room, await getToken())) return {};
   try { return await api(`rooms/${encodeURIComponent(room)}`); } catch { return {}; }
 }
 
