@@ -30,7 +30,7 @@ bench: $(STAMP) services
 	$(PY) bench/bench_fanout.py --viewers 5000 --rate 500
 	$(PY) -m pytest -q bench/test_bench_ledger.py -p no:cacheprovider -s
 	$(PY) bench/bench_mirror.py
-	$(PY) bench/media_bench.py
+	$(PY) bench/media_bench.py all
 	$(PY) bench/bench_ttff_browser.py
 
 # fan-out and join of two revisions, alternated (a refactoring must not slow them):

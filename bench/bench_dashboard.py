@@ -22,12 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from server.domain.layers import Thresholds
-from server.store.community_store import SCHEMA as COMMUNITY_SCHEMA
-from server.store.ledger import SCHEMA as LEDGER_SCHEMA
-from server.store.metrics_store import SqliteMetricsStore
-from server.store.operations_store import LATE_INDEXES
-from server.store.operations_store import SCHEMA as OPS_SCHEMA
-from server.store.sqlite import SqliteDatabase
+from server.store.metrics import SqlMetricsStore
+from server.store.stores import open_db
 
 NOW = 1_800_000_000_000
 DAY = 86_400_000
@@ -41,16 +37,12 @@ def pct(samples: list[float], q: float) -> float:
 
 def build(path: Path) -> None:
     rnd = random.Random(7)
+
+    async def schema() -> None:  # the server's own tables and indexes
+        await (await open_db(path)).close()
+
+    asyncio.run(schema())
     conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.executescript(COMMUNITY_SCHEMA)
-    for sql in LEDGER_SCHEMA:
-        conn.execute(sql)
-    conn.executescript(OPS_SCHEMA)
-    conn.executescript("CREATE TABLE IF NOT EXISTS rooms (id TEXT PRIMARY KEY, title TEXT NOT NULL DEFAULT '',"
-                       " shop TEXT NOT NULL DEFAULT 'default', state TEXT NOT NULL DEFAULT 'idle', pinned TEXT);")
-    for sql in LATE_INDEXES:
-        conn.execute(sql)
     conn.execute("BEGIN")
     users = [f"u{i}" for i in range(GROUPS * MEMBERS_PER_GROUP)]
     for g in range(GROUPS):
@@ -72,7 +64,7 @@ def build(path: Path) -> None:
         conn.execute("INSERT INTO sales VALUES (?, ?, ?, 900, 'CNY', 100000, 0, 10, ?, ?, 'ended', 0, ?)",
                      (f"s{s}", f"r{s % ROOMS}", f"p{s % 10}", NOW - DAY, NOW, NOW - DAY))
     conn.executemany(
-        "INSERT INTO orders (id, user, name, room, product, sale, qty, price, currency, key, status, created_at)"
+        'INSERT INTO orders (id, "user", name, room, product, sale, qty, price, currency, key, status, created_at)'
         " VALUES (?, ?, '', ?, ?, ?, ?, 900, 'CNY', ?, 'confirmed', ?)",
         ((f"o{i}", users[rnd.randrange(len(users))], f"r{(i % SALES) % ROOMS}", f"p{(i % SALES) % 10}", f"s{i % SALES}",
           1 + i % 3, f"k{i}", NOW - rnd.randrange(56 * DAY)) for i in range(ORDERS)))
@@ -82,13 +74,13 @@ def build(path: Path) -> None:
     conn.executemany("INSERT INTO room_presence VALUES (?, ?, ?, 5000)",
                      ((f"r{i % ROOMS}", NOW - i * 500, rnd.randrange(1000)) for i in range(20_000)))
     conn.executemany(
-        "INSERT INTO questions VALUES (?, ?, ?, 'n', 'q?', ?, 0, '[]', ?, NULL, ?, ?, 0, 0)",
+        "INSERT INTO questions VALUES (?, ?, ?, 'n', 'q?', ?, 0, ?, NULL, ?, ?, 0, 0, 0)",
         ((f"q{i}", f"r{i % ROOMS}", users[rnd.randrange(len(users))], NOW - DAY,
           "answered" if i % 4 else "open", "st" if i % 4 else None, NOW - DAY + rnd.randrange(600_000) if i % 4 else None)
          for i in range(20_000)))
     conn.executemany("INSERT INTO polls VALUES (?, 'default', 'group', ?, 'q', '[\"a\",\"b\"]', 'st', ?, NULL, 0)",
                      [(f"poll{i}", f"g{i % GROUPS}", NOW - rnd.randrange(50 * DAY)) for i in range(200)])
-    conn.executemany("INSERT OR IGNORE INTO poll_votes VALUES (?, ?, ?, ?)",
+    conn.executemany("INSERT OR IGNORE INTO poll_votes VALUES (?, ?, ?, ?, 0)",
                      ((f"poll{rnd.randrange(200)}", users[rnd.randrange(len(users))], rnd.randrange(2),
                        NOW - rnd.randrange(50 * DAY)) for _ in range(50_000)))
     conn.executemany("INSERT OR IGNORE INTO checkins VALUES ('default', ?, ?, ?, 1, 10, ?)",
@@ -100,9 +92,8 @@ def build(path: Path) -> None:
 
 
 async def measure(path: Path, runs: int) -> dict[str, list[float]]:
-    db = SqliteDatabase(path)
-    db.start()
-    store = SqliteMetricsStore(db)
+    db = await open_db(path)
+    store = SqlMetricsStore(db)
     out: dict[str, list[float]] = {"room": [], "group": [], "shop": [], "layers (not on the dashboard)": []}
     try:
         for i in range(runs):

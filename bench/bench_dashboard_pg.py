@@ -4,7 +4,7 @@
 
 The same data sizes as bench/bench_dashboard.py (SQLite): 1,000,000 group messages,
 100,000 orders, 200,000 activity rows, 20,000 questions, 20,000 members; built with
-generate_series in a private database (dropped at the end), then `PgMetricsStore`'s room,
+generate_series in a private database (dropped at the end), then `SqlMetricsStore`'s room,
 group and shop numbers timed. Goal, as on SQLite: p99 < 200 ms.
 """
 
@@ -18,10 +18,8 @@ import uuid
 
 import asyncpg
 
-from server.store.community_pg import PgCommunityStore
-from server.store.metrics_pg import PgMetricsStore
-from server.store.operations_pg import PgOperationsStore
-from server.store.postgres import PostgresLedger
+from server.store.metrics import SqlMetricsStore
+from server.store.stores import open_db
 
 PG = "postgresql://postgres@127.0.0.1:5432"
 NOW = 1_764_000_000_000
@@ -60,21 +58,18 @@ async def main(runs: int) -> None:
     admin = await asyncpg.connect(PG + "/postgres")
     await admin.execute(f"CREATE DATABASE {name}")
     dsn = f"{PG}/{name}"
-    community, ledger, ops = PgCommunityStore(dsn), PostgresLedger(dsn), PgOperationsStore(dsn)
+    db = await open_db(dsn)  # the server's own tables and indexes
     try:
-        await community.start()
-        await ledger.migrate()
-        await ops.start()
         t = time.perf_counter()
-        async with ops.pool.acquire() as c:
+        c = await asyncpg.connect(dsn)
+        try:
             for sql in FILL:
                 await (c.execute(sql, NOW) if "$1" in sql else c.execute(sql))
             await c.execute("ANALYZE")
-        await ops.late_indexes()
-        async with ops.pool.acquire() as c:
-            await c.execute("ANALYZE")
+        finally:
+            await c.close()
         print(f"built in {time.perf_counter() - t:.1f} s")
-        metrics = PgMetricsStore(ops)
+        metrics = SqlMetricsStore(db)
         for label, call in (("room", lambda: metrics.room_metrics("r0", "shop")),
                             ("group", lambda: metrics.group_metrics("g0", NOW)),
                             ("shop", lambda: metrics.shop_metrics("shop"))):
@@ -85,9 +80,7 @@ async def main(runs: int) -> None:
                 ms.append((time.perf_counter() - t) * 1000)
             print(f"{label:6s} n={runs}  p50 {statistics.median(ms):7.1f} ms  p99 {pct(ms, 99):7.1f} ms")
     finally:
-        await ops.close()
-        await ledger.close()
-        await community.close()
+        await db.close()
         await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         await admin.close()
 

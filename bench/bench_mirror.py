@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from server.community import Community
+from server.store.community import SqlCommunityStore
+from server.store.schema import migrate
 from server.store.sqlite import SqliteDatabase
 
 
@@ -47,7 +49,10 @@ async def run(questions: int, concurrency: int, groups: int, members: int, data_
     with tempfile.TemporaryDirectory(dir=data_dir) as tmp:
         timing = Timing()
         db = SqliteDatabase(Path(tmp) / "bench.db")
-        c = Community(db, timing, lambda: time.time_ns() // 1_000_000, overdue_check_s=3600)
+        await db.start()
+        await migrate(db)
+        c = Community(SqlCommunityStore(db), timing, lambda: time.time_ns() // 1_000_000,
+                      overdue_check_s=3600)
         await c.start()
         gids = []
         for i in range(groups):

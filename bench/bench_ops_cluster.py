@@ -27,11 +27,7 @@ from redis.asyncio import Redis
 from server.community import Community
 from server.community_sync import ClusterSync
 from server.operations import Operations
-from server.store.community_pg import PgCommunityStore
-from server.store.metrics_pg import PgMetricsStore
-from server.store.operations_pg import PgOperationsStore
-from server.store.postgres import PostgresLedger
-from server.store.sqlite import SqliteDatabase
+from server.store.stores import open_db, stores_on
 
 PG = "postgresql://postgres@127.0.0.1:5432"
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -56,16 +52,13 @@ class Clock:
 
 async def node(dsn: str, prefix: str, path: Path, clock: Clock) -> tuple[Operations, Any, Redis]:
     pub = lambda *a, **k: None  # noqa: E731 - the bus is not measured here
-    db = SqliteDatabase(path)
-    community = Community(db, pub, clock, overdue_check_s=3600, store=PgCommunityStore(dsn))
+    db = await open_db(dsn)  # the node's own pool on the cluster's database
+    stores = stores_on(db)
+    community = Community(stores.community, pub, clock, overdue_check_s=3600)
     redis = Redis.from_url(REDIS_URL)
-    ops = Operations(db, pub, clock, store=PgOperationsStore(dsn), metrics=PgMetricsStore(dsn),
+    ops = Operations(stores.operations, stores.metrics, pub, clock,
                      sync=ClusterSync(redis, prefix, channel="__operations__"))
-    db.start()
     await community.start()
-    ledger = PostgresLedger(dsn)  # coupon_redemptions
-    await ledger.migrate()
-    await ledger.close()
     await ops.start()
     return ops, (db, community), redis
 

@@ -344,11 +344,16 @@ def rush_node(dsn: str, schema: str, prefix: str, sale: str, first: int, n: int,
         from redis.asyncio import Redis
 
         from server.commerce import Commerce
-        from server.store.postgres import PostgresLedger, StockGate
+        from server.store.gate import StockGate
+        from server.store.ledger import SqlLedger
+        from server.store.postgres import PgDatabase
+        from server.store.schema import migrate
 
         pool = await asyncpg.create_pool(dsn, min_size=2, max_size=8,
                                          server_settings={"search_path": schema})
-        commerce = Commerce(PostgresLedger(pool, StockGate(Redis.from_url(REDIS), prefix)),
+        db = PgDatabase(pool)
+        await migrate(db)
+        commerce = Commerce(SqlLedger(db, StockGate(Redis.from_url(REDIS), prefix)),
                             lambda *a, **k: None)
         await commerce.start()
         out.put("ready")
@@ -372,12 +377,14 @@ async def _sale_on(commerce: Any, stock: int) -> str:
 def rush_embedded(stock: int, buyers: int, rate: float) -> dict[str, Any]:
     async def main() -> dict[str, Any]:
         from server.commerce import Commerce
-        from server.store.ledger import SqliteLedger
+        from server.store.ledger import SqlLedger
+        from server.store.schema import migrate
         from server.store.sqlite import SqliteDatabase
 
         db = SqliteDatabase(Path(tempfile.mkdtemp(prefix="souk-rush-")) / "souk.db")
-        db.start()
-        commerce = Commerce(SqliteLedger(db), lambda *a, **k: None)
+        await db.start()
+        await migrate(db)
+        commerce = Commerce(SqlLedger(db), lambda *a, **k: None)
         await commerce.start()
         sale = await _sale_on(commerce, stock)
         r = await _buyers(commerce, sale, 0, buyers, rate)
@@ -400,14 +407,19 @@ def rush_cluster(stock: int, buyers: int, rate: float) -> dict[str, Any]:
         from redis.asyncio import Redis
 
         from server.commerce import Commerce
-        from server.store.postgres import PostgresLedger, StockGate
+        from server.store.gate import StockGate
+        from server.store.ledger import SqlLedger
+        from server.store.postgres import PgDatabase
+        from server.store.schema import migrate
 
         conn = await asyncpg.connect(dsn)
         await conn.execute(f"CREATE SCHEMA {schema}")
         await conn.close()
         pool = await asyncpg.create_pool(dsn, server_settings={"search_path": schema})
         redis = Redis.from_url(REDIS)
-        commerce = Commerce(PostgresLedger(pool, StockGate(redis, prefix)), lambda *a, **k: None)
+        db = PgDatabase(pool)
+        await migrate(db)
+        commerce = Commerce(SqlLedger(db, StockGate(redis, prefix)), lambda *a, **k: None)
         await commerce.start()
         sale = await _sale_on(commerce, stock)
         await commerce.stop()

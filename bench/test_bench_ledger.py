@@ -30,6 +30,8 @@ sys.path.insert(0, str(ROOT))
 
 from server.commerce import Commerce, wall_ms  # noqa: E402
 from server.errors import SoukError  # noqa: E402
+from server.store.ledger import SqlLedger  # noqa: E402
+from server.store.schema import migrate  # noqa: E402
 from server.store.sqlite import SqliteDatabase  # noqa: E402
 
 
@@ -42,8 +44,9 @@ async def _node(
 ) -> tuple[SqliteDatabase, Commerce]:
     name = f"ledger-{group_commit}-{order_batch}-{wall_ms()}.db"
     db = SqliteDatabase(directory / name, group_commit=group_commit)
-    db.start()
-    commerce = Commerce(db, no_bus, order_batch=order_batch)
+    await db.start()
+    await migrate(db)
+    commerce = Commerce(SqlLedger(db), no_bus, order_batch=order_batch)
     await commerce.start()
     return db, commerce
 

@@ -37,6 +37,7 @@ from client_sdk.protocol import (
     group_channel,
     room_channel,
 )
+from client_sdk.watch import MediaPeer, Watch
 
 log = logging.getLogger("souk.client")
 
@@ -277,6 +278,13 @@ class Client:
         return dict(reply["team"])
 
     # ---- events ---------------------------------------------------------------------
+    async def watch(self, room: str, make_peer: Callable[[], MediaPeer], **options: Any) -> Watch:
+        """Watch a room's stream with a peer from `make_peer()`, and again with a fresh one
+        whenever the server says the media was lost (see `client_sdk.watch`)."""
+        watch = Watch(self, room, make_peer, **options)
+        await watch.start()
+        return watch
+
     def events(self, ch: str | None = None, types: Iterable[str] | None = None, *,
                maxsize: int = 10_000) -> EventStream:
         """A stream of events from now on (registered at once, before you await anything)."""

@@ -1,44 +1,70 @@
-"""Every access to aiortc/aioice private internals, in one place, pinned to aiortc 1.16.x.
+"""Every access to aiortc/aioice/pylibsrtp private internals, in one place, pinned to tested releases.
 
 Why this module exists: aiortc has no public API for encoded media. It decodes every received
 frame and re-encodes it per sender, which costs ~11 % of a core per viewer. A forwarding relay
-needs four things aiortc does not expose:
+needs what aiortc does not expose:
 
 1. the publisher's RTP packets before the jitter buffer and decoder (wrap the receiver
    instance's ``_handle_rtp_packet``), and no decoder thread behind it;
 2. a viewer's SRTP context and nominated ICE pair, to protect and ``sendto`` a rewritten
-   packet synchronously (``RTCDtlsTransport._tx_srtp``, aioice ``Connection._nominated``);
-3. the viewer's NACK and PLI/FIR feedback (``RTCRtpSender._retransmit`` /
-   ``_send_keyframe``), and the sender's name-mangled SR counters so its RTCP sender reports
-   describe what we forwarded;
-4. the host candidate address (aioice's module-level ``get_host_addresses``).
+   packet synchronously (``RTCDtlsTransport._tx_srtp``, pylibsrtp's session buffer and
+   ``srtp_protect``, aioice ``Connection._nominated`` and the pair's ``protocol.transport``
+   and ``remote_addr``, the sender's ``_ssrc``);
+3. the viewer's RTCP feedback (the sender's ``_handle_rtcp_packet``), and the sender's RTCP
+   task parked (``_run_rtcp``) so that one timer reports for every viewer;
+4. the host candidate address (aioice's module-level ``get_host_addresses``), and cheaper
+   peer connections (one certificate per process, no idle bandwidth estimator).
 
-Every hook is installed per instance (never a class or module patch), except the host pin,
-which aioice only offers module-wide; it is reference counted and reversible. Each accessor
-checks the attribute exists and raises :class:`HookError` otherwise, and
-``tests/media/test_hooks.py`` exercises each of them, so an aiortc upgrade that renames any of
-them fails loudly in the test suite instead of silently disabling forwarding.
+Every hook is installed per instance (never a class or module patch), except the two pins
+(:class:`HostPin`, :class:`LeanPeers`), which aioice and aiortc only allow module-wide; they
+are reference counted and reversible. Each accessor reads the attribute through
+:func:`require`, which raises :class:`HookError` naming it, and
+``tests/media/test_media_hooks.py`` exercises each of them, so an upgrade that renames any of
+them fails loudly in the test suite instead of silently disabling forwarding. Hooks that only
+test peers need (loss injection, cheap sink viewers) live in ``media.testing.hooks``, on the
+same guard.
 """
 
 from __future__ import annotations
 
+import asyncio
+import datetime
 import logging
 import warnings
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import aioice
 import aioice.ice
 import aiortc
+import pylibsrtp
+import pylibsrtp._binding as pylibsrtp_binding
+from aiortc import rtcpeerconnection as aiortc_pc_module
+from aiortc import rtcrtpreceiver as aiortc_receiver_module
+from aiortc.rtcdtlstransport import RTCCertificate, RTCDtlsFingerprint
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtcrtpsender import RTCRtpSender
 from aiortc.rtcrtptransceiver import RTCRtpTransceiver
-from aiortc.rtp import HeaderExtensionsMap, RtpPacket
+from aiortc.rtp import (
+    RTCP_PSFB_FIR,
+    RTCP_PSFB_PLI,
+    RTCP_RTPFB_NACK,
+    HeaderExtensionsMap,
+    RtcpPsfbPacket,
+    RtcpRtpfbPacket,
+    RtpPacket,
+)
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+from OpenSSL import SSL
 
 log = logging.getLogger(__name__)
 
 TESTED_AIORTC = "1.16."
+TESTED_AIOICE = "0.13."
+TESTED_PYLIBSRTP = "1.0."
 
 
 class HookError(RuntimeError):
@@ -50,22 +76,39 @@ def aiortc_version_supported(version: str = aiortc.__version__) -> bool:
     return version.startswith(TESTED_AIORTC)
 
 
-if not aiortc_version_supported():  # pragma: no cover - only on an untested upgrade
-    warnings.warn(
-        f"media.hooks was tested with aiortc {TESTED_AIORTC}x, found {aiortc.__version__}; "
-        "run tests/media/test_hooks.py before trusting the relay",
-        RuntimeWarning,
-        stacklevel=1,
-    )
+def aioice_version_supported(version: str = aioice.__version__) -> bool:
+    """True for the aioice release line the hooks were written and tested against."""
+    return version.startswith(TESTED_AIOICE)
 
 
-def _require(obj: object, name: str) -> Any:
+def pylibsrtp_version_supported(version: str = pylibsrtp.__version__) -> bool:
+    """True for the pylibsrtp release line whose session buffer the forwarder writes into."""
+    return version.startswith(TESTED_PYLIBSRTP)
+
+
+for _name, _found, _ok, _tested in (
+    ("aiortc", aiortc.__version__, aiortc_version_supported(), TESTED_AIORTC),
+    ("aioice", aioice.__version__, aioice_version_supported(), TESTED_AIOICE),
+    ("pylibsrtp", pylibsrtp.__version__, pylibsrtp_version_supported(), TESTED_PYLIBSRTP),
+):
+    if not _ok:  # pragma: no cover - only on an untested upgrade
+        warnings.warn(
+            f"media.hooks was tested with {_name} {_tested}x, found {_found}; "
+            "run tests/media/test_media_hooks.py before trusting the relay",
+            RuntimeWarning,
+            stacklevel=1,
+        )
+
+
+def require(obj: object, name: str) -> Any:
+    """``getattr(obj, name)``, or a HookError naming the attribute and the versions."""
     try:
         return getattr(obj, name)
     except AttributeError as exc:
         raise HookError(
-            f"{type(obj).__name__}.{name} is gone (aiortc {aiortc.__version__}); "
-            "media/hooks.py needs updating"
+            f"{getattr(obj, '__name__', type(obj).__name__)}.{name} is gone "
+            f"(aiortc {aiortc.__version__}, aioice {aioice.__version__}, "
+            f"pylibsrtp {pylibsrtp.__version__}); media/hooks.py needs updating"
         ) from exc
 
 
@@ -80,7 +123,7 @@ def tap_rtp(receiver: RTCRtpReceiver, tap: RtpTap) -> None:
     aiortc's own handler still runs after the tap: it keeps sending NACKs, receiver reports
     and REMB to the publisher, so the uplink stays repaired by aiortc.
     """
-    original: Callable[[RtpPacket, int], Awaitable[None]] = _require(receiver, "_handle_rtp_packet")
+    original: Callable[[RtpPacket, int], Awaitable[None]] = require(receiver, "_handle_rtp_packet")
 
     async def handle(packet: RtpPacket, arrival_time_ms: int) -> None:
         try:
@@ -101,8 +144,8 @@ def skip_decoding(receiver: RTCRtpReceiver) -> None:
     Once the thread is stopped aiortc's handler still reassembles frames (for its PLI logic)
     but no longer queues them for decoding.
     """
-    original: Callable[[Any], Awaitable[None]] = _require(receiver, "receive")
-    stop: Callable[[], None] = _require(receiver, "_RTCRtpReceiver__stop_decoder")
+    original: Callable[[Any], Awaitable[None]] = require(receiver, "receive")
+    stop: Callable[[], None] = require(receiver, "_RTCRtpReceiver__stop_decoder")
 
     async def receive(parameters: Any) -> None:
         await original(parameters)
@@ -111,15 +154,9 @@ def skip_decoding(receiver: RTCRtpReceiver) -> None:
     receiver.receive = receive  # type: ignore[method-assign]
 
 
-def decoder_running(receiver: RTCRtpReceiver) -> bool:
-    """Whether aiortc's decoder thread is alive for this receiver (for tests and stats)."""
-    thread = _require(receiver, "_RTCRtpReceiver__decoder_thread")
-    return thread is not None and bool(thread.is_alive())
-
-
 def send_pli(receiver: RTCRtpReceiver, media_ssrc: int) -> Awaitable[None]:
     """Ask the publisher for a keyframe (RTCP PLI addressed to ``media_ssrc``)."""
-    send: Callable[[int], Awaitable[None]] = _require(receiver, "_send_rtcp_pli")
+    send: Callable[[int], Awaitable[None]] = require(receiver, "_send_rtcp_pli")
     return send(media_ssrc)
 
 
@@ -128,7 +165,7 @@ def send_pli(receiver: RTCRtpReceiver, media_ssrc: int) -> Awaitable[None]:
 
 def negotiated_codecs(transceiver: RTCRtpTransceiver) -> list[RTCRtpCodecParameters]:
     """The codecs aiortc settled on in setRemoteDescription, primary codec first."""
-    codecs: list[RTCRtpCodecParameters] = _require(transceiver, "_codecs")
+    codecs: list[RTCRtpCodecParameters] = require(transceiver, "_codecs")
     return codecs
 
 
@@ -137,35 +174,58 @@ def negotiated_codecs(transceiver: RTCRtpTransceiver) -> list[RTCRtpCodecParamet
 
 @dataclass(slots=True)
 class Outlet:
-    """What a forwarder needs to put a packet on a viewer's wire without awaiting."""
+    """What a forwarder needs to put a packet on a viewer's wire without awaiting.
 
-    protect: Callable[[bytes], bytes]
+    The packet is protected in place in the SRTP session's own 1500-byte buffer (``buffer``
+    over ``cdata``; ``length`` is the in/out length libsrtp takes) by :data:`srtp_protect`,
+    then handed to the nominated pair's socket: one copy in, one out, no Python wrapper.
+    """
+
+    ctx: Any  # libsrtp's srtp_t of the viewer's outbound session
+    cdata: Any  # char[1500]
+    buffer: Any  # writable buffer over cdata
+    length: Any  # int *
+    protect_rtcp: Callable[[bytes], bytes]
     sendto: Callable[[bytes, Any], None]
     addr: Any
     ssrc: int
     extensions: HeaderExtensionsMap
 
 
+# libsrtp's srtp_protect(ctx, buffer, int *length) -> status, as pylibsrtp binds it: called
+# directly, without pylibsrtp's per-call allocation and two copies.
+srtp_protect: Callable[[Any, Any, Any], int] = require(pylibsrtp_binding.lib, "srtp_protect")
+SRTP_BUFFER = 1500
+SRTP_TRAILER = 16  # the auth tag (10) plus MKI headroom: what protect may append
+
+
 def outlet(sender: RTCRtpSender) -> Outlet | None:
     """The viewer's SRTP context and nominated ICE pair, or None until DTLS is up."""
     dtls = sender.transport
-    srtp = _require(dtls, "_tx_srtp")
+    srtp = require(dtls, "_tx_srtp")
     if srtp is None:
         return None
-    connection = _require(dtls.transport, "_connection")
-    nominated: dict[int, Any] = _require(connection, "_nominated")
+    connection = require(dtls.transport, "_connection")
+    nominated: dict[int, Any] = require(connection, "_nominated")
     pair = nominated.get(1)
     if pair is None:
         return None
-    udp = pair.protocol.transport
+    udp = require(require(pair, "protocol"), "transport")
     if udp is None:
         return None
-    extensions: HeaderExtensionsMap = _require(dtls, "_rtp_header_extensions_map")
+    extensions: HeaderExtensionsMap = require(dtls, "_rtp_header_extensions_map")
+    cdata = require(srtp, "_cdata")
+    if len(cdata) < SRTP_BUFFER:  # pragma: no cover - only on a pylibsrtp change
+        raise HookError(f"pylibsrtp's session buffer is {len(cdata)} bytes, not {SRTP_BUFFER}")
     return Outlet(
-        protect=srtp.protect,
+        ctx=require(srtp, "_srtp")[0],
+        cdata=cdata,
+        buffer=require(srtp, "_buffer"),
+        length=pylibsrtp_binding.ffi.new("int *"),
+        protect_rtcp=srtp.protect_rtcp,
         sendto=udp.sendto,
-        addr=pair.remote_addr,
-        ssrc=sender._ssrc,
+        addr=require(pair, "remote_addr"),
+        ssrc=require(sender, "_ssrc"),
         extensions=extensions,
     )
 
@@ -175,52 +235,176 @@ def intercept_feedback(
     on_nack: Callable[[int], None],
     on_keyframe_request: Callable[[], None],
 ) -> None:
-    """Route this sender's NACKs and PLI/FIRs to the relay instead of aiortc's encoder path.
+    """Handle this sender's RTCP feedback in the relay instead of aiortc.
 
-    aiortc would look NACKed packets up in the sender's own history (empty: the relay sends
-    around it) and answer PLI by flagging an encoder that does not exist.
+    NACKs go to ``on_nack`` (aiortc would look them up in the sender's own history, empty:
+    the relay sends around it), PLI/FIR to ``on_keyframe_request`` (aiortc would flag an
+    encoder that does not exist). Receiver reports and REMB are dropped unread: aiortc turns
+    every report block into a stats object, a cost per viewer per second that nothing reads.
     """
-    _require(sender, "_retransmit")
-    _require(sender, "_send_keyframe")
+    require(sender, "_handle_rtcp_packet")
 
-    async def retransmit(sequence_number: int) -> None:
-        on_nack(sequence_number)
+    async def handle(packet: Any) -> None:
+        if isinstance(packet, RtcpRtpfbPacket):
+            if packet.fmt == RTCP_RTPFB_NACK:
+                for seq in packet.lost:
+                    on_nack(seq)
+        elif isinstance(packet, RtcpPsfbPacket) and packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
+            on_keyframe_request()
 
-    sender._retransmit = retransmit  # type: ignore[method-assign]
-    sender._send_keyframe = on_keyframe_request  # type: ignore[method-assign]
-
-
-_SR_FIELDS = (
-    "_RTCRtpSender__ntp_timestamp",
-    "_RTCRtpSender__rtp_timestamp",
-    "_RTCRtpSender__packet_count",
-    "_RTCRtpSender__octet_count",
-)
+    sender._handle_rtcp_packet = handle  # type: ignore[method-assign]
 
 
-def check_sender_report_fields(sender: RTCRtpSender) -> None:
-    """Raise HookError unless the sender still has the counters its SR loop reports."""
-    for name in _SR_FIELDS:
-        _require(sender, name)
+def park_rtcp(sender: RTCRtpSender) -> None:
+    """Replace this sender's RTCP task (a wake-up every 0.5-1.5 s per viewer per stream) by
+    one that only waits to be stopped: the relay sends every viewer's sender reports from
+    one timer (``media.rtcp``). Call before the sender starts (before DTLS is up)."""
+    require(sender, "_run_rtcp")
+    started: asyncio.Event = require(sender, "_RTCRtpSender__rtcp_started")
+    exited: asyncio.Event = require(sender, "_RTCRtpSender__rtcp_exited")
+
+    async def parked() -> None:
+        started.set()
+        try:
+            await asyncio.get_running_loop().create_future()
+        except asyncio.CancelledError:
+            pass
+        finally:
+            exited.set()
+
+    sender._run_rtcp = parked  # type: ignore[method-assign]
 
 
-def record_sent(
-    sender: RTCRtpSender, ntp: int, rtp_timestamp: int, packets: int, octets: int
-) -> None:
-    """Feed the sender's RTCP SR loop: aiortc builds SRs from these name-mangled fields.
+def rtcp_cname(sender: RTCRtpSender) -> str | None:
+    """The CNAME the answer announced for this sender (set once the sender started): sender
+    reports must carry it so that the viewer ties audio and video together."""
+    cname: str | None = require(sender, "_RTCRtpSender__cname")
+    return cname
 
-    ``packets`` and ``octets`` are totals (not increments), so callers may update sparsely.
+
+# --------------------------------------------------------------------------- lean peer connections
+
+
+class SharedCertificate(RTCCertificate):
+    """One DTLS certificate for every peer connection of a process.
+
+    aiortc makes a key pair and a certificate per peer connection, computes its fingerprints
+    for every answer and builds a fresh OpenSSL context per DTLS transport. Here all three
+    are made once: a join then costs the handshake itself. The server-side session cache is
+    off (aiortc disables tickets too), so the shared context holds no per-client state.
     """
-    sender._RTCRtpSender__ntp_timestamp = ntp  # type: ignore[attr-defined]
-    sender._RTCRtpSender__rtp_timestamp = rtp_timestamp  # type: ignore[attr-defined]
-    sender._RTCRtpSender__packet_count = packets  # type: ignore[attr-defined]
-    sender._RTCRtpSender__octet_count = octets  # type: ignore[attr-defined]
+
+    def __init__(self, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate) -> None:
+        super().__init__(key, cert)
+        self._fingerprints: list[RTCDtlsFingerprint] | None = None
+        self._contexts: dict[tuple[bytes, ...], SSL.Context] = {}
+
+    def getFingerprints(self) -> list[RTCDtlsFingerprint]:
+        if self._fingerprints is None:
+            self._fingerprints = super().getFingerprints()
+        return list(self._fingerprints)
+
+    def _create_ssl_context(self, srtp_profiles: list[Any]) -> SSL.Context:
+        key = tuple(p.openssl_profile for p in srtp_profiles)
+        context = self._contexts.get(key)
+        if context is None:
+            context = super()._create_ssl_context(srtp_profiles)
+            context.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+            self._contexts[key] = context
+        return context
 
 
-def sent_packet_count(sender: RTCRtpSender) -> int:
-    """The SR packet counter (for tests of :func:`record_sent`)."""
-    count: int = _require(sender, "_RTCRtpSender__packet_count")
-    return count
+require(RTCCertificate, "_create_ssl_context")  # what SharedCertificate overrides
+_shared: SharedCertificate | None = None
+CERTIFICATE_RENEW_BEFORE = datetime.timedelta(days=1)
+_generate_certificate = RTCCertificate.generateCertificate
+
+
+def shared_certificate(now: datetime.datetime | None = None) -> SharedCertificate:
+    """The process's certificate, renewed a day before it expires (aiortc's last 30 days):
+    a connection keeps the certificate it was made with, new ones get the new one."""
+    global _shared
+    now = now or datetime.datetime.now(tz=datetime.UTC)
+    if _shared is None or _shared.expires - now < CERTIFICATE_RENEW_BEFORE:
+        fresh = _generate_certificate()
+        _shared = SharedCertificate(require(fresh, "_key"), require(fresh, "_cert"))
+    return _shared
+
+
+class _PinnedCertificate(RTCCertificate):
+    """What aiortc's peer connection module sees as ``RTCCertificate`` while pinned."""
+
+    @classmethod
+    def generateCertificate(cls) -> Any:
+        return shared_certificate()
+
+
+class _LazyEstimator:
+    """aiortc's receive-side bandwidth estimator, built on the first packet it gets.
+
+    aiortc makes one per video receiver, with a rate counter of 1,000 bucket objects: 0.5 ms
+    and ~100 KiB per viewer for a receiver that a send-only viewer never uses. The
+    publisher's receiver gets the real one at its first packet, and sends REMB as before.
+    """
+
+    __slots__ = ("_real",)
+
+    def __init__(self) -> None:
+        self._real: Any = None
+
+    def add(self, *args: Any, **kwargs: Any) -> Any:
+        if self._real is None:
+            self._real = _remote_bitrate_estimator()
+        return self._real.add(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        if self._real is None:
+            self._real = _remote_bitrate_estimator()
+        return getattr(self._real, name)
+
+
+_remote_bitrate_estimator = require(aiortc_receiver_module, "RemoteBitrateEstimator")
+require(aiortc_pc_module, "RTCCertificate")
+
+
+class LeanPeers:
+    """While held, every aiortc peer connection of the process is cheaper to make.
+
+    Two module-wide replacements (aiortc constructs these inside its constructors, so there
+    is no instance to hook): its per-connection certificate is the process's shared one
+    (:func:`shared_certificate`: one key pair, fingerprint and DTLS context for all), and the
+    video receiver's bandwidth estimator is built only if a packet ever arrives
+    (:class:`_LazyEstimator`). Reference counted and reversible, like :class:`HostPin`.
+    """
+
+    _holders = 0
+
+    # (module, name, aiortc's own, the lean one)
+    _SWAPS: tuple[tuple[Any, str, Any, Any], ...] = (
+        (aiortc_pc_module, "RTCCertificate", RTCCertificate, _PinnedCertificate),
+        (aiortc_receiver_module, "RemoteBitrateEstimator", _remote_bitrate_estimator,
+         _LazyEstimator),
+    )
+
+    @classmethod
+    def acquire(cls) -> None:
+        if not cls._holders:
+            for module, name, _, lean in cls._SWAPS:
+                setattr(module, name, lean)
+        cls._holders += 1
+
+    @classmethod
+    def release(cls) -> None:
+        if not cls._holders:
+            return
+        cls._holders -= 1
+        if not cls._holders:
+            for module, name, original, _ in cls._SWAPS:
+                setattr(module, name, original)
+
+    @classmethod
+    def held(cls) -> bool:
+        return cls._holders > 0
 
 
 # --------------------------------------------------------------------------- host candidates
@@ -244,7 +428,7 @@ class HostPin:
         if cls._holders and cls._address != address:
             raise HookError(f"host candidates already pinned to {cls._address}, not {address}")
         if not cls._holders:
-            cls._original = _require(aioice.ice, "get_host_addresses")
+            cls._original = require(aioice.ice, "get_host_addresses")
 
             def host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
                 is_v6 = ":" in address
@@ -267,66 +451,3 @@ class HostPin:
     @classmethod
     def pinned(cls) -> str | None:
         return cls._address
-
-
-# --------------------------------------------------------------------------- test peers
-
-RtpFilter = Callable[[bytes], bool]
-
-
-def filter_incoming_rtp(dtls: Any, keep: RtpFilter) -> None:
-    """Call ``keep(decrypted_rtp)`` on every RTP datagram a peer receives; False drops it.
-
-    Used by media.testing only: loss injection between relay and one viewer (tc netem is not
-    available), and the benchmark's non-decoding sink viewers (count, then drop).
-    """
-    original: Callable[[bytes, int], Awaitable[None]] = _require(dtls, "_handle_rtp_data")
-
-    async def handle(data: bytes, arrival_time_ms: int) -> None:
-        if keep(data):
-            await original(data, arrival_time_ms)
-
-    dtls._handle_rtp_data = handle
-
-
-def filter_incoming_datagrams(ice_transport: Any, keep: RtpFilter) -> None:
-    """Call ``keep(datagram)`` on every datagram a peer's ICE transport delivers, *before*
-    DTLS/SRTP sees it; False drops it.
-
-    This is where a lossy network loses packets: dropping after SRTP unprotect (as
-    :func:`filter_incoming_rtp` does) would let SRTP replay protection reject the
-    retransmission of a dropped packet, which a real network never causes.
-    """
-    original: Callable[[], Awaitable[bytes]] = _require(ice_transport, "_recv")
-
-    async def recv() -> bytes:
-        while True:
-            data = await original()
-            if keep(data):
-                return data
-
-    ice_transport._recv = recv
-
-
-def intercept_ice_data(ice_transport: Any, keep: RtpFilter) -> None:
-    """Like :func:`filter_incoming_datagrams`, one step earlier: inside aioice's
-    ``Connection.data_received``, before the datagram is queued for the DTLS task.
-
-    A dropped datagram then costs one function call instead of a queue put, a task wake-up
-    and a pass through the DTLS loop: what lets one load-generator process host hundreds of
-    sink viewers.
-    """
-    connection = _require(ice_transport, "_connection")
-    original: Callable[[bytes, int], None] = _require(connection, "data_received")
-
-    def data_received(data: bytes, component: int) -> None:
-        if keep(data):
-            original(data, component)
-
-    connection.data_received = data_received
-
-
-def ignore_keyframe_requests(sender: RTCRtpSender) -> None:
-    """Make a test publisher deaf to PLI/FIR, so only its natural GOP yields keyframes."""
-    _require(sender, "_send_keyframe")
-    sender._send_keyframe = lambda: None  # type: ignore[method-assign]

@@ -27,9 +27,7 @@ from server.bus.redis import RedisBus
 from server.channels import Channels
 from server.commerce import Commerce, wall_ms
 from server.community import Community
-from server.community_sync import ClusterSync
 from server.config import Config
-from server.domain.events import RoomSaved
 from server.domain.ratelimit import UserBuckets
 from server.domain.room import Room
 from server.events import EventDispatcher
@@ -43,16 +41,11 @@ from server.ops import media as media_ops
 from server.presence import ClusterPresence
 from server.reactions import Reactions
 from server.replica import RoomReplica
-from server.room_record import RoomRecord
 from server.rooms import Rooms
-from server.sanctions import PgSanctions, Sanctions, SanctionStore, SqliteSanctions
+from server.sanctions import Sanctions
 from server.services import Services
 from server.session import Session
-from server.store.community_pg import PgCommunityStore
-from server.store.metrics_pg import PgMetricsStore
-from server.store.operations_pg import PgOperationsStore
-from server.store.postgres import PostgresLedger, StockGate
-from server.store.sqlite import SqliteDatabase
+from server.store.stores import open_stores
 
 if TYPE_CHECKING:
     from media.relay import MediaRelay
@@ -94,7 +87,13 @@ class App:
                                 shards=[Redis.from_url(url) for url in cfg.redis_shard])
         else:
             self.bus = LocalBus(self.hub, self.clock_ms, history=cfg.history)
-        self.rooms = Rooms(self.bus, likes_interval_s=cfg.likes_interval_s,
+        # every store, on the database the configuration chose (server/store/stores.py)
+        self.stores = open_stores(cfg, self.redis)
+        bus = self.bus
+        self.rooms = Rooms(self.bus, store=self.stores.rooms, sanctions=self.stores.sanctions,
+                           clock_ms=self.clock_ms,
+                           receiving=(lambda ch: ch in bus.watched) if isinstance(bus, RedisBus) else None,
+                           likes_interval_s=cfg.likes_interval_s,
                            viewers_interval_s=cfg.viewers_interval_s,
                            on_create=node_unique_ids if cfg.redis else None)
         self.presence: ClusterPresence | None = None
@@ -127,37 +126,19 @@ class App:
         self._wire()
 
     def _open_stores(self) -> None:
-        """The backends, chosen once: embedded SQLite, or PostgreSQL (+ the Redis stock gate
-        and change notices) in a cluster; then the features over them."""
-        cfg = self.cfg
-        self.db = SqliteDatabase(cfg.db_path)
-        self.room_record = RoomRecord(self.db)
+        """The features over the stores `open_stores` chose (embedded SQLite, or PostgreSQL
+        with the Redis stock gate and, for the working copies, change notices over Redis)."""
+        cfg, stores = self.cfg, self.stores
         # bans and mutes: recorded before they are announced, loaded before a join passes
-        sanction_store: SanctionStore = (PgSanctions(cfg.postgres) if cfg.postgres
-                                         else SqliteSanctions(self.db))
-        bus = self.bus
-        self.sanctions = Sanctions(
-            sanction_store, self.rooms, self.clock_ms,
-            receiving=(lambda ch: ch in bus.watched) if isinstance(bus, RedisBus) else None)
-        pg, redis = cfg.postgres, self.redis
-        # cluster mode: community state shared in PostgreSQL, nodes' copies kept in step by
-        # change notices over Redis (server/community_sync.py)
+        self.sanctions = Sanctions(stores.sanctions, self.clock_ms)
         self.community = Community(
-            self.db, self.bus, self.clock_ms, answer_target_s=cfg.answer_target_s,
+            stores.community, self.bus, self.clock_ms, answer_target_s=cfg.answer_target_s,
             webhook_host=cfg.host, webhook_port=cfg.webhook_port or None,
-            store=PgCommunityStore(pg) if pg else None,
-            sync=ClusterSync(redis, cfg.redis_prefix) if pg and redis else None)
-        if pg and redis is not None:  # the numbers read the same pool as the writes
-            ops_store = PgOperationsStore(pg)
-            self.operations = Operations(
-                self.db, self.bus, self.clock_ms, store=ops_store,
-                metrics=PgMetricsStore(ops_store),
-                sync=ClusterSync(redis, cfg.redis_prefix, channel="__operations__"))
-        else:
-            self.operations = Operations(self.db, self.bus, self.clock_ms)
-        self.ledger = PostgresLedger(pg, StockGate(redis, cfg.redis_prefix)) if pg and redis else None
+            sync=stores.community_sync)
+        self.operations = Operations(stores.operations, stores.metrics, self.bus, self.clock_ms,
+                                     sync=stores.operations_sync)
         self.commerce = Commerce(
-            self.ledger or self.db, self.bus, self.clock_ms, announce=self.events.emit,
+            stores.ledger, self.bus, self.clock_ms, announce=self.events.emit,
             coupons=self.operations.coupons, find_coupon=self.operations.find_coupon)
 
     def _wire(self) -> None:
@@ -182,24 +163,18 @@ class App:
 
     # ---- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:
-        self.db.start()
+        await self.stores.start()  # opens the database and brings its schema up to date
         await self.bus.start()
-        await self.sanctions.store.start()
-        self.room_record.load_into(self.rooms)
+        await self.rooms.load()
         await self.community.start()
         await self.commerce.start()
-        if self.ledger is not None:
-            # orders live in PostgreSQL; the embedded ledger's tables still exist (empty) for
-            # the node-local SQLite readers (the operations and their numbers read PostgreSQL)
-            from server.store.ledger import SqliteLedger
-
-            await SqliteLedger(self.db).migrate()
-        await self.operations.start()  # after both: it reads their tables
+        await self.operations.start()
         from media.relay import MediaRelay  # aiortc: imported once the server really starts
 
         self.media = self.services.media = MediaRelay(
             rtc_host=self.cfg.rtc_host, stun_urls=tuple(self.cfg.stun_url or ()),
             turn_urls=tuple(self.cfg.turn_url or ()), turn_secret=self.cfg.turn_secret or None,
+            media_workers=self.cfg.media_workers, on_rewatch=media_ops.rewatch_notice(self.sessions),
         )
         self.rooms.start()
         if self.presence is not None:
@@ -254,15 +229,12 @@ class App:
                 server.close()
                 await _quietly(asyncio.wait_for(server.wait_closed(), 2))
         await self.bus.stop()
-        await _quietly(self.sanctions.store.close())
-        await _quietly(self.ledger.close() if self.ledger is not None else None)
+        await _quietly(self.stores.close())
         await _quietly(self.redis.aclose() if self.redis is not None else None)
-        await self.db.close()
 
     # ---- connections (server/gateway.py) --------------------------------------------
     async def save_room(self, room: Room) -> None:
-        await self.room_record.save(room)
-        self.events.emit(RoomSaved(room.id, room.shop))
+        await self.rooms.save(room)  # the numbers read a room's shop from its row
 
     async def disconnect(self, s: Session) -> None:
         self.channels.leave_all(s)
@@ -275,4 +247,5 @@ class App:
         cascade = self.cascade
         self.metrics.refresh(self.hub.stats, len(self.rooms.by_channel),
                              self.media.stats() if self.media is not None else None,
-                             (cascade.pulls_started, cascade.pulls_ended) if cascade is not None else None)
+                             (cascade.pulls_started, cascade.pulls_ended) if cascade is not None else None,
+                             self.media.first_keyframe_samples() if self.media is not None else ())

@@ -42,7 +42,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from websockets.exceptions import WebSocketException
 
-from client_sdk import Client
+from client_sdk import Client, EventStream
 from client_sdk.errors import SoukError as ClientError
 from client_sdk.protocol import Code
 from client_sdk.tokens import mint_token
@@ -79,6 +79,15 @@ class _Pull:
     source_id: str
     client: Client
     idle_since: float | None = None
+    notices: EventStream | None = None  # the origin's `rewatch` (its media worker restarted)
+
+    def told_to_rewatch(self) -> bool:
+        return self.notices is not None and not self.notices.queue.empty()
+
+    async def close(self) -> None:
+        if self.notices is not None:
+            self.notices.close()
+        await self.client.close()
 
 
 class MediaCascade:
@@ -171,7 +180,7 @@ class MediaCascade:
     async def ensure_pull(self, room: str) -> None:
         """Make sure ``room`` has a source here, pulling it from its origin if needed.
 
-        Concurrent watches of one room wait for one pull. Raises MediaError(Code.NOT_FOUND) when
+        Concurrent watches of one room wait for one pull. Raises MediaError Code.NOT_FOUND when
         no node publishes the room, Code.UNAVAILABLE when the origin cannot be reached.
         """
         if self.relay.source_of(room) is not None:
@@ -216,16 +225,17 @@ class MediaCascade:
             raise
         self.pulls_started += 1
         old = self._pulls.get(room)
-        self._pulls[room] = _Pull(room, url, source_id, client)
+        notices = client.events(ch=f"room:{room}", types=["rewatch"])
+        self._pulls[room] = _Pull(room, url, source_id, client, notices=notices)
         if old is not None:
-            await old.client.close()
+            await old.close()
         log.info("pulling %s from %s", room, url)
 
     async def _end(self, room: str, pull: _Pull) -> None:
         if self._pulls.get(room) is pull:
             del self._pulls[room]
         await self.relay.end_pull(room, pull.source_id)
-        await pull.client.close()
+        await pull.close()
         self.pulls_ended += 1
         lock = self._locks.get(room)
         if lock is not None and not lock.locked():
@@ -247,7 +257,7 @@ class MediaCascade:
                 # a streamer published here (or the room was closed): the pull is moot
                 if self._pulls.get(room) is pull:
                     del self._pulls[room]
-                await pull.client.close()
+                await pull.close()
                 self.pulls_ended += 1
                 continue
             if self.relay.viewer_count(room) == 0:
@@ -257,7 +267,8 @@ class MediaCascade:
                 continue
             pull.idle_since = None
             url = await self.origin(room)
-            dead = not pull.client.connected or self.relay.source_state(room) in ("failed", "closed")
+            dead = (not pull.client.connected or pull.told_to_rewatch()
+                    or self.relay.source_state(room) in ("failed", "closed"))
             if url is None or url == self.advertise_url or (url == pull.url and not dead):
                 continue  # nobody else publishes (viewers wait), or all is well
             lock = self._locks.setdefault(room, asyncio.Lock())

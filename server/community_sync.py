@@ -1,7 +1,7 @@
 """Change notices between the nodes of a cluster, for the community's working copies.
 
 Why: each node keeps Q&A boards, groups, links and connectors in memory (the hot paths), and
-PostgreSQL holds the record (server/store/community_pg.py). After a node commits a change it
+PostgreSQL holds the record (server/store/community.py). After a node commits a change it
 publishes one small notice on one cluster-internal Redis pub/sub channel (`P__community__`)
 that every node subscribes to, whatever rooms its viewers watch; the other nodes update their
 copy: a question notice carries the committed row (applied only if its `rev` is newer), the
@@ -24,7 +24,7 @@ import contextlib
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import msgpack
 from redis.asyncio import Redis
@@ -35,6 +35,35 @@ log = logging.getLogger("souk.community.sync")
 
 Notice = dict[str, Any]
 CHANNEL = "__community__"
+
+
+class Sync(Protocol):
+    """How a feature tells the other nodes what it committed and hears what they did."""
+
+    async def start(self) -> None: ...
+    def run(self, handler: Callable[[Notice], Awaitable[None]]) -> None: ...
+    async def stop(self) -> None: ...
+    def notify(self, kind: str, **fields: Any) -> None: ...
+    async def idle(self) -> None: ...
+
+
+class NoSync:
+    """One process: nobody else to tell, nothing to hear."""
+
+    async def start(self) -> None:
+        return None
+
+    def run(self, handler: Callable[[Notice], Awaitable[None]]) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    def notify(self, kind: str, **fields: Any) -> None:
+        return None
+
+    async def idle(self) -> None:
+        return None
 
 
 class ClusterSync:

@@ -46,6 +46,7 @@ class Config:
     turn_secret: str = ""
     advertise_url: str = ""  # cluster: this node's websocket URL for media edges ("" = derived)
     edge_grace_s: float = 5.0  # an edge keeps a pull this long after its last viewer left
+    media_workers: int = field(default_factory=lambda: len(os.sched_getaffinity(0)))  # 0: in-process
     # connectors / scale-out
     webhook_port: int = 0
     redis: str = ""
@@ -82,6 +83,8 @@ _FLAGS: dict[str, dict[str, Any]] = {
     "advertise_url": {"help": "websocket URL other nodes pull this node's streams from "
                               "(default ws://<host>:<port>/ws; --rtc-host if host is 0.0.0.0)"},
     "edge_grace_s": {"type": float, "help": "seconds an edge keeps pulling after its last viewer"},
+    "media_workers": {"type": int, "help": "processes serving WebRTC viewers (default: the "
+                                           "number of cores; 0: in the server process)"},
     "webhook_port": {"type": int, "help": "port for inbound signed connector webhooks (0: off)"},
     "redis": {"help": "redis:// URL: run as a node of a cluster"},
     "redis_prefix": {"help": "prefix of every Redis key and channel (one cluster per prefix)"},

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -33,6 +33,13 @@ class Metrics:
         self.rooms = Gauge("souk_rooms", "Rooms and groups in memory", registry=r)
         self.media = Gauge("souk_media", "Media relay counters (MediaRelay.stats(), cascade)",
                            ["stat"], registry=r)
+        self.media_first_keyframe = Histogram(
+            "souk_media_first_keyframe_seconds",
+            "From a watch reaching the server to its first keyframe packet sent",
+            buckets=(0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.08, 0.1, 0.12, 0.14, 0.16, 0.18, 0.2,
+                     0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 2.0, 5.0),
+            registry=r,
+        )
         self.closed = Counter("souk_closed_total", "Connections closed by the server", ["code"], registry=r)
 
         self._per_op: dict[str, tuple[Any, Any]] = {}
@@ -54,9 +61,10 @@ class Metrics:
         return child
 
     def refresh(self, fanout: FanoutStats, rooms: int, media: Mapping[str, int] | None,
-                edge_pulls: tuple[int, int] | None) -> None:
+                edge_pulls: tuple[int, int] | None, first_keyframe_ms: Iterable[float] = ()) -> None:
         """The gauges read at scrape time: the hub's counters, the rooms in memory, the media
-        relay's counters and (in a cluster) the edge pulls started and ended."""
+        relay's counters and (in a cluster) the edge pulls started and ended; and the media
+        joins measured since the last scrape (watch to first keyframe packet sent)."""
         self.events.set(fanout.events)
         self.writes.set(fanout.writes)
         self.dropped.set(fanout.dropped)
@@ -67,6 +75,8 @@ class Metrics:
         if edge_pulls is not None:
             self.media_children("edge_pulls_started_total").set(edge_pulls[0])
             self.media_children("edge_pulls_ended_total").set(edge_pulls[1])
+        for ms in first_keyframe_ms:
+            self.media_first_keyframe.observe(ms / 1000)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,6 +1,6 @@
 """The asyncio adapter for community operations: coupons, polls, check-ins and points,
 invites, show-your-order posts, member layers, and the activity log behind the merchant's
-numbers (issue 10; docs/operations.md).
+numbers (docs/operations.md).
 
 Why this shape: the rules are pure (server.domain.coupons / polls / checkin / invites /
 layers); this layer adds the clock, ids, durability and the bus. Each change follows one
@@ -8,13 +8,13 @@ pattern: decide and change memory in one synchronous step (so two racing request
 both pass a rule), await the durable write, undo memory if the write failed, then publish.
 The coupon book is shared with Commerce, which reserves coupons inside `buy`.
 
-In a cluster (`--postgres`, docs/scaleout.md) the store is PostgreSQL
-(server/store/operations_pg.py) and the guards that two nodes can race are its SQL (one
-vote per user and poll, one check-in a day, points spent once, an invite reward once per
-threshold, one approval per post, a coupon redeemed once with its order). Each node's
-memory is a working copy: kept in step by change notices over Redis (`ClusterSync` on the
-`__operations__` topic) and by lazy loads when a node is asked about something it does not
-know (a coupon, a poll, an invite code, a post).
+The guards two writers can race are the store's SQL (server/store/operations.py: one vote
+per user and poll, one check-in a day, points spent once, an invite reward once per
+threshold, one approval per post, a coupon redeemed once with its order), so they hold
+however many nodes write. In a cluster (`--postgres`, docs/scaleout.md) the store is `shared`
+and each node's memory is a working copy: kept in step by change notices over Redis (the
+`sync`, on the `__operations__` topic) and by lazy loads when a node is asked about something
+it does not know (a coupon, a poll, an invite code, a post).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import orjson
 
 from client_sdk.protocol import Code, user_channel
 from server.bus.base import Publish
-from server.community_sync import ClusterSync, Notice
+from server.community_sync import NoSync, Notice, Sync
 from server.domain import checkin as checkin_rules
 from server.domain import fields
 from server.domain.coupons import Coupon, CouponBook, CouponSpec, coupon_spec, spec_from_row
@@ -40,11 +40,8 @@ from server.domain.layers import Thresholds, layer_value, thresholds_from
 from server.domain.polls import Poll, new_poll
 from server.domain.throttle import PushThrottle
 from server.errors import SoukError
-from server.store.metrics_pg import PgMetricsStore
-from server.store.metrics_store import MetricsStore, SqliteMetricsStore
-from server.store.operations_pg import PgOperationsStore
-from server.store.operations_store import OpConflict, OperationsStore, SqliteOperationsStore
-from server.store.sqlite import SqliteDatabase
+from server.store.metrics import MetricsStore
+from server.store.operations import OpConflict, OperationsStore, post_from
 
 log = logging.getLogger("souk.operations")
 
@@ -61,21 +58,17 @@ def new_id(prefix: str, now_ms: int) -> str:
 
 
 class Operations:
-    """Everything of issue 10 that keeps state; one per process."""
+    """Coupons, polls, check-ins and points, invites, posts, layers and the activity log of
+    one process."""
 
-    def __init__(self, db: SqliteDatabase, publish: Publish, clock_ms: Callable[[], int], *,
-                 presence_interval_s: float = 5.0, flush_interval_s: float = 1.0,
-                 store: PgOperationsStore | None = None, metrics: MetricsStore | None = None,
-                 sync: ClusterSync | None = None) -> None:
-        """`store`, `metrics`, `sync`: the cluster's PostgreSQL store and numbers and the
-        change notices (all three with `--postgres`); without them, the embedded SQLite."""
-        self.db = db
-        self.pg = store  # cluster mode: the shared record; None: this process is the record
-        self.store: OperationsStore = store if store is not None else SqliteOperationsStore(db)
-        self.metrics: MetricsStore = metrics if metrics is not None else SqliteMetricsStore(db)
-        self.sync = sync
+    def __init__(self, store: OperationsStore, metrics: MetricsStore, publish: Publish,
+                 clock_ms: Callable[[], int], *, presence_interval_s: float = 5.0,
+                 flush_interval_s: float = 1.0, sync: Sync | None = None) -> None:
+        """`sync`: how this node hears of other nodes' changes and tells its own (a cluster)."""
+        self.store = store
+        self.metrics = metrics
+        self.sync = sync if sync is not None else NoSync()
         self.vote_revs: dict[tuple[str, str], int] = {}  # (poll, user) -> rev applied
-        self._room_shops: dict[str, str] = {}  # rooms whose shop the cluster store must learn
         self.publish = publish
         self.clock_ms = clock_ms
         self.coupons = CouponBook()
@@ -101,16 +94,11 @@ class Operations:
 
     # -- life cycle ------------------------------------------------------------------------
     async def start(self) -> None:
-        """Load state (after commerce and community started: it reads their tables)."""
-        if self.pg is not None:
-            await self.pg.start()
-        if self.sync is not None:
-            await self.sync.start()  # subscribed before loading: nothing committed is missed
-        await self.store.late_indexes()
+        """Load state."""
+        await self.sync.start()  # subscribed before loading: nothing committed is missed
         rows = await self.store.load()
         for r in rows["coupons"]:
-            spec = spec_from_row(dict(r))
-            self.coupons.add(Coupon(r["id"], r["shop"], r["user"], spec, r["issued_at"], r["source"]))
+            self.coupons.add(_coupon_from(r))
         for r in rows["redemptions"]:
             self.coupons.restore_redemption(r["coupon"], r["order_id"])
         for r in rows["polls"]:
@@ -118,16 +106,15 @@ class Operations:
                                        orjson.loads(r["options"]), r["created_by"], r["created_at"],
                                        r["closes_at"])  # fmt: skip
         for r in rows["votes"]:
-            self.polls[r["poll"]].votes[r["user"]] = r["option"]
-            if "rev" in r.keys():
-                self.vote_revs[(r["poll"], r["user"])] = int(r["rev"])
+            self.polls[r["poll"]].votes[r["user_id"]] = r["option"]
+            self.vote_revs[(r["poll"], r["user_id"])] = int(r["rev"])
         for r in rows["streaks"]:
-            self.streaks[(r["group_id"], r["user"])] = checkin_rules.Streak(r["day"], r["streak"], r["total"])
+            self.streaks[(r["group_id"], r["user_id"])] = checkin_rules.Streak(r["day"], r["streak"], r["total"])
         for r in rows["points"]:
-            self.points[(r["shop"], r["user"])] = int(r["balance"])
+            self.points[(r["shop"], r["user_id"])] = int(r["balance"])
         for r in rows["codes"]:
-            self.codes[r["code"]] = (r["shop"], r["user"])
-            self.code_of[(r["shop"], r["user"])] = r["code"]
+            self.codes[r["code"]] = (r["shop"], r["user_id"])
+            self.code_of[(r["shop"], r["user_id"])] = r["code"]
         for r in rows["known"]:
             self._ledger(r["shop"]).known.add(r["user_id"])
         for r in rows["invites"]:
@@ -137,23 +124,20 @@ class Operations:
         for r in rows["rewards"]:
             self._ledger(r["shop"]).rewarded[r["inviter"]] = int(r["n"])
         for r in rows["posts"]:
-            self.posts[r["id"]] = {"id": r["id"], "shop": r["shop"], "group": r["group_id"],
-                                   "order": r["order_id"], "user": r["user"], "image_url": r["image_url"],
-                                   "text": r["text"], "ts": r["ts"], "status": r["status"], "coupon": r["coupon"]}
+            self.posts[r["id"]] = post_from(r)
             self.posted_orders.add(r["order_id"])
         for r in rows["thresholds"]:
             self.thresholds[r["shop"]] = thresholds_from(orjson.loads(r["data"]))
         for r in rows["targets"]:
             self.sale_targets[r["sale"]] = (r["shop"], r["layer"])
         for r in rows["excluded"]:
-            self.excluded.setdefault(r["shop"], set()).add(r["user"])
+            self.excluded.setdefault(r["shop"], set()).add(r["user_id"])
         now = self.clock_ms()
         for poll in self.polls.values():  # re-arm the timed closes of open polls
             if poll.closes_at is not None:
                 self._arm_poll(poll, now)
         self._tasks = [asyncio.create_task(self._flush_loop()), asyncio.create_task(self._presence_loop())]
-        if self.sync is not None:
-            self.sync.run(self.apply_notice)
+        self.sync.run(self.apply_notice)
 
     async def stop(self) -> None:
         for t in self._tasks:
@@ -161,17 +145,11 @@ class Operations:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         await self.flush()
-        if self.sync is not None:
-            await self.sync.stop()
-        if self.pg is not None:
-            await self.pg.close()
-        if isinstance(self.metrics, PgMetricsStore):
-            await self.metrics.close()
+        await self.sync.stop()
 
     # -- cluster: change notices -----------------------------------------------------------
     def _notify(self, kind: str, **fields: Any) -> None:
-        if self.sync is not None:
-            self.sync.notify(kind, **fields)
+        self.sync.notify(kind, **fields)
 
     async def apply_notice(self, n: Notice) -> None:
         """Another node committed a change: bring this node's copy in step. Never publishes
@@ -241,16 +219,15 @@ class Operations:
 
     async def find_coupon(self, coupon_id: str, user: str) -> None:
         """Before `buy` in a cluster: a coupon this node does not know (issued on another
-        node, its notice not arrived) is read from PostgreSQL with the user's others."""
-        if self.pg is not None and coupon_id not in self.coupons.coupons:
+        node, its notice not arrived) is read from the record with the user's others."""
+        if self.store.shared and coupon_id not in self.coupons.coupons:
             await self._load_coupons_of(user)
 
     async def _load_coupons_of(self, user: str) -> None:
-        assert self.pg is not None
-        rows, spent = await self.pg.coupons_of(user)
+        rows, spent = await self.store.coupons_of(user)
         for r in rows:
             if r["id"] not in self.coupons.coupons:
-                self.coupons.add(_coupon_from(dict(r)))
+                self.coupons.add(_coupon_from(r))
         for r in spent:
             self.coupons.restore_redemption(r["coupon"], r["order_id"])
 
@@ -270,7 +247,7 @@ class Operations:
         return {"issued": len(made), "coupons": [c.to_dict(now) for c in made[:100]]}
 
     async def coupons_mine(self, user: str) -> list[dict[str, Any]]:
-        if self.pg is not None:  # the cluster's record: issued or spent on any node
+        if self.store.shared:  # the cluster's record: issued or spent on any node
             await self._load_coupons_of(user)
         now = self.clock_ms()
         return [c.to_dict(now) for c in self.coupons.mine(user)]
@@ -301,13 +278,12 @@ class Operations:
     async def find_poll(self, poll_id: Any) -> Poll:
         """`poll`, loading from the cluster's record a poll created on another node."""
         pid = fields.ident_value(poll_id, "poll")
-        if pid not in self.polls and self.pg is not None:
+        if pid not in self.polls and self.store.shared:
             await self._load_poll(pid)
         return self.poll(pid)
 
     async def _load_poll(self, poll_id: str) -> None:
-        assert self.pg is not None
-        found = await self.pg.load_poll(poll_id)
+        found = await self.store.load_poll(poll_id)
         if found is None:
             return
         poll, votes = found
@@ -401,8 +377,8 @@ class Operations:
     async def checkin(self, shop: str, group: str, user: str) -> dict[str, Any]:
         now = self.clock_ms()
         key = (group, user)
-        if self.pg is not None:  # the last check-in may have been taken on another node
-            last = await self.pg.streak(group, user)
+        if self.store.shared:  # the last check-in may have been taken on another node
+            last = await self.store.streak(group, user)
             if last is not None:
                 self.streaks[key] = last
         prev = self.streaks.get(key)
@@ -422,8 +398,7 @@ class Operations:
                 raise SoukError(Code.CONFLICT, "already checked in today") from None
             log.exception("check-in write failed")
             raise SoukError(Code.UNAVAILABLE, "could not record the check-in; try again") from None
-        if balance is not None:
-            self.points[(shop, user)] = balance
+        self.points[(shop, user)] = balance
         return {"group": group, "streak": nxt.streak, "points": points, "total": nxt.total,
                 "balance": self.points[(shop, user)]}
 
@@ -432,13 +407,12 @@ class Operations:
 
     async def points_balance(self, shop: str, user: str) -> int:
         """The balance; in a cluster the shared one (points earned on any node)."""
-        if self.pg is not None:
-            self.points[(shop, user)] = await self.pg.balance(shop, user)
+        if self.store.shared:
+            self.points[(shop, user)] = await self.store.balance(shop, user)
         return self.balance(shop, user)
 
     async def points_redeem(self, shop: str, user: str, raw_points: Any) -> dict[str, Any]:
-        if self.pg is not None:
-            await self.points_balance(shop, user)
+        await self.points_balance(shop, user)
         now = self.clock_ms()
         value = checkin_rules.redeem_value(raw_points, self.balance(shop, user))
         points = int(raw_points)
@@ -446,14 +420,13 @@ class Operations:
         spec = CouponSpec("amount", value, 0, now + REWARD_VALID_MS, f"{points} points")
         c = self._make_coupon(shop, user, spec, now, "points")
         try:
-            # in a cluster the store spends the points with a conditional UPDATE: `conflict`
-            # when another node spent them first
+            # the store spends the points with a conditional UPDATE: `conflict` when they were
+            # spent meanwhile (on another node)
             left = await self._issue([c], self.store.redeem(shop, user, points, c))
         except SoukError:
             self.points[(shop, user)] += points
             raise
-        if left is not None:
-            self.points[(shop, user)] = left
+        self.points[(shop, user)] = left
         return {"coupon": c.to_dict(now), "balance": self.balance(shop, user)}
 
     # -- invites ---------------------------------------------------------------------------
@@ -473,18 +446,16 @@ class Operations:
     async def find_code(self, code: Any) -> tuple[str, str]:
         """`inviter_of_code`, loading a code made on another node."""
         c = fields.ident_value(code, "invite")
-        if c not in self.codes and self.pg is not None:
-            found = await self.pg.load_code(c)
+        if c not in self.codes and self.store.shared:
+            found = await self.store.load_code(c)
             if found is not None:
                 self.codes[c] = found
                 self.code_of[found] = c
         return self.inviter_of_code(c)
 
     async def known_before(self, shop: str, user: str) -> bool:
-        """`was_known`, cluster-wide: a member (or invitee) of the shop on any node."""
-        if self.pg is not None:
-            return await self.pg.known_before(shop, user)
-        return self.was_known(shop, user)
+        """`was_known`, from the record: a member (or invitee) of the shop, on any node."""
+        return await self.store.known_before(shop, user)
 
     def inviter_of_code(self, code: Any) -> tuple[str, str]:
         c = fields.ident_value(code, "invite")
@@ -510,32 +481,10 @@ class Operations:
         if known_before:
             led.known.add(invitee)
             return {"counted": False}
-        if self.pg is not None:
-            return await self._joined_cluster(shop, invitee, group, inviter)
-        if not led.attribute(inviter, invitee):
-            return {"counted": False}
-        now = self.clock_ms()
-        due = led.rewards_due(inviter)
-        first = led.rewarded[inviter] - due + 1 if due else 0
-        spec = CouponSpec(INVITE_REWARD.kind, INVITE_REWARD.value, 0, now + REWARD_VALID_MS, INVITE_REWARD.title)
-        rewards = [(first + k, self._make_coupon(shop, inviter, spec, now, "invite")) for k in range(due)]
-        try:
-            await self._issue([c for _, c in rewards],
-                              self.store.add_invite(shop, invitee, inviter, group, now, rewards))
-        except SoukError:
-            led.unreward(inviter, due)
-            led.invitees[inviter].remove(invitee)
-            led.inviter_of.pop(invitee, None)
-            raise
-        return {"counted": True, "inviter": inviter, "rewards": len(rewards)}
-
-    async def _joined_cluster(self, shop: str, invitee: str, group: str, inviter: str) -> dict[str, Any]:
-        """The invite rule decided in SQL (several nodes attribute joins to one inviter):
-        the invitee counts once per shop and each reward is granted once."""
-        assert self.pg is not None
-        led = self._ledger(shop)
         if inviter == invitee:
             return {"counted": False}
+        # decided in SQL: several nodes may attribute joins to one inviter at once, and the
+        # invitee must count once per shop and each reward be granted once
         now = self.clock_ms()
         spec = CouponSpec(INVITE_REWARD.kind, INVITE_REWARD.value, 0, now + REWARD_VALID_MS, INVITE_REWARD.title)
 
@@ -543,7 +492,7 @@ class Operations:
             return [(first + k, Coupon(new_id("c", now), shop, inviter, spec, now, "invite")) for k in range(due)]
 
         try:
-            counted, rewards, _, granted = await self.pg.add_invite_counted(
+            counted, rewards, _, granted = await self.store.add_invite(
                 shop, invitee, inviter, group, now, led.threshold, make)
         except Exception:
             log.exception("invite write failed")
@@ -561,12 +510,8 @@ class Operations:
         return {"counted": True, "inviter": inviter, "rewards": len(rewards)}
 
     async def invite_stats(self, shop: str, user: str) -> dict[str, Any]:
-        led = self._ledger(shop)
-        if self.pg is not None:
-            invited, rewarded = await self.pg.invite_stats(shop, user)
-            return {"invited": invited, "rewards": rewarded, "threshold": led.threshold}
-        return {"invited": len(led.invitees.get(user, [])), "rewards": led.rewarded.get(user, 0),
-                "threshold": led.threshold}
+        invited, rewarded = await self.store.invite_stats(shop, user)
+        return {"invited": invited, "rewards": rewarded, "threshold": self._ledger(shop).threshold}
 
     # -- show-your-order -------------------------------------------------------------------
     async def showcase_post(self, shop: str, group: str, user: str, order: dict[str, Any] | None,
@@ -599,15 +544,14 @@ class Operations:
         return _public_post(post)
 
     async def _load_post(self, post_id: str) -> None:
-        assert self.pg is not None
-        post = await self.pg.load_post(post_id)
+        post = await self.store.load_post(post_id)
         if post is not None:
             self.posts[post_id] = post
             self.posted_orders.add(post["order"])
 
     async def showcase_approve(self, shop: str | None, post_id: Any) -> dict[str, Any]:
         pid = fields.ident_value(post_id, "post")
-        if self.pg is not None:  # posted on another node, or approved there: the record's state
+        if self.store.shared:  # posted on another node, or approved there: the record's state
             await self._load_post(pid)
         post = self.posts.get(pid)
         if post is None or (shop is not None and post["shop"] != shop):
@@ -702,20 +646,13 @@ class Operations:
             if n:
                 self._presence.append((room, now, n, ms))
 
-    def note_room(self, room: str, shop: str) -> None:
-        """A room's shop (rooms live in each node's SQLite; the cluster's numbers need it)."""
-        if self.pg is not None:
-            self._room_shops[room] = shop
-
     async def flush(self) -> None:
         act, pres, acts = self._activity, self._presence, self._actions
-        rooms = list(self._room_shops.items())
-        if not (act or pres or acts or rooms):
+        if not (act or pres or acts):
             return
         self._activity, self._presence, self._actions = [], [], []
-        self._room_shops = {}
         try:
-            await self.store.record(act, pres, acts, rooms)
+            await self.store.record(act, pres, acts)
         except Exception:
             log.exception("activity write failed (%d rows lost)", len(act) + len(pres) + len(acts))
 
@@ -730,12 +667,8 @@ class Operations:
             self.sample_presence()
 
     async def set_excluded(self, shop: str, add: list[str], remove: list[str]) -> list[str]:
-        await self.store.set_excluded(shop, add, remove)
-        ex = self.excluded.setdefault(shop, set())
-        ex.update(add)
-        ex.difference_update(remove)
-        if self.pg is not None:  # the record's list (another node may have changed it)
-            ex = self.excluded[shop] = await self.pg.excluded_of(shop)
+        # the record's list: another node may have changed it too
+        ex = self.excluded[shop] = await self.store.set_excluded(shop, add, remove)
         self._notify("excluded", s=shop, u=sorted(ex))
         return sorted(ex)
 
@@ -751,13 +684,14 @@ def _report(task: asyncio.Task[Any]) -> None:
 
 def _coupon_row(c: Coupon) -> dict[str, Any]:
     s = c.spec
-    return {"id": c.id, "shop": c.shop, "user": c.user, "kind": s.kind, "value": s.value,
+    return {"id": c.id, "shop": c.shop, "user_id": c.user, "kind": s.kind, "value": s.value,
             "min_spend": s.min_spend, "expires_at": s.expires_at, "title": s.title,
             "issued_at": c.issued_at, "source": c.source}
 
 
-def _coupon_from(r: dict[str, Any]) -> Coupon:
-    return Coupon(r["id"], r["shop"], r["user"], spec_from_row(r), r["issued_at"], r["source"])
+def _coupon_from(r: Any) -> Coupon:
+    """A coupon from a stored row or a notice (the same names)."""
+    return Coupon(r["id"], r["shop"], r["user_id"], spec_from_row(r), r["issued_at"], r["source"])
 
 
 def _public_post(p: dict[str, Any]) -> dict[str, Any]:

@@ -15,7 +15,6 @@ sees at a glance who reacts to what:
 | `ChatPosted` | group: community keeps it (a reply may answer a mirrored question); room: operations counts it |
 | `Liked` | operations counts it |
 | `RoomJoined` / `RoomLeft` | operations: presence in the numbers |
-| `RoomSaved` | operations: the room's shop, for the numbers |
 | `RoomEnded` | media: the room's publisher and viewers are closed |
 """
 
@@ -34,7 +33,6 @@ from server.domain.events import (
     RoomEnded,
     RoomJoined,
     RoomLeft,
-    RoomSaved,
     SaleWentLive,
     TeamBuyOpened,
 )
@@ -77,7 +75,6 @@ class Reactions:
         events.subscribe(Liked, self.liked)
         events.subscribe(RoomJoined, self.room_joined)
         events.subscribe(RoomLeft, self.room_left)
-        events.subscribe(RoomSaved, self.room_saved)
         events.subscribe(RoomEnded, self.room_ended)
 
     # ---- commerce -> operations, community ----------------------------------------------
@@ -120,9 +117,6 @@ class Reactions:
 
     def room_left(self, ev: RoomLeft) -> None:
         self.operations.viewer_left(ev.room, ev.user)
-
-    def room_saved(self, ev: RoomSaved) -> None:
-        self.operations.note_room(ev.room, ev.shop)  # cluster: the numbers' room -> shop
 
     # ---- rooms -> media ---------------------------------------------------------------
     async def room_ended(self, ev: RoomEnded) -> None:

@@ -6,7 +6,8 @@ snapshot the chat, the pinned product or the room state set on node A, and — w
 banned or muted on node A could go on talking through node B. The bus already brings every
 event of a watched channel to every node (server/bus/redis.py); here the events another node
 published are applied to the local Room, the same way the op that made them changed the
-Room on its own node. Applied: chat, message_deleted, pinned, state, muted, banned.
+Room on its own node. Applied: chat, message_deleted, pinned, state, room (title, shop),
+muted, banned.
 
 Only channels this node watches receive events; when it starts watching one, the bus replays
 the recent history through `apply` first, so the first snapshot on this node already has
@@ -53,6 +54,10 @@ class RoomReplica:
             room.pinned = product if isinstance(product, dict) or product is None else None
         elif kind == "state" and isinstance(event.get("state"), str):
             room.state = event["state"]
+        elif kind == "room" and isinstance(event.get("title"), str):
+            room.title = event["title"]
+            if isinstance(event.get("shop"), str):
+                room.shop = event["shop"]
         elif kind == "muted" and isinstance(event.get("user"), str):
             until = event.get("until")
             if isinstance(until, int):

@@ -1,8 +1,16 @@
-"""The asyncio side of rooms and groups: holds the Room state machines and runs their timers.
+"""The asyncio side of rooms and groups: holds the Room state machines, their record, and
+runs their timers.
 
 Likes and viewer counts are the two things that must never become one broadcast per tap or
 per join: they are marked dirty here and published by one periodic task, at most every
 `likes_interval_s` and `viewers_interval_s`.
+
+A room's record (its row and its bans and mutes, server/store/rooms.py) is loaded into its Room
+before a join passes: alone, every row at start-up and a channel's sanctions once (the process
+sees every later change itself); in a cluster, whenever this node does not currently receive
+the channel's events. While it does, other nodes' events keep the Room current
+(server/replica.py); when it stops (the bus unsubscribes after the last viewer left) the next
+join loads again, so a room set up or a viewer banned on another node is known here.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from client_sdk.protocol import group_channel, room_channel
 from server.bus.base import Publish
 from server.domain.room import Room
 from server.periodic import every
+from server.store.rooms import RoomStore, SanctionStore
 
 log = logging.getLogger("souk.rooms")
 
@@ -25,11 +34,23 @@ class Rooms:
         self,
         publish: Publish,
         *,
+        store: RoomStore,
+        sanctions: SanctionStore,
+        clock_ms: Callable[[], int],
+        receiving: Callable[[str], bool] | None = None,
         likes_interval_s: float = 0.5,
         viewers_interval_s: float = 1.0,
         on_create: Callable[[Room], None] | None = None,
     ) -> None:
+        """`receiving(ch)`: in a cluster, whether this node currently gets the channel's
+        events (then its Room is current); None: one process sees everything."""
         self.publish = publish
+        self.store = store
+        self.sanctions = sanctions
+        self.clock_ms = clock_ms
+        self.receiving = receiving
+        self._loaded: set[str] = set()
+        self.loads = 0  # how many times a channel's record was read before a join
         self.likes_interval_s = likes_interval_s
         self.viewers_interval_s = viewers_interval_s
         self.by_channel: dict[str, Room] = {}
@@ -57,6 +78,35 @@ class Rooms:
             if self.on_create is not None:
                 self.on_create(room)
         return room
+
+    async def load(self) -> None:
+        """Every stored room into memory (at start-up)."""
+        for record in await self.store.rooms():
+            record.apply(self.room(record.id))
+
+    async def save(self, room: Room) -> None:
+        """Make the room's row durable (title, shop, state, pinned product)."""
+        await self.store.save(room)
+
+    async def ensure(self, ch: str) -> None:
+        """Make the Room of `ch` current with its record before a join passes."""
+        kind, _, key = ch.partition(":")
+        if kind not in ("room", "group"):
+            return
+        if ch in self._loaded and (self.receiving is None or self.receiving(ch)):
+            return
+        record = await self.store.room(key) if kind == "room" and self.store.shared else None
+        sanctions = await self.sanctions.load(ch, self.clock_ms())
+        self.loads += 1
+        room = self.room(key) if kind == "room" else self.group(key)
+        if record is not None:
+            record.apply(room)
+        for user, what, until in sanctions:
+            if what == "ban":
+                room.banned.add(user)
+            elif until is not None and until > room.muted_until.get(user, 0):
+                room.muted_until[user] = until
+        self._loaded.add(ch)
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()

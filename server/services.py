@@ -54,7 +54,8 @@ class Relay(Protocol):
     async def unpublish(self, room: str) -> None: ...
 
     async def watch(
-        self, room: str, viewer_id: str, offer_sdp: str, *, edge: bool = False
+        self, room: str, viewer_id: str, offer_sdp: str, *, edge: bool = False,
+        arrived: float | None = None,
     ) -> dict[str, Any]: ...
 
     async def unwatch(self, room: str, viewer_id: str) -> None: ...
@@ -79,7 +80,7 @@ class Services:
     """Everything an op handler may touch, each part typed.
 
     `secret` verifies tokens (auth); `max_channels` bounds one connection's subscriptions;
-    `save_room` writes a room's title, shop, state and pin (then announces `RoomSaved`).
+    `save_room` writes a room's title, shop, state and pin.
     """
 
     secret: str

@@ -32,6 +32,7 @@ from server.config import Config
 log = logging.getLogger("souk.workers")
 
 ENV_CONFIG = "SOUK_WORKER_CONFIG"
+ENV_SUPERVISOR = "SOUK_SUPERVISOR_PID"
 MAX_RESTARTS = 5
 RESTART_WINDOW_S = 30.0
 
@@ -64,7 +65,8 @@ class Supervisor:
         self.restarts: list[float] = []
 
     def spawn(self, index: int) -> None:
-        env = {**os.environ, ENV_CONFIG: config_to_env(self.cfg), "SOUK_WORKER_INDEX": str(index)}
+        env = {**os.environ, ENV_CONFIG: config_to_env(self.cfg), "SOUK_WORKER_INDEX": str(index),
+               ENV_SUPERVISOR: str(os.getpid())}
         self.procs[index] = subprocess.Popen([sys.executable, "-m", "server.workers"], env=env)
         log.info("worker started", extra={"worker": index, "pid": self.procs[index].pid})
 
@@ -138,8 +140,10 @@ async def _worker(cfg: Config) -> None:
 
 
 def worker_main() -> None:
+    from media.worker import die_with_parent
     from server.logs import setup_logging
 
+    die_with_parent(int(os.environ[ENV_SUPERVISOR]))  # a killed supervisor takes its workers
     cfg = config_from_env(os.environ[ENV_CONFIG])
     setup_logging(cfg.log_level)
     uvloop.run(_worker(cfg))

@@ -21,6 +21,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 
 from media import hooks
 from media.relay import MediaRelay
+from media.testing import hooks as test_hooks
 from media.testing.stamp import FrameSink, StampedVideoTrack
 
 
@@ -105,7 +106,7 @@ class PublisherPeer(_Peer):
         transceiver.setCodecPreferences(_video_preferences(codec))
         self.video_sender = transceiver.sender
         if not honour_pli:
-            hooks.ignore_keyframe_requests(self.video_sender)
+            test_hooks.ignore_keyframe_requests(self.video_sender)
 
 
 class ViewerPeer(_Peer):
@@ -142,7 +143,7 @@ class ViewerPeer(_Peer):
         await super().accept(answer_sdp)
         if self.loss:
             ice_transport = self.pc.getTransceivers()[0].receiver.transport.transport
-            hooks.filter_incoming_datagrams(ice_transport, self._keep)
+            test_hooks.filter_incoming_datagrams(ice_transport, self._keep)
 
     def _keep(self, data: bytes) -> bool:
         # SRTP only, and RTP only (RTCP packet types 192..223 in the second byte)
@@ -186,9 +187,21 @@ class RtpSinkViewer(_Peer):
 
     async def accept(self, answer_sdp: str) -> None:
         await super().accept(answer_sdp)
+        self._intercept()
+
+    async def answer(self, offer_sdp: str) -> str:
+        """Answer an offering server (Janus's Streaming plugin offers; Souk answers) and
+        return the answer's SDP. The transceivers made in ``__init__`` take the offer's
+        sections of their kind."""
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        self._intercept()
+        return str(self.pc.localDescription.sdp)
+
+    def _intercept(self) -> None:
         codecs = hooks.negotiated_codecs(self._video)
         self.video_pt = codecs[0].payloadType if codecs else None
-        hooks.intercept_ice_data(self._video.receiver.transport.transport, self._count)
+        test_hooks.intercept_ice_data(self._video.receiver.transport.transport, self._count)
 
     def _count(self, data: bytes) -> bool:
         if len(data) < 12 or not 127 < data[0] < 192 or 192 <= data[1] <= 223:

@@ -1,4 +1,4 @@
-"""Ids the shared store lacked a moment ago (cluster mode, issue 9).
+"""Ids the shared store lacked a moment ago (cluster mode).
 
 Why a module of its own: products, sales and offers are all adopted from the shared store
 when a node meets an id it does not know; one memo of the misses keeps a client that sends

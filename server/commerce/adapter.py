@@ -27,9 +27,7 @@ from server.domain.coupons import CouponBook
 from server.domain.events import DomainEvent
 from server.domain.flashsale import FlashSale
 from server.domain.teambuy import TeamBuyOffer
-from server.store.base import CommerceStore
-from server.store.ledger import SqliteLedger
-from server.store.sqlite import SqliteDatabase
+from server.store.ledger import CommerceStore
 
 
 class Commerce:
@@ -37,7 +35,7 @@ class Commerce:
 
     def __init__(
         self,
-        db: SqliteDatabase | CommerceStore,
+        store: CommerceStore,
         publish: Publish,
         clock_ms: Callable[[], int] = wall_ms,
         *,
@@ -52,9 +50,9 @@ class Commerce:
         live, an order confirmed, a coupon spent); `coupons` is the coupon book `buy`
         reserves in (None: no coupons), `find_coupon` loads a coupon issued on another node
         into it before the reservation."""
-        self.store: CommerceStore = SqliteLedger(db) if isinstance(db, SqliteDatabase) else db
-        # issue 9: several nodes share the store; this node adopts what others created
-        shared = bool(getattr(self.store, "shared", False))
+        self.store = store
+        # several nodes share the store: this node adopts what others created
+        shared = store.shared
         self._plumbing = Plumbing(publish, clock_ms, announce)
         absent = AbsentIds(shared, clock_ms)
         pending: Pending = {}  # one map for sale and team orders: team rules skip these
@@ -94,11 +92,10 @@ class Commerce:
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
-        """Create the schema, load the ledger and resume: sales whose end passed while the
-        process was down are ended (unsold stock back to the product), teams whose deadline
-        passed fail, and every remaining deadline gets its timer."""
+        """Load the ledger and resume: sales whose end passed while the process was down are
+        ended (unsold stock back to the product), teams whose deadline passed fail, and every
+        remaining deadline gets its timer."""
         self._plumbing.loop = asyncio.get_running_loop()
-        await self.store.migrate()
         state = await self.store.load()
         for product in state.products:
             self.catalog.add(product)
@@ -110,7 +107,7 @@ class Commerce:
         self._teams.arm_all()
 
     async def stop(self) -> None:
-        """Cancel timers and wait for writes already under way (the db stays open: its
+        """Cancel timers and wait for writes already under way (the store stays open: its
         owner closes it)."""
         self._plumbing.running = False
         self._sales.flush_orders()

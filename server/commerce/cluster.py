@@ -1,4 +1,4 @@
-"""Cluster mode (issue 9): several nodes share the store; this node follows what others did.
+"""Cluster mode: several nodes share the store; this node follows what others did.
 
 Why a module of its own: a node only hears events for the rooms it watches, so it must
 follow other nodes' changes (a sale's phase and stock, an offer's teams) and, before a `join`
@@ -22,7 +22,7 @@ from server.commerce.sales import MAX_SNAPSHOT_SALES, FlashSales
 from server.commerce.teams import TeamBuys
 from server.domain import fields
 from server.domain.flashsale import OVER, FlashSale, Phase
-from server.store.base import CommerceStore
+from server.store.ledger import CommerceStore
 
 log = logging.getLogger("souk.commerce")
 

@@ -8,7 +8,6 @@ the store. Both flows go through this one owner of the catalog.
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +18,8 @@ from server.domain.catalog import Catalog, Product, new_product
 from server.domain.flashsale import FlashSale
 from server.domain.teambuy import TeamBuyOffer
 from server.errors import SoukError
-from server.store.base import CommerceStore
+from server.store.db import Duplicate
+from server.store.ledger import CommerceStore
 
 log = logging.getLogger("souk.commerce")
 
@@ -41,7 +41,7 @@ class Products:
         self.catalog.add(product)  # refuses a known id before touching storage
         try:
             await self.store.add_product(product)
-        except sqlite3.IntegrityError:
+        except Duplicate:  # another node made a product with this id meanwhile
             self.catalog.discard(product.id)
             raise SoukError(Code.CONFLICT, f"product {product.id} exists") from None
         except Exception:

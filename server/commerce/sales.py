@@ -31,7 +31,7 @@ from server.domain.flashsale import OVER, FlashSale, Phase, sale_spec
 from server.domain.order import Order
 from server.domain.throttle import PushThrottle
 from server.errors import SoukError
-from server.store.base import CommerceStore, KnownKey, StockConflict
+from server.store.ledger import CommerceStore, KnownKey, StockConflict
 
 log = logging.getLogger("souk.commerce")
 

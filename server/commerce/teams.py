@@ -28,7 +28,7 @@ from server.domain.events import TeamBuyOpened
 from server.domain.teambuy import Joined, Team, TeamBuyOffer, TeamStatus, offer_spec
 from server.domain.throttle import PushThrottle
 from server.errors import SoukError
-from server.store.base import CommerceStore, KnownKey, StockConflict
+from server.store.ledger import CommerceStore, KnownKey, StockConflict
 
 log = logging.getLogger("souk.commerce")
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from client_sdk.protocol import Code
 from server.errors import SoukError
-from server.store.base import CouponConflict, KnownKey, StockConflict
+from server.store.ledger import CouponConflict, KnownKey, StockConflict
 
 log = logging.getLogger("souk.commerce")
 

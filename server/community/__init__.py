@@ -8,7 +8,7 @@ the clock, ids, durability (every change is committed before its events are publ
 what a client saw survives a restart), the publish callback, the overdue timer and the
 connectors (outbound delivery, inbound listener). See docs/community.md.
 
-In a cluster (`--postgres`, server/store/community_pg.py) the domain objects are this node's
+In a cluster (`--postgres`, server/store/community.py) the domain objects are this node's
 working copy of a shared record: the writes that can race are guarded in SQL and a refusal
 (`Stale`) makes this node adopt the committed row before it answers; after a commit the node
 tells the others (`ClusterSync`, server/community_sync.py) and they update their copies; a

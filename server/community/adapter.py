@@ -16,13 +16,14 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+from client_sdk.protocol import Code
 from server.bus.base import Publish
 from server.community.connectors import ConnectorHub
 from server.community.frames import _field, _opt_field, _shop, _user
 from server.community.groups import Groups
 from server.community.notices import Notices
 from server.community.qa import QuestionsAndAnswers
-from server.community_sync import ClusterSync
+from server.community_sync import NoSync, Sync
 from server.connectors.delivery import Delivery
 from server.connectors.formats import Connector
 from server.connectors.inbound import InboundListener
@@ -32,9 +33,7 @@ from server.domain.moderation import Action, FilterConfig, Ladder, LinkFilter
 from server.domain.qa import Question, QuestionBoard
 from server.errors import SoukError
 from server.periodic import every
-from server.store.community_pg import PgCommunityStore
-from server.store.community_store import SCHEMA, CommunityStore, SqliteCommunityStore
-from server.store.sqlite import SqliteDatabase
+from server.store.community import CommunityStore
 
 log = logging.getLogger("souk.community")
 
@@ -42,15 +41,14 @@ log = logging.getLogger("souk.community")
 class Community(QuestionsAndAnswers, Groups, Notices):
     """Q&A boards, groups, mirroring and connectors for one server process.
 
-    Construct before `db.start()` (the tables are registered with `db.add_schema`); when the
-    database is already running, `start()` creates them itself.
+    `sync`: how this node hears of other nodes' changes and tells its own (a cluster).
     `webhook_port`: None = no inbound listener; 0 = an ephemeral port (tests); otherwise the
     `--webhook-port`. The listener starts only once a connector exists.
     """
 
     def __init__(
         self,
-        db: SqliteDatabase | None,
+        store: CommunityStore,
         publish: Publish,
         clock_ms: Callable[[], int],
         *,
@@ -63,20 +61,10 @@ class Community(QuestionsAndAnswers, Groups, Notices):
         connector_max_attempts: int = 5,
         connector_backoff_s: float = 0.5,
         connector_max_backoff_s: float = 60.0,
-        store: CommunityStore | None = None,
-        sync: ClusterSync | None = None,
+        sync: Sync | None = None,
     ) -> None:
-        self.db = db
-        if store is None:
-            if db is None:
-                raise ValueError("Community needs a SQLite database or a store")
-            store = SqliteCommunityStore(db)
-        elif db is not None:
-            db.add_schema(SCHEMA)  # the embedded tables stay (empty) for the features reading them
-        self.store: CommunityStore = store
-        # the shared store of a cluster: lazy loads and reloads come from it
-        self.pg = store if isinstance(store, PgCommunityStore) else None
-        self.sync = sync
+        self.store = store
+        self.sync = sync if sync is not None else NoSync()
         self.publish = publish
         self.clock_ms = clock_ms
         self.answer_target_s = answer_target_s
@@ -147,7 +135,7 @@ class Community(QuestionsAndAnswers, Groups, Notices):
             }
         if op == "group_create":
             if role not in ("streamer", "admin"):
-                raise SoukError("forbidden", "only streamers and admins create groups")
+                raise SoukError(Code.FORBIDDEN, "only streamers and admins create groups")
             return {"group": await self.group_create(_shop(shop), frame)}
         if op == "group_join":
             gid = frame.get("group")
@@ -174,12 +162,12 @@ class Community(QuestionsAndAnswers, Groups, Notices):
             if role in STAFF_ROLES:
                 return {"members": members}
             if not self.is_member(_user(user)[0], gid):
-                raise SoukError("forbidden", "only members and staff see a group's members")
+                raise SoukError(Code.FORBIDDEN, "only members and staff see a group's members")
             # tags are the merchant's knowledge of a member: staff only
             return {"members": [{k: v for k, v in m.items() if k != "tags"} for m in members]}
         if op == "link_groups":
             if role not in ("streamer", "admin"):
-                raise SoukError("forbidden", "only streamers and admins link groups")
+                raise SoukError(Code.FORBIDDEN, "only streamers and admins link groups")
             room = _field(frame, "room")
             return {"groups": await self.link_groups(room, frame.get("groups"), shop=shop)}
         if op == "notice":
@@ -189,19 +177,16 @@ class Community(QuestionsAndAnswers, Groups, Notices):
             )
         if op == "connector_create":
             if role != "admin":
-                raise SoukError("forbidden", "only admins create connectors")
+                raise SoukError(Code.FORBIDDEN, "only admins create connectors")
             return {"connector": await self.connector_create(_shop(shop), frame, user)}
-        raise SoukError("unknown_op", f"not a community op: {op}")
+        raise SoukError(Code.UNKNOWN_OP, f"not a community op: {op}")
 
     # -- life cycle -------------------------------------------------------------------
     async def start(self) -> None:
-        await self.store.start()
-        if self.sync is not None:  # subscribed before the load: nothing committed is missed
-            await self.sync.start()
+        await self.sync.start()  # subscribed before the load: nothing committed is missed
         raws = await self.store.load(self.directory, self.boards, self.mirror, self.answer_target_s)
         await self.hub.start(raws)
-        if self.sync is not None:
-            self.sync.run(self.apply_notice)
+        self.sync.run(self.apply_notice)
         self._overdue_task = asyncio.create_task(
             every(self.overdue_check_s, self.check_overdue, "overdue check", log),
             name="qa-overdue")
@@ -214,12 +199,8 @@ class Community(QuestionsAndAnswers, Groups, Notices):
             self._overdue_task = None
         try:
             await self.hub.stop()
-        finally:  # a connector that fails to stop must not keep the pools open
-            try:
-                if self.sync is not None:
-                    await self.sync.stop()
-            finally:
-                await self.store.close()
+        finally:  # a connector that fails to stop must not keep the notices running
+            await self.sync.stop()
 
     # -- moderation -------------------------------------------------------------------
     def check_text(self, text: str, role: str | None) -> None:

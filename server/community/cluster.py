@@ -1,11 +1,12 @@
 """Keeping this node's copies in step with the cluster: notices, lazy loads, stale writes.
 
-Why: in a cluster (`--postgres`, server/store/community_pg.py) the boards, groups, links and
-connectors in memory are this node's working copy of a shared record. After a commit the node
+Why: in a cluster (`--postgres`) the boards, groups, links and connectors in memory are this
+node's working copy of a shared record (server/store/community.py). After a commit the node
 tells the others (`ClusterSync`, server/community_sync.py) and they update their copies
 (`apply_notice`); a question, group or connector this node does not know is loaded before it
 says not_found; a guarded write that lost a race (`Stale`) makes the node adopt the committed
-row (`_adopt`). Without a cluster (`pg` and `sync` None) all of this does nothing. Only the node
+row (`_adopt`). Alone (the store is not `shared`, the notices go nowhere) memory is the whole
+record and none of this happens. Only the node
 that served an op publishes its events, mirrors a question and hands it to the connectors, so
 each happens once per cluster. See docs/scaleout.md.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+from client_sdk.protocol import Code
 from server.community.state import CommunityState
 from server.community_sync import Notice
 from server.domain.community import Group
@@ -29,14 +31,11 @@ class ClusterCopies(CommunityState):
     # -- telling the other nodes ------------------------------------------------------
     def _notify(self, kind: str, **fields: Any) -> None:
         """Tell the other nodes of the cluster that an entity changed (after the commit)."""
-        if self.sync is not None:
-            self.sync.notify(kind, **fields)
+        self.sync.notify(kind, **fields)
 
     def _notify_question(
         self, q: Question, copies: list[Copy] | None = None, *, voter: str | None = None
     ) -> None:
-        if self.sync is None:
-            return
         wire = {k: v for k, v in q.to_event().items() if k != "on_stream"}
         wire.update(
             on_stream=q.on_stream,
@@ -95,9 +94,7 @@ class ClusterCopies(CommunityState):
         return local
 
     async def _reload_question(self, qid: str) -> Question | None:
-        if self.pg is None:
-            return None
-        got = await self.pg.load_question(qid)
+        got = await self.store.load_question(qid)
         if got is None:
             return None
         return self._adopt(got[0], got[1], force=True, full_voters=True)
@@ -108,20 +105,20 @@ class ClusterCopies(CommunityState):
         from the shared store before this node says not_found."""
         board = self.board(room)
         if (
-            self.pg is not None
+            self.store.shared
             and isinstance(qid, str)
             and 1 <= len(qid) <= 64
             and qid not in board.questions
         ):
             q = await self._reload_question(qid)
             if q is not None and q.room != room:
-                raise SoukError("not_found", "no such question in this room")
+                raise SoukError(Code.NOT_FOUND, "no such question in this room")
         return board.get(qid)
 
     async def _group(self, gid: Any, *, user: str | None = None) -> Group:
         """The group `gid`; in a cluster reloaded first when this node does not know it (or
         does not know `user` in it: they may have joined through another node)."""
-        if self.pg is not None and isinstance(gid, str) and 1 <= len(gid) <= 64:
+        if self.store.shared and isinstance(gid, str) and 1 <= len(gid) <= 64:
             known = self.directory.groups.get(gid)
             if known is None or (user is not None and user not in known.members):
                 await self._reload_group(gid)
@@ -139,20 +136,16 @@ class ClusterCopies(CommunityState):
         known.notices_at = fresh.notices_at
 
     async def _reload_group(self, gid: str) -> None:
-        if self.pg is not None:
-            fresh = await self.pg.load_group(gid)
-            if fresh is not None:
-                self._put_group(fresh)
+        fresh = await self.store.load_group(gid)
+        if fresh is not None:
+            self._put_group(fresh)
 
     async def _reload_family(self, shop: str, tier: str, topic: str) -> None:
-        if self.pg is not None:
-            for fresh in await self.pg.load_family(shop, tier, topic):
-                self._put_group(fresh)
+        for fresh in await self.store.load_family(shop, tier, topic):
+            self._put_group(fresh)
 
     async def _reload_links(self, room: str) -> None:
-        if self.pg is None:
-            return
-        links = await self.pg.load_links(room)
+        links = await self.store.load_links(room)
         for gid in links:
             if gid not in self.directory.groups:
                 await self._reload_group(gid)
@@ -197,18 +190,16 @@ class ClusterCopies(CommunityState):
         elif kind == "links":
             await self._reload_links(str(notice["room"]))
         elif kind == "c":
-            if self.pg is not None and notice["id"] not in self.hub.connectors:
-                raw = await self.pg.load_connector(str(notice["id"]))
+            if notice["id"] not in self.hub.connectors:
+                raw = await self.store.load_connector(str(notice["id"]))
                 if raw is not None:
                     self.hub.add(raw)
                     await self.hub.ensure_inbound()
         elif kind == "tags":
-            if self.pg is not None:
-                tags = await self.pg.load_tags(str(notice["shop"]), str(notice["user"]))
-                if tags is not None:
-                    self.directory.tags[(str(notice["shop"]), str(notice["user"]))] = tags
+            tags = await self.store.load_tags(str(notice["shop"]), str(notice["user"]))
+            if tags is not None:
+                self.directory.tags[(str(notice["shop"]), str(notice["user"]))] = tags
         elif kind == "target":
-            if self.pg is not None:
-                target = await self.pg.load_target(str(notice["room"]))
-                if target is not None:
-                    self.board(str(notice["room"])).set_target(target)
+            target = await self.store.load_target(str(notice["room"]))
+            if target is not None:
+                self.board(str(notice["room"])).set_target(target)

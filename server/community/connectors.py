@@ -13,6 +13,7 @@ import logging
 import secrets
 from typing import TYPE_CHECKING, Any
 
+from client_sdk.protocol import Code
 from server.community.frames import _new_id
 from server.connectors.delivery import Delivery
 from server.connectors.formats import Connector, parse_connector
@@ -94,10 +95,10 @@ class ConnectorHub:
         """Register an external group (admin). The reply carries the secret, shown once."""
         c = self.community
         if user is not None and user.get("role") not in ("admin", "streamer"):
-            raise SoukError("forbidden", "only admins and streamers create connectors")
+            raise SoukError(Code.FORBIDDEN, "only admins and streamers create connectors")
         secret = fields.get("secret") if isinstance(fields, dict) else None
         if secret is not None and (not isinstance(secret, str) or not 16 <= len(secret) <= 256):
-            raise SoukError("invalid", "secret must be 16..256 characters")
+            raise SoukError(Code.INVALID, "secret must be 16..256 characters")
         conn = parse_connector(
             _new_id("c"), shop, fields, secret or secrets.token_urlsafe(32), c.clock_ms()
         )
@@ -125,9 +126,9 @@ class ConnectorHub:
     async def lookup(self, cid: str) -> Connector | None:
         """The inbound listener's lookup: a connector created on another node is loaded."""
         conn = self.connectors.get(cid)
-        pg = self.community.pg
-        if conn is None and pg is not None and 1 <= len(cid) <= 64:
-            raw = await pg.load_connector(cid)
+        store = self.community.store
+        if conn is None and store.shared and 1 <= len(cid) <= 64:
+            raw = await store.load_connector(cid)
             if raw is not None:
                 conn = self.connectors.get(cid) or self.add(raw)
         return conn

@@ -10,6 +10,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
+from client_sdk.protocol import Code
 from server.domain.community import STAFF_ROLES
 from server.errors import SoukError
 
@@ -36,14 +37,14 @@ def _new_id(prefix: str) -> str:
 def _user(user: dict[str, Any]) -> tuple[str, str, str]:
     uid, name, role = user.get("id"), user.get("name"), user.get("role")
     if not isinstance(uid, str) or not uid:
-        raise SoukError("invalid", "user id required")
+        raise SoukError(Code.INVALID, "user id required")
     return uid, (name if isinstance(name, str) and name else uid)[:64], str(role or "viewer")
 
 
 def _field(frame: dict[str, Any], key: str) -> str:
     value = frame.get(key)
     if not isinstance(value, str) or not 1 <= len(value) <= 64:
-        raise SoukError("invalid", f"{key} must be a string of 1..64 characters")
+        raise SoukError(Code.INVALID, f"{key} must be a string of 1..64 characters")
     return value
 
 
@@ -53,10 +54,10 @@ def _opt_field(frame: dict[str, Any], key: str) -> str | None:
 
 def _shop(shop: str | None) -> str:
     if not shop:
-        raise SoukError("invalid", "this op needs the room's shop")
+        raise SoukError(Code.INVALID, "this op needs the room's shop")
     return shop
 
 
 def _require_staff(user: dict[str, Any], what: str) -> None:
     if user.get("role") not in STAFF_ROLES:
-        raise SoukError("forbidden", f"only the streamer, moderators and admins may {what}")
+        raise SoukError(Code.FORBIDDEN, f"only the streamer, moderators and admins may {what}")

@@ -15,12 +15,13 @@ import logging
 import random
 from typing import Any
 
+from client_sdk.protocol import Code
 from server.community.cluster import ClusterCopies
 from server.community.frames import _new_id, _require_staff, _user
 from server.domain.community import STAFF_ROLES, Tags
 from server.domain.mirror import MAX_LINKED_GROUPS
 from server.errors import SoukError
-from server.store.community_store import Stale
+from server.store.community import Stale
 
 log = logging.getLogger("souk.community")
 
@@ -52,10 +53,10 @@ class Groups(ClusterCopies):
         """Make the user a member (spill-over applies); returns the group they landed in."""
         uid, name, role = _user(user)
         if role not in ("member", *STAFF_ROLES):
-            raise SoukError("forbidden", "only members may join groups")
+            raise SoukError(Code.FORBIDDEN, "only members may join groups")
         if group_id is not None:
             await self._group(group_id)
-        attempts = 20 if self.pg is not None else 1
+        attempts = 20  # a refusal means another node placed members first (never alone)
         for attempt in range(attempts):
             now = self.clock_ms()
             result = self.directory.join(
@@ -83,8 +84,7 @@ class Groups(ClusterCopies):
                 if result.created is not None:
                     self.directory.groups.pop(result.created.id, None)
                 if attempt == attempts - 1:
-                    raise SoukError(
-                        "unavailable", f"group placement kept racing: {exc.message}"
+                    raise SoukError(Code.UNAVAILABLE, f"group placement kept racing: {exc.message}"
                     ) from None
                 await asyncio.sleep(random.uniform(0, 0.005 * attempt))  # let the winner finish
                 await self._reload_family(group.shop, group.tier, group.topic)
@@ -169,17 +169,13 @@ class Groups(ClusterCopies):
         return [g.to_dict() for g in self.directory.groups.values() if g.shop == shop]
 
     async def update_tags(self, shop: str, user_id: str, fields: dict[str, Any]) -> dict[str, Any]:
-        if self.pg is not None:  # merge into what the cluster has, under its lock
 
-            def merge(fresh: Tags | None) -> Tags:
-                if fresh is not None:
-                    self.directory.tags[(shop, user_id)] = fresh
-                return self.directory.update_tags(shop, user_id, fields)
+        def merge(fresh: Tags | None) -> Tags:  # into what the record has, under its lock
+            if fresh is not None:
+                self.directory.tags[(shop, user_id)] = fresh
+            return self.directory.update_tags(shop, user_id, fields)
 
-            tags = await self.pg.merge_tags(shop, user_id, merge)
-        else:
-            tags = self.directory.update_tags(shop, user_id, fields)
-            await self.store.save_tags(shop, user_id, tags)
+        tags = await self.store.merge_tags(shop, user_id, merge)
         self._notify("tags", shop=shop, user=user_id)
         return tags.to_dict()
 
@@ -195,7 +191,7 @@ class Groups(ClusterCopies):
     async def link_groups(self, room: str, group_ids: Any, *, shop: str | None = None) -> list[str]:
         """Link groups to a room; returns every group now linked. Mirroring applies from now."""
         self.board(room)
-        if self.pg is not None and isinstance(group_ids, list):
+        if self.store.shared and isinstance(group_ids, list):
             await self._reload_links(room)  # add to the cluster's links, not a stale copy
             for gid in group_ids[: MAX_LINKED_GROUPS + 1]:
                 if isinstance(gid, str) and 1 <= len(gid) <= 64:

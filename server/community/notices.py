@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from client_sdk.protocol import Code
 from server.community.cluster import ClusterCopies
 from server.community.frames import _require_staff
 from server.domain.qa import clean_text
@@ -49,10 +50,10 @@ class Notices(ClusterCopies):
         extra: dict[str, Any] | None,
     ) -> dict[str, Any]:
         if kind not in NOTICE_KINDS:
-            raise SoukError("invalid", f"kind must be one of {', '.join(NOTICE_KINDS)}")
+            raise SoukError(Code.INVALID, f"kind must be one of {', '.join(NOTICE_KINDS)}")
         body = clean_text(text, "notice", MAX_NOTICE_CHARS)
         if (group is None) == (room is None):
-            raise SoukError("invalid", "give either a group or a room")
+            raise SoukError(Code.INVALID, "give either a group or a room")
         if group is not None:
             await self._group(group)  # in a cluster: it may have been made on another node
         now = self.clock_ms()
@@ -73,7 +74,7 @@ class Notices(ClusterCopies):
                 if not kept:  # other nodes used the week's cap: learn their notices, refuse
                     self.directory.unrecord_notice(gid, now)
                     await self._reload_group(gid)
-                    raise SoukError("cap_reached", f"welfare group {gid} reached its weekly cap "
+                    raise SoukError(Code.CAP_REACHED, f"welfare group {gid} reached its weekly cap "
                                     f"(cap {cap[2] if cap else '?'})", group=gid)
             except SoukError as exc:
                 if group is not None:

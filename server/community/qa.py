@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
+from client_sdk.protocol import Code
 from server.community.cluster import ClusterCopies
 from server.community.connectors import answer_item, question_item
 from server.community.frames import _new_id, _require_staff, _user
@@ -21,7 +22,7 @@ from server.domain.community import Group
 from server.domain.mirror import Mirror
 from server.domain.qa import MAX_ANSWER_CHARS, OPEN, Question, QuestionBoard, clean_text
 from server.errors import SoukError
-from server.store.community_store import Stale
+from server.store.community import Stale
 
 MAX_MESSAGE_CHARS = 2000
 
@@ -83,9 +84,8 @@ class QuestionsAndAnswers(ClusterCopies):
                 self._adopt(exc.question, force=True)
             raise SoukError(exc.code, exc.message) from None
         except Exception:
-            if self.pg is not None:
-                q.voters.discard(uid)
-                q.votes -= 1
+            q.voters.discard(uid)
+            q.votes -= 1
             raise
         if fresh is not q:  # the count as committed, whatever node voted meanwhile
             self._adopt(fresh, force=True)
@@ -116,8 +116,7 @@ class QuestionsAndAnswers(ClusterCopies):
                 self._adopt(exc.question, force=True)
             raise SoukError(exc.code, exc.message) from None
         except Exception:
-            if self.pg is not None:
-                q.status = OPEN
+            q.status = OPEN
             raise
         self._emit(self.mirror.question_events(q))
         self._notify_question(q)
@@ -168,7 +167,7 @@ class QuestionsAndAnswers(ClusterCopies):
         mid = message.get("id")
         text = message.get("text")
         if not isinstance(mid, str) or not isinstance(text, str):
-            raise SoukError("invalid", "message needs a string id and text")
+            raise SoukError(Code.INVALID, "message needs a string id and text")
         seen = f"{group_id}:{mid}"  # message ids count per group: "m1" is in every group
         if seen in self._seen_messages:
             return
@@ -206,9 +205,9 @@ class QuestionsAndAnswers(ClusterCopies):
     ) -> Question | None:
         """Apply a group reply to a mirrored question in the domain; None if it is just chat."""
         copy = self.mirror.resolve_reply(group_id, reply_to)
-        if copy is None and self.pg is not None and isinstance(reply_to, str) and reply_to:
+        if copy is None and self.store.shared and isinstance(reply_to, str) and reply_to:
             # a copy made on another node whose notice has not arrived: ask the record
-            qid = await self.pg.question_of_copy(reply_to[:64])
+            qid = await self.store.question_of_copy(reply_to[:64])
             if qid is not None:
                 await self._reload_question(qid)
                 copy = self.mirror.resolve_reply(group_id, reply_to)
@@ -236,10 +235,10 @@ class QuestionsAndAnswers(ClusterCopies):
         qid = data.get("question")
         name = data.get("name", "external")
         if not isinstance(name, str) or not 1 <= len(name) <= 64:
-            raise SoukError("invalid", "name must be 1..64 characters")
+            raise SoukError(Code.INVALID, "name must be 1..64 characters")
         ext_user = data.get("user")
         if ext_user is not None and (not isinstance(ext_user, str) or len(ext_user) > 64):
-            raise SoukError("invalid", "user must be a string of at most 64 characters")
+            raise SoukError(Code.INVALID, "user must be a string of at most 64 characters")
         board = self.board(conn.room)
         if isinstance(qid, str) and qid:
             qid = (await self._question(conn.room, qid)).id

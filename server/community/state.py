@@ -10,25 +10,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from client_sdk.protocol import Code
 from server.bus.base import Publish
 from server.community.connectors import ConnectorHub
-from server.community_sync import ClusterSync
+from server.community_sync import Sync
 from server.domain.community import Directory
 from server.domain.mirror import Event, Mirror
 from server.domain.moderation import LinkFilter
 from server.domain.qa import QuestionBoard
 from server.errors import SoukError
-from server.store.community_pg import PgCommunityStore
-from server.store.community_store import CommunityStore
+from server.store.community import CommunityStore
 
 
 class CommunityState:
     """The shared state (assigned by `Community.__init__`) and the two helpers all parts use."""
 
     store: CommunityStore
-    # the shared store of a cluster: lazy loads and reloads come from it
-    pg: PgCommunityStore | None
-    sync: ClusterSync | None
+    sync: Sync
     publish: Publish
     clock_ms: Callable[[], int]
     answer_target_s: int
@@ -44,7 +42,7 @@ class CommunityState:
 
     def board(self, room: str) -> QuestionBoard:
         if not isinstance(room, str) or not 1 <= len(room) <= 64:
-            raise SoukError("invalid", "room must be a string of 1..64 characters")
+            raise SoukError(Code.INVALID, "room must be a string of 1..64 characters")
         b = self.boards.get(room)
         if b is None:
             b = self.boards[room] = QuestionBoard(room, target_s=self.answer_target_s)

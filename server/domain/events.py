@@ -103,14 +103,6 @@ class RoomLeft:
 
 
 @dataclass(frozen=True, slots=True)
-class RoomSaved:
-    """A room's title, shop, state or pin was written: its shop is known from now on."""
-
-    room: str
-    shop: str
-
-
-@dataclass(frozen=True, slots=True)
 class RoomEnded:
     """The streamer set the room's state to `ended`."""
 
@@ -119,5 +111,5 @@ class RoomEnded:
 
 DomainEvent = (
     SaleWentLive | TeamBuyOpened | OrderConfirmed | CouponRedeemed | ChatPosted | Liked
-    | RoomJoined | RoomLeft | RoomSaved | RoomEnded
+    | RoomJoined | RoomLeft | RoomEnded
 )

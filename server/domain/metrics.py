@@ -1,8 +1,8 @@
 """The arithmetic of the merchant's numbers: percentiles, rates, weekly buckets.
 
-Why pure: the store reads counts and durations from SQLite; how they become "p90 answer time"
-or "exit rate per week" is a rule the merchant reads against their actions, so it is defined
-(and tested) once, here. Rates are fractions in [0, 1] rounded to 4 places; an empty
+Why pure: the store reads counts and durations from the database; how they become "p90
+answer time" or "exit rate per week" is a rule the merchant reads against their actions, so it
+is defined (and tested) once, here. Rates are fractions in [0, 1] rounded to 4 places; an empty
 denominator gives 0, never a division error.
 """
 
@@ -71,8 +71,7 @@ def seconds(ms: int | None) -> float | None:
 def room_numbers(room: str, pres: Any, act: dict[str, Any], interacting: int, qs: Sequence[Any],
                  orders: Any, off: dict[Any, int], per_sale: list[dict[str, Any]],
                  per_team: list[dict[str, Any]]) -> dict[str, Any]:
-    """A room's numbers from what either store read (rows indexable by column name): one
-    shape for the embedded and the cluster store, so the dashboard cannot tell them apart."""
+    """A room's numbers from what the store read (rows indexable by column name)."""
     viewers = int(act["view"]["users"]) if "view" in act else 0
     waits = sorted(int(q["answered_at"]) - int(q["asked_at"]) for q in qs
                    if q["status"] == "answered" and q["answered_at"] is not None)
@@ -106,7 +105,7 @@ def group_numbers(group: str, members: int, active: int, msg_total: int, replies
                   votes: int, buys: Sequence[Any], joins: list[int], exits: list[int],
                   since_ms: int, before: int, msg_weeks: dict[int, int],
                   actions: dict[int, list[str]], first: int, now_ms: int) -> dict[str, Any]:
-    """A group's numbers from what either store read (`buys`: rows with `n` and `spent`)."""
+    """A group's numbers from what the store read (`buys`: rows with `n` and `spent`)."""
     buyers = len(buys)
     return {
         "group": group, "members": members, "active_members_7d": active,

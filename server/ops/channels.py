@@ -76,7 +76,7 @@ async def join(sv: Services, s: Session, frame: Frame) -> Result:
     kind, key = fields.room_or_group(frame)
     ch = room_channel(key) if kind == "room" else group_channel(key)
     await authorize_channel(sv, s.identity, ch)
-    await sv.sanctions.ensure(ch)
+    await sv.rooms.ensure(ch)
     _enter(sv, s, ch)
     if kind == "room" and may(s.identity.role, CHANNEL_ROLES["staff"]):
         sv.hub.flush(staff_channel(key))
@@ -108,7 +108,7 @@ async def resume(sv: Services, s: Session, frame: Frame) -> Result:
     if epoch is not None and (not isinstance(epoch, str) or len(epoch) > 64):
         raise SoukError(Code.INVALID, "'epoch' must be a string")
     await authorize_channel(sv, s.identity, ch)
-    await sv.sanctions.ensure(ch)
+    await sv.rooms.ensure(ch)
     _enter(sv, s, ch)
     sv.hub.flush(ch)  # whatever was pending is now in both the history and the socket
     missed = await sv.bus.since(ch, seq, epoch)

@@ -8,10 +8,11 @@ connection holds so that a dropped websocket releases its media too (`release`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable
+import time
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, TypeVar, cast
 
-from client_sdk.protocol import Code, Frame
+from client_sdk.protocol import Code, Frame, room_channel
 from media.errors import MediaError
 from server.errors import SoukError
 from server.ops import fields
@@ -98,6 +99,7 @@ async def watch(sv: Services, s: Session, frame: Frame) -> Result:
     """Watch a room. In a cluster, a room published on another node is pulled from there
     first (once per room per node). ``local: true`` (what an edge sends its origin) asks for
     a local publisher only, so a pull never cascades on: no loops between nodes."""
+    arrived = time.monotonic()  # the relay measures watch-to-first-keyframe from here
     room = _room(s, frame)
     local = frame.get("local", False)
     if not isinstance(local, bool):
@@ -105,7 +107,9 @@ async def watch(sv: Services, s: Session, frame: Frame) -> Result:
     relay = _relay(sv)
     if sv.cascade is not None and not local:
         await _call(sv.cascade.ensure_pull(room))
-    result = await _call(relay.watch(room, peer_id(s), _offer(frame), edge=local))
+    result = await _call(
+        relay.watch(room, peer_id(s), _offer(frame), edge=local, arrived=arrived)
+    )
     s.media.add(("watch", room))
     return dict(result)
 
@@ -130,3 +134,24 @@ async def ice(sv: Services, s: Session, frame: Frame) -> Result:
         raise SoukError(Code.INVALID, "candidate must be a map (RTCIceCandidateInit)")
     await _call(_relay(sv).add_ice(room, peer_id(s), candidate))
     return None
+
+
+REWATCH = "rewatch"
+
+
+def rewatch_notice(sessions: Iterable[Session]) -> Callable[[str, list[str]], None]:
+    """What the relay calls when viewers lost their media (their media worker died and was
+    restarted): each such connection gets ``{"op": "event", "ch": "room:<id>", "type":
+    "rewatch", "room", "reason", "ts"}`` and is no longer counted as watching; the SDKs then
+    watch again with a fresh offer (the relay has already forgotten the old peer)."""
+
+    def notify(room: str, viewer_ids: list[str]) -> None:
+        wanted = set(viewer_ids)
+        for s in list(sessions):
+            if s.identity is None or peer_id(s) not in wanted:
+                continue
+            s.media.discard(("watch", room))
+            s.send({"op": "event", "ch": room_channel(room), "type": REWATCH, "room": room,
+                    "reason": "media_worker_restarted", "ts": int(time.time() * 1000)})
+
+    return notify

@@ -1,27 +1,34 @@
 """SQLite (WAL) with group commit: one fsync serves every write that arrived meanwhile.
 
 Why a writer thread: sqlite3 calls block, and an fsync per order would cap a flash sale at a
-few hundred orders per second. Writes are queued as callables; the writer thread runs every
-queued callable inside one transaction (each in its own SAVEPOINT, so one failing write does
-not undo its neighbours), commits once with `synchronous=FULL`, and only then resolves the
-callers' futures. A caller that got its result knows the write survives `kill -9`.
+few hundred orders per second. Writes are queued; the writer thread runs every queued write
+inside one transaction (each in its own SAVEPOINT, so one failing write does not undo its
+neighbours), commits once with `synchronous=FULL`, and only then resolves the callers'
+futures. A caller that got its result knows the write survives `kill -9`. A write is a
+transaction body of the one SQL layer (server/store/db.py), run here without awaiting.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import queue
+import re
 import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, Literal, TypeVar
+
+from server.store.db import Body, Duplicate, Insert, Lock, Many, Next, Q, Row, Step, X, named
 
 T = TypeVar("T")
 
 Job = Callable[[sqlite3.Connection], Any]
+_ROW_LOCK: Final = re.compile(r"\s+FOR\s+(UPDATE|SHARE)\s*$", re.IGNORECASE)
+_VARIABLES: Final = 32_000  # SQLite binds at most 32,766 values per statement
 
 
 @dataclass
@@ -44,7 +51,11 @@ _STOP = object()
 
 
 class SqliteDatabase:
-    """One database file: a writer thread with group commit, and a reader connection."""
+    """One database file (`Db`): a writer thread with group commit, and a reader connection."""
+
+    dialect: Literal["sqlite"] = "sqlite"
+    shared = False  # one process owns the file
+    group_commit = True
 
     def __init__(
         self,
@@ -60,11 +71,6 @@ class SqliteDatabase:
         self._thread: threading.Thread | None = None
         self._reader: sqlite3.Connection | None = None
         self._read_lock = threading.Lock()
-        self._schemas: list[str] = []
-
-    def add_schema(self, sql: str) -> None:
-        """Register DDL (idempotent `CREATE ... IF NOT EXISTS`) to run before the first write."""
-        self._schemas.append(sql)
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
@@ -74,14 +80,12 @@ class SqliteDatabase:
         conn.row_factory = sqlite3.Row
         return conn
 
-    def start(self) -> None:
+    async def start(self) -> None:
         if self._thread is not None:
             return
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         writer = self._connect()
-        for sql in self._schemas:
-            writer.executescript(sql)
         self._reader = self._connect()
         self._thread = threading.Thread(
             target=self._run, args=(writer,), name="souk-sqlite-writer", daemon=True
@@ -99,8 +103,12 @@ class SqliteDatabase:
             self._reader.close()
             self._reader = None
 
-    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `fn` in the next group transaction; return its result once the commit is durable."""
+    async def write(self, body: Callable[[], Body[T]]) -> T:
+        """Run the body in the next group transaction; its result once the commit is durable."""
+        return await self._submit(functools.partial(run, body))
+
+    async def _submit(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` on the writer connection in the next group transaction."""
         if self._thread is None:
             raise RuntimeError("database not started")
         loop = asyncio.get_running_loop()
@@ -108,16 +116,23 @@ class SqliteDatabase:
         self._queue.put(_Pending(fn, loop, fut))
         return await fut
 
-    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run a read on the reader connection in a worker thread (WAL: never blocks the writer)."""
-        return await asyncio.to_thread(self.read_sync, fn)
+    async def read(self, body: Callable[[], Body[T]]) -> T:
+        """Run a body on the reader connection in a worker thread (WAL: never blocks the
+        writer)."""
+        return await asyncio.to_thread(self._read, body)
 
-    def read_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Blocking read, for start-up recovery before the loop serves clients."""
+    async def rows(self, sql: str, *args: Any) -> list[Row]:
+        def body() -> Body[list[Row]]:
+            rows: list[Row] = yield Q(sql, *args)
+            return rows
+
+        return await self.read(body)
+
+    def _read(self, body: Callable[[], Body[T]]) -> T:
         if self._reader is None:
             raise RuntimeError("database not started")
         with self._read_lock:
-            return fn(self._reader)
+            return run(body, self._reader)
 
     def _run(self, conn: sqlite3.Connection) -> None:
         stopping = False
@@ -202,3 +217,59 @@ def _settle(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
         fut.set_result(value)
     else:
         fut.set_exception(value)
+
+
+def run(body: Callable[[], Body[T]], conn: sqlite3.Connection) -> T:
+    """Drive a transaction body on a connection, step by step, without awaiting."""
+    gen = body()
+    try:
+        step = next(gen)
+        while True:
+            try:
+                result = _step(conn, step)
+            except sqlite3.IntegrityError as exc:
+                if "UNIQUE" not in str(exc) and "PRIMARY KEY" not in str(exc):
+                    raise
+                step = gen.throw(Duplicate(str(exc)))
+                continue
+            step = gen.send(result)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    finally:
+        gen.close()
+
+
+def _step(conn: sqlite3.Connection, step: Step) -> Any:
+    if isinstance(step, X):
+        return conn.execute(_sql(step.sql), _args(step.args)).rowcount
+    if isinstance(step, Q):
+        return conn.execute(_sql(step.sql), _args(step.args)).fetchall()
+    if isinstance(step, Many):
+        conn.executemany(_sql(step.sql), step.rows)
+        return None
+    if isinstance(step, Insert):
+        width = len(step.columns)
+        head = f"INSERT INTO {step.table} ({', '.join(step.columns)}) VALUES "
+        one = "(" + ", ".join(["?"] * width) + ")"
+        chunk = max(1, min(500, _VARIABLES // width))
+        for at in range(0, len(step.rows), chunk):
+            part = step.rows[at:at + chunk]
+            conn.execute(head + ", ".join([one] * len(part)), [v for r in part for v in r])
+        return None
+    if isinstance(step, Lock):
+        return None  # the writer thread is the only writer: nobody to wait for
+    if isinstance(step, Next):
+        return conn.execute(
+            "INSERT INTO sequences (name, n) VALUES (?, 1)"
+            " ON CONFLICT (name) DO UPDATE SET n = n + 1 RETURNING n", (step.name,)).fetchone()[0]
+    raise TypeError(f"not a step: {step!r}")
+
+
+@functools.lru_cache(maxsize=1024)
+def _sql(sql: str) -> str:
+    return _ROW_LOCK.sub("", sql)
+
+
+def _args(args: tuple[Any, ...]) -> Any:
+    mapping = named(args)
+    return args if mapping is None else mapping

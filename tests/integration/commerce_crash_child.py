@@ -16,6 +16,7 @@ import asyncio
 import os
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -23,7 +24,8 @@ import uvloop
 
 from server.commerce import Commerce
 from server.errors import SoukError
-from server.store.sqlite import SqliteDatabase
+from server.store.ledger import SqlLedger
+from server.store.stores import open_db
 
 
 def say(line: str) -> None:
@@ -35,9 +37,8 @@ def no_bus(ch: str, type: str, fields: dict[str, Any], *, droppable: bool = Fals
 
 
 async def main(path: str) -> None:
-    db = SqliteDatabase(path)
-    db.start()
-    commerce = Commerce(db, no_bus)
+    db = await open_db(Path(path))
+    commerce = Commerce(SqlLedger(db), no_bus)
     await commerce.start()
     loop = asyncio.get_running_loop()
     done = asyncio.Event()

@@ -323,19 +323,18 @@ async def test_overdue_flagged_once_per_cluster_and_targets_follow(
     processes would have) on one PostgreSQL and one Redis; a shared, controllable clock."""
     from server.community import Community
     from server.community_sync import ClusterSync
-    from server.store.community_pg import PgCommunityStore
-    from server.store.sqlite import SqliteDatabase
+    from server.store.community import SqlCommunityStore
+    from server.store.db import Db
+    from server.store.stores import open_db
 
     clock = Clock(1_764_000_000_000)
-    made: list[tuple[Community, Collector, SqliteDatabase, Redis]] = []
-    for i in range(2):
+    made: list[tuple[Community, Collector, Db, Redis]] = []
+    for _ in range(2):
         redis = Redis.from_url(REDIS_URL)
-        db = SqliteDatabase(tmp_path / f"n{i}.db")
+        db = await open_db(database)
         pub = Collector()
-        c = Community(
-            db, pub, clock, overdue_check_s=3600, store=PgCommunityStore(database),
-            sync=ClusterSync(redis, prefix),
-        )
+        c = Community(SqlCommunityStore(db), pub, clock, overdue_check_s=3600,
+                      sync=ClusterSync(redis, prefix))
         await c.start()
         made.append((c, pub, db, redis))
     (a, pub_a, _, _), (b, pub_b, _, _) = made
@@ -366,16 +365,17 @@ async def test_welfare_cap_holds_across_nodes(database: str, prefix: str, tmp_pa
     from server.community import Community
     from server.community_sync import ClusterSync
     from server.errors import SoukError as Refused
-    from server.store.community_pg import PgCommunityStore
-    from server.store.sqlite import SqliteDatabase
+    from server.store.community import SqlCommunityStore
+    from server.store.db import Db
+    from server.store.stores import open_db
 
     clock = Clock(1_764_000_000_000)
-    made: list[tuple[Community, SqliteDatabase, Redis]] = []
-    for i in range(2):
+    made: list[tuple[Community, Db, Redis]] = []
+    for _ in range(2):
         redis = Redis.from_url(REDIS_URL)
-        db = SqliteDatabase(tmp_path / f"w{i}.db")
-        c = Community(db, Collector(), clock, overdue_check_s=3600, welfare_weekly_cap=3,
-                      store=PgCommunityStore(database), sync=ClusterSync(redis, prefix))
+        db = await open_db(database)
+        c = Community(SqlCommunityStore(db), Collector(), clock, overdue_check_s=3600,
+                      welfare_weekly_cap=3, sync=ClusterSync(redis, prefix))
         await c.start()
         made.append((c, db, redis))
     (a, _, _), (b, _, _) = made
@@ -413,16 +413,17 @@ async def test_tags_merged_from_two_nodes_at_once_keep_every_purchase(
     the member's tags afterwards (a read-merge-write without a lock would lose some)."""
     from server.community import Community
     from server.community_sync import ClusterSync
-    from server.store.community_pg import PgCommunityStore
-    from server.store.sqlite import SqliteDatabase
+    from server.store.community import SqlCommunityStore
+    from server.store.db import Db
+    from server.store.stores import open_db
 
     clock = Clock(1_764_000_000_000)
-    made: list[tuple[Community, SqliteDatabase, Redis]] = []
-    for i in range(2):
+    made: list[tuple[Community, Db, Redis]] = []
+    for _ in range(2):
         redis = Redis.from_url(REDIS_URL)
-        db = SqliteDatabase(tmp_path / f"t{i}.db")
-        c = Community(db, Collector(), clock, overdue_check_s=3600,
-                      store=PgCommunityStore(database), sync=ClusterSync(redis, prefix))
+        db = await open_db(database)
+        c = Community(SqlCommunityStore(db), Collector(), clock, overdue_check_s=3600,
+                      sync=ClusterSync(redis, prefix))
         await c.start()
         made.append((c, db, redis))
     (a, _, _), (b, _, _) = made

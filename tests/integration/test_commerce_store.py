@@ -23,8 +23,11 @@ from redis.asyncio import Redis
 from server.commerce import Commerce, wall_ms
 from server.domain.order import Order
 from server.errors import SoukError
-from server.store.ledger import SqliteLedger
-from server.store.postgres import PostgresLedger, StockGate
+from server.store.db import Body, X
+from server.store.gate import StockGate
+from server.store.ledger import SqlLedger
+from server.store.postgres import PgDatabase
+from server.store.schema import migrate
 from server.store.sqlite import SqliteDatabase
 
 
@@ -68,36 +71,23 @@ class Faults:
     joins = 0
 
 
-class FlakySqlite(SqliteLedger):
+class FlakyLedger(SqlLedger):
     async def add_orders(self, orders: list[Order]) -> list[Exception | None]:
         if Faults.orders:
             Faults.orders -= 1
-            await self.db.write(_disk_error)
+            await self.db.write(_failing)
         return await super().add_orders(orders)
 
     async def join_team(self, order: Order) -> bool:
         if Faults.joins:
             Faults.joins -= 1
-            await self.db.write(_disk_error)
+            await self.db.write(_failing)
         return await super().join_team(order)
 
 
-def _disk_error(conn: sqlite3.Connection) -> None:
-    raise sqlite3.OperationalError("disk I/O error")
-
-
-class FlakyPostgres(PostgresLedger):
-    async def add_orders(self, orders: list[Order]) -> list[Exception | None]:
-        if Faults.orders:
-            Faults.orders -= 1
-            await self.pool.execute("SELECT 1 / 0")
-        return await super().add_orders(orders)
-
-    async def join_team(self, order: Order) -> bool:
-        if Faults.joins:
-            Faults.joins -= 1
-            await self.pool.execute("SELECT 1 / 0")
-        return await super().join_team(order)
+def _failing() -> Body[None]:
+    """A statement each database refuses for real (SQLite in its writer thread)."""
+    yield X("UPDATE no_such_table SET x = 1")
 
 
 class Backend:
@@ -111,18 +101,20 @@ class Backend:
 
     async def boot(self, clock: Callable[[], int] = wall_ms, *, flaky: bool = False) -> Node:
         events = Events()
+        kind = FlakyLedger if flaky else SqlLedger
         if self.kind == "sqlite":
             db = SqliteDatabase(self.path)
-            db.start()
-            ledger = (FlakySqlite if flaky else SqliteLedger)(db)
-            commerce = Commerce(ledger, events, clock)
+            await db.start()
+            await migrate(db)
+            commerce = Commerce(kind(db), events, clock)
             await commerce.start()
             return Node(self, commerce, events, db.close, db)
         pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=4,
                                          server_settings={"search_path": self.schema})
         redis = Redis.from_url(REDIS_URL)
-        pg = (FlakyPostgres if flaky else PostgresLedger)(pool, StockGate(redis, self.prefix))
-        commerce = Commerce(pg, events, clock)
+        pg = PgDatabase(pool)
+        await migrate(pg)
+        commerce = Commerce(kind(pg, StockGate(redis, self.prefix)), events, clock)
         await commerce.start()
 
         async def close() -> None:

@@ -10,7 +10,8 @@ import pytest
 
 from server.community import OPS, Community
 from server.errors import SoukError
-from server.store.sqlite import SqliteDatabase
+from server.store.community import SqlCommunityStore
+from server.store.stores import open_db
 
 VIEWER = {"id": "v1", "name": "Vic", "role": "viewer"}
 MEMBER = {"id": "u1", "name": "Mei", "role": "member"}
@@ -25,8 +26,8 @@ def noop(ch: str, type: str, fields: dict[str, Any], *, droppable: bool = False)
 
 @pytest.fixture
 async def c(tmp_path: Path) -> AsyncIterator[Community]:
-    db = SqliteDatabase(tmp_path / "souk.db")
-    com = Community(db, noop, lambda: 1_764_000_000_000, overdue_check_s=3600)
+    db = await open_db(tmp_path / "souk.db")
+    com = Community(SqlCommunityStore(db), noop, lambda: 1_764_000_000_000, overdue_check_s=3600)
     await com.start()
     yield com
     await com.stop()

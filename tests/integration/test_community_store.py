@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 
 from server.community import Community
 from server.errors import SoukError
-from server.store.community_pg import PgCommunityStore
-from server.store.sqlite import SqliteDatabase
+from server.store.community import SqlCommunityStore
+from server.store.db import Body, Db, X
+from server.store.stores import open_db
 from tests.conftest import scratch_database, scratch_schema
 
 T0 = 1_764_000_000_000  # a Monday? irrelevant except for the welfare week, set explicitly below
@@ -82,15 +82,14 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
 
 async def open_community(
     backend: Backend, clock: Clock, pub: Collector, **kw: Any
-) -> tuple[SqliteDatabase, Community]:
-    db = SqliteDatabase(backend.path)
-    store = PgCommunityStore(backend.dsn) if backend.dsn is not None else None
-    c = Community(db, pub, clock, overdue_check_s=3600, store=store, **kw)
+) -> tuple[Db, Community]:
+    db = await open_db(backend.dsn if backend.dsn is not None else backend.path)
+    c = Community(SqlCommunityStore(db), pub, clock, overdue_check_s=3600, **kw)
     await c.start()
     return db, c
 
 
-async def close(db: SqliteDatabase, c: Community) -> None:
+async def close(db: Db, c: Community) -> None:
     await c.stop()
     await db.close()
 
@@ -355,15 +354,10 @@ async def test_group_message_not_kept_can_be_kept_on_a_retry(backend: Backend, c
     db, c = await open_community(backend, clock, pub)
 
     async def rename(old: str, new: str) -> None:
-        sql = f"ALTER TABLE {old} RENAME TO {new}"
-        if backend.dsn is not None:
-            conn = await asyncpg.connect(backend.dsn)
-            try:
-                await conn.execute(sql)
-            finally:
-                await conn.close()
-        else:
-            await db.write(lambda conn: conn.execute(sql))
+        def body() -> Body[None]:
+            yield X(f"ALTER TABLE {old} RENAME TO {new}")
+
+        await db.write(body)
 
     try:
         g = await linked_setup(c)

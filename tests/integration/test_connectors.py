@@ -21,7 +21,8 @@ from aiohttp import web
 
 from server.community import Community
 from server.connectors.signing import Verifier, signed_headers
-from server.store.sqlite import SqliteDatabase
+from server.store.community import SqlCommunityStore
+from server.store.stores import open_db
 
 STREAMER = {"id": "s1", "name": "Host", "role": "streamer"}
 ADMIN = {"id": "a1", "name": "Admin", "role": "admin"}
@@ -139,9 +140,9 @@ async def platform() -> AsyncIterator[Platform]:
 @pytest.fixture
 async def community(tmp_path: Path) -> AsyncIterator[tuple[Community, Collector]]:
     pub = Collector()
-    db = SqliteDatabase(tmp_path / "souk.db")
+    db = await open_db(tmp_path / "souk.db")
     c = Community(
-        db,
+        SqlCommunityStore(db),
         pub,
         now_ms,
         webhook_port=0,
@@ -402,8 +403,8 @@ async def test_shutdown_turns_undelivered_items_into_dead_letters(tmp_path: Path
         s.bind(("127.0.0.1", 0))
         dead_port = s.getsockname()[1]
     pub = Collector()
-    db = SqliteDatabase(tmp_path / "souk.db")
-    c = Community(db, pub, now_ms, overdue_check_s=3600, connector_backoff_s=5.0)
+    db = await open_db(tmp_path / "souk.db")
+    c = Community(SqlCommunityStore(db), pub, now_ms, overdue_check_s=3600, connector_backoff_s=5.0)
     await c.start()
     try:
         conn = await c.connector_create(

@@ -25,7 +25,10 @@ from redis.asyncio import Redis
 
 from server.commerce import Commerce
 from server.errors import SoukError
-from server.store.postgres import PostgresLedger, StockGate
+from server.store.gate import StockGate
+from server.store.ledger import SqlLedger
+from server.store.postgres import PgDatabase
+from server.store.schema import migrate
 
 PG = "postgresql://postgres@127.0.0.1:5432"
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -61,7 +64,9 @@ class Cluster:
         pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=4,
                                          server_settings={"search_path": self.schema})
         redis = Redis.from_url(REDIS_URL)
-        ledger = PostgresLedger(pool, StockGate(redis, self.prefix))
+        db = PgDatabase(pool)
+        await migrate(db)
+        ledger = SqlLedger(db, StockGate(redis, self.prefix))
         commerce = Commerce(ledger, lambda *a, **k: None)
         await commerce.start()
         n = Node(pool, redis, ledger, commerce)
@@ -81,7 +86,7 @@ class Cluster:
 class Node:
     pool: asyncpg.Pool
     redis: Redis
-    ledger: PostgresLedger
+    ledger: SqlLedger
     commerce: Commerce
 
     async def close(self) -> None:
@@ -159,6 +164,19 @@ async def test_rush_through_two_nodes_never_oversells(cluster: Cluster) -> None:
     assert by_node[0] > 0 and by_node[1] > 0
 
 
+async def test_a_product_id_taken_on_another_node_is_a_conflict(cluster: Cluster) -> None:
+    """Node B does not know the product A made: the database's key refuses the second one,
+    and B answers `conflict` (not a failed write) and still knows nothing wrong."""
+    a, b = await cluster.node(), await cluster.node()
+    await a.commerce.product_create("shop1", {"id": "p-one", "title": "Tea", "price": 1000,
+                                              "stock": 5})
+    with pytest.raises(SoukError) as refused:
+        await b.commerce.product_create("shop1", {"id": "p-one", "title": "Other", "price": 9,
+                                                  "stock": 1})
+    assert refused.value.code == "conflict"
+    assert (await b.commerce.find_product("p-one"))["title"] == "Tea"  # type: ignore[index]
+
+
 async def test_per_user_limit_and_keys_hold_across_nodes(cluster: Cluster) -> None:
     a = await cluster.node()
     sale = await make_sale(a, stock=100, limit=2)
@@ -218,14 +236,19 @@ import asyncio, sys, asyncpg, uvloop
 from redis.asyncio import Redis
 from server.commerce import Commerce
 from server.errors import SoukError
-from server.store.postgres import PostgresLedger, StockGate
+from server.store.gate import StockGate
+from server.store.ledger import SqlLedger
+from server.store.postgres import PgDatabase
+from server.store.schema import migrate
 
 REDIS = "redis://127.0.0.1:6379/0"
 
 async def main(dsn, schema, prefix, sale, start, count):
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4,
                                      server_settings={"search_path": schema})
-    commerce = Commerce(PostgresLedger(pool, StockGate(Redis.from_url(REDIS), prefix)),
+    db = PgDatabase(pool)
+    await migrate(db)
+    commerce = Commerce(SqlLedger(db, StockGate(Redis.from_url(REDIS), prefix)),
                         lambda *a, **k: None)
     await commerce.start()
     async def one(i):

@@ -19,6 +19,7 @@ from aiortc.rtp import RtpPacket
 from media import hooks
 from media.forwarder import ParkedTrack
 from media.testing import PublisherPeer, loopback
+from media.testing import hooks as test_hooks
 from media.testing.peers import wait_until
 
 pytestmark = pytest.mark.media
@@ -48,24 +49,30 @@ def test_version_pin() -> None:
     assert hooks.aiortc_version_supported()
     assert not hooks.aiortc_version_supported("1.17.0")
     assert not hooks.aiortc_version_supported("2.0.0")
+    assert hooks.aioice_version_supported()
+    assert not hooks.aioice_version_supported("0.14.0")
+    assert not hooks.aioice_version_supported("1.0.0")
 
 
 async def test_private_attributes_exist_before_connecting() -> None:
     pc = _pc()
     try:
         t = pc.addTransceiver(ParkedTrack("video"), direction="sendonly")
-        hooks.check_sender_report_fields(t.sender)
-        assert hooks.sent_packet_count(t.sender) == 0
         assert hooks.negotiated_codecs(t) is not None
-        assert hooks.decoder_running(t.receiver) is False
+        assert test_hooks.decoder_running(t.receiver) is False
         for name in ("_handle_rtp_packet", "_send_rtcp_pli", "_RTCRtpReceiver__stop_decoder"):
             assert callable(getattr(t.receiver, name)), name
-        for name in ("_retransmit", "_send_keyframe"):
+        for name in ("_handle_rtcp_packet", "_run_rtcp", "_send_keyframe"):
             assert callable(getattr(t.sender, name)), name
+        for name in ("_RTCRtpSender__rtcp_started", "_RTCRtpSender__rtcp_exited"):
+            assert isinstance(getattr(t.sender, name), asyncio.Event), name
+        assert hooks.rtcp_cname(t.sender) is None  # set when the sender starts
         assert callable(t.receiver.transport._handle_rtp_data)
         assert hasattr(t.receiver.transport, "_tx_srtp")
         assert hasattr(t.receiver.transport.transport, "_connection")
         assert hasattr(t.receiver.transport.transport._connection, "_nominated")
+        assert len(pc._RTCPeerConnection__certificates) == 1  # type: ignore[attr-defined]
+        assert callable(hooks.srtp_protect)
     finally:
         await pc.close()
 
@@ -118,7 +125,7 @@ async def test_receive_side_hooks_on_a_live_publisher(pinned: None) -> None:
         await receiver_pc.setLocalDescription(await receiver_pc.createAnswer())
         await publisher.accept(receiver_pc.localDescription.sdp)
         await wait_until(lambda: len(seen) > 10, 10, "tapped RTP packets")
-        assert not hooks.decoder_running(transceiver.receiver)
+        assert not test_hooks.decoder_running(transceiver.receiver)
         pt = hooks.negotiated_codecs(transceiver)[0].payloadType
         media = [p for p in seen if p.payload_type == pt]
         assert media, "tap saw no packets of the negotiated codec"
@@ -129,43 +136,135 @@ async def test_receive_side_hooks_on_a_live_publisher(pinned: None) -> None:
         await receiver_pc.close()
 
 
-async def test_send_side_hooks_outlet_nack_and_sender_report(pinned: None) -> None:
-    """A packet sent through outlet() arrives decrypted at the peer; a gap makes the peer
-    NACK and intercept_feedback delivers it; record_sent feeds the SR counters."""
+async def test_send_side_hooks_outlet_feedback_and_parked_rtcp(pinned: None) -> None:
+    """A packet protected in place through outlet() arrives decrypted at the peer; a gap
+    makes the peer NACK and a PLI from it arrives, both through intercept_feedback; the
+    parked RTCP task sends no sender report of its own; rtcp_cname is the answer's CNAME."""
     sender_pc, peer = _pc(), _pc()
     arrived: list[bytes] = []
     nacks: list[int] = []
+    plis: list[int] = []
+    reports: list[object] = []
     try:
         t = sender_pc.addTransceiver(ParkedTrack("video"), direction="sendonly")
-        hooks.intercept_feedback(t.sender, nacks.append, lambda: None)
+        hooks.intercept_feedback(t.sender, nacks.append, lambda: plis.append(1))
+        hooks.park_rtcp(t.sender)
         await _connect(sender_pc, peer)
-        peer_transport = peer.getTransceivers()[0].receiver.transport
+        receiver = peer.getTransceivers()[0].receiver
+        original = receiver._handle_rtcp_packet
+
+        async def on_rtcp(packet: object) -> None:
+            reports.append(packet)
+            await original(packet)
+
+        receiver._handle_rtcp_packet = on_rtcp  # type: ignore[method-assign]
 
         def keep(data: bytes) -> bool:
             arrived.append(data)
             return True
 
-        hooks.filter_incoming_rtp(peer_transport, keep)
+        test_hooks.filter_incoming_rtp(receiver.transport, keep)
         out = hooks.outlet(t.sender)
         assert out is not None
         assert out.ssrc == t.sender._ssrc
         pt = hooks.negotiated_codecs(t)[0].payloadType
         assert pt is not None
-        for n, seq in enumerate((100, 101, 103, 104, 105), start=1):
+        for seq in (100, 101, 103, 104, 105):
             packet = RtpPacket(
                 payload_type=pt, sequence_number=seq, timestamp=seq * 3000, ssrc=out.ssrc
             )
             packet.payload = b"\x10\x00" + bytes(20)
-            out.sendto(out.protect(packet.serialize(out.extensions)), out.addr)
-            hooks.record_sent(t.sender, 1, seq * 3000, n, 22 * n)
+            data = packet.serialize(out.extensions)
+            out.buffer[0 : len(data)] = data
+            out.length[0] = len(data)
+            assert hooks.srtp_protect(out.ctx, out.cdata, out.length) == 0
+            out.sendto(out.buffer[0 : out.length[0]], out.addr)
             await asyncio.sleep(0.01)
         await wait_until(lambda: len(arrived) == 5, 5, "packets at the peer")
         assert struct.unpack_from("!H", arrived[0], 2)[0] == 100
         await wait_until(lambda: 102 in nacks, 5, "NACK for the gap")
-        assert hooks.sent_packet_count(t.sender) == 5
+        await hooks.send_pli(receiver, out.ssrc)
+        await wait_until(lambda: bool(plis), 5, "PLI at the sender")
+        cname = hooks.rtcp_cname(t.sender)
+        assert cname and f"cname:{cname}" in sender_pc.localDescription.sdp
+        await asyncio.sleep(1.6)  # aiortc's own task would have sent an SR by now
+        assert not any(type(r).__name__ == "RtcpSrPacket" for r in reports)
     finally:
         await sender_pc.close()
         await peer.close()
+
+
+async def test_lean_peers_share_one_certificate_and_build_no_idle_estimator(
+    pinned: None,
+) -> None:
+    """While LeanPeers is held, peer connections carry the shared certificate (same
+    fingerprint in every answer, one DTLS context built), both pairs connect, and a video
+    receiver that never gets a packet never builds aiortc's bandwidth estimator; released,
+    aiortc's own classes are back."""
+    import aiortc.rtcpeerconnection
+    import aiortc.rtcrtpreceiver
+
+    original_cert = aiortc.rtcpeerconnection.RTCCertificate
+    original_estimator = aiortc.rtcrtpreceiver.RemoteBitrateEstimator
+    hooks.LeanPeers.acquire()
+    a1, a2, b1, b2 = _pc(), _pc(), _pc(), _pc()
+    try:
+        shared = hooks.shared_certificate()
+        for pc in (a1, a2):
+            pc.addTransceiver(ParkedTrack("video"), direction="sendonly")
+        await _connect(a1, b1)
+        await _connect(a2, b2)
+        prints = {
+            line
+            for pc in (a1, a2)
+            for line in pc.localDescription.sdp.splitlines()
+            if line.startswith("a=fingerprint:sha-256")
+        }
+        sha256 = next(f for f in shared.getFingerprints() if f.algorithm == "sha-256")
+        assert prints == {f"a=fingerprint:sha-256 {sha256.value}"}
+        assert len(shared._contexts) == 1
+        estimator = a1.getTransceivers()[0].receiver._RTCRtpReceiver__remote_bitrate_estimator
+        assert estimator._real is None  # a send-only viewer's receiver never built one
+    finally:
+        for pc in (a1, a2, b1, b2):
+            await pc.close()
+        hooks.LeanPeers.release()
+    assert aiortc.rtcpeerconnection.RTCCertificate is original_cert
+    assert aiortc.rtcrtpreceiver.RemoteBitrateEstimator is original_estimator
+    assert not hooks.LeanPeers.held()
+
+
+async def test_lazy_estimator_becomes_real_on_the_publishers_packets(pinned: None) -> None:
+    """The publisher's video receiver still estimates bandwidth (and sends REMB): its lazy
+    estimator builds the real one at the first packet."""
+    hooks.LeanPeers.acquire()
+    publisher = PublisherPeer(audio=False, fps=20)
+    receiver_pc = _pc()
+    try:
+        offer = await publisher.offer()
+        await receiver_pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
+        receiver = receiver_pc.getTransceivers()[0].receiver
+        hooks.skip_decoding(receiver)
+        await receiver_pc.setLocalDescription(await receiver_pc.createAnswer())
+        await publisher.accept(receiver_pc.localDescription.sdp)
+        estimator = receiver._RTCRtpReceiver__remote_bitrate_estimator
+        await wait_until(lambda: estimator._real is not None, 10, "the real estimator")
+        assert type(estimator._real).__name__ == "RemoteBitrateEstimator"
+    finally:
+        await publisher.close()
+        await receiver_pc.close()
+        hooks.LeanPeers.release()
+
+
+def test_shared_certificate_is_renewed_before_it_expires() -> None:
+    import datetime
+
+    shared = hooks.shared_certificate()
+    late = shared.expires - datetime.timedelta(hours=12)
+    renewed = hooks.shared_certificate(now=late)
+    assert renewed is not shared
+    assert renewed.expires >= shared.expires
+    assert hooks.shared_certificate() is renewed
 
 
 async def test_filter_incoming_rtp_can_drop_everything(pinned: None) -> None:
@@ -178,7 +277,7 @@ async def test_filter_incoming_rtp_can_drop_everything(pinned: None) -> None:
         await receiver_pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
         transceiver = receiver_pc.getTransceivers()[0]
         hooks.tap_rtp(transceiver.receiver, tapped.append)
-        hooks.filter_incoming_rtp(transceiver.receiver.transport, lambda d: bool(dropped.append(1)))
+        test_hooks.filter_incoming_rtp(transceiver.receiver.transport, lambda d: bool(dropped.append(1)))
         await receiver_pc.setLocalDescription(await receiver_pc.createAnswer())
         await publisher.accept(receiver_pc.localDescription.sdp)
         await wait_until(lambda: len(dropped) > 10, 10, "RTP at the filter")
@@ -192,9 +291,35 @@ def test_hook_error_names_the_missing_attribute() -> None:
     class Stub:
         transport = None
 
-    with pytest.raises(hooks.HookError, match="_retransmit"):
+    with pytest.raises(hooks.HookError, match="_handle_rtcp_packet"):
         hooks.intercept_feedback(Stub(), lambda s: None, lambda: None)  # type: ignore[arg-type]
     assert RTCRtpSender is not None
+
+
+@pytest.mark.parametrize("missing", ["_ssrc", "protocol", "transport", "remote_addr"])
+def test_outlet_names_a_missing_pair_or_sender_attribute(missing: str) -> None:
+    """outlet() reads the nominated pair and the sender through the guard too: an aioice
+    that renames them fails with their name, not with an AttributeError mid-forwarding."""
+
+    def stub(**attrs: object) -> object:
+        return type("Stub", (), {k: v for k, v in attrs.items() if k != missing})()
+
+    def whole(**attrs: object) -> object:  # the public parts outlet() reads directly
+        return type("Stub", (), attrs)()
+
+    udp = stub(sendto=lambda data, addr: None)
+    pair = stub(protocol=stub(transport=udp), remote_addr=("127.0.0.1", 9))
+    connection = stub(_nominated={1: pair})
+    dtls = whole(
+        _tx_srtp=whole(
+            _cdata=bytearray(1500), _srtp=[object()], _buffer=bytearray(1500), protect_rtcp=bytes
+        ),
+        transport=whole(_connection=connection),
+        _rtp_header_extensions_map=object(),
+    )
+    sender = whole(transport=dtls, _ssrc=1234) if missing != "_ssrc" else whole(transport=dtls)
+    with pytest.raises(hooks.HookError, match=missing):
+        hooks.outlet(sender)  # type: ignore[arg-type]
 
 
 async def test_intercept_ice_data_sees_srtp_before_dtls(pinned: None) -> None:
@@ -214,7 +339,7 @@ async def test_intercept_ice_data_sees_srtp_before_dtls(pinned: None) -> None:
         await receiver_pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
         transceiver = receiver_pc.getTransceivers()[0]
         hooks.tap_rtp(transceiver.receiver, tapped.append)
-        hooks.intercept_ice_data(transceiver.receiver.transport.transport, keep)
+        test_hooks.intercept_ice_data(transceiver.receiver.transport.transport, keep)
         await receiver_pc.setLocalDescription(await receiver_pc.createAnswer())
         await publisher.accept(receiver_pc.localDescription.sdp)
         await wait_until(lambda: len(seen) > 10, 10, "SRTP at the interceptor")

@@ -172,3 +172,37 @@ def test_stamp_round_trip_and_checksum() -> None:
     assert read_stamp(blank) is None
     assert latency_ms(1000, 1040) == 40
     assert StampedVideoTrack(fps=30).kind == "video"
+
+
+@pytest.mark.parametrize("level", [None, (True, 42), (False, 0)])
+@pytest.mark.parametrize("marker", [0, 1])
+@pytest.mark.parametrize("ids", [(), (1, 3, 4), (2, 14, 5)])
+def test_header_layout_matches_aiortc_serialization(
+    level: tuple[bool, int] | None, marker: int, ids: tuple[int, ...]
+) -> None:
+    """The forwarder's prebuilt header is byte for byte what aiortc would serialize, with
+    whichever extension ids the viewer negotiated (none, the usual ones, others)."""
+    from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
+    from aiortc.rtp import HeaderExtensionsMap, RtpPacket
+
+    from media.forwarder import HeaderLayout, abs_send_time
+
+    uris = (
+        "urn:ietf:params:rtp-hdrext:sdes:mid",
+        "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time",
+        "urn:ietf:params:rtp-hdrext:ssrc-audio-level",
+    )
+    extensions = HeaderExtensionsMap()
+    extensions.configure(RTCRtpParameters(headerExtensions=[
+        RTCRtpHeaderExtensionParameters(id=i, uri=u) for i, u in zip(ids, uris, strict=False)
+    ]))
+    value = abs_send_time(1_700_000_000.25)
+    built = HeaderLayout(111, "0", extensions, level is not None).build(
+        marker, value, level, b"payload"
+    )
+    reference = RtpPacket(payload_type=111, marker=marker, payload=b"payload")
+    reference.extensions.mid = "0"
+    reference.extensions.abs_send_time = value
+    if level is not None:
+        reference.extensions.audio_level = level
+    assert built == reference.serialize(extensions)

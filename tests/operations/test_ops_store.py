@@ -19,15 +19,11 @@ import pytest
 
 from server.community import Community
 from server.domain.checkin import DAY_MS
+from server.domain.room import Room
 from server.errors import SoukError
 from server.operations import Operations
-from server.room_record import ROOMS_SCHEMA
-from server.store.community_pg import PgCommunityStore
-from server.store.ledger import SqliteLedger
-from server.store.metrics_pg import PgMetricsStore
-from server.store.operations_pg import PgOperationsStore
-from server.store.postgres import PostgresLedger
-from server.store.sqlite import SqliteDatabase
+from server.store.db import Db
+from server.store.stores import open_db, stores_on
 from tests.conftest import scratch_database, scratch_schema
 
 T0 = 1_764_000_000_000
@@ -74,36 +70,31 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
 
 
 class Node:
-    """One process's operations (with the community and ledger tables it reads)."""
+    """One process's operations (with the community it reads), on the backend's database."""
 
     def __init__(self, backend: Backend, clock: Clock, path: Path | None = None) -> None:
         self.backend = backend
+        self.clock = clock
+        self.path = path or backend.path
         self.pub = Collector()
-        self.db = SqliteDatabase(path or backend.path)
-        self.db.add_schema(ROOMS_SCHEMA)  # the app's rooms (the embedded numbers read shops there)
-        dsn = backend.dsn
-        self.community = Community(self.db, self.pub, clock, overdue_check_s=3600,
-                                   store=PgCommunityStore(dsn) if dsn else None)
-        self.ledger = PostgresLedger(dsn) if dsn else None
-        self.ops = Operations(self.db, self.pub, clock, store=PgOperationsStore(dsn) if dsn else None,
-                              metrics=PgMetricsStore(dsn) if dsn else None)
 
     async def start(self) -> Node:
-        self.db.start()
+        self.db: Db = await open_db(self.backend.dsn or self.path)
+        self.stores = stores_on(self.db)
+        self.community = Community(self.stores.community, self.pub, self.clock,
+                                   overdue_check_s=3600)
+        self.ops = Operations(self.stores.operations, self.stores.metrics, self.pub, self.clock)
         await self.community.start()
-        if self.ledger is not None:
-            await self.ledger.migrate()
-        else:
-            await SqliteLedger(self.db).migrate()
         await self.ops.start()
         return self
 
     async def stop(self) -> None:
         await self.ops.stop()
         await self.community.stop()
-        if self.ledger is not None:
-            await self.ledger.close()
         await self.db.close()
+
+    async def count(self, sql: str, *args: Any) -> int:
+        return int((await self.db.rows(sql, *args))[0][0])
 
 
 @pytest.fixture
@@ -242,10 +233,8 @@ async def test_two_nodes_race_on_the_sql_guards(pg_database: str, tmp_path: Path
         results = await asyncio.gather(*((a, b)[i % 2].ops.joined("shop", f"f{i}", "g1", "inv", False)
                                          for i in range(9)))
         assert sum(r["rewards"] for r in results) == 3
-        pool = a.ops.pg.pool if a.ops.pg else None
-        assert pool is not None
-        assert await pool.fetchval("SELECT COUNT(*) FROM invite_rewards WHERE inviter = 'inv'") == 3
-        assert await pool.fetchval("SELECT COUNT(*) FROM coupons WHERE user_id = 'inv'") == 3
+        assert await a.count("SELECT COUNT(*) FROM invite_rewards WHERE inviter = 'inv'") == 3
+        assert await a.count("SELECT COUNT(*) FROM coupons WHERE user_id = 'inv'") == 3
 
         # a poll made on A is found and voted on B; a second close from A announces nothing
         poll = await a.ops.poll_create("shop", "room", "r1", "s1", {"question": "Q?", "options": ["x", "y"]})
@@ -257,7 +246,7 @@ async def test_two_nodes_race_on_the_sql_guards(pg_database: str, tmp_path: Path
         a.pub.events.clear()
         await a.ops.poll_close(pa)
         assert [e for e in a.pub.events if e[1] == "poll"] == []
-        assert await pool.fetchval("SELECT COUNT(*) FROM poll_votes WHERE poll = $1", poll["id"]) == 2
+        assert await a.count("SELECT COUNT(*) FROM poll_votes WHERE poll = ?", poll["id"]) == 2
     finally:
         await a.stop()
         await b.stop()
@@ -279,9 +268,9 @@ async def test_the_numbers_read_the_same_from_both_stores(backend: Backend, cloc
         await ops.poll_vote(await ops.find_poll(poll["id"]), "u1", 0)
         await ops.checkin("shop", gid, "u2")
         await c.group_leave("u3", gid)
-        # the room's shop: the app's rooms table (embedded), `note_room` (the cluster's record)
-        await n.db.write(lambda conn: conn.execute("INSERT INTO rooms (id, shop) VALUES ('r1', 'shop')"))
-        ops.note_room("r1", "shop")
+        room = Room("r1", kind="room")  # the room's shop: its stored row
+        room.shop = "shop"
+        await n.stores.rooms.save(room)
         ops.viewer_joined("r1", "v1", "viewer")
         ops.viewer_joined("r1", "v2", "viewer")
         ops.viewer_joined("r1", "host", "streamer")  # staff: never counted

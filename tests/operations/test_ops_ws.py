@@ -111,7 +111,7 @@ async def test_coupon_rush_500_attempts_one_coupon(server: Running) -> None:
     assert results.count("conflict") >= 250
     left = server.app.commerce.sales[sale].stock_left
     assert left == 999
-    rows = server.app.db.read_sync(lambda c: c.execute("SELECT COUNT(*) FROM coupon_redemptions").fetchone()[0])
+    rows = (await server.app.stores.db.rows("SELECT COUNT(*) FROM coupon_redemptions"))[0][0]
     assert rows == 1
 
 
@@ -310,7 +310,7 @@ async def test_concurrent_invite_joins_reward_once_per_three(server: Running) ->
             await f.close()
     counted = [r["invite"]["counted"] for r in results if isinstance(r, dict)]
     assert counted.count(True) == 10
-    rows = server.app.db.read_sync(lambda c: c.execute("SELECT COUNT(*) FROM invite_rewards").fetchone()[0])
+    rows = (await server.app.stores.db.rows("SELECT COUNT(*) FROM invite_rewards"))[0][0]
     assert rows == 3
     async with server.client("inv", "member") as inv:
         assert len([c for c in (await inv.request("coupons_mine"))["coupons"] if c["source"] == "invite"]) == 3

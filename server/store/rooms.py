@@ -1,0 +1,92 @@
+"""A room's record: its row (title, shop, state, pinned product) and its bans and mutes.
+
+Why stored: a room set up by its streamer, and a viewer banned from it, must be so after a
+restart and, in a cluster, on every node: a node loads a room's record before a join it serves
+(server/rooms.py), and the merchant's numbers find a room's shop here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+import orjson
+
+from server.domain.room import Room
+from server.store.db import Db, Row, X, steps
+
+Sanction = tuple[str, str, int | None]  # user, kind ('ban' or 'mute'), until (None: a ban)
+_ROW: Final = "SELECT id, title, shop, state, pinned FROM rooms"
+
+
+@dataclass
+class RoomRecord:
+    id: str
+    title: str
+    shop: str
+    state: str
+    pinned: dict[str, Any] | None
+
+    def apply(self, room: Room) -> None:
+        room.title, room.shop, room.state, room.pinned = (self.title, self.shop, self.state,
+                                                          self.pinned)
+
+
+class RoomStore(Protocol):
+    shared: bool  # other nodes write it too: a room may have changed elsewhere
+
+    async def save(self, room: Room) -> None: ...
+    async def rooms(self) -> list[RoomRecord]: ...
+    async def room(self, room_id: str) -> RoomRecord | None: ...
+
+
+class SanctionStore(Protocol):
+    async def save(self, ch: str, user: str, kind: str, until: int | None, by: str,
+                   at: int) -> None: ...
+    async def load(self, ch: str, now_ms: int) -> list[Sanction]:
+        """The channel's bans and the mutes still running."""
+
+
+class SqlRoomStore:
+    def __init__(self, db: Db) -> None:
+        self.db = db
+        self.shared = db.shared
+
+    async def save(self, room: Room) -> None:
+        row = (room.id, room.title, room.shop, room.state,
+               None if room.pinned is None else orjson.dumps(room.pinned).decode())
+
+        await self.db.write(steps(
+            X("INSERT INTO rooms (id, title, shop, state, pinned) VALUES (?, ?, ?, ?, ?)"
+              " ON CONFLICT (id) DO UPDATE SET title = excluded.title, shop = excluded.shop,"
+              " state = excluded.state, pinned = excluded.pinned", *row)))
+
+    async def rooms(self) -> list[RoomRecord]:
+        return [_record(r) for r in await self.db.rows(_ROW + " ORDER BY id")]
+
+    async def room(self, room_id: str) -> RoomRecord | None:
+        rows = await self.db.rows(_ROW + " WHERE id = ?", room_id)
+        return _record(rows[0]) if rows else None
+
+
+class SqlSanctionStore:
+    def __init__(self, db: Db) -> None:
+        self.db = db
+
+    async def save(self, ch: str, user: str, kind: str, until: int | None, by: str,
+                   at: int) -> None:
+        await self.db.write(steps(
+            X("INSERT INTO sanctions (ch, user_id, kind, until, by_user, at)"
+              " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (ch, user_id, kind) DO UPDATE SET"
+              " until = excluded.until, by_user = excluded.by_user, at = excluded.at",
+              ch, user, kind, until, by, at)))
+
+    async def load(self, ch: str, now_ms: int) -> list[Sanction]:
+        rows = await self.db.rows("SELECT user_id, kind, until FROM sanctions WHERE ch = ?"
+                                  " AND (kind = 'ban' OR until > ?)", ch, now_ms)
+        return [(r["user_id"], r["kind"], r["until"]) for r in rows]
+
+
+def _record(r: Row) -> RoomRecord:
+    return RoomRecord(r["id"], r["title"], r["shop"], r["state"],
+                      orjson.loads(r["pinned"]) if r["pinned"] else None)

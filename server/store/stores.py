@@ -1,0 +1,86 @@
+"""The one place that chooses the storage: `open_stores(cfg)`.
+
+Why one factory: a feature is given its store (and, in a cluster, the channel on which nodes
+tell each other what they committed) and never learns which database it has; the cluster's
+differences are the store's capabilities (`shared`, the commerce gate) and the notices.
+
+- embedded (default): one SQLite file in the data directory, written with group commit;
+- cluster (`--redis` and `--postgres`): the nodes' shared PostgreSQL database, the flash-sale
+  stock gate in Redis, and change notices over Redis for the community's and the engagement
+  features' working copies;
+- `--redis` alone: each node keeps its own SQLite file (rooms and chat go over the bus).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from redis.asyncio import Redis
+
+from server.community_sync import ClusterSync, NoSync, Sync
+from server.config import Config
+from server.store.community import SqlCommunityStore
+from server.store.db import Db
+from server.store.gate import StockGate
+from server.store.ledger import SqlLedger
+from server.store.metrics import SqlMetricsStore
+from server.store.operations import SqlOperationsStore
+from server.store.postgres import PgDatabase
+from server.store.rooms import SqlRoomStore, SqlSanctionStore
+from server.store.schema import migrate, move_node_rooms
+from server.store.sqlite import SqliteDatabase
+
+
+@dataclass
+class Stores:
+    """Every store of a process, over one database; `start` opens and migrates it."""
+
+    db: Db
+    ledger: SqlLedger
+    community: SqlCommunityStore
+    operations: SqlOperationsStore
+    metrics: SqlMetricsStore
+    rooms: SqlRoomStore
+    sanctions: SqlSanctionStore
+    community_sync: Sync = field(default_factory=NoSync)
+    operations_sync: Sync = field(default_factory=NoSync)
+    node_file: Path | None = None  # a cluster node's SQLite file of the first release
+
+    async def start(self) -> None:
+        await self.db.start()
+        await migrate(self.db)
+        if self.node_file is not None:
+            await move_node_rooms(self.db, self.node_file)
+
+    async def close(self) -> None:
+        await self.db.close()
+
+
+def stores_on(db: Db, gate: StockGate | None = None) -> Stores:
+    """Every store over one database (not started)."""
+    return Stores(db, SqlLedger(db, gate), SqlCommunityStore(db), SqlOperationsStore(db),
+                  SqlMetricsStore(db), SqlRoomStore(db), SqlSanctionStore(db))
+
+
+def open_stores(cfg: Config, redis: Redis | None = None) -> Stores:
+    """The stores the configuration asks for; `redis` is the node's client (a cluster's
+    gate and notices use it)."""
+    if not cfg.postgres:
+        return stores_on(SqliteDatabase(cfg.db_path))
+    if redis is None:
+        raise SystemExit("souk: --postgres needs --redis (the stock gate lives there)")
+    stores = stores_on(PgDatabase(cfg.postgres), StockGate(redis, cfg.redis_prefix))
+    stores.community_sync = ClusterSync(redis, cfg.redis_prefix)
+    stores.operations_sync = ClusterSync(redis, cfg.redis_prefix, channel="__operations__")
+    stores.node_file = cfg.db_path
+    return stores
+
+
+async def open_db(target: Path | str) -> Db:
+    """A started, migrated database: a SQLite file (a path) or PostgreSQL (a DSN)."""
+    is_pg = str(target).startswith(("postgres://", "postgresql://"))
+    db: Db = PgDatabase(str(target)) if is_pg else SqliteDatabase(target)
+    await db.start()
+    await migrate(db)
+    return db
