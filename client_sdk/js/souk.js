@@ -372,6 +372,11 @@ export class Souk {
         return;
       }
       st.seq = ev.seq;
+    } else if (ev.type === "rewatch" && typeof ev.room === "string") {
+      // The media worker that served this watch is gone and the server forgot the viewer:
+      // end the peer and offer again at once (no unwatch: nothing is left to drop).
+      const m = this._media.get(`watch:${ev.room}`);
+      if (m && m.wake) m.wake("rewatch");
     }
     this._emit(ev.type, ev);
   }
@@ -630,7 +635,7 @@ export class Souk {
       if (m.stopped) break;
       this._closePeer(m);
       this._mediaState(m, "reconnecting", {code: why});
-      if (why !== "reconnected") await this._mediaPause(m, minDelay);
+      if (why !== "reconnected" && why !== "rewatch") await this._mediaPause(m, minDelay);
     }
   }
 

@@ -80,3 +80,56 @@ async def test_studio_goes_live_and_viewer_sees_frames_advance(pages: Pages) -> 
     await expect(poster).to_have_attribute("data-state", "ended")
     await expect(studio.locator(tid("media-status"))).not_to_have_attribute("data-state", "failed")
     pages.assert_clean()
+
+
+STREAM_MARK_JS = """() => {
+    const v = document.querySelector('[data-testid="video"]');
+    window.__markedStream = v.srcObject;
+    return v.srcObject ? v.srcObject.id : null;
+}"""
+
+FRESH_FRAMES_JS = """() => new Promise((resolve) => {
+    // frames decoded from now on, and whether they come from a new peer's stream
+    const v = document.querySelector('[data-testid="video"]');
+    let frames = 0;
+    const step = () => { frames += 1; if (frames < 5) v.requestVideoFrameCallback(step); };
+    v.requestVideoFrameCallback(step);
+    setTimeout(() => resolve({frames, replaced: v.srcObject !== window.__markedStream}), 1500);
+})"""
+
+
+async def test_viewers_of_a_killed_media_worker_watch_again_at_once(pages: Pages) -> None:
+    """The server restarts a media worker that died and tells only its viewers (`rewatch`);
+    the browser SDK offers again at once, so the viewer of the killed worker has new frames
+    within seconds instead of a frozen picture until ICE gives up."""
+    import os
+    import signal
+    import time
+
+    import psutil
+
+    await require_media(pages)
+    studio = await pages.open("/studio/tvw", sub="w-anchor", role="streamer", rooms=["tvw"])
+    await studio.click(tid("go-live"))
+    await expect(studio.locator(tid("media-status"))).to_have_attribute("data-state", "connected", timeout=15_000)
+    viewers = [await pages.open("/live/tvw", sub=f"w-viewer-{i}", rooms=["tvw"], phone=True)
+               for i in range(2)]
+    for v in viewers:
+        await wait_playing(v)
+    server = psutil.Process(pages.server.proc.pid)  # type: ignore[union-attr]
+    workers = [c for c in server.children() if "media.worker" in " ".join(c.cmdline())]
+    assert len(workers) == 2, workers  # two viewers, two workers: the least loaded takes each
+    for v in viewers:
+        await v.evaluate(STREAM_MARK_JS)
+    os.kill(workers[0].pid, signal.SIGKILL)
+    killed = time.monotonic()
+    deadline = killed + 5.0
+    results: list[dict[str, object]] = []
+    while time.monotonic() < deadline:
+        results = [await v.evaluate(FRESH_FRAMES_JS) for v in viewers]
+        if all(int(r["frames"]) >= 5 for r in results) and any(r["replaced"] for r in results):  # type: ignore[call-overload]
+            break
+    assert all(int(r["frames"]) >= 5 for r in results), results  # type: ignore[call-overload]
+    assert sum(bool(r["replaced"]) for r in results) == 1, results  # only its viewer re-watched
+    await screenshot(viewers[0], "live-after-worker-restart")
+    await studio.click(tid("end"))
