@@ -27,7 +27,8 @@ test: $(STAMP) services
 
 bench: $(STAMP) services
 	mkdir -p reports/bench
-	$(PY) bench/bench_fanout.py --viewers 5000 --rate 500
+	$(PY) bench/bench_fanout.py --sizes 1000,5000,10000 --rounds 3
+	$(PY) bench/bench_joins.py --viewers 3000 --rate 500 --runs 5
 	$(PY) -m pytest -q bench/test_bench_ledger.py -p no:cacheprovider -s
 	$(PY) bench/bench_mirror.py
 	$(PY) bench/media_bench.py all

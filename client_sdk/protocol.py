@@ -7,6 +7,7 @@ Every frame is a map; see README "Protocol" for each op's fields.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Final
 
 import msgpack
@@ -156,6 +157,51 @@ def encode(frame: Frame, subprotocol: str) -> bytes:
     if subprotocol == SUBPROTOCOL_MSGPACK:
         return msgpack.packb(frame, use_bin_type=True)  # type: ignore[no-any-return]
     return orjson.dumps(frame)
+
+
+def _pairs_unique(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise DecodeError("duplicate key in a map")
+    return obj
+
+
+def _unique_keys(data: bytes | str, obj: Frame, subprotocol: str) -> None:
+    """Refuse a map that names a key twice (`{"op":"ping","op":"auth"}`): the two decoders
+    keep the last silently, so two readers of the same bytes could disagree on what was sent.
+
+    Neither orjson nor msgpack's fast path reports duplicates. The cheap proof: re-encoding
+    the decoded frame gives back the very bytes received (a map that lost a key cannot). What
+    our SDKs and `JSON.stringify` send passes that test; anything else (spaces, other number
+    spellings, escapes) is parsed again by a decoder that sees every pair.
+    """
+    if subprotocol == SUBPROTOCOL_MSGPACK:
+        if msgpack.packb(obj, use_bin_type=True) == data:
+            return
+        msgpack.unpackb(data, raw=False, strict_map_key=True,
+                        object_pairs_hook=_pairs_unique)
+        return
+    raw = data.encode() if isinstance(data, str) else data
+    if orjson.dumps(obj) == raw:
+        return
+    json.loads(raw, object_pairs_hook=_pairs_unique)
+
+
+def decode_strict(data: bytes | str, subprotocol: str) -> Frame:
+    """Decode what a client sent, as the server accepts it: `decode`, plus the frame type
+    must match the encoding (msgpack in binary frames, JSON in text frames) and no map may
+    name a key twice."""
+    if isinstance(data, str) != (subprotocol == SUBPROTOCOL_JSON):
+        raise DecodeError("JSON frames must be text frames" if subprotocol == SUBPROTOCOL_JSON
+                          else "msgpack frames must be binary")
+    obj = decode(data, subprotocol)
+    try:
+        _unique_keys(data, obj, subprotocol)
+    except DecodeError:
+        raise
+    except Exception as exc:
+        raise DecodeError(f"undecodable frame: {type(exc).__name__}") from None
+    return obj
 
 
 def decode(data: bytes | str, subprotocol: str) -> Frame:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import os
 import struct
 from collections.abc import Callable
@@ -39,10 +40,7 @@ class RawViewer(asyncio.Protocol):
     """auth → (group_join) → join, then read-only. `joined` resolves with the join reply."""
 
     def __init__(self, url: str, steps: list[Frame], on_frame: Pairs) -> None:
-        parts = urlsplit(url)
-        self.host = parts.hostname or "127.0.0.1"
-        self.port = parts.port or 80
-        self.path = parts.path or "/ws"
+        self.host, self.port, self.path = _target(url)
         self.steps = steps
         self.on_frame = on_frame
         self.joined: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
@@ -158,25 +156,45 @@ class RawViewer(asyncio.Protocol):
             self.transport.close()
 
 
-async def open_silent(url: str, steps: list[Frame], on_frame: Pairs, timeout_s: float) -> tuple[RawViewer, Frame]:
-    """Connect, upgrade, run `steps` (auth, join, ...); return the viewer and the last reply."""
-    loop = asyncio.get_running_loop()
+@functools.lru_cache(maxsize=64)
+def _target(url: str) -> tuple[str, int, str]:
+    """(host, port, path) of a ws:// URL, parsed once per URL, not once per viewer."""
     parts = urlsplit(url)
-    protocol_box: list[RawViewer] = []
+    return parts.hostname or "127.0.0.1", parts.port or 80, parts.path or "/ws"
 
-    def factory() -> RawViewer:
-        p = RawViewer(url, steps, on_frame)
-        protocol_box.append(p)
-        return p
 
-    async def run() -> tuple[RawViewer, Frame]:
-        await loop.create_connection(factory, parts.hostname or "127.0.0.1", parts.port or 80)
-        viewer = protocol_box[0]
-        return viewer, await viewer.joined
+async def open_silent(url: str, steps: list[Frame], on_frame: Pairs, timeout_s: float) -> tuple[RawViewer, Frame]:
+    """Connect, upgrade, run `steps` (auth, join, ...); return the viewer and the last reply.
 
+    One timer bounds the whole of it (no extra task per viewer, as `wait_for` would make):
+    the generator's own cost per arrival is what the server's latency must not include."""
+    loop = asyncio.get_running_loop()
+    host, port, _ = _target(url)
+    me = asyncio.current_task()
+    expired = False
+
+    def expire() -> None:
+        nonlocal expired
+        expired = True
+        if me is not None:
+            me.cancel()
+
+    timer = loop.call_later(timeout_s, expire)
+    viewer: RawViewer | None = None
     try:
-        return await asyncio.wait_for(run(), timeout_s)
-    except BaseException:
-        if protocol_box:
-            protocol_box[0].close()
+        _, viewer = await loop.create_connection(lambda: RawViewer(url, steps, on_frame), host, port)
+        return viewer, await viewer.joined
+    except asyncio.CancelledError:
+        if viewer is not None:
+            viewer.close()
+        if expired:
+            if me is not None:
+                me.uncancel()  # our own cancellation, turned into the timeout it stands for
+            raise TimeoutError(f"no join reply within {timeout_s} s") from None
         raise
+    except BaseException:
+        if viewer is not None:
+            viewer.close()
+        raise
+    finally:
+        timer.cancel()

@@ -142,13 +142,15 @@ class CrowdPool:
         loop = asyncio.get_running_loop()
         self.expected = len(specs)
         if self.workers <= 1:
-            start = time.monotonic_ns() + int(lead_s * 1e9)
-            for spec in specs:
+            crowds = []
+            for spec in specs:  # built first: a crowd signs its tokens as it is built
                 spec.label = f"{spec.label}(in-process)"
-                spec.start_ns = start
-                control = LocalControl(self._sink, start)
+                control = LocalControl(self._sink, 0)
+                crowds.append((spec, control, Crowd(spec, control, Metrics(spec.t0_ns))))
+            start = time.monotonic_ns() + int(lead_s * 1e9)
+            for spec, control, crowd in crowds:
+                spec.start_ns = control.start = start
                 self._local.append(control)
-                crowd = Crowd(spec, control, Metrics(spec.t0_ns))
                 self._futures.append(asyncio.ensure_future(crowd.run()))
             return
         self._queue = self._ctx.Queue(maxsize=10_000)

@@ -18,7 +18,6 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
-from websockets.asyncio.server import Server
 
 from client_sdk.protocol import Close
 from server import api, demo
@@ -35,7 +34,7 @@ from server.events import EventDispatcher
 from server.fanout import Hub
 from server.gateway import Gateway
 from server.http import HttpRoutes, bearer
-from server.listener import advertise_url, listen, port_of
+from server.listener import Listener, advertise_url, listen, port_of
 from server.metrics import Metrics
 from server.operations import Operations
 from server.ops import media as media_ops
@@ -118,8 +117,8 @@ class App:
         self.gateway = Gateway(self)
         self.http = HttpRoutes(self)
         self.draining = False
-        self.server: Server | None = None
-        self.worker_server: Server | None = None  # --workers: this worker's own port (media)
+        self.server: Listener | None = None
+        self.worker_server: Listener | None = None  # --workers: this worker's own port (media)
         self.media: MediaRelay | None = None
         self.cascade: MediaCascade | None = None  # cluster mode only
         self.node_id = secrets.token_hex(6)
@@ -181,7 +180,8 @@ class App:
             sanctions=self.sanctions, events=self.events,
             chat_buckets=UserBuckets(self.cfg.chat_per_s, self.cfg.chat_burst),
             commerce=self.commerce, community=self.community, operations=self.operations,
-            draws=self.draws, save_room=self.save_room)
+            draws=self.draws, save_room=self.save_room, max_token_ttl=self.cfg.max_token_ttl,
+            resume_limit=self.cfg.soft_limit)
         api.install(self.http.api, self.services, lambda request, query: bearer(self, request, query))
         self.page_for = api.page_for
 
@@ -206,8 +206,7 @@ class App:
             await self.presence.start()
         if self.cfg.demo:
             await demo.seed(self.rooms, self.commerce, self.community, self.save_room, self.clock_ms)
-        self.server = await listen(self.cfg, self.gateway.handle, self.http, self.cfg.port,
-                                   reuse_port=self.cfg.workers > 1)
+        self.server = await listen(self, self.cfg.port, reuse_port=self.cfg.workers > 1)
         self.cfg.port = port_of(self.server)
         if self.redis is not None:  # after the bind: the advertised URL needs the real port
             from server.cascade import MediaCascade
@@ -215,8 +214,7 @@ class App:
             if self.cfg.workers > 1:
                 # workers share the port, and the kernel picks the worker of each connection:
                 # an edge must reach *this* worker, so it gets a private port of its own
-                self.worker_server = await listen(self.cfg, self.gateway.handle, self.http, 0,
-                                                  reuse_port=False)
+                self.worker_server = await listen(self, 0, reuse_port=False)
             self.cascade = self.services.cascade = MediaCascade(
                 self.media, self.redis, advertise_url=advertise_url(self.cfg, self.worker_server),
                 secret=self.cfg.secret, node_id=self.node_id, prefix=self.cfg.redis_prefix,

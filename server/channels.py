@@ -91,7 +91,8 @@ class Channels:
     # ---- subscriptions ----------------------------------------------------------------
     def subscribe(self, s: Session, ch: str) -> None:
         s.channels.add(ch)
-        self.hub.subscribe(ch, s)
+        if not s.closing:  # a closing connection gets no more frames (its close frame is out)
+            self.hub.subscribe(ch, s)
         self.bus.watch(ch)
         if ch.startswith("room:") and s.identity is not None:
             self.events.emit(RoomJoined(ch[5:], s.identity.id, s.identity.role))

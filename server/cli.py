@@ -123,9 +123,20 @@ def _print_demo(app: object) -> None:
     ]
     for role, tok in tokens.items():
         lines.append(f"    {role:<9} {tok}")
+    lines += [
+        "",
+        "  !! DEMO MODE: anyone who can reach this port can mint any token, admin included:",
+        f"  !!   {base}/api/demo/token?role=admin&sub=anyone",
+        "  !! Never run --demo on a port others can reach.",
+    ]
     if cfg.secret == DEMO_SECRET:
         lines.append("  (demo secret in use: never expose this server publicly)")
     print("\n".join(lines), flush=True)
+    import logging
+
+    logging.getLogger("souk").warning(
+        "demo mode: /api/demo/token hands any role to anyone who can reach this port",
+        extra={"url": f"{base}/api/demo/token?role=admin&sub=anyone"})
 
 
 if __name__ == "__main__":

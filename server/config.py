@@ -30,6 +30,14 @@ class Config:
     max_channels: int = 32
     strike_limit: int = 30
     strike_window_s: float = 10.0
+    max_token_ttl: int = 7 * 24 * 3600  # a token's exp may lie at most this far ahead
+    # connections (docs/wire.md): per client address, loopback exempt unless limit_loopback
+    max_conns_per_ip: int = 1000  # open connections (0: no cap)
+    handshakes_per_ip_s: float = 50.0  # new connections per second, burst twice that (0: no cap)
+    limit_loopback: bool = False
+    http_timeout_s: float = 10.0  # a request head (or an idle keep-alive) within this
+    http_body_timeout_s: float = 30.0  # a request body within this after its head
+    ping_interval_s: float = 20.0  # a silent websocket is pinged; silent after it: closed
     # fan-out
     tick_ms: float = 10.0
     soft_limit: int = 256 * 1024
@@ -100,6 +108,16 @@ _FLAGS: dict[str, dict[str, Any]] = {
     "draw_beacon_url": {"help": "drand-style beacon (its base URL: <url>/info, <url>/public/<round>)"
                                 " whose first round after a draw's close is mixed into its result"},
     "tick_ms": {"type": float, "help": "fan-out coalescing tick in milliseconds"},
+    "max_token_ttl": {"type": int, "help": "refuse tokens whose exp lies further ahead (seconds)"},
+    "max_conns_per_ip": {"type": int, "help": "open connections per client address (0: no cap)"},
+    "handshakes_per_ip_s": {"type": float,
+                            "help": "new connections per second per client address (0: no cap)"},
+    "limit_loopback": {"action": "store_true",
+                       "help": "apply the per-address caps to 127.0.0.1 and ::1 too"},
+    "http_timeout_s": {"type": float, "help": "seconds for a request head (and keep-alive idle)"},
+    "http_body_timeout_s": {"type": float, "help": "seconds for a request body after its head"},
+    "ping_interval_s": {"type": float,
+                        "help": "a silent websocket is pinged after this; closed if it stays silent"},
 }
 
 

@@ -101,3 +101,5 @@ class Services:
     save_room: Callable[[Room], Awaitable[None]]
     media: Relay | None = None
     cascade: Cascade | None = None
+    max_token_ttl: int = 7 * 24 * 3600  # auth: an exp further ahead is refused (server/auth.py)
+    resume_limit: int = 256 * 1024  # resume: missed events past this get a resync instead

@@ -1,68 +1,230 @@
-"""One client connection: its identity, subscriptions, limits and raw outbound path."""
+"""One websocket connection: the asyncio protocol of its transport, its identity, its
+subscriptions and limits, and the outbound path every byte to the client takes.
+
+Why a protocol and not a task: an idle viewer costs only what it holds. Incoming bytes are
+parsed by websockets' sans-I/O `ServerProtocol` (frames, fragmentation, control frames, the
+close handshake, size limits); a task exists only while one of the client's ops runs, and ops
+of one connection run one at a time, in the order they arrived. Keepalive pings are sent by
+one sweep over every session (server/gateway.py), not by a timer per connection.
+
+Outbound, two paths: the hub writes fan-out frames straight to `write` (the transport's own),
+and moves the session out of its fast loop while the transport says its buffer is above the
+soft bound (`pause_writing`). Everything else (replies, errors, resumed history) goes through
+`send_bytes`, which closes the connection (4408) rather than let its buffer pass the hard
+bound: the bound holds for every byte, wherever it came from.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
+from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from websockets.asyncio.server import ServerConnection
+from websockets.frames import Frame as WsFrame
+from websockets.frames import Opcode
 from websockets.protocol import State
+from websockets.server import ServerProtocol
 
-from client_sdk.protocol import SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK, Close, Frame
+from client_sdk.protocol import SUBPROTOCOL_MSGPACK, Close, Frame
 from server.auth import Identity
 from server.domain.ratelimit import StrikeCounter, TokenBucket
 from server.wsframe import frame_bytes
 
 if TYPE_CHECKING:
-    from server.config import Config
+    from server.gateway import Gateway
 
 _ids = itertools.count(1)
+_ws_log = logging.getLogger("websockets.server")  # the library's own: kept to warnings
+# before `auth` no op may chat; after it the user's shared bucket replaces this one
+_NO_CHAT = TokenBucket(0.0, 0.0)
+INBOX_LIMIT = 32  # frames waiting behind a running op; above, the socket is not read
+CLOSE_TIMEOUT_S = 2.0  # after our close frame, the client's close (then TCP) within this
+
+_TEXT, _BINARY, _CONT = Opcode.TEXT, Opcode.BINARY, Opcode.CONT
 
 
-class Session:
-    """Wraps a websockets ServerConnection; the hub writes pre-serialized frames through it."""
+class Session(asyncio.Protocol):
+    """A client's websocket after the handshake (server/listener.py hands the transport over)."""
 
-    def __init__(self, ws: ServerConnection, cfg: Config) -> None:
+    __slots__ = (
+        "_assembling",
+        "_inbox",
+        "_reading_paused",
+        "_release",
+        "_task",
+        "binary",
+        "bucket",
+        "channels",
+        "chat_bucket",
+        "closing",
+        "dropped",
+        "gateway",
+        "heard",
+        "id",
+        "identity",
+        "lost",
+        "media",
+        "paused",
+        "peer",
+        "pinged",
+        "strikes",
+        "subprotocol",
+        "timer",
+        "transport",
+        "write",
+        "ws",
+    )
+
+    def __init__(self, gateway: Gateway, transport: asyncio.Transport, subprotocol: str,
+                 peer: str = "", release: Callable[[], None] | None = None) -> None:
+        cfg = gateway.app.cfg
         self.id = next(_ids)
-        self.ws = ws
-        self.subprotocol: str = (
-            SUBPROTOCOL_MSGPACK if ws.subprotocol == SUBPROTOCOL_MSGPACK else SUBPROTOCOL_JSON
-        )
-        self.binary = self.subprotocol == SUBPROTOCOL_MSGPACK
+        self.gateway = gateway
+        self.transport = transport
+        self.write: Callable[[bytes], None] = transport.write  # the hub's fast path
+        self.subprotocol = subprotocol
+        self.binary = subprotocol == SUBPROTOCOL_MSGPACK
+        self.ws = ServerProtocol(state=State.OPEN, max_size=cfg.max_ws_bytes, logger=_ws_log)
         self.identity: Identity | None = None
         self.channels: set[str] = set()
         self.bucket = TokenBucket(cfg.ops_per_s, cfg.ops_burst)
-        self.chat_bucket = TokenBucket(cfg.chat_per_s, cfg.chat_burst)
-        self.strikes = StrikeCounter(cfg.strike_limit, int(cfg.strike_window_s * 1000))
+        self.chat_bucket = _NO_CHAT
+        self.strikes: StrikeCounter | None = None  # made at the first refusal
         self.dropped = 0
-        self.closing = False
-        self.close_task: asyncio.Task[None] | None = None
-        self.on_overflow: Callable[[Session], None] | None = None
+        self.closing = False  # our close frame is out (or the peer's came): no more frames
+        self.paused = False  # the transport's buffer is above the soft bound
+        self.lost = False  # the transport is gone
         self.media: set[tuple[str, str]] = set()  # (kind, room) this session publishes/watches
-        transport = ws.transport
-        self._transport = transport
-        self._buffer_size = transport.get_write_buffer_size
+        self.heard = False  # bytes arrived since the last keepalive sweep
+        self.pinged = False
+        self.timer: asyncio.TimerHandle | None = None  # auth deadline, then close deadline
+        self.peer = peer
+        self._release = release
+        self._task: asyncio.Task[None] | None = None
+        self._inbox: deque[bytes | str] | None = None
+        self._reading_paused = False
+        self._assembling: tuple[bool, bytearray] | None = None  # a fragmented message
+        transport.set_write_buffer_limits(high=cfg.soft_limit, low=cfg.soft_limit // 4)
 
-    # ---- the hub's side -------------------------------------------------------------
+    # ---- asyncio.Protocol -----------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        self.heard = True
+        ws = self.ws
+        ws.receive_data(data)
+        events = ws.events_received()
+        if ws.state is not State.OPEN and not self.closing:
+            self._begin_closing()  # the peer's close frame, or a protocol error (1002, 1009)
+        self._send_protocol_data()
+        for frame in events:
+            self._frame(cast(WsFrame, frame))  # once open, the protocol yields frames only
+
+    def eof_received(self) -> bool | None:
+        self.ws.receive_eof()
+        if not self.closing:
+            self._begin_closing()
+        self.ws.data_to_send()  # only our end of stream: the transport closes itself instead
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        if not self.closing:
+            self._begin_closing()
+        self.ws.receive_eof()  # the protocol's state is CLOSED from now on
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self._release is not None:
+            self._release()
+            self._release = None
+        if self._task is None:
+            self.gateway.closed(self)
+        # else: the running op finishes first, then `_run` reports the session closed
+
+    def pause_writing(self) -> None:
+        self.paused = True
+        self.gateway.hub.pause(self, self.channels)
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        self.gateway.hub.resume(self, self.channels)
+
+    # ---- incoming frames ------------------------------------------------------------
+    def _frame(self, frame: WsFrame) -> None:
+        opcode = frame.opcode
+        if opcode is _TEXT or opcode is _BINARY:
+            if frame.fin:
+                self._message(frame.data, opcode is _TEXT)
+            else:
+                self._assembling = (opcode is _TEXT, bytearray(frame.data))
+        elif opcode is _CONT and self._assembling is not None:
+            self._assembling[1].extend(frame.data)
+            if frame.fin:
+                text, buf = self._assembling
+                self._assembling = None
+                self._message(bytes(buf), text)
+        # ping, pong, close: answered by the protocol (pong, close) or only keep us awake
+
+    def _message(self, data: bytes | bytearray | memoryview, text: bool) -> None:
+        if self.closing:
+            return
+        payload = data if type(data) is bytes else bytes(data)
+        message: bytes | str = payload
+        if text:
+            try:
+                message = payload.decode()
+            except UnicodeDecodeError:
+                self.fail(1007, "invalid UTF-8 in a text frame")
+                return
+        if self._task is None:
+            self._task = self.gateway.loop.create_task(self._run(message))
+            return
+        inbox = self._inbox
+        if inbox is None:
+            inbox = self._inbox = deque()
+        inbox.append(message)
+        if len(inbox) >= INBOX_LIMIT and not self._reading_paused:
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    async def _run(self, message: bytes | str) -> None:
+        """Run this op and whatever arrived meanwhile, in order; then no task is left."""
+        dispatch = self.gateway.dispatch
+        try:
+            await dispatch(self, message)
+            inbox = self._inbox
+            while inbox and not self.closing:
+                await dispatch(self, inbox.popleft())
+                if self._reading_paused and len(inbox) <= INBOX_LIMIT // 2 and not self.lost:
+                    self._reading_paused = False
+                    self.transport.resume_reading()
+        finally:
+            self._task = None
+            self._inbox = None
+            if self.identity is not None and self.timer is not None and not self.closing:
+                self.timer.cancel()  # authenticated: the auth deadline is off
+                self.timer = None
+            if self.lost:
+                self.gateway.closed(self)
+
+    # ---- outgoing -------------------------------------------------------------------
     def buffered(self) -> int:
-        return int(self._buffer_size())
+        return int(self.transport.get_write_buffer_size())
 
-    def write(self, data: bytes) -> None:
-        if not self.closing and self.ws.protocol.state is State.OPEN:
-            self._transport.write(data)
+    def send_bytes(self, data: bytes) -> None:
+        """Write a frame that is not fan-out (a reply, an error, resumed history): never past
+        the hard bound; a connection that would pass it is closed as a slow consumer."""
+        if self.closing:
+            return
+        if self.transport.get_write_buffer_size() + len(data) > self.gateway.hard_limit:
+            self.overflow()
+            return
+        self.write(data)
 
-    def overflow(self) -> None:
-        """Outbound buffer past the hard bound: stop feeding it at once, then close it; the
-        client must reconnect and resume."""
-        if self.on_overflow is not None:
-            self.on_overflow(self)
-        self.close(Close.SLOW_CONSUMER, "slow consumer: reconnect and resume")
-
-    # ---- the gateway's side ---------------------------------------------------------
     def send(self, frame: Frame) -> None:
-        self.write(frame_bytes(frame, self.subprotocol))
+        self.send_bytes(frame_bytes(frame, self.subprotocol))
 
     def reply(self, rid: Any, result: dict[str, Any] | None = None) -> None:
         frame: Frame = {"op": "ok", "rid": rid}
@@ -77,8 +239,74 @@ class Session:
         frame.update(extra)
         self.send(frame)
 
-    def close(self, code: int, reason: str) -> None:
+    def overflow(self) -> None:
+        """Outbound buffer at the hard bound: stop feeding it at once, then close it; the
+        client must reconnect and resume."""
         if self.closing:
             return
+        self.gateway.overflowed(self)
+        self.close(Close.SLOW_CONSUMER, "slow consumer: reconnect and resume")
+
+    # ---- closing --------------------------------------------------------------------
+    def close(self, code: int, reason: str) -> None:
+        """Start the closing handshake: our close frame, then the client's, then TCP; a
+        client that does not answer within CLOSE_TIMEOUT_S is cut off."""
+        if self.closing:
+            return
+        self._begin_closing()
+        if self.ws.state is State.OPEN:
+            self.ws.send_close(code, reason[:120])
+        self._send_protocol_data()
+
+    def fail(self, code: int, reason: str) -> None:
+        """A protocol violation: close frame with `code`, then the TCP connection."""
+        if not self.closing:
+            self._begin_closing()
+        self.ws.fail(code, reason)
+        self._send_protocol_data()
+
+    def keepalive(self) -> None:
+        """Called by the gateway's sweep once per ping interval."""
+        if self.closing:
+            return
+        if self.heard:
+            self.heard = self.pinged = False
+        elif not self.pinged:
+            self.pinged = True
+            self.ws.send_ping(b"")
+            self._send_protocol_data()
+        else:  # silent for a whole interval after a ping: the peer is gone
+            self.close(1011, "keepalive ping timeout")
+
+    def _begin_closing(self) -> None:
         self.closing = True
-        self.close_task = asyncio.get_running_loop().create_task(self.ws.close(code, reason[:120]))
+        if self.timer is not None:  # the auth deadline no longer matters
+            self.timer.cancel()
+            self.timer = None
+        self.gateway.hub.drop(self, self.channels)
+
+    def _send_protocol_data(self) -> None:
+        """Write what the protocol produced (pongs, close frames, end of stream) and arm the
+        close deadline once the protocol expects the TCP connection to end."""
+        ws = self.ws
+        transport = self.transport
+        for data in ws.data_to_send():
+            if self.lost:
+                break
+            if data:
+                transport.write(data)
+            elif transport.can_write_eof():
+                transport.write_eof()
+            else:
+                transport.close()
+        if self.closing and self.timer is None and not self.lost and ws.close_expected():
+            self.timer = self.gateway.loop.call_later(CLOSE_TIMEOUT_S, self._abort)
+
+    def _abort(self) -> None:
+        self.timer = None
+        self.abort()
+
+    def abort(self) -> None:
+        """Cut the connection now (no closing handshake)."""
+        if not self.lost:
+            self.transport.abort()

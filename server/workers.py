@@ -8,6 +8,12 @@ nodes on different machines do (hence --redis is required).
 The supervisor restarts a worker that dies (at most `MAX_RESTARTS` within `RESTART_WINDOW_S`,
 then it gives up and stops the others: a crash loop is a bug to fix, not to hide) and forwards
 SIGTERM/SIGINT so that every worker drains (clients get 1012 and reconnect elsewhere).
+
+Workers die with their supervisor: a supervisor killed outright (`kill -9`, the OOM killer)
+cannot forward anything, and orphaned workers would go on serving the shared port forever,
+next to the new workers of a restarted supervisor. Each worker asks the kernel to kill it when
+its parent dies (`prctl(PR_SET_PDEATHSIG)`, media/worker.py `die_with_parent`, as the media
+workers do); its clients see the connection drop and reconnect elsewhere.
 """
 
 from __future__ import annotations

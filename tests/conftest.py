@@ -38,6 +38,44 @@ def event_loop_policy() -> uvloop.EventLoopPolicy:
     return uvloop.EventLoopPolicy()
 
 
+# Every process a test starts inherits this mark (server processes pass it on to their
+# workers), so what is left at the end is found even after it was re-parented to init.
+SESSION_MARK = f"souk-tests-{uuid.uuid4().hex}"
+os.environ["SOUK_TEST_SESSION"] = SESSION_MARK
+
+
+def _left_behind() -> list[Any]:
+    import psutil
+
+    me = os.getpid()
+    found = []
+    for p in psutil.process_iter(["pid", "status"]):
+        if p.pid == me or p.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        try:
+            if p.environ().get("SOUK_TEST_SESSION") == SESSION_MARK:
+                found.append(p)
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_left_behind() -> Iterator[None]:
+    """The suite leaves no process behind (orphaned `--workers` once served a port forever):
+    anything a test started that still runs at the end is killed, and the run fails."""
+    yield
+    deadline = time.monotonic() + 10
+    left = _left_behind()
+    while left and time.monotonic() < deadline:
+        time.sleep(0.2)
+        left = _left_behind()
+    names = [" ".join(p.cmdline()[:4]) for p in left]
+    for p in left:
+        p.kill()
+    assert not left, f"processes left behind by the tests: {names}"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -17,6 +17,7 @@ from server.ops.registry import (
     may,
     op,
 )
+from server.wsframe import bounded_events
 
 if TYPE_CHECKING:
     from server.auth import Identity
@@ -113,11 +114,14 @@ async def resume(sv: Services, s: Session, frame: Frame) -> Result:
     sv.hub.flush(ch)  # whatever was pending is now in both the history and the socket
     missed = await sv.bus.since(ch, seq, epoch)
     head_epoch, head_seq = await sv.bus.head(ch)
-    if missed is None:
+    # what the client missed, unless it would pass the bound: then a snapshot is both smaller
+    # and what a client that far behind needs (replies are bounded: docs/wire.md)
+    replay = bounded_events(missed, s.subprotocol, sv.resume_limit) if missed else None
+    if missed is None or (missed and replay is None):
         snapshot: dict[str, Any] = await sv.channels.snapshot(ch)
         s.send({"op": "event", "ch": ch, "type": "resync", "epoch": head_epoch, "seq": head_seq,
                 "ts": sv.clock_ms(), "snapshot": snapshot})
         return {"ch": ch, "resync": True, "epoch": head_epoch, "seq": head_seq}
-    if missed:
-        s.send(missed[0] if len(missed) == 1 else {"op": "batch", "items": missed})
+    if replay is not None:
+        s.send_bytes(replay)
     return {"ch": ch, "missed": len(missed), "epoch": head_epoch, "seq": head_seq}

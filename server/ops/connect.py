@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 async def auth(sv: Services, s: Session, frame: Frame) -> Result:
     if s.identity is not None:
         raise SoukError(Code.CONFLICT, "already authenticated")
-    identity = verify_token(frame.get("token"), sv.secret)
+    identity = verify_token(frame.get("token"), sv.secret, max_ttl_s=sv.max_token_ttl)
     s.identity = identity
     s.chat_bucket = sv.chat_buckets.of(identity.id)  # per user, not per connection
     sv.channels.subscribe(s, user_channel(identity.id))

@@ -19,7 +19,7 @@ async def test_sigterm_closes_clients_with_1012_and_exits_zero(server_process) -
     status = await asyncio.to_thread(lambda: urllib.request.urlopen(proc.http + "/healthz", timeout=5).status)
     assert status == 200
     ws = await websockets.connect(proc.url, subprotocols=[SUBPROTOCOL_JSON])  # type: ignore[list-item]
-    await ws.send(encode({"op": "auth", "rid": 1, "token": token("d")}, SUBPROTOCOL_JSON))
+    await ws.send(encode({"op": "auth", "rid": 1, "token": token("d")}, SUBPROTOCOL_JSON), text=True)
     assert decode(await ws.recv(), SUBPROTOCOL_JSON)["op"] == "ok"
     started = time.monotonic()
     proc.proc.send_signal(15)

@@ -24,7 +24,7 @@ async def raw(server: Running, sp: str = MP) -> websockets.ClientConnection:
 
 
 async def call(ws: websockets.ClientConnection, frame: dict, sp: str = MP) -> dict:  # type: ignore[type-arg]
-    await ws.send(encode(frame, sp))
+    await ws.send(encode(frame, sp), text=sp == SUBPROTOCOL_JSON)
     while True:
         reply = decode(await asyncio.wait_for(ws.recv(), 5), sp)
         if reply["op"] in ("ok", "error"):

@@ -55,7 +55,7 @@ async def test_slow_consumer_is_bounded_and_does_not_delay_others(server_factory
         # emulate a slow link: shrink the kernel's send buffer for the stalled connection,
         # so what it cannot take piles up in the server's own outbound buffer
         slow = next(s for s in srv.app.sessions if s.identity and s.identity.id == "slow")
-        slow.ws.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        slow.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
         events = fast.events(f"room:{room}", types=["chat"])
         text = "z" * 490
         n = 3000

@@ -83,9 +83,10 @@ def test_features_do_not_import_each_other(feature: str) -> None:
 
 def test_only_the_edges_of_the_process_know_the_app() -> None:
     """The App is the composition root: the CLI and workers start it, the connection layer
-    (gateway, HTTP) holds it; op handlers get `Services`, features get what they need."""
+    (listener, gateway, HTTP) holds it; op handlers get `Services`, features get what they
+    need."""
     allowed = {"server/app.py", "server/cli.py", "server/workers.py", "server/gateway.py",
-               "server/http.py"}
+               "server/http.py", "server/listener.py"}
     files = [p for p in _files("server") if str(p.relative_to(ROOT)) not in allowed]
     assert _violations(files, ("server.app",)) == []
 
