@@ -92,7 +92,7 @@ class Draws:
         coupons_issued: Callable[[list[Coupon]], None],
         beacon: Beacon | None = None,
         sync: Sync | None = None,
-        push_ms: int = 250,
+        push_ms: int = 1000,
         lease_ms: int = LEASE_MS,
     ) -> None:
         """`member_of(user, group)`: a member now (in a cluster, on any node); `banned(ch,
