@@ -422,7 +422,8 @@ class SqlLedger:
         rows = await self.db.rows(
             "SELECT o.product, o.currency, p.title, COUNT(*) AS orders, SUM(o.qty) AS units,"
             " SUM(o.qty * o.price) AS revenue FROM orders o LEFT JOIN products p ON p.id = o.product"
-            " WHERE o.room = ? AND o.status = 'confirmed' GROUP BY o.product, o.currency, p.title"
+            " WHERE o.room = ? AND o.status = 'confirmed' AND o.price > 0"  # prizes are not sales
+            " GROUP BY o.product, o.currency, p.title"
             " ORDER BY revenue DESC", room)
         products = [{"product": r["product"], "title": r["title"] or "", "currency": r["currency"],
                      "orders": int(r["orders"]), "units": int(r["units"]),

@@ -135,6 +135,8 @@ async def test_a_product_draw_from_entry_to_prize_and_verification(server: Runni
     assert (await api(server, f"/api/draws/{d['id']}/entrants", "x", "viewer"))[0] == 200
     assert (await asyncio.to_thread(get, server.http, f"/api/draws/{d['id']}/entrants",
                                     token("y", "viewer", rooms=["other"])))[0] == 403
+    numbers = (await api(server, "/api/rooms/dr1/metrics"))[1]
+    assert numbers["buyers"] == 0  # a prize is not a purchase
     dash = (await api(server, "/api/rooms/dr1/draws"))[1]
     assert dash["draws"] == 1 and dash["entrants"] == 6 and dash["list"][0]["id"] == d["id"]
     late = server.client("late")
