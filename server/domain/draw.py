@@ -230,11 +230,10 @@ def verify(seed_hex: str, commitment_hex: str, entrant_hashes: Iterable[str], k:
 
 
 def masked(name: str) -> str:
-    """A winner's name as the room sees it: the first character, then stars (`小*`)."""
+    """A winner's name as the room sees it: the first character and a star (`小*`), as the
+    pages mask other shoppers' names."""
     name = name.strip()
-    if not name:
-        return "*"
-    return name[0] + "*" * max(1, min(len(name) - 1, 3))
+    return name[0] + "*" if name else "*"
 
 
 # ---- one draw ----------------------------------------------------------------------------

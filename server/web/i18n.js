@@ -99,9 +99,9 @@ export function onLang(fn) {
 export async function switchLang(next) {
   const want = next || (lang === "zh" ? "en" : "zh");
   try { localStorage.setItem(KEY, want); } catch { /* storage blocked: this page only */ }
-  const next = {...await preloadCatalog(page, want)};
-  for (const part of parts) Object.assign(next, await preloadCatalog(part, want));
-  strings = next;
+  const shown = {...await preloadCatalog(page, want)};
+  for (const part of parts) Object.assign(shown, await preloadCatalog(part, want));
+  strings = shown;
   lang = want;
   document.documentElement.lang = locale();
   translate(document);

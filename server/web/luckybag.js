@@ -104,6 +104,16 @@ export class LuckyBag {
     return Math.max(0, Math.ceil(need - watched));
   }
 
+  /** What to do to enter, in a few words (under the badge's countdown). */
+  how(d) {
+    const c = d.condition || {};
+    if (d.entered) return t("draw.how.in");
+    if (c.keyword) return t("draw.how.keyword", {k: c.keyword});
+    const wait = this.watchedLeft(d);
+    if (wait > 0) return t("draw.how.watch", {s: wait});
+    return t("draw.how.tap");
+  }
+
   refusal(err) {
     if (err.wait_s) return t("draw.stayMore", {s: err.wait_s});
     if (err.code === "ended") return t("draw.closed");
@@ -122,8 +132,10 @@ export class LuckyBag {
       this.badge.dataset.phase = d.phase;
       this.badge.dataset.won = d.won ? "1" : "";
       this.badge.dataset.entered = d.entered ? "1" : "";
-      fill(this.badge, bagIcon(), h("b", {}, t("draw.badge")), h("span", {class: "when", testid: "draw-countdown"}, label));
-      this.badge.setAttribute("aria-label", `${t("draw.badge")} ${label}`);
+      const how = d.phase === "open" ? this.how(d) : "";
+      fill(this.badge, bagIcon(), h("b", {}, t("draw.badge")), h("span", {class: "when", testid: "draw-countdown"}, label),
+        how ? h("span", {class: "how", testid: "draw-how"}, how) : null);
+      this.badge.setAttribute("aria-label", `${t("draw.badge")} ${label} ${how}`);
     }
     if (this.sheetOpen) this.drawSheet();
   }

@@ -41,4 +41,8 @@ export default {
   "draw.me": "me",
   "draw.fair": "Fair draw: the seed's fingerprint was shown before anyone joined",
   "draw.fairDone": "Fair draw: the seed is public, anyone can check the result",
+  "draw.how.in": "You're in",
+  "draw.how.keyword": "Say “{k}”",
+  "draw.how.watch": "Stay {s}s",
+  "draw.how.tap": "Tap to join",
 };

@@ -41,4 +41,8 @@ export default {
   "draw.me": "我",
   "draw.fair": "公平开奖：开始前已公布随机种子的指纹",
   "draw.fairDone": "公平开奖：种子已公开，任何人都可复核",
+  "draw.how.in": "已参与",
+  "draw.how.keyword": "发「{k}」",
+  "draw.how.watch": "再待{s}秒",
+  "draw.how.tap": "点我参与",
 };
