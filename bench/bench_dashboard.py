@@ -1,6 +1,6 @@
 """Dashboard queries over 1 million recorded group messages and 100,000 orders.
 
-Builds one SQLite file with the real schemas (community, commerce, operations) and synthetic
+Builds one SQLite file with the real schemas (community, commerce, engagement) and synthetic
 records: 20 groups x 1,000 members, 1,000,000 group messages over 8 weeks, 100,000 orders
 over 10 rooms and 50 sales, 200,000 room activity rows, 20,000 questions, presence samples,
 polls, check-ins, coupons. Then times the queries behind `GET /api/rooms/<id>/metrics`,

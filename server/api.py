@@ -141,10 +141,10 @@ async def room_metrics(sv: Services, ident: Identity, request: Request, query: Q
                        parts: list[str]) -> Response:
     if not fields.ID_RE.fullmatch(parts[1]) or not ident.may_enter_room(parts[1]):
         raise SoukError(Code.FORBIDDEN, NOT_ADMITTED)
-    await sv.operations.flush()
+    await sv.engagement.flush()
     room = sv.rooms.get(room_channel(parts[1]))
     shop = room.shop if room is not None else None  # cluster: else the record's room_shops
-    return json_response(await sv.operations.metrics.room_metrics(parts[1], shop))
+    return json_response(await sv.engagement.metrics.room_metrics(parts[1], shop))
 
 
 @route("groups/*/metrics", roles=STREAMERS, scope=GROUP_IN_PATH, refusal=MERCHANTS)
@@ -157,12 +157,12 @@ async def group_metrics(sv: Services, ident: Identity, request: Request, query: 
         raise SoukError(Code.NOT_FOUND, "no such group")
     if not may(ident.role, ANY_SHOP) and group.shop != ident.shop:
         raise SoukError(Code.FORBIDDEN, "this group belongs to another shop")
-    await sv.operations.flush()
-    return json_response(await sv.operations.metrics.group_metrics(parts[1], sv.clock_ms()))
+    await sv.engagement.flush()
+    return json_response(await sv.engagement.metrics.group_metrics(parts[1], sv.clock_ms()))
 
 
 @route("shop/metrics", roles=STREAMERS, scope=OWN_SHOP, refusal=MERCHANTS)
 async def shop_metrics(sv: Services, ident: Identity, request: Request, query: Query,
                        parts: list[str]) -> Response:
-    await sv.operations.flush()
-    return json_response(await sv.operations.metrics.shop_metrics(ident.shop))
+    await sv.engagement.flush()
+    return json_response(await sv.engagement.metrics.shop_metrics(ident.shop))

@@ -29,13 +29,13 @@ from server.community import Community
 from server.config import Config
 from server.domain.ratelimit import UserBuckets
 from server.domain.room import Room
+from server.engagement import Engagement
 from server.events import EventDispatcher
 from server.fanout import Hub
 from server.gateway import Gateway
 from server.http import HttpRoutes, bearer
 from server.listener import Listener, advertise_url, listen, port_of
 from server.metrics import Metrics
-from server.operations import Operations
 from server.ops import media as media_ops
 from server.presence import ClusterPresence
 from server.reactions import Reactions
@@ -134,16 +134,16 @@ class App:
             stores.community, self.bus, self.clock_ms, answer_target_s=cfg.answer_target_s,
             webhook_host=cfg.host, webhook_port=cfg.webhook_port or None,
             sync=stores.community_sync)
-        self.operations = Operations(stores.operations, stores.metrics, self.bus, self.clock_ms,
-                                     sync=stores.operations_sync)
+        self.engagement = Engagement(stores.engagement, stores.metrics, self.bus, self.clock_ms,
+                                     sync=stores.engagement_sync)
         self.commerce = Commerce(
             stores.ledger, self.bus, self.clock_ms, announce=self.events.emit,
-            coupons=self.operations.coupons, find_coupon=self.operations.find_coupon)
+            coupons=self.engagement.coupons, find_coupon=self.engagement.find_coupon)
 
     def _wire(self) -> None:
         """What the features see of each other: reactions to domain events, the parts of a
         channel's snapshot, the ops' services and the HTTP routes."""
-        Reactions(self.commerce, self.community, self.operations, self.rooms,
+        Reactions(self.commerce, self.community, self.engagement, self.rooms,
                   lambda: self.media).wire(self.events)
         self.channels.before_snapshot("room", self.commerce.sync_room)  # cluster: others' sales
         self.channels.follow_remote(self.commerce.on_remote)  # cluster: others' stock and teams
@@ -155,7 +155,7 @@ class App:
             bus=self.bus, hub=self.hub, rooms=self.rooms, channels=self.channels,
             sanctions=self.sanctions, events=self.events,
             chat_buckets=UserBuckets(self.cfg.chat_per_s, self.cfg.chat_burst),
-            commerce=self.commerce, community=self.community, operations=self.operations,
+            commerce=self.commerce, community=self.community, engagement=self.engagement,
             save_room=self.save_room, max_token_ttl=self.cfg.max_token_ttl,
             resume_limit=self.cfg.soft_limit)
         api.install(self.http.api, self.services, lambda request, query: bearer(self, request, query))
@@ -168,7 +168,7 @@ class App:
         await self.rooms.load()
         await self.community.start()
         await self.commerce.start()
-        await self.operations.start()
+        await self.engagement.start()
         from media.relay import MediaRelay  # aiortc: imported once the server really starts
 
         self.media = self.services.media = MediaRelay(
@@ -220,7 +220,7 @@ class App:
         await self.events.drain()
         await _quietly(self.cascade.stop() if self.cascade is not None else None)
         await _quietly(self.media.close() if self.media is not None else None)
-        for feature in (self.operations, self.community, self.commerce):
+        for feature in (self.engagement, self.community, self.commerce):
             await _quietly(feature.stop())
         for server in (self.server, self.worker_server):
             if server is not None:

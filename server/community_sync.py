@@ -35,6 +35,9 @@ log = logging.getLogger("souk.community.sync")
 
 Notice = dict[str, Any]
 CHANNEL = "__community__"
+# The engagement feature's topic. Its name is part of what the nodes of a cluster say to each
+# other, so it stays as the first release named it.
+ENGAGEMENT_CHANNEL = "__operations__"
 
 
 class Sync(Protocol):
@@ -70,8 +73,8 @@ class ClusterSync:
     """Publish change notices; hand other nodes' notices, in order, to one handler."""
 
     def __init__(self, redis: Redis, prefix: str = "souk:", channel: str = CHANNEL) -> None:
-        """`channel`: one topic per feature (the community's, the operations'
-        `__operations__`), so each handler sees only its own kinds."""
+        """`channel`: one topic per feature (the community's `CHANNEL`, the engagement
+        feature's `ENGAGEMENT_CHANNEL`), so each handler sees only its own kinds."""
         self.redis = redis
         self.topic = prefix + channel
         self.node = secrets.token_hex(6)

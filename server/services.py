@@ -22,9 +22,9 @@ if TYPE_CHECKING:
     from server.community import Community
     from server.domain.ratelimit import UserBuckets
     from server.domain.room import Room
+    from server.engagement import Engagement
     from server.events import EventDispatcher
     from server.fanout import Event, Hub
-    from server.operations import Operations
     from server.rooms import Rooms
     from server.sanctions import Sanctions
 
@@ -95,7 +95,7 @@ class Services:
     chat_buckets: UserBuckets
     commerce: Commerce
     community: Community
-    operations: Operations
+    engagement: Engagement
     save_room: Callable[[Room], Awaitable[None]]
     media: Relay | None = None
     cascade: Cascade | None = None

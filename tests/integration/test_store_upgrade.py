@@ -31,7 +31,7 @@ from server.commerce import Commerce
 from server.community import Community
 from server.config import Config
 from server.domain.room import Room
-from server.operations import Operations
+from server.engagement import Engagement
 from server.rooms import Rooms
 from server.store.schema import MIGRATIONS, migrate, version
 from server.store.stores import Stores, open_stores
@@ -106,7 +106,7 @@ async def test_every_row_of_the_first_release_is_there_and_usable(old: Old) -> N
     clock = Clock(T0 + 60_000)
     commerce = Commerce(stores.ledger, nobody, clock)
     community = Community(stores.community, nobody, clock, overdue_check_s=3600)
-    ops = Operations(stores.operations, stores.metrics, nobody, clock)
+    ops = Engagement(stores.engagement, stores.metrics, nobody, clock)
     rooms = Rooms(nobody, store=stores.rooms, sanctions=stores.sanctions, clock_ms=clock)
     try:
         assert await version(stores.db) == LATEST

@@ -67,9 +67,9 @@ def test_the_sdk_does_not_import_the_load_tests() -> None:
 
 
 FEATURES = {
-    "commerce": (["server/commerce"], ("server.community", "server.operations")),
-    "community": (["server/community"], ("server.commerce", "server.operations")),
-    "operations": (["server/operations.py"], ("server.commerce", "server.community")),
+    "commerce": (["server/commerce"], ("server.community", "server.engagement")),
+    "community": (["server/community"], ("server.commerce", "server.engagement")),
+    "engagement": (["server/engagement"], ("server.commerce", "server.community")),
 }
 
 
@@ -91,7 +91,7 @@ def test_only_the_edges_of_the_process_know_the_app() -> None:
 
 
 def test_the_domain_imports_no_adapter() -> None:
-    adapters = ("server.commerce", "server.community", "server.operations", "server.store",
+    adapters = ("server.commerce", "server.community", "server.engagement", "server.store",
                 "server.bus", "server.ops", "server.app", "media", "asyncio")
     assert _violations(_files("server/domain"), adapters) == []
 

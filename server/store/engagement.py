@@ -1,4 +1,4 @@
-"""Community operations: coupons, polls and votes, check-ins and points, invites,
+"""Engagement: coupons, polls and votes, check-ins and points, invites,
 show-your-order posts, layer thresholds, and the activity the merchant's numbers come from.
 
 Why in the same database as commerce and community: layers and numbers join orders, group
@@ -8,9 +8,9 @@ guard is SQL that both databases run:
 
 - one vote per (poll, user) (primary key) while the poll is open; a vote's `rev` comes from
   one sequence, so every node applies a user's votes in commit order;
-- one check-in per (group, user, day) (primary key: `OpConflict`);
+- one check-in per (group, user, day) (primary key: `GuardRefused`);
 - points are spent once: `balance = balance - n WHERE balance >= n`, in the transaction that
-  writes the coupon (`OpConflict` when short);
+  writes the coupon (`GuardRefused` when short);
 - an invitee counts once per shop and each reward once per (shop, inviter, n), counted in SQL
   under a lock on the inviter;
 - one post per order (unique `order_id`), one approval per post (`WHERE status = 'pending'`),
@@ -38,7 +38,7 @@ _ACTION: Final = ("INSERT INTO merchant_actions (shop, scope, target, kind, deta
 _POINTS: Final = "INSERT INTO points_log (shop, user_id, delta, reason, ts) VALUES (?, ?, ?, ?, ?)"
 
 
-class OpConflict(Exception):
+class GuardRefused(Exception):
     """A guard refused a write another writer got in first: a second check-in the same day,
     points already spent, a post already shown or approved, a closed poll."""
 
@@ -47,8 +47,8 @@ class OpConflict(Exception):
         self.balance = balance
 
 
-class OperationsStore(Protocol):
-    """What `server.operations.Operations` needs of a store."""
+class EngagementStore(Protocol):
+    """What `server.engagement.Engagement` needs of a store."""
 
     shared: bool  # other nodes write it too: what this node does not know may exist
 
@@ -83,8 +83,8 @@ class OperationsStore(Protocol):
     async def load(self) -> Mapping[str, list[Row]]: ...
 
 
-class SqlOperationsStore:
-    """`OperationsStore` over a `Db`."""
+class SqlEngagementStore:
+    """`EngagementStore` over a `Db`."""
 
     def __init__(self, db: Db) -> None:
         self.db = db
@@ -121,12 +121,12 @@ class SqlOperationsStore:
             X(_ACTION, *action)))
 
     async def vote(self, poll: str, user: str, option: int, ts: int) -> int:
-        """Record or change a vote while the poll is open (else `OpConflict`); its rev."""
+        """Record or change a vote while the poll is open (else `GuardRefused`); its rev."""
 
         def body() -> Body[int]:
             open_ = yield Q("SELECT closed FROM polls WHERE id = ? FOR SHARE", poll)
             if not open_ or open_[0]["closed"]:
-                raise OpConflict(f"poll {poll} is closed")
+                raise GuardRefused(f"poll {poll} is closed")
             rev = yield Next("poll_vote_rev")
             yield X("INSERT INTO poll_votes (poll, user_id, option, ts, rev) VALUES (?, ?, ?, ?, ?)"
                     " ON CONFLICT (poll, user_id) DO UPDATE SET option = excluded.option,"
@@ -168,13 +168,13 @@ class SqlOperationsStore:
 
     async def checkin(self, shop: str, group: str, user: str, day: int, streak: int,
                       points: int, ts: int) -> int:
-        """One check-in per (group, user, day), else `OpConflict`; the new balance."""
+        """One check-in per (group, user, day), else `GuardRefused`; the new balance."""
 
         def body() -> Body[int]:
             if (yield X("INSERT INTO checkins (shop, group_id, user_id, day, streak, points, ts)"
                         " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                         shop, group, user, day, streak, points, ts)) != 1:
-                raise OpConflict("already checked in today")
+                raise GuardRefused("already checked in today")
             yield X(_POINTS, shop, user, points, f"checkin:{group}", ts)
             r = yield Q("INSERT INTO points_balance (shop, user_id, balance) VALUES (?, ?, ?)"
                         " ON CONFLICT (shop, user_id) DO UPDATE SET"
@@ -190,7 +190,7 @@ class SqlOperationsStore:
         return int(rows[0]["balance"]) if rows else 0
 
     async def redeem(self, shop: str, user: str, points: int, coupon: Coupon) -> int:
-        """Spend points for a coupon, once (`OpConflict` when the balance is short, e.g. spent
+        """Spend points for a coupon, once (`GuardRefused` when the balance is short, e.g. spent
         meanwhile on another node); the balance left."""
         row = coupon_row(coupon)
 
@@ -202,7 +202,7 @@ class SqlOperationsStore:
                 have = yield Q("SELECT balance FROM points_balance WHERE shop = ? AND user_id = ?",
                                shop, user)
                 balance = int(have[0]["balance"]) if have else 0
-                raise OpConflict(f"you have {balance} points", balance)
+                raise GuardRefused(f"you have {balance} points", balance)
             yield X(_COUPON, *row)
             yield X(_POINTS, shop, user, -points, f"redeem:{row[0]}", row[8])
             return int(left[0]["balance"])
@@ -274,7 +274,7 @@ class SqlOperationsStore:
             if (yield X("INSERT INTO showcase_posts (id, shop, group_id, order_id, user_id,"
                         " image_url, text, ts, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
                         " ON CONFLICT DO NOTHING", *row)) != 1:
-                raise OpConflict(f"order {row[3]} was already shown")
+                raise GuardRefused(f"order {row[3]} was already shown")
 
         await self.db.write(body)
 
@@ -284,7 +284,7 @@ class SqlOperationsStore:
         def body() -> Body[None]:
             if (yield X("UPDATE showcase_posts SET status = 'approved', coupon = ? WHERE id = ?"
                         " AND status = 'pending'", row[0], post_id)) != 1:
-                raise OpConflict(f"post {post_id} is not pending")
+                raise GuardRefused(f"post {post_id} is not pending")
             yield X(_COUPON, *row)
 
         await self.db.write(body)

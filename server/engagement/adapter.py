@@ -1,6 +1,6 @@
-"""The asyncio adapter for community operations: coupons, polls, check-ins and points,
+"""The asyncio adapter for engagement: coupons, polls, check-ins and points,
 invites, show-your-order posts, member layers, and the activity log behind the merchant's
-numbers (docs/operations.md).
+numbers (docs/engagement.md).
 
 Why this shape: the rules are pure (server.domain.coupons / polls / checkin / invites /
 layers); this layer adds the clock, ids, durability and the bus. Each change follows one
@@ -8,12 +8,12 @@ pattern: decide and change memory in one synchronous step (so two racing request
 both pass a rule), await the durable write, undo memory if the write failed, then publish.
 The coupon book is shared with Commerce, which reserves coupons inside `buy`.
 
-The guards two writers can race are the store's SQL (server/store/operations.py: one vote
+The guards two writers can race are the store's SQL (server/store/engagement.py: one vote
 per user and poll, one check-in a day, points spent once, an invite reward once per
 threshold, one approval per post, a coupon redeemed once with its order), so they hold
 however many nodes write. In a cluster (`--postgres`, docs/scaleout.md) the store is `shared`
 and each node's memory is a working copy: kept in step by change notices over Redis (the
-`sync`, on the `__operations__` topic) and by lazy loads when a node is asked about something
+`sync`, on its own topic) and by lazy loads when a node is asked about something
 it does not know (a coupon, a poll, an invite code, a post).
 """
 
@@ -40,10 +40,10 @@ from server.domain.layers import Thresholds, layer_value, thresholds_from
 from server.domain.polls import Poll, new_poll
 from server.domain.throttle import PushThrottle
 from server.errors import SoukError
+from server.store.engagement import EngagementStore, GuardRefused, post_from
 from server.store.metrics import MetricsStore
-from server.store.operations import OpConflict, OperationsStore, post_from
 
-log = logging.getLogger("souk.operations")
+log = logging.getLogger("souk.engagement")
 
 STAFF_ROLES: Final = frozenset({"moderator", "streamer", "admin"})
 INVITE_REWARD: Final = CouponSpec("amount", 500, 0, 0, "Thanks for inviting friends")
@@ -57,11 +57,11 @@ def new_id(prefix: str, now_ms: int) -> str:
     return f"{prefix}{now_ms:x}{secrets.token_hex(5)}"
 
 
-class Operations:
+class Engagement:
     """Coupons, polls, check-ins and points, invites, posts, layers and the activity log of
     one process."""
 
-    def __init__(self, store: OperationsStore, metrics: MetricsStore, publish: Publish,
+    def __init__(self, store: EngagementStore, metrics: MetricsStore, publish: Publish,
                  clock_ms: Callable[[], int], *, presence_interval_s: float = 5.0,
                  flush_interval_s: float = 1.0, sync: Sync | None = None) -> None:
         """`sync`: how this node hears of other nodes' changes and tells its own (a cluster)."""
@@ -197,7 +197,7 @@ class Operations:
         (`conflict` when a guard of the cluster store refused it). Returns the write's result."""
         try:
             result = await write
-        except OpConflict as exc:
+        except GuardRefused as exc:
             for c in coupons:
                 self.coupons.discard(c.id)
             extra = {} if exc.balance is None else {"balance": exc.balance}
@@ -327,7 +327,7 @@ class Operations:
                         poll.votes.pop(user, None)
                     else:
                         poll.votes[user] = before
-                if isinstance(exc, OpConflict):  # closed on another node
+                if isinstance(exc, GuardRefused):  # closed on another node
                     self.polls.pop(poll.id, None)
                     poll.closed = True
                     raise SoukError(Code.ENDED, "this poll is closed") from None
@@ -394,7 +394,7 @@ class Operations:
                     self.streaks.pop(key, None)
                 else:
                     self.streaks[key] = prev
-            if isinstance(exc, OpConflict):  # another node took today's check-in first
+            if isinstance(exc, GuardRefused):  # another node took today's check-in first
                 raise SoukError(Code.CONFLICT, "already checked in today") from None
             log.exception("check-in write failed")
             raise SoukError(Code.UNAVAILABLE, "could not record the check-in; try again") from None
@@ -679,7 +679,7 @@ class Operations:
 
 def _report(task: asyncio.Task[Any]) -> None:
     if not task.cancelled() and task.exception() is not None:
-        log.error("operations task failed", exc_info=task.exception())
+        log.error("engagement task failed", exc_info=task.exception())
 
 
 def _coupon_row(c: Coupon) -> dict[str, Any]:

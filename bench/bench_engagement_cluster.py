@@ -1,7 +1,7 @@
-"""Operations on the cluster, measured: two in-process nodes (own pools, own Redis clients,
+"""Engagement on the cluster, measured: two in-process nodes (own pools, own Redis clients,
 notices over Redis) on one PostgreSQL database.
 
-    PYTHONPATH=. python bench/bench_ops_cluster.py [samples]
+    PYTHONPATH=. python bench/bench_engagement_cluster.py [samples]
 
 Prints p50/p99 of: a guarded vote, a check-in, a points redemption (each committed in
 PostgreSQL), a coupon issued on A until it is in B's book, a vote on B until A's tally has it,
@@ -25,8 +25,8 @@ import asyncpg
 from redis.asyncio import Redis
 
 from server.community import Community
-from server.community_sync import ClusterSync
-from server.operations import Operations
+from server.community_sync import ENGAGEMENT_CHANNEL, ClusterSync
+from server.engagement import Engagement
 from server.store.stores import open_db, stores_on
 
 PG = "postgresql://postgres@127.0.0.1:5432"
@@ -50,14 +50,14 @@ class Clock:
         return self.now
 
 
-async def node(dsn: str, prefix: str, path: Path, clock: Clock) -> tuple[Operations, Any, Redis]:
+async def node(dsn: str, prefix: str, path: Path, clock: Clock) -> tuple[Engagement, Any, Redis]:
     pub = lambda *a, **k: None  # noqa: E731 - the bus is not measured here
     db = await open_db(dsn)  # the node's own pool on the cluster's database
     stores = stores_on(db)
     community = Community(stores.community, pub, clock, overdue_check_s=3600)
     redis = Redis.from_url(REDIS_URL)
-    ops = Operations(stores.operations, stores.metrics, pub, clock,
-                     sync=ClusterSync(redis, prefix, channel="__operations__"))
+    ops = Engagement(stores.engagement, stores.metrics, pub, clock,
+                     sync=ClusterSync(redis, prefix, channel=ENGAGEMENT_CHANNEL))
     await community.start()
     await ops.start()
     return ops, (db, community), redis

@@ -1,4 +1,4 @@
-"""The operations adapter over both stores: the embedded SQLite file and the cluster's
+"""The engagement adapter over both stores: the embedded SQLite file and the cluster's
 PostgreSQL (`--postgres`) must behave the same, and survive a restart the same way.
 
 One suite, two backends (a database per module and a schema per test for PostgreSQL, so
@@ -20,8 +20,8 @@ import pytest
 from server.community import Community
 from server.domain.checkin import DAY_MS
 from server.domain.room import Room
+from server.engagement import Engagement
 from server.errors import SoukError
-from server.operations import Operations
 from server.store.db import Db
 from server.store.stores import open_db, stores_on
 from tests.conftest import scratch_database, scratch_schema
@@ -70,7 +70,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
 
 
 class Node:
-    """One process's operations (with the community it reads), on the backend's database."""
+    """One process's engagement (with the community it reads), on the backend's database."""
 
     def __init__(self, backend: Backend, clock: Clock, path: Path | None = None) -> None:
         self.backend = backend
@@ -83,7 +83,7 @@ class Node:
         self.stores = stores_on(self.db)
         self.community = Community(self.stores.community, self.pub, self.clock,
                                    overdue_check_s=3600)
-        self.ops = Operations(self.stores.operations, self.stores.metrics, self.pub, self.clock)
+        self.ops = Engagement(self.stores.engagement, self.stores.metrics, self.pub, self.clock)
         await self.community.start()
         await self.ops.start()
         return self

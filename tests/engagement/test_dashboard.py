@@ -34,7 +34,7 @@ def _get(url: str, tok: str) -> Any:
 async def scripted_session(srv: Running) -> str:
     """3 viewers, a bot on the exclusion list, the streamer; chat, likes, questions, a sale with
     a coupon; a group with members, messages and a poll. Returns the group id."""
-    ops = srv.app.operations
+    ops = srv.app.engagement
     async with srv.client("st", "streamer") as st:
         await st.request("room_create", room="r1", title="Spring live")
         await st.request("metrics_exclude", add=["bot"])
