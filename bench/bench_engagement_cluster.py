@@ -27,6 +27,7 @@ from redis.asyncio import Redis
 from server.community import Community
 from server.community_sync import ENGAGEMENT_CHANNEL, ClusterSync
 from server.engagement import Engagement
+from server.insights import Insights
 from server.store.stores import open_db, stores_on
 
 PG = "postgresql://postgres@127.0.0.1:5432"
@@ -56,11 +57,12 @@ async def node(dsn: str, prefix: str, path: Path, clock: Clock) -> tuple[Engagem
     stores = stores_on(db)
     community = Community(stores.community, pub, clock, overdue_check_s=3600)
     redis = Redis.from_url(REDIS_URL)
-    ops = Engagement(stores.engagement, stores.metrics, pub, clock,
+    insights = Insights(stores.insights, clock)
+    ops = Engagement(stores.engagement, insights, pub, clock,
                      sync=ClusterSync(redis, prefix, channel=ENGAGEMENT_CHANNEL))
     await community.start()
     await ops.start()
-    return ops, (db, community), redis
+    return ops, (db, community, insights), redis
 
 
 async def until(check: Callable[[], bool]) -> None:
@@ -82,8 +84,8 @@ async def main(samples: int) -> None:
     prefix = f"souk-bench-{uuid.uuid4().hex[:8]}:"
     clock = Clock()
     tmp = Path(tempfile.mkdtemp())
-    a, (dba, ca), ra = await node(dsn, prefix, tmp / "a.db", clock)
-    b, (dbb, cb), rb = await node(dsn, prefix, tmp / "b.db", clock)
+    a, (dba, ca, ia), ra = await node(dsn, prefix, tmp / "a.db", clock)
+    b, (dbb, cb, ib), rb = await node(dsn, prefix, tmp / "b.db", clock)
     try:
         gid = (await ca.group_create("shop", {"tier": "normal", "topic": "tea"}))["id"]
         poll = await a.poll_create("shop", "group", gid, "host", {"question": "Q?", "options": ["x", "y"]})
@@ -107,10 +109,10 @@ async def main(samples: int) -> None:
             cid = res["coupons"][0]["id"]
             await until(lambda: cid in b.coupons.coupons)  # noqa: B023 (awaited at once)
             issued.append((time.perf_counter() - t) * 1000)
-        await a.flush()
-        room = [await timed(lambda: b.metrics.room_metrics("r1", "shop")) for _ in range(20)]
-        group = [await timed(lambda: b.metrics.group_metrics(gid, clock.now)) for _ in range(20)]
-        shop = [await timed(lambda: b.metrics.shop_metrics("shop")) for _ in range(20)]
+        await ia.flush()
+        room = [await timed(lambda: ib.store.for_room("r1", "shop")) for _ in range(20)]
+        group = [await timed(lambda: ib.store.for_group(gid, clock.now)) for _ in range(20)]
+        shop = [await timed(lambda: ib.store.for_shop("shop")) for _ in range(20)]
         show("vote on B, committed (guarded upsert)", votes)
         show("vote on B -> in A's tally", seen)
         show("check-in, committed (streak read + insert)", checkins)

@@ -34,6 +34,7 @@ from server.events import EventDispatcher
 from server.fanout import Hub
 from server.gateway import Gateway
 from server.http import HttpRoutes, bearer
+from server.insights import Insights
 from server.listener import Listener, advertise_url, listen, port_of
 from server.metrics import Metrics
 from server.ops import media as media_ops
@@ -134,7 +135,8 @@ class App:
             stores.community, self.bus, self.clock_ms, answer_target_s=cfg.answer_target_s,
             webhook_host=cfg.host, webhook_port=cfg.webhook_port or None,
             sync=stores.community_sync)
-        self.engagement = Engagement(stores.engagement, stores.metrics, self.bus, self.clock_ms,
+        self.insights = Insights(stores.insights, self.clock_ms, sync=stores.insights_sync)
+        self.engagement = Engagement(stores.engagement, self.insights, self.bus, self.clock_ms,
                                      sync=stores.engagement_sync)
         self.commerce = Commerce(
             stores.ledger, self.bus, self.clock_ms, announce=self.events.emit,
@@ -143,7 +145,7 @@ class App:
     def _wire(self) -> None:
         """What the features see of each other: reactions to domain events, the parts of a
         channel's snapshot, the ops' services and the HTTP routes."""
-        Reactions(self.commerce, self.community, self.engagement, self.rooms,
+        Reactions(self.commerce, self.community, self.engagement, self.insights, self.rooms,
                   lambda: self.media).wire(self.events)
         self.channels.before_snapshot("room", self.commerce.sync_room)  # cluster: others' sales
         self.channels.follow_remote(self.commerce.on_remote)  # cluster: others' stock and teams
@@ -156,6 +158,7 @@ class App:
             sanctions=self.sanctions, events=self.events,
             chat_buckets=UserBuckets(self.cfg.chat_per_s, self.cfg.chat_burst),
             commerce=self.commerce, community=self.community, engagement=self.engagement,
+            insights=self.insights,
             save_room=self.save_room, max_token_ttl=self.cfg.max_token_ttl,
             resume_limit=self.cfg.soft_limit)
         api.install(self.http.api, self.services, lambda request, query: bearer(self, request, query))
@@ -169,6 +172,7 @@ class App:
         await self.community.start()
         await self.commerce.start()
         await self.engagement.start()
+        await self.insights.start()
         from media.relay import MediaRelay  # aiortc: imported once the server really starts
 
         self.media = self.services.media = MediaRelay(
@@ -220,7 +224,7 @@ class App:
         await self.events.drain()
         await _quietly(self.cascade.stop() if self.cascade is not None else None)
         await _quietly(self.media.close() if self.media is not None else None)
-        for feature in (self.engagement, self.community, self.commerce):
+        for feature in (self.insights, self.engagement, self.community, self.commerce):
             await _quietly(feature.stop())
         for server in (self.server, self.worker_server):
             if server is not None:

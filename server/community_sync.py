@@ -38,6 +38,7 @@ CHANNEL = "__community__"
 # The engagement feature's topic. Its name is part of what the nodes of a cluster say to each
 # other, so it stays as the first release named it.
 ENGAGEMENT_CHANNEL = "__operations__"
+INSIGHTS_CHANNEL = "__insights__"
 
 
 class Sync(Protocol):
@@ -74,7 +75,7 @@ class ClusterSync:
 
     def __init__(self, redis: Redis, prefix: str = "souk:", channel: str = CHANNEL) -> None:
         """`channel`: one topic per feature (the community's `CHANNEL`, the engagement
-        feature's `ENGAGEMENT_CHANNEL`), so each handler sees only its own kinds."""
+        feature's `ENGAGEMENT_CHANNEL`, the insights' `INSIGHTS_CHANNEL`), so each handler sees only its own kinds."""
         self.redis = redis
         self.topic = prefix + channel
         self.node = secrets.token_hex(6)

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from server.engagement import Engagement
     from server.events import EventDispatcher
     from server.fanout import Event, Hub
+    from server.insights import Insights
     from server.rooms import Rooms
     from server.sanctions import Sanctions
 
@@ -96,6 +97,7 @@ class Services:
     commerce: Commerce
     community: Community
     engagement: Engagement
+    insights: Insights
     save_room: Callable[[Room], Awaitable[None]]
     media: Relay | None = None
     cascade: Cascade | None = None

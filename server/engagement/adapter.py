@@ -1,6 +1,5 @@
 """The asyncio adapter for engagement: coupons, polls, check-ins and points,
-invites, show-your-order posts, member layers, and the activity log behind the merchant's
-numbers (docs/engagement.md).
+invites, show-your-order posts, member layers (docs/engagement.md).
 
 Why this shape: the rules are pure (server.domain.coupons / polls / checkin / invites /
 layers); this layer adds the clock, ids, durability and the bus. Each change follows one
@@ -20,12 +19,11 @@ it does not know (a coupon, a poll, an invite code, a post).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 from collections import Counter
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import orjson
 
@@ -41,11 +39,9 @@ from server.domain.polls import Poll, new_poll
 from server.domain.throttle import PushThrottle
 from server.errors import SoukError
 from server.store.engagement import EngagementStore, GuardRefused, post_from
-from server.store.metrics import MetricsStore
 
 log = logging.getLogger("souk.engagement")
 
-STAFF_ROLES: Final = frozenset({"moderator", "streamer", "admin"})
 INVITE_REWARD: Final = CouponSpec("amount", 500, 0, 0, "Thanks for inviting friends")
 SHOWCASE_REWARD: Final = CouponSpec("amount", 300, 0, 0, "Thanks for showing your order")
 REWARD_VALID_MS: Final = 30 * 86_400_000
@@ -53,20 +49,26 @@ MAX_URL: Final = 2048
 MAX_POST_TEXT: Final = 1000
 
 
+class MemberNumbers(Protocol):
+    """A member's numbers, which the layers classify (`server.insights.Insights`)."""
+
+    async def member_stats(self, shop: str, thresholds: Thresholds) -> list[dict[str, Any]]: ...
+    async def one_member(self, shop: str, user: str, thresholds: Thresholds) -> dict[str, Any]: ...
+
+
 def new_id(prefix: str, now_ms: int) -> str:
     return f"{prefix}{now_ms:x}{secrets.token_hex(5)}"
 
 
 class Engagement:
-    """Coupons, polls, check-ins and points, invites, posts, layers and the activity log of
-    one process."""
+    """Coupons, polls, check-ins and points, invites, posts and layers of one process."""
 
-    def __init__(self, store: EngagementStore, metrics: MetricsStore, publish: Publish,
-                 clock_ms: Callable[[], int], *, presence_interval_s: float = 5.0,
-                 flush_interval_s: float = 1.0, sync: Sync | None = None) -> None:
-        """`sync`: how this node hears of other nodes' changes and tells its own (a cluster)."""
+    def __init__(self, store: EngagementStore, members: MemberNumbers, publish: Publish,
+                 clock_ms: Callable[[], int], *, sync: Sync | None = None) -> None:
+        """`members`: the members' numbers the layers classify; `sync`: how this node hears
+        of other nodes' changes and tells its own (a cluster)."""
         self.store = store
-        self.metrics = metrics
+        self.members_of = members
         self.sync = sync if sync is not None else NoSync()
         self.vote_revs: dict[tuple[str, str], int] = {}  # (poll, user) -> rev applied
         self.publish = publish
@@ -81,16 +83,8 @@ class Engagement:
         self.posts: dict[str, dict[str, Any]] = {}
         self.posted_orders: set[str] = set()
         self.thresholds: dict[str, Thresholds] = {}
-        self.excluded: dict[str, set[str]] = {}
         self.sale_targets: dict[str, tuple[str, str]] = {}  # sale -> (shop, layer)
-        self.presence_interval_s = presence_interval_s
-        self.flush_interval_s = flush_interval_s
-        self.present: dict[str, Counter[str]] = {}  # room -> user -> connections (viewers only)
-        self._activity: list[tuple[str, str, str, int, int]] = []
-        self._presence: list[tuple[str, int, int, int]] = []
-        self._actions: list[tuple[str, str, str, str, str, int]] = []
         self._poll_throttle: dict[str, PushThrottle] = {}
-        self._tasks: list[asyncio.Task[None]] = []
 
     # -- life cycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -130,21 +124,13 @@ class Engagement:
             self.thresholds[r["shop"]] = thresholds_from(orjson.loads(r["data"]))
         for r in rows["targets"]:
             self.sale_targets[r["sale"]] = (r["shop"], r["layer"])
-        for r in rows["excluded"]:
-            self.excluded.setdefault(r["shop"], set()).add(r["user_id"])
         now = self.clock_ms()
         for poll in self.polls.values():  # re-arm the timed closes of open polls
             if poll.closes_at is not None:
                 self._arm_poll(poll, now)
-        self._tasks = [asyncio.create_task(self._flush_loop()), asyncio.create_task(self._presence_loop())]
         self.sync.run(self.apply_notice)
 
     async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
-        await self.flush()
         await self.sync.stop()
 
     # -- cluster: change notices -----------------------------------------------------------
@@ -180,8 +166,6 @@ class Engagement:
             self.thresholds[str(n["s"])] = thresholds_from(n["d"])
         elif k == "target":
             self.sale_targets[str(n["sale"])] = (str(n["s"]), str(n["l"]))
-        elif k == "excluded":
-            self.excluded[str(n["s"])] = set(n["u"])
         elif k == "code":
             self.codes[str(n["c"])] = (str(n["s"]), str(n["u"]))
             self.code_of[(str(n["s"]), str(n["u"]))] = str(n["c"])
@@ -586,8 +570,7 @@ class Engagement:
     async def members(self, shop: str, layer: Any = None, tag: Any = None) -> list[dict[str, Any]]:
         """Every member of the shop with layer and stats; filtered by layer and/or tag."""
         want = None if layer is None else layer_value(layer)
-        rows = await self.metrics.member_stats(shop, self.clock_ms(), self.thresholds_of(shop),
-                                               self.excluded.get(shop, set()))
+        rows = await self.members_of.member_stats(shop, self.thresholds_of(shop))
         if want is not None:
             rows = [r for r in rows if r["layer"] == want]
         if tag is not None:
@@ -609,68 +592,9 @@ class Engagement:
         if target is None:
             return
         shop, layer = target
-        row = await self.metrics.one_member(shop, user, self.clock_ms(), self.thresholds_of(shop))
+        row = await self.members_of.one_member(shop, user, self.thresholds_of(shop))
         if row["layer"] != layer:
             raise SoukError(Code.FORBIDDEN, f"this sale is for {layer} members", layer=layer)
-
-    # -- metrics: the activity log ---------------------------------------------------------
-    def viewer_joined(self, room: str, user: str, role: str) -> None:
-        if role in STAFF_ROLES:
-            return
-        self.present.setdefault(room, Counter())[user] += 1
-        self._activity.append((room, user, "view", 1, self.clock_ms()))
-
-    def viewer_left(self, room: str, user: str) -> None:
-        present = self.present.get(room)
-        if present is None or user not in present:
-            return
-        present[user] -= 1
-        if present[user] <= 0:
-            del present[user]
-
-    def activity(self, room: str, user: str, role: str, kind: str, n: int = 1) -> None:
-        """A viewer's chat message or likes in a room (staff never counted)."""
-        if role not in STAFF_ROLES:
-            self._activity.append((room, user, kind, n, self.clock_ms()))
-
-    def action(self, shop: str, scope: str, target: str, kind: str, detail: str) -> None:
-        """A merchant action (a sale, a talk, a notice) for the 'what preceded changes' view."""
-        self._actions.append((shop, scope, target, kind, detail[:100], self.clock_ms()))
-
-    def sample_presence(self) -> None:
-        now = self.clock_ms()
-        ms = int(self.presence_interval_s * 1000)
-        excluded = set().union(*self.excluded.values()) if self.excluded else set()
-        for room, users in self.present.items():
-            n = sum(1 for u in users if u not in excluded)
-            if n:
-                self._presence.append((room, now, n, ms))
-
-    async def flush(self) -> None:
-        act, pres, acts = self._activity, self._presence, self._actions
-        if not (act or pres or acts):
-            return
-        self._activity, self._presence, self._actions = [], [], []
-        try:
-            await self.store.record(act, pres, acts)
-        except Exception:
-            log.exception("activity write failed (%d rows lost)", len(act) + len(pres) + len(acts))
-
-    async def _flush_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.flush_interval_s)
-            await self.flush()
-
-    async def _presence_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.presence_interval_s)
-            self.sample_presence()
-
-    async def set_excluded(self, shop: str, add: list[str], remove: list[str]) -> list[str]:
-        # the record's list: another node may have changed it too
-        ex = self.excluded[shop] = await self.store.set_excluded(shop, add, remove)
-        self._notify("excluded", s=shop, u=sorted(ex))
-        return sorted(ex)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -1,6 +1,7 @@
 """Engagement ops: polls, check-in and points, invites, show-your-order, coupons,
-member layers. Thin: check the room/group the token may act in (the registry checked the
-role), then the Engagement adapter decides. See docs/engagement.md."""
+member layers, and the users the merchant's numbers leave out. Thin: check the room/group the
+token may act in (the registry checked the role), then the Engagement adapter (the Insights
+for `metrics_exclude`) decides. See docs/engagement.md."""
 
 from __future__ import annotations
 
@@ -238,6 +239,7 @@ async def sale_target(sv: Services, s: Session, frame: Frame) -> Result:
     return {"target": await sv.engagement.target_sale(ident.shop, sale_id, frame.get("layer"))}
 
 
+# -- the numbers ----------------------------------------------------------------------------
 @op("metrics_exclude", roles=STREAMERS, scope=OWN_SHOP)
 async def metrics_exclude(sv: Services, s: Session, frame: Frame) -> Result:
     """The merchant's own accounts and bots: never counted in the numbers."""
@@ -249,4 +251,4 @@ async def metrics_exclude(sv: Services, s: Session, frame: Frame) -> Result:
             raise SoukError(Code.INVALID, f"'{name}' must be a list of at most {MAX_USERS_PER_OP} ids")
         return [fields.ident({name: u}, name) for u in raw]
 
-    return {"excluded": await sv.engagement.set_excluded(ident.shop, ids("add"), ids("remove"))}
+    return {"excluded": await sv.insights.set_excluded(ident.shop, ids("add"), ids("remove"))}

@@ -1,5 +1,5 @@
 """Engagement: coupons, polls and votes, check-ins and points, invites,
-show-your-order posts, layer thresholds, and the activity the merchant's numbers come from.
+show-your-order posts, layer thresholds and sale targets.
 
 Why in the same database as commerce and community: layers and numbers join orders, group
 messages and questions with these tables in one query, and every write here is as durable as
@@ -29,7 +29,7 @@ import orjson
 from server.domain.checkin import Streak
 from server.domain.coupons import Coupon
 from server.domain.polls import Poll
-from server.store.db import Body, Db, Insert, Lock, Many, Next, Q, Row, X, steps
+from server.store.db import Body, Db, Lock, Many, Next, Q, Row, X, steps
 
 _COUPON: Final = ("INSERT INTO coupons (id, shop, user_id, kind, value, min_spend, expires_at,"
                   " title, issued_at, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
@@ -76,10 +76,6 @@ class EngagementStore(Protocol):
     async def load_post(self, post_id: str) -> dict[str, Any] | None: ...
     async def target_sale(self, sale: str, shop: str, layer: str, ts: int) -> None: ...
     async def save_thresholds(self, shop: str, data: dict[str, int]) -> None: ...
-    async def set_excluded(self, shop: str, add: list[str], remove: list[str]) -> set[str]: ...
-    async def record(self, activity: list[tuple[str, str, str, int, int]],
-                     presence: list[tuple[str, int, int, int]],
-                     actions: list[tuple[str, str, str, str, str, int]]) -> None: ...
     async def load(self) -> Mapping[str, list[Row]]: ...
 
 
@@ -308,30 +304,6 @@ class SqlEngagementStore:
             X("INSERT INTO layer_thresholds (shop, data) VALUES (?, ?)"
               " ON CONFLICT (shop) DO UPDATE SET data = excluded.data", shop, blob)))
 
-    async def set_excluded(self, shop: str, add: list[str], remove: list[str]) -> set[str]:
-        """Change the shop's excluded users; the list as recorded (other nodes' changes too)."""
-
-        def body() -> Body[set[str]]:
-            yield Many("INSERT INTO metrics_excluded (shop, user_id) VALUES (?, ?)"
-                       " ON CONFLICT DO NOTHING", [(shop, u) for u in add])
-            yield Many("DELETE FROM metrics_excluded WHERE shop = ? AND user_id = ?",
-                       [(shop, u) for u in remove])
-            rows = yield Q("SELECT user_id FROM metrics_excluded WHERE shop = ?", shop)
-            return {r["user_id"] for r in rows}
-
-        return await self.db.write(body)
-
-    # -- activity log ------------------------------------------------------------------------
-    async def record(self, activity: list[tuple[str, str, str, int, int]],
-                     presence: list[tuple[str, int, int, int]],
-                     actions: list[tuple[str, str, str, str, str, int]]) -> None:
-        await self.db.write(steps(
-            Insert("room_activity", ("room", "user_id", "kind", "n", "ts"), activity,
-                   copy=True),
-            Insert("room_presence", ("room", "ts", "viewers", "interval_ms"), presence),
-            Insert("merchant_actions", ("shop", "scope", "target", "kind", "detail", "ts"),
-                   actions)))
-
     # -- loading -----------------------------------------------------------------------------
     async def load(self) -> dict[str, list[Row]]:
         """Everything the adapter keeps in memory, read once at start-up."""
@@ -355,7 +327,6 @@ class SqlEngagementStore:
             "posts": "SELECT * FROM showcase_posts",
             "thresholds": "SELECT * FROM layer_thresholds",
             "targets": "SELECT * FROM sale_targets",
-            "excluded": "SELECT * FROM metrics_excluded",
         }
 
         def body() -> Body[dict[str, list[Row]]]:

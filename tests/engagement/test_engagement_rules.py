@@ -1,4 +1,4 @@
-"""Unit tests of the sans-I/O rules: coupons, polls, check-in, invites, layers, metrics."""
+"""Unit tests of the sans-I/O rules: coupons, polls, check-in, invites, layers, insights."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.domain import metrics
+from server.domain import insights
 from server.domain.checkin import Streak, check_in, points_for, redeem_value
 from server.domain.coupons import Coupon, CouponBook, CouponSpec, coupon_spec
 from server.domain.invites import InviteLedger
@@ -167,14 +167,14 @@ def test_layers() -> None:
             t.updated(bad)
 
 
-def test_metrics_arithmetic() -> None:
-    assert metrics.percentile([], 50) is None
-    assert metrics.percentile([1, 2, 3, 4], 50) == 2
-    assert metrics.percentile(list(range(1, 11)), 90) == 9
-    assert metrics.percentile([5], 90) == 5
-    assert metrics.rate(1, 0) == 0.0 and metrics.rate(1, 3) == 0.3333
-    w = metrics.WEEK_MS
-    rows = metrics.weekly([w * 10 + 1, w * 10 + 2, w * 11], [w * 11 + 5], 4, {10: 7, 11: 3},
+def test_insights_arithmetic() -> None:
+    assert insights.percentile([], 50) is None
+    assert insights.percentile([1, 2, 3, 4], 50) == 2
+    assert insights.percentile(list(range(1, 11)), 90) == 9
+    assert insights.percentile([5], 90) == 5
+    assert insights.rate(1, 0) == 0.0 and insights.rate(1, 3) == 0.3333
+    w = insights.WEEK_MS
+    rows = insights.weekly([w * 10 + 1, w * 10 + 2, w * 11], [w * 11 + 5], 4, {10: 7, 11: 3},
                           {11: ["coupon amount:100"]}, 10, 11)
     assert rows[0] == {"week_start": 10 * w, "members_start": 4, "joins": 2, "exits": 0, "exit_rate": 0.0,
                        "messages": 7, "actions": []}

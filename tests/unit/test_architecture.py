@@ -67,9 +67,10 @@ def test_the_sdk_does_not_import_the_load_tests() -> None:
 
 
 FEATURES = {
-    "commerce": (["server/commerce"], ("server.community", "server.engagement")),
-    "community": (["server/community"], ("server.commerce", "server.engagement")),
-    "engagement": (["server/engagement"], ("server.commerce", "server.community")),
+    "commerce": (["server/commerce"], ("server.community", "server.engagement", "server.insights")),
+    "community": (["server/community"], ("server.commerce", "server.engagement", "server.insights")),
+    "engagement": (["server/engagement"], ("server.commerce", "server.community", "server.insights")),
+    "insights": (["server/insights"], ("server.commerce", "server.community", "server.engagement")),
 }
 
 
@@ -91,8 +92,8 @@ def test_only_the_edges_of_the_process_know_the_app() -> None:
 
 
 def test_the_domain_imports_no_adapter() -> None:
-    adapters = ("server.commerce", "server.community", "server.engagement", "server.store",
-                "server.bus", "server.ops", "server.app", "media", "asyncio")
+    adapters = ("server.commerce", "server.community", "server.engagement", "server.insights",
+                "server.store", "server.bus", "server.ops", "server.app", "media", "asyncio")
     assert _violations(_files("server/domain"), adapters) == []
 
 
