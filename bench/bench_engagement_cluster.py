@@ -24,8 +24,8 @@ from typing import Any
 import asyncpg
 from redis.asyncio import Redis
 
+from server.cluster.notices import ENGAGEMENT_CHANNEL, ClusterSync
 from server.community import Community
-from server.community_sync import ENGAGEMENT_CHANNEL, ClusterSync
 from server.engagement import Engagement
 from server.insights import Insights
 from server.store.stores import open_db, stores_on

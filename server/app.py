@@ -24,6 +24,8 @@ from server import api, demo
 from server.bus.local import LocalBus
 from server.bus.redis import RedisBus
 from server.channels import Channels
+from server.cluster.presence import ClusterPresence
+from server.cluster.replica import RoomReplica, node_unique_ids
 from server.commerce import Commerce, wall_ms
 from server.community import Community
 from server.config import Config
@@ -35,12 +37,10 @@ from server.fanout import Hub
 from server.gateway import Gateway
 from server.http import HttpRoutes, bearer
 from server.insights import Insights
-from server.listener import Listener, advertise_url, listen, port_of
+from server.listener import Listener, listen, port_of
 from server.metrics import Metrics
 from server.ops import media as media_ops
-from server.presence import ClusterPresence
 from server.reactions import Reactions
-from server.replica import RoomReplica
 from server.rooms import Rooms
 from server.sanctions import Sanctions
 from server.services import Services
@@ -49,7 +49,7 @@ from server.store.stores import open_stores
 
 if TYPE_CHECKING:
     from media.relay import MediaRelay
-    from server.cascade import MediaCascade
+    from server.cluster.cascade import MediaCascade
 
 log = logging.getLogger("souk.app")
 
@@ -61,12 +61,6 @@ async def _quietly(step: Awaitable[object] | None) -> None:
             await step
         except Exception:
             log.debug("a part failed to stop", exc_info=True)
-
-
-def node_unique_ids(room: Room) -> None:
-    """In a cluster each node numbers chat messages; start each node's numbering at a random
-    point so ids from two nodes do not collide (delete_message names one)."""
-    room.next_msg = secrets.randbelow(2**40) * 1000 + 1
 
 
 class App:
@@ -188,14 +182,15 @@ class App:
         self.server = await listen(self, self.cfg.port, reuse_port=self.cfg.workers > 1)
         self.cfg.port = port_of(self.server)
         if self.redis is not None:  # after the bind: the advertised URL needs the real port
-            from server.cascade import MediaCascade
+            from server.cluster.cascade import MediaCascade, advertise_url
 
             if self.cfg.workers > 1:
                 # workers share the port, and the kernel picks the worker of each connection:
                 # an edge must reach *this* worker, so it gets a private port of its own
                 self.worker_server = await listen(self, 0, reuse_port=False)
             self.cascade = self.services.cascade = MediaCascade(
-                self.media, self.redis, advertise_url=advertise_url(self.cfg, self.worker_server),
+                self.media, self.redis, advertise_url=advertise_url(
+                    self.cfg, port_of(self.worker_server) if self.worker_server is not None else None),
                 secret=self.cfg.secret, node_id=self.node_id, prefix=self.cfg.redis_prefix,
                 grace_s=self.cfg.edge_grace_s,
             )

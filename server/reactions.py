@@ -3,8 +3,8 @@
 Why one module: commerce decides about sales and orders, the community keeps groups and
 members, engagement keeps coupons, and insights the merchant's numbers; each reacts to what
 another decided. Were these calls inside the features, each would import the others and the
-cycle would be invisible to a reader. Here the subscriptions are made once, at wiring time, and a reader
-sees at a glance who reacts to what:
+cycle would be invisible to a reader. Here the subscriptions are made once, at wiring time,
+and a reader sees at a glance who reacts to what:
 
 | event | reaction |
 |---|---|

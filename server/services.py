@@ -67,7 +67,7 @@ class Relay(Protocol):
 
 
 class Cascade(Protocol):
-    """The cluster's media origin claims and edge pulls (server/cascade.py `MediaCascade`)."""
+    """The cluster's media origin claims and edge pulls (server/cluster/cascade.py `MediaCascade`)."""
 
     async def advertise(self, room: str) -> None: ...
 

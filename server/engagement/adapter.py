@@ -29,7 +29,7 @@ import orjson
 
 from client_sdk.protocol import Code, user_channel
 from server.bus.base import Publish
-from server.community_sync import NoSync, Notice, Sync
+from server.cluster.notices import NoSync, Notice, Sync
 from server.domain import checkin as checkin_rules
 from server.domain import fields
 from server.domain.coupons import Coupon, CouponBook, CouponSpec, coupon_spec, spec_from_row

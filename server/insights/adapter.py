@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from server.community_sync import NoSync, Notice, Sync
+from server.cluster.notices import NoSync, Notice, Sync
 from server.domain.layers import Thresholds
 from server.insights.activity import ActivityLog
 from server.store.insights import InsightsStore

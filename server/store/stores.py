@@ -18,7 +18,7 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
-from server.community_sync import ENGAGEMENT_CHANNEL, INSIGHTS_CHANNEL, ClusterSync, NoSync, Sync
+from server.cluster.notices import ENGAGEMENT_CHANNEL, INSIGHTS_CHANNEL, ClusterSync, NoSync, Sync
 from server.config import Config
 from server.store.community import SqlCommunityStore
 from server.store.db import Db
