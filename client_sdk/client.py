@@ -132,6 +132,7 @@ class Client:
         self.user: dict[str, Any] | None = None
         self.channels: dict[str, ChannelState] = {}
         self.reconnects = 0
+        self._watches: set[Watch] = set()  # re-offered after a reconnect (client_sdk.watch)
         self.server_time_offset_ms = 0
         self._ws: ClientConnection | None = None
         self._rids = itertools.count(1)
@@ -380,6 +381,8 @@ class Client:
                 await self._open()
                 await self._reauth_and_resume()
                 self.reconnects += 1
+                for watch in list(self._watches):  # media sessions died with the old socket
+                    watch.reconnected()
                 return
             except (TimeoutError, OSError, WebSocketException, SoukError) as exc:
                 log.info("reconnect failed: %s", exc)

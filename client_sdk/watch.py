@@ -9,7 +9,9 @@ on the room's channel, sent to that connection only::
 
 The viewer's peer connection is dead by then (its other end is gone): a :class:`Watch`
 closes it, makes a fresh one and sends ``watch`` again, retrying with backoff while the
-server answers ``unavailable``. The SDK carries no WebRTC stack: the peer is whatever the
+server answers ``unavailable``. The same happens after the client's websocket reconnects:
+the server drops a connection's media sessions when the connection goes, so the viewer must
+offer again on the new one. The SDK carries no WebRTC stack: the peer is whatever the
 caller makes (aiortc in Python), as long as it can make an offer, take an answer and close.
 """
 
@@ -46,7 +48,8 @@ class Watch:
 
     ``make_peer()`` makes a fresh peer for each (re)watch; ``peer`` is the current one.
     ``on_peer(peer)``, if given, is awaited with each new peer once it is answered (to
-    attach a renderer, say). ``rewatches`` counts the times the server asked.
+    attach a renderer, say). ``rewatches`` counts the times the server asked, ``reconnects``
+the times the websocket came back.
     """
 
     def __init__(
@@ -67,7 +70,10 @@ class Watch:
         self.attempts = attempts
         self.peer: MediaPeer | None = None
         self.rewatches = 0
+        self.reconnects = 0
         self.reply: dict[str, Any] = {}
+        self._lock = asyncio.Lock()
+        self._side_tasks: set[asyncio.Task[None]] = set()
         self._events = client.events(ch=room_channel(room), types=[REWATCH])
         self._task: asyncio.Task[None] | None = None
         self._stopped = False
@@ -76,6 +82,7 @@ class Watch:
         """Watch now (raises what the server refuses) and keep watching after."""
         await self._watch()
         self._task = asyncio.get_running_loop().create_task(self._follow())
+        self.client._watches.add(self)
         return self.reply
 
     async def _watch(self) -> None:
@@ -95,6 +102,22 @@ class Watch:
             if event.get("room") != self.room or self._stopped:
                 continue
             self.rewatches += 1
+            await self._replace()
+
+    def reconnected(self) -> None:
+        """The client's websocket came back: the server forgot this viewer with the old
+        connection, so watch again with a fresh peer (called by the client)."""
+        if self._stopped:
+            return
+        self.reconnects += 1
+        task = asyncio.get_running_loop().create_task(self._replace())
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+
+    async def _replace(self) -> None:
+        async with self._lock:  # a rewatch and a reconnect at once make one new peer each, in turn
+            if self._stopped:
+                return
             old, self.peer = self.peer, None
             if old is not None:
                 await old.close()
@@ -120,7 +143,10 @@ class Watch:
     async def stop(self) -> None:
         """Stop watching: unwatch (if still connected) and close the peer."""
         self._stopped = True
+        self.client._watches.discard(self)
         self._events.close()
+        for task in list(self._side_tasks):
+            task.cancel()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

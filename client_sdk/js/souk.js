@@ -1,19 +1,8 @@
-// Souk browser SDK: one ES module, no build step.
-//
-//   import {Souk} from "/sdk/souk.js";
-//   const souk = new Souk("ws://host:8080/ws", token);
-//   await souk.connect();
-//   souk.on("chat", (ev) => console.log(ev.name, ev.text));
-//   const snapshot = await souk.join("demo");
-//   await souk.chat("demo", "hello");
-//
-// It mirrors the Python SDK (client_sdk/client.py): one websocket, requests matched to replies
-// by `rid`, typed errors (`err.code`), and reconnection as the SDK's job: after a drop it
-// reconnects with exponential backoff, authenticates again and sends `resume` with the last
-// `seq` and `epoch` of every channel, so the page misses nothing the server's history still
-// holds and sees nothing twice. A hole in `seq` triggers the same resume without a reconnect.
-// JSON frames (`souk.v1.json`): browsers have no msgpack built in, and the server answers in
-// the encoding the client chose.
+// Souk browser SDK: one ES module, no build step; usage in docs/web.md. Like the Python SDK:
+// replies matched by `rid`, typed errors (`err.code`), reconnect with backoff and `resume` of
+// every channel (nothing missed, nothing twice). Media and chat are intents kept across drops:
+// a watch retries while nothing is published, a publish comes back after a restart, a chat
+// typed offline leaves once with its client id (`cid`). JSON frames: no msgpack in browsers.
 
 export const SUBPROTOCOL_JSON = "souk.v1.json";
 
@@ -26,6 +15,9 @@ export const Close = Object.freeze({
 /** Close codes after which reconnecting cannot help (the server will refuse again). */
 const FINAL_CLOSES = new Set([Close.POLICY, Close.KICKED]);
 
+/** Media errors worth retrying: the stream may come (not_found), the link may come back. */
+const MEDIA_RETRY = new Set(["not_found", "connection_lost", "timeout", "rate_limited", "unavailable", "internal"]);
+
 /** An `error` reply, or a local failure (`connection_lost`, `timeout`), with a stable code. */
 export class SoukError extends Error {
   constructor(code, message, frame = null) {
@@ -36,7 +28,8 @@ export class SoukError extends Error {
   }
 }
 
-function newKey() {
+/** A fresh random key: idempotency keys for `buy` and team ops, client ids for chat. */
+export function newKey() {
   if (globalThis.crypto && crypto.randomUUID) return crypto.randomUUID().replace(/-/g, "");
   return `${Date.now().toString(36)}${Math.random().toString(36).slice(2)}`;
 }
@@ -47,38 +40,40 @@ function clean(fields) {
   return out;
 }
 
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
 /** The page's websocket URL: same host and scheme as the page (ws: or wss:). */
 export function defaultUrl(loc = globalThis.location) {
   return `${loc.protocol === "https:" ? "wss:" : "ws:"}//${loc.host}/ws`;
 }
 
-/**
- * A token for this page: `?token=` if present, else (demo mode) one from
- * `/api/demo/token?role=&room=`. Throws a SoukError when neither is available.
- */
+/** This page's token: `?token=`, else (demo mode) one from /api/demo/token, kept for the tab
+ * (a reload stays the same person). Throws a SoukError when neither is available. */
 export async function pageToken({role = "viewer", room = "demo", name} = {}) {
   const params = new URLSearchParams(globalThis.location.search);
   const given = params.get("token");
   if (given) return given;
+  const key = `souk.demo.${role}.${room}`;
+  try {
+    const kept = sessionStorage.getItem(key);
+    const exp = kept && JSON.parse(atob(kept.split(".")[1].replace(/-/g, "+").replace(/_/g, "/"))).exp;
+    if (kept && exp * 1000 > Date.now() + 60000) return kept;
+  } catch { /* no storage, or not a token: ask again */ }
   const q = new URLSearchParams({role, room});
-  if (name || params.get("name")) q.set("name", name || params.get("name"));
+  if (params.get("name") || name) q.set("name", params.get("name") || name);
   const res = await fetch(`/api/demo/token?${q}`);
   const body = await res.json().catch(() => ({}));
   if (!res.ok || !body.token) {
     throw new SoukError(body.error || "unauthorized",
       body.message || "no ?token= in the URL and the server is not in demo mode");
   }
+  try { sessionStorage.setItem(key, body.token); } catch { /* this page only */ }
   return body.token;
 }
 
 export class Souk {
-  /**
-   * @param {string} url  websocket URL (`ws://host:port/ws`); defaults to the page's host
-   * @param {string} token  a Souk JWT
-   * @param {object} opts  reconnect (true), backoff [ms min, ms max] ([100, 5000]),
-   *   requestTimeout ms (15000), iceServers (override the server's), trickle (false),
-   *   iceGatherTimeout ms (2000)
-   */
+  /** `url` (default: this host's /ws), a Souk JWT, options (docs/web.md: reconnect, backoff,
+   * requestTimeout, iceServers, trickle, iceGatherTimeout, mediaBackoff, outboxTimeout). */
   constructor(url, token, opts = {}) {
     this.url = url || defaultUrl();
     this.token = token;
@@ -88,6 +83,9 @@ export class Souk {
     this.iceServers = opts.iceServers || null; // learnt from publish/watch replies otherwise
     this.trickle = !!opts.trickle;
     this.iceGatherTimeout = opts.iceGatherTimeout || 2000;
+    this.mediaBackoff = opts.mediaBackoff || [300, 2000];
+    this.mediaDisconnectMs = opts.mediaDisconnectMs || 5000;
+    this.outboxTimeout = opts.outboxTimeout || 60000;
     this.user = null;
     this.channels = new Map(); // ch -> {seq, epoch, resuming}
     this.reconnects = 0;
@@ -99,15 +97,12 @@ export class Souk {
     this._pending = new Map();
     this._handlers = new Map();
     this._closed = false;
-    this._media = new Map(); // "publish:<room>" | "watch:<room>" -> {pc, ...}
+    this._conn = 0; // +1 per authenticated connection: media sessions belong to one
+    this._media = new Map(); // "publish:<room>" | "watch:<room>" -> intent
   }
 
   // ---- events --------------------------------------------------------------------------
-  /**
-   * Listen to events of one `type` (`chat`, `sale`, `question`, ...) or `"*"` for all.
-   * Connection life is reported as type `connection` ({state, code?, reason?}), server
-   * error frames without a rid as type `error`. Returns a function that removes the listener.
-   */
+  /** Listen to one event `type` or "*" (also `connection`, `media`, `error`); returns the remover. */
   on(type, fn) {
     if (!this._handlers.has(type)) this._handlers.set(type, new Set());
     this._handlers.get(type).add(fn);
@@ -147,15 +142,45 @@ export class Souk {
     this._emit("connection", {type: "connection", state, ...extra});
   }
 
+  /** Open and authenticated, with a socket that can send now. */
+  get usable() {
+    return this.state === "open" && !!this._ws && this._ws.readyState === WebSocket.OPEN;
+  }
+
+  /** Resolves when the connection is usable (authenticated); rejects once closed for good. */
+  untilOpen(timeoutMs = Infinity) {
+    if (this.usable) return Promise.resolve();
+    if (this._closed) return Promise.reject(new SoukError("connection_lost", "closed"));
+    return new Promise((resolve, reject) => {
+      let timer = null;
+      const off = this.on("connection", (ev) => {
+        if (ev.state === "open") { done(); resolve(); }
+        else if (ev.state === "closed") { done(); reject(new SoukError("connection_lost", "closed")); }
+      });
+      const done = () => { off(); clearTimeout(timer); };
+      if (Number.isFinite(timeoutMs)) {
+        timer = setTimeout(() => { done(); reject(new SoukError("connection_lost", "still offline")); }, timeoutMs);
+      }
+    });
+  }
+
   // ---- lifecycle -----------------------------------------------------------------------
   /** Open the socket and authenticate; resolves with the server's `user`. */
   async connect() {
     this._closed = false;
     this._setState("connecting");
-    await this._open();
-    const user = await this._authenticate();
-    this._setState("open");
-    return user;
+    try {
+      await this._open();
+      const user = await this._authenticate();
+      this._conn += 1;
+      this._setState("open");
+      return user;
+    } catch (err) {
+      this._closed = true;
+      if (this._ws) { const ws = this._ws; this._ws = null; ws.onclose = null; ws.close(); }
+      this._setState("closed", {code: err.code});
+      throw err;
+    }
   }
 
   /** Close for good (no reconnect). Media sessions are stopped. */
@@ -220,6 +245,7 @@ export class Souk {
     if (this._closed) return;
     if (!this.reconnect || FINAL_CLOSES.has(e.code)) {
       this._closed = true;
+      for (const key of [...this._media.keys()]) this._stopMedia(key);
       this._setState("closed", {code: e.code, reason: e.reason});
       return;
     }
@@ -230,7 +256,7 @@ export class Souk {
   async _reconnectLoop() {
     let delay = this.backoff[0];
     while (!this._closed) {
-      await new Promise((r) => setTimeout(r, delay * (0.5 + Math.random())));
+      await sleep(delay * (0.5 + Math.random()));
       if (this._closed) return;
       try {
         await this._open();
@@ -248,8 +274,10 @@ export class Souk {
           }
         }
         this.reconnects += 1;
+        this._conn += 1;
         this._setState("open", {reconnected: true});
-        this._rewatch();
+        // The server dropped our media sessions with the old connection: start them again.
+        for (const m of this._media.values()) if (m.wake) m.wake("reconnected");
         return;
       } catch (err) {
         if (this._ws) { const ws = this._ws; this._ws = null; ws.onclose = null; ws.close(); }
@@ -279,6 +307,20 @@ export class Souk {
       this._pending.set(rid, {resolve, reject, timer});
       ws.send(JSON.stringify({op, rid, ...clean(fields)}));
     });
+  }
+
+  /** An op that must arrive once: offline it waits (in call order) for the reconnect; lost in
+   * flight it goes again with the same fields (its own id, e.g. `cid`, makes that safe). */
+  async deliver(op, fields = {}) {
+    const deadline = Date.now() + this.outboxTimeout;
+    for (;;) {
+      if (!this.usable) await this.untilOpen(Math.max(0, deadline - Date.now()));
+      try {
+        return await this.request(op, fields);
+      } catch (err) {
+        if (err.code !== "connection_lost" || this._closed || Date.now() >= deadline) throw err;
+      }
+    }
   }
 
   /** Fire and forget: no rid, so no reply (errors arrive as `error` events). */
@@ -330,6 +372,11 @@ export class Souk {
         return;
       }
       st.seq = ev.seq;
+    } else if (ev.type === "rewatch" && typeof ev.room === "string") {
+      // The media worker that served this watch is gone and the server forgot the viewer:
+      // end the peer and offer again at once (no unwatch: nothing is left to drop).
+      const m = this._media.get(`watch:${ev.room}`);
+      if (m && m.wake) m.wake("rewatch");
     }
     this._emit(ev.type, ev);
   }
@@ -376,9 +423,10 @@ export class Souk {
     return reply.pong;
   }
 
-  /** Chat in a room, or in a group with `{group}`; `replyTo` answers a message. */
-  async chat(room, text, {group, replyTo} = {}) {
-    const reply = await this.request("chat", {...(group ? {group} : {room}), text, reply_to: replyTo});
+  /** Chat (`{group}` for a group); sent once even across a drop (`deliver`): the server answers
+   * a resend of the same `cid` with the first message. Pass the `cid` again to retry. */
+  async chat(room, text, {group, replyTo, cid = newKey()} = {}) {
+    const reply = await this.deliver("chat", {...(group ? {group} : {room}), text, reply_to: replyTo, cid});
     return reply.id;
   }
 
@@ -410,6 +458,8 @@ export class Souk {
   /** Buy in a flash sale; the same `key` never orders twice (retries are safe). */
   async buy(sale, qty = 1, key = newKey()) { return (await this.request("buy", {sale, qty, key})).order; }
   async ordersMine() { return (await this.request("orders_mine")).orders; }
+  /** The caller's open and recent teams (for a reloaded page). */
+  async teamsMine() { return (await this.request("teams_mine")).teams; }
   async salesStats(room) {
     const reply = await this.request("sales_stats", {room});
     return reply.stats || reply;
@@ -436,55 +486,245 @@ export class Souk {
   remove(where, user) { return this.request("remove", {...where, user}); }
 
   // ---- WebRTC (signalling over the same websocket) -------------------------------------
-  _peer() {
-    // Never a default public STUN server: the server tells us its own (or none).
-    return new RTCPeerConnection({iceServers: this.iceServers || []});
+  // publish / watch are intents kept until unpublish / unwatch, offered again with backoff
+  // whenever the session is lost; a watch refused `not_found` re-sends the same offer. Pages
+  // follow `media` events {kind, room, state, code?, pc}, never a peer (a replaced one fires
+  // nothing): connecting, connected, waiting (nothing published), reconnecting, failed, stopped.
+
+  /** Publish a MediaStream; resolves with the first accepted peer, rejects only if retrying cannot help. */
+  publish(stream, room, {trickle = this.trickle} = {}) {
+    return this._startMedia({kind: "publish", room, stream, trickle});
   }
 
+  async unpublish(room) {
+    const held = this._stopMedia(`publish:${room}`);
+    if (held) return this.request("unpublish", {room});
+    return null;
+  }
+
+  /** Watch `room` in a <video>; callable before `connect()` resolves (gathering overlaps it).
+   * Resolves with the first accepted peer; rejects only if retrying cannot help. */
+  watch(video, room, {trickle = this.trickle} = {}) {
+    return this._startMedia({kind: "watch", room, video, trickle});
+  }
+
+  async unwatch(room) {
+    const held = this._stopMedia(`watch:${room}`);
+    if (held) return this.request("unwatch", {room});
+    return null;
+  }
+
+  /** The current state of a publish / watch intent (`media` events carry its changes). */
+  mediaState(kind, room) {
+    const m = this._media.get(`${kind}:${room}`);
+    return m ? m.state : "stopped";
+  }
+
+  /** The RTCPeerConnection a publish / watch uses now (for getStats), or null. */
+  mediaPeer(kind, room) {
+    const m = this._media.get(`${kind}:${room}`);
+    return m && m.answered ? m.pc : null;
+  }
+
+  ice(room, candidate) { return this.request("ice", {room, candidate}); }
+
+  _startMedia(spec) {
+    const key = `${spec.kind}:${spec.room}`;
+    this._stopMedia(key);
+    const m = {...spec, key, pc: null, state: "", answered: false, conn: 0, wake: null, stopped: false};
+    m.ready = new Promise((resolve, reject) => { m.resolve = resolve; m.reject = reject; });
+    m.ready.catch(() => {}); // a caller that does not wait must not see an unhandled rejection
+    this._media.set(key, m);
+    this._mediaLoop(m);
+    return m.ready;
+  }
+
+  /** Stop an intent; true when the server holds a session of it on this connection. */
+  _stopMedia(key) {
+    const m = this._media.get(key);
+    if (!m) return false;
+    this._media.delete(key);
+    m.stopped = true;
+    const held = m.answered && m.conn === this._conn && this.state === "open";
+    if (m.wake) m.wake("stopped");
+    this._closePeer(m);
+    this._mediaState(m, "stopped");
+    return held;
+  }
+
+  _closePeer(m) {
+    const pc = m.pc;
+    m.pc = null;
+    m.answered = false;
+    if (pc) { try { pc.close(); } catch { /* already closed */ } }
+  }
+
+  _mediaState(m, state, extra = {}) {
+    if (m.state === state && !extra.code) return;
+    m.state = state;
+    this._emit("media", {type: "media", kind: m.kind, room: m.room, state, pc: m.answered ? m.pc : null, ...extra});
+  }
+
+  /** Sleep that an intent's stop or a reconnect cuts short. */
+  _mediaPause(m, ms) {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => { m.wake = null; resolve("timer"); }, ms);
+      m.wake = (why) => { clearTimeout(timer); m.wake = null; resolve(why); };
+    });
+  }
+
+  async _mediaLoop(m) {
+    const [minDelay, maxDelay] = this.mediaBackoff;
+    let delay = minDelay;
+    while (!m.stopped) {
+      if (!this.usable) {
+        this._mediaState(m, m.state === "connected" || m.state === "reconnecting" ? "reconnecting" : "connecting");
+        // A fresh offer is ready (gathered) by the time the connection is.
+        if (!m.pc) await this._offer(m).catch(() => this._closePeer(m));
+        try { await this.untilOpen(); } catch { if (!m.stopped) this._mediaState(m, "stopped"); return; }
+        continue;
+      }
+      let sent = 0;
+      try {
+        if (!m.pc) await this._offer(m);
+        if (m.stopped) break;
+        if (m.state !== "waiting" && m.state !== "reconnecting") this._mediaState(m, "connecting");
+        sent = m.cands.length;
+        const conn = this._conn;
+        const reply = await this.request(m.kind, {room: m.room, sdp: m.pc.localDescription.sdp});
+        if (m.stopped) {
+          // Stopped while the offer was out: let the server drop the session it just made.
+          if (conn === this._conn) this.request(m.kind === "watch" ? "unwatch" : "unpublish", {room: m.room}).catch(() => {});
+          break;
+        }
+        if (conn !== this._conn) continue; // answered on a connection that is gone
+        this._applyIceServers(m.pc, reply);
+        await m.pc.setRemoteDescription({type: "answer", sdp: reply.sdp});
+        m.answered = true;
+        m.conn = conn;
+      } catch (err) {
+        if (m.stopped) break;
+        const code = err.code || "failed";
+        if (!MEDIA_RETRY.has(code) && err instanceof SoukError) {
+          this._closePeer(m);
+          this._media.delete(m.key);
+          m.stopped = true;
+          this._mediaState(m, "failed", {code});
+          m.reject(err);
+          return;
+        }
+        if (code === "not_found" && m.kind === "watch") {
+          // Nothing published (yet): the same offer goes again; it holds no server state.
+          this._mediaState(m, "waiting", {code});
+        } else {
+          this._closePeer(m);
+          if (m.state !== "waiting") this._mediaState(m, "reconnecting", {code});
+        }
+        await this._mediaPause(m, delay * (0.75 + Math.random() / 2));
+        delay = Math.min(maxDelay, delay * 2);
+        continue;
+      }
+      // Accepted: follow the peer until it fails, the websocket reconnects, or the intent stops.
+      const pc = m.pc;
+      m.trickling = m.trickle;
+      if (m.trickle) for (const c of m.cands.slice(sent)) this._sendIce(m.room, c);
+      delay = minDelay;
+      m.resolve(pc);
+      const why = await this._follow(m, pc);
+      m.trickling = false;
+      if (m.stopped) break;
+      this._closePeer(m);
+      this._mediaState(m, "reconnecting", {code: why});
+      if (why !== "reconnected" && why !== "rewatch") await this._mediaPause(m, minDelay);
+    }
+  }
+
+  /** Resolves with why the session ended: failed, disconnected (for too long), reconnected, stopped. */
+  _follow(m, pc) {
+    return new Promise((resolve) => {
+      let discTimer = null;
+      const done = (why) => {
+        clearTimeout(discTimer);
+        pc.removeEventListener("connectionstatechange", check);
+        m.wake = null;
+        resolve(why);
+      };
+      const check = () => {
+        const s = pc.connectionState;
+        if (s === "connected") { clearTimeout(discTimer); discTimer = null; this._mediaState(m, "connected"); }
+        else if (s === "failed" || s === "closed") done(s);
+        else if (s === "disconnected" && !discTimer) discTimer = setTimeout(() => done("disconnected"), this.mediaDisconnectMs);
+        else if (s === "connecting" && m.state !== "connected") this._mediaState(m, "connecting");
+      };
+      m.wake = done;
+      pc.addEventListener("connectionstatechange", check);
+      check();
+    });
+  }
+
+  /** A new peer connection with its offer set and (unless trickling) its candidates gathered. */
+  async _offer(m) {
+    this._closePeer(m);
+    const pc = this._peerFor();
+    m.pc = pc;
+    m.cands = [];
+    pc.addEventListener("icecandidate", (e) => {
+      const c = e.candidate ? e.candidate.toJSON() : {candidate: "", sdpMid: "0", sdpMLineIndex: 0};
+      if (m.pc !== pc) return;
+      m.cands.push(c);
+      if (m.trickling) this._sendIce(m.room, c);
+    });
+    if (m.kind === "watch") {
+      pc.addTransceiver("video", {direction: "recvonly"});
+      pc.addTransceiver("audio", {direction: "recvonly"});
+      const stream = new MediaStream();
+      pc.addEventListener("track", (e) => {
+        if (m.pc !== pc) return;
+        stream.addTrack(e.track);
+        const video = m.video;
+        if (video.srcObject !== stream) video.srcObject = stream;
+        const played = video.play();
+        if (played && played.catch) played.catch(() => { video.muted = true; video.play().catch(() => {}); });
+      });
+    } else {
+      for (const track of m.stream.getTracks()) pc.addTransceiver(track, {direction: "sendonly", streams: [m.stream]});
+    }
+    await pc.setLocalDescription(await pc.createOffer());
+    if (!(m.trickle && !this._noTrickle)) await this._gathered(pc);
+    m.trickle = m.trickle && !this._noTrickle;
+  }
+
+  _applyIceServers(pc, reply) {
+    if (!Array.isArray(reply.ice_servers) || this.iceServers) return;
+    // The server's STUN/TURN list applies from this peer on (and to the next connection).
+    try { pc.setConfiguration({...pc.getConfiguration(), iceServers: reply.ice_servers}); } catch { /* fixed after gathering */ }
+    this._serverIce = reply.ice_servers;
+  }
+
+  /** Wait for the offer's candidates: host-only ones come within ms, so the offer leaves when they
+   * stop (Chromium says "complete" ~120 ms later for nothing); with STUN/TURN, until complete. */
   async _gathered(pc) {
     if (pc.iceGatheringState === "complete") return;
+    const hostOnly = !(pc.getConfiguration().iceServers || []).length;
     await new Promise((resolve) => {
       const timer = setTimeout(done, this.iceGatherTimeout);
+      const some = pc.localDescription && pc.localDescription.sdp.includes("a=candidate");
+      let quiet = hostOnly && some ? setTimeout(done, 30) : null;
       function done() {
         clearTimeout(timer);
+        clearTimeout(quiet);
         pc.removeEventListener("icegatheringstatechange", check);
         pc.removeEventListener("icecandidate", onCand);
         resolve();
       }
       function check() { if (pc.iceGatheringState === "complete") done(); }
-      function onCand(e) { if (!e.candidate) done(); }
+      function onCand(e) {
+        if (!e.candidate) { done(); return; }
+        if (hostOnly) { clearTimeout(quiet); quiet = setTimeout(done, 30); }
+      }
       pc.addEventListener("icegatheringstatechange", check);
       pc.addEventListener("icecandidate", onCand);
     });
-  }
-
-  /**
-   * Offer/answer over the websocket. Full offers by default (wait for ICE gathering);
-   * with `trickle`, the offer goes at once and candidates follow with the `ice` op.
-   */
-  async _negotiate(pc, op, room, trickle = this.trickle) {
-    trickle = trickle && !this._noTrickle;
-    const queued = [];
-    let ready = false;
-    if (trickle) {
-      pc.addEventListener("icecandidate", (e) => {
-        const c = e.candidate ? e.candidate.toJSON() : {candidate: "", sdpMid: "0", sdpMLineIndex: 0};
-        if (ready) this._sendIce(room, c);
-        else queued.push(c);
-      });
-    }
-    await pc.setLocalDescription(await pc.createOffer());
-    if (!trickle) await this._gathered(pc);
-    const reply = await this.request(op, {room, sdp: pc.localDescription.sdp});
-    if (Array.isArray(reply.ice_servers) && !this.iceServers) {
-      // The server's STUN/TURN list applies from this peer on (and to the next connection).
-      try { pc.setConfiguration({...pc.getConfiguration(), iceServers: reply.ice_servers}); } catch { /* fixed after gathering */ }
-      this._serverIce = reply.ice_servers;
-    }
-    await pc.setRemoteDescription({type: "answer", sdp: reply.sdp});
-    ready = true;
-    for (const c of queued.splice(0)) this._sendIce(room, c);
-    return reply;
   }
 
   _sendIce(room, candidate) {
@@ -495,79 +735,10 @@ export class Souk {
     });
   }
 
-  /** Publish a MediaStream (camera + mic) to `room`; resolves with the RTCPeerConnection. */
-  async publish(stream, room, {trickle = this.trickle} = {}) {
-    const key = `publish:${room}`;
-    this._stopMedia(key);
-    const pc = this._peerFor();
-    for (const track of stream.getTracks()) pc.addTransceiver(track, {direction: "sendonly", streams: [stream]});
-    this._media.set(key, {pc, room, kind: "publish", stream});
-    try {
-      await this._negotiate(pc, "publish", room, trickle);
-    } catch (err) {
-      this._stopMedia(key);
-      throw err;
-    }
-    return pc;
-  }
-
-  async unpublish(room) {
-    this._stopMedia(`publish:${room}`);
-    return this.request("unpublish", {room});
-  }
-
-  /**
-   * Watch `room` in a <video> element (recvonly offer). Resolves with the
-   * RTCPeerConnection once the answer is applied; the video plays when media arrives.
-   */
-  async watch(video, room, {trickle = this.trickle} = {}) {
-    const key = `watch:${room}`;
-    this._stopMedia(key);
-    const pc = this._peerFor();
-    pc.addTransceiver("video", {direction: "recvonly"});
-    pc.addTransceiver("audio", {direction: "recvonly"});
-    const stream = new MediaStream();
-    pc.addEventListener("track", (e) => {
-      stream.addTrack(e.track);
-      if (video.srcObject !== stream) video.srcObject = stream;
-      const played = video.play();
-      if (played && played.catch) played.catch(() => { video.muted = true; video.play().catch(() => {}); });
-    });
-    this._media.set(key, {pc, room, kind: "watch", video, trickle});
-    try {
-      await this._negotiate(pc, "watch", room, trickle);
-    } catch (err) {
-      this._stopMedia(key);
-      throw err;
-    }
-    return pc;
-  }
-
-  async unwatch(room) {
-    this._stopMedia(`watch:${room}`);
-    return this.request("unwatch", {room});
-  }
-
-  ice(room, candidate) { return this.request("ice", {room, candidate}); }
-
   _peerFor() {
-    if (!this.iceServers && this._serverIce) return new RTCPeerConnection({iceServers: this._serverIce});
-    return this._peer();
-  }
-
-  _stopMedia(key) {
-    const m = this._media.get(key);
-    if (!m) return;
-    this._media.delete(key);
-    try { m.pc.close(); } catch { /* already closed */ }
-  }
-
-  /** After a reconnect the server has dropped our media sessions: publish and watch again. */
-  _rewatch() {
-    for (const m of [...this._media.values()]) {
-      if (m.kind === "watch") this.watch(m.video, m.room, {trickle: m.trickle}).catch(() => {});
-      else if (m.kind === "publish") this.publish(m.stream, m.room).catch(() => {});
-    }
+    const servers = this.iceServers || this._serverIce || [];
+    // Never a default public STUN server: the server tells us its own (or none).
+    return new RTCPeerConnection({iceServers: servers});
   }
 }
 

@@ -168,9 +168,10 @@ class QuestionsAndAnswers(ClusterCopies):
         text = message.get("text")
         if not isinstance(mid, str) or not isinstance(text, str):
             raise SoukError(Code.INVALID, "message needs a string id and text")
-        if mid in self._seen_messages:
+        seen = f"{group_id}:{mid}"  # message ids count per group: "m1" is in every group
+        if seen in self._seen_messages:
             return
-        self._seen_messages[mid] = None
+        self._seen_messages[seen] = None
         if len(self._seen_messages) > 100_000:
             self._seen_messages.popitem(last=False)
         reply_to = message.get("reply_to")
@@ -187,7 +188,7 @@ class QuestionsAndAnswers(ClusterCopies):
         try:  # the message and the answer it gives are one transaction: one commit, not two
             kept = await self.store.add_message(group_id, record, answered=q)
         except Exception:
-            self._seen_messages.pop(mid, None)  # not kept: a retry must be able to keep it
+            self._seen_messages.pop(seen, None)  # not kept: a retry must be able to keep it
             if q is not None:
                 self._undo_answer(q)
             raise

@@ -1,24 +1,25 @@
-// The Q&A list: open questions by votes, answers as they come. Three modes: a viewer upvotes,
-// staff answer or dismiss, a group member answers by replying to the mirrored question.
+// The Q&A list: open questions by votes, answers as they come. A viewer upvotes an open one;
+// other pages pass `actions(list, q, li)` (staff: answer / dismiss, staff.js; group: reply).
 import {byTestId, explain, h} from "/static/dom.js";
+import {onLang, t} from "/static/i18n.js";
 
 export class QuestionList {
-  /**
-   * @param root  element with [data-testid=q-list] (and q-error)
-   * @param mode  "viewer" | "staff" | "group"
-   */
-  constructor(root, souk, ch, {mode = "viewer", room, onReply} = {}) {
+  /** `root` holds q-list (and q-error, q-empty). */
+  constructor(root, souk, ch, {room, actions = upvote, onCount, origin} = {}) {
     this.root = root;
     this.souk = souk;
     this.ch = ch;
-    this.mode = mode;
     this.room = room;
-    this.onReply = onReply;
+    this.actions = actions;
+    this.onCount = onCount;
+    this.origin = origin; // (q) -> where a mirrored question comes from (the group page)
     this.list = byTestId("q-list", root);
     this.error = byTestId("q-error", root);
+    this.empty = byTestId("q-empty", root);
     this.items = new Map();
     this.rows = new Map(); // id -> {li, key}: rows are kept, so a half-typed answer survives events
     souk.on("question", (ev) => { if (ev.ch === ch) this.upsert(ev); });
+    onLang(() => { this.rows.clear(); this.draw(); });
   }
 
   render(questions) {
@@ -36,9 +37,11 @@ export class QuestionList {
 
   draw() {
     const rank = (q) => (q.status === "open" ? 0 : 1);
+    if (this.onCount) this.onCount([...this.items.values()].filter((q) => q.status === "open").length);
     const qs = [...this.items.values()].sort((a, b) =>
       rank(a) - rank(b) || (b.votes || 0) - (a.votes || 0) || (a.asked_at || 0) - (b.asked_at || 0));
     let refocus = null;
+    if (this.empty) this.empty.classList.toggle("hidden", qs.length > 0);
     const wanted = qs.map((q) => {
       const key = `${q.status}|${q.votes || 0}|${q.answer || ""}|${q.text}`;
       let row = this.rows.get(q.id);
@@ -74,30 +77,18 @@ export class QuestionList {
   row(q) {
     const li = h("li", {class: `q ${q.status}`, testid: "question", dataset: {id: q.id, status: q.status}},
       h("span", {class: "votes", testid: "q-votes"}, `▲${q.votes || 0}`),
-      h("span", {class: "who"}, q.name || q.user),
-      h("span", {testid: "q-text"}, q.text),
-      q.origin ? h("span", {class: "meta"}, ` · from room ${q.origin.room}`) : null);
+      h("span", {class: "who"}, q.name || t("chat.someone")),
+      h("span", {class: "q-text", testid: "q-text"}, q.text),
+      q.origin && this.origin ? h("span", {class: "meta", testid: "q-origin"}, ` · ${this.origin(q)}`) : null);
     if (q.status === "answered") {
-      const by = q.answered_by && (q.answered_by.name || q.answered_by.user);
-      const via = q.answered_by && q.answered_by.via === "group" ? " (in a group)" : "";
+      const by = q.answered_by && q.answered_by.name;
+      const via = q.answered_by && q.answered_by.via === "group" ? t("q.inGroup") : "";
       li.append(h("div", {class: "answer", testid: "q-answer"},
-        q.answer || (q.on_stream ? "answered on stream" : ""), by ? h("span", {class: "meta"}, ` — ${by}${via}`) : null));
+        q.answer || (q.on_stream ? t("q.onStream") : ""), by ? h("span", {class: "meta"}, ` — ${by}${via}`) : null));
     } else if (q.status === "dismissed") {
-      li.append(h("div", {class: "meta"}, "dismissed"));
-    } else if (this.mode === "viewer") {
-      const mine = this.souk.user && q.user === this.souk.user.id;
-      li.prepend(h("span", {class: "actions"}, h("button", {class: "small", testid: "upvote", disabled: mine,
-        onclick: () => this.act(this.souk.upvote(this.room, q.id))}, "▲ me too")));
-    } else if (this.mode === "staff") {
-      const input = h("input", {testid: "answer-input", placeholder: "answer…", maxlength: 1000});
-      li.append(h("form", {class: "row", onsubmit: (e) => {
-        e.preventDefault();
-        if (input.value.trim()) this.act(this.souk.answer(this.room, q.id, input.value.trim()));
-      }}, input, h("button", {class: "small primary", testid: "answer-send"}, "answer"),
-      h("button", {class: "small", type: "button", testid: "dismiss", onclick: () => this.act(this.souk.dismiss(this.room, q.id))}, "dismiss")));
-    } else if (this.mode === "group" && this.onReply) {
-      li.prepend(h("span", {class: "actions"}, h("button", {class: "small", testid: "reply",
-        onclick: () => this.onReply(q)}, "reply")));
+      li.append(h("div", {class: "meta"}, t("q.dismissed")));
+    } else {
+      this.actions(this, q, li);
     }
     return li;
   }
@@ -111,4 +102,11 @@ export class QuestionList {
       if (this.error) this.error.textContent = explain(err);
     }
   }
+}
+
+/** A viewer's action on an open question: "me too" (not on one's own). */
+function upvote(list, q, li) {
+  const mine = list.souk.user && q.user === list.souk.user.id;
+  li.prepend(h("span", {class: "actions"}, h("button", {class: "tiny", type: "button", testid: "upvote", disabled: mine,
+    onclick: () => list.act(list.souk.upvote(list.room, q.id))}, t("q.upvote"))));
 }

@@ -4,6 +4,7 @@ by replying in the group, and that answer flows back to the room. Upvotes, notic
 
 from __future__ import annotations
 
+import pytest
 from playwright.async_api import expect
 
 from client_sdk import Client
@@ -31,7 +32,9 @@ async def test_question_flows_between_viewer_studio_and_group(pages: Pages) -> N
         await expect(group.locator(tid("title"))).to_have_text("Tea lovers")
         await expect(group.locator(tid("member"), has_text="Member Mei")).to_have_count(1)
 
-        # Asked on the viewer page: in the studio's queue and mirrored into the group.
+        # Asked on the viewer page (the Q&A sheet of a phone): in the studio's queue and mirrored
+        # into the group.
+        await viewer.click(tid("qa-open"))
         await viewer.fill(tid("ask-input"), "Is it organic?")
         await viewer.click(tid("ask-send"))
         await expect(question(viewer, "Is it organic?")).to_have_attribute("data-status", "open")
@@ -39,7 +42,8 @@ async def test_question_flows_between_viewer_studio_and_group(pages: Pages) -> N
         await expect(in_studio).to_have_count(1)
         in_group = question(group, "Is it organic?")
         await expect(in_group).to_have_count(1)
-        await expect(in_group).to_contain_text("from room qa1")
+        await expect(in_group.locator(tid("q-origin"))).to_contain_text("from the live")  # never the room's id
+        assert "qa1" not in await in_group.inner_text()
 
         # The studio answers: the answer shows on the viewer page and in the group.
         await in_studio.locator(tid("answer-input")).fill("Yes, certified organic")
@@ -47,7 +51,7 @@ async def test_question_flows_between_viewer_studio_and_group(pages: Pages) -> N
         for page in (viewer, group, studio):
             await expect(question(page, "Is it organic?").locator(tid("q-answer"))).to_contain_text(
                 "Yes, certified organic")
-        await screenshot(studio, "studio-questions")
+        await screenshot(studio, "studio-questions", full_page=True)
 
         # Answered in the group by replying to the mirrored question: flows back to the room.
         await viewer.fill(tid("ask-input"), "Does it ship abroad?")
@@ -78,8 +82,9 @@ async def test_question_flows_between_viewer_studio_and_group(pages: Pages) -> N
         # A sale notice from the streamer reaches the group page.
         await boss.request("notice", group=gid, kind="sale", text="Flash sale at 8 pm")
         await expect(group.locator(tid("notice"), has_text="Flash sale at 8 pm")).to_have_count(1)
-        await screenshot(group, "group")
+        await screenshot(group, "group", full_page=True)
         await screenshot(viewer, "live-questions-phone")
+    pages.assert_clean()
 
 
 async def test_studio_answer_being_typed_survives_new_questions_and_votes(pages: Pages) -> None:
@@ -103,3 +108,17 @@ async def test_studio_answer_being_typed_survives_new_questions_and_votes(pages:
         await expect(row.locator(tid("answer-input"))).to_have_value("Two to three days")
         await studio.keyboard.press("Enter")
         await expect(row.locator(tid("q-answer"))).to_contain_text("Two to three days")
+    pages.assert_clean()
+
+
+@pytest.mark.xfail(strict=True, reason="server: the group snapshot carries the recent notices")
+async def test_a_late_group_member_sees_the_recent_notices(pages: Pages) -> None:
+    async with Client(pages.server.url, token("boss-n", "streamer", rooms=["qa3"])) as boss:
+        gid = (await boss.request("group_create", tier="normal", topic="tea", title="Late fans"))["group"]["id"]
+        await boss.request("link_groups", room="qa3", groups=[gid])
+        product = (await boss.request("product_create", title="Notice tea", price=1000, stock=10))["product"]
+        await boss.request("sale_create", room="qa3", product=product["id"], price=500, stock=5,
+                           duration_s=600, per_user_limit=1)
+        # The sale's notice went to the group before this member opened the page.
+        group = await pages.open(f"/group/{gid}?room=qa3", sub="late-m", role="member", rooms=["qa3"], groups=[])
+        await expect(group.locator(tid("notice"))).to_contain_text("Notice tea", timeout=3000)

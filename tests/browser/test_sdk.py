@@ -3,9 +3,11 @@ clock offset, and reconnect + resume without loss or duplicates."""
 
 from __future__ import annotations
 
-from playwright.async_api import Page
+from typing import Any
 
-from tests.browser.conftest import BROWSER, Pages, tid, wait_until
+from playwright.async_api import Page, expect
+
+from tests.browser.conftest import BROWSER, Pages, require_media, tid
 from tests.conftest import token
 
 pytestmark = BROWSER
@@ -78,15 +80,15 @@ async def test_sdk_reconnects_and_resumes_without_loss_or_duplicates(pages: Page
     async with Client(other.url, token("carol", "viewer", rooms=["r2"])) as carol:
         await carol.join("r2")
         await carol.chat("r2", "before")
-        await wait_until(page, "window.got.includes('before')", timeout=5000)
+        await page.wait_for_function("() => window.got.includes('before')", timeout=5000)
         # Drop the socket from the browser side; while it is down, carol talks.
         await page.evaluate("window.souk._ws.close(4000, 'test drop')")
-        await wait_until(page, "window.states.includes('reconnecting')", timeout=5000)
+        await page.wait_for_function("() => window.states.includes('reconnecting')", timeout=5000)
         for i in range(3):
             await carol.chat("r2", f"during-{i}")
-        await wait_until(page, "window.states.at(-1) === 'open'", timeout=10_000)
+        await page.wait_for_function("() => window.states.at(-1) === 'open'", timeout=10_000)
         await carol.chat("r2", "after")
-        await wait_until(page, "window.got.includes('after')", timeout=5000)
+        await page.wait_for_function("() => window.got.includes('after')", timeout=5000)
         got = await page.evaluate("window.got")
         reconnects = await page.evaluate("window.souk.reconnects")
     assert got == ["before", "during-0", "during-1", "during-2", "after"]
@@ -122,7 +124,7 @@ async def test_sdk_gap_triggers_resume_and_stale_epoch_gets_resync(pages: Pages)
         await eve.join("r3")
         await eve.chat("r3", "lost-1")
         await eve.chat("r3", "next-2")
-        await wait_until(page, "window.got.length >= 2", timeout=5000)
+        await page.wait_for_function("() => window.got.length >= 2", timeout=5000)
         assert await page.evaluate("window.got") == ["lost-1", "next-2"]
 
         # A stale epoch (as after a server restart): the resume answers with a resync snapshot.
@@ -130,10 +132,84 @@ async def test_sdk_gap_triggers_resume_and_stale_epoch_gets_resync(pages: Pages)
             window.souk.channels.get("room:r3").epoch = "stale-epoch";
             window.souk._ws.close(4000, "test drop");
         }""")
-        await wait_until(page, "window.resyncs.length === 1", timeout=10_000)
+        await page.wait_for_function("() => window.resyncs.length === 1", timeout=10_000)
         resync = await page.evaluate("window.resyncs[0]")
         assert resync["ch"] == "room:r3" and resync["epoch"] != "stale-epoch"
         assert [m["text"] for m in resync["snapshot"]["chat"]] == ["lost-1", "next-2"]
         await eve.chat("r3", "after-resync")
-        await wait_until(page, "window.got.includes('after-resync')", timeout=5000)
+        await page.wait_for_function("() => window.got.includes('after-resync')", timeout=5000)
         assert await page.evaluate("window.got") == ["lost-1", "next-2", "after-resync"]
+
+
+async def test_sdk_chat_typed_offline_leaves_once_after_the_reconnect(pages: Pages) -> None:
+    """A chat sent while the socket is down waits in the SDK's outbox and goes out once, with
+    its client id (`cid`), after the reconnect: the others see it exactly once."""
+    page = await sdk_page(pages)
+    from client_sdk import Client
+
+    async with Client(pages.server.url, token("frank", "viewer", rooms=["r4"])) as frank:
+        await frank.join("r4")
+        events = frank.events(ch="room:r4", types=["chat"])
+        await page.evaluate(
+            """async (tok) => {
+                const {Souk} = await import("/sdk/souk.js");
+                window.sentFrames = [];
+                const send = WebSocket.prototype.send;
+                WebSocket.prototype.send = function (data) { window.sentFrames.push(String(data)); return send.call(this, data); };
+                const souk = new Souk(null, tok, {backoff: [700, 900]});
+                window.states = [];
+                souk.on("connection", (ev) => window.states.push(ev.state));
+                await souk.connect();
+                await souk.join("r4");
+                souk._ws.close(4000, "test drop");
+                // Typed while reconnecting: resolves with the message id once delivered.
+                window.sent = souk.chat("r4", "typed offline").then((id) => (window.sentId = id));
+                window.souk = souk;
+            }""",
+            token("gina", "viewer", rooms=["r4"], name="Gina"),
+        )
+        await page.wait_for_function("() => window.sentId !== undefined", timeout=10_000)
+        await frank.chat("r4", "marker")  # everything sent before it has arrived by then
+        seen: list[dict[str, Any]] = []
+        while not seen or seen[-1]["text"] != "marker":
+            seen.append(await events.next(timeout=5))
+        copies = [e for e in seen if e["text"] == "typed offline"]
+        assert len(copies) == 1, seen
+        assert copies[0]["user"] == "gina" and copies[0]["id"] == await page.evaluate("window.sentId")
+        frames = [f for f in await page.evaluate("window.sentFrames") if '"op":"chat"' in f]
+        states = await page.evaluate("window.states")
+    assert len(frames) == 1 and '"cid":"' in frames[0], frames
+    assert states[-2:] == ["reconnecting", "open"], states
+
+
+async def test_sdk_watch_waits_for_the_stream_and_plays_when_it_comes(pages: Pages) -> None:
+    """A watch refused with not_found (nothing published yet) is not forgotten: the SDK asks
+    again with backoff and the video plays once the studio goes live."""
+    await require_media(pages)
+    page = await sdk_page(pages)
+    await page.evaluate(
+        """async (tok) => {
+            const {Souk} = await import("/sdk/souk.js");
+            const souk = new Souk(null, tok, {mediaBackoff: [200, 800]});
+            window.media = [];
+            souk.on("media", (ev) => window.media.push(ev.state));
+            const video = document.createElement("video");
+            video.muted = true;
+            video.playsInline = true;
+            document.body.append(video);
+            window.frames = 0;
+            const count = () => { window.frames += 1; video.requestVideoFrameCallback(count); };
+            video.requestVideoFrameCallback(count);
+            await souk.connect();
+            window.souk = souk;
+            souk.watch(video, "sw1");
+        }""",
+        token("sw-viewer", "viewer", rooms=["sw1"]),
+    )
+    await page.wait_for_function("() => window.media.includes('waiting')", timeout=10_000)
+    studio = await pages.open("/studio/sw1", sub="sw-host", role="streamer", rooms=["sw1"])
+    await expect(studio.locator(tid("preview-status"))).to_be_hidden()
+    await studio.click(tid("go-live"))
+    await page.wait_for_function("() => window.frames >= 5", timeout=20_000)
+    states = await page.evaluate("window.media")
+    assert states[0] == "connecting" and "waiting" in states and states[-1] == "connected", states

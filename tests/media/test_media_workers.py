@@ -166,6 +166,36 @@ async def test_the_sdk_rewatches_when_its_worker_dies(server_factory: object) ->
         await publisher.close()
 
 
+async def test_the_sdk_watches_again_after_its_websocket_reconnects(server_factory: object) -> None:
+    """The server drops a connection's media sessions when the connection goes: after the
+    client's websocket comes back, `Client.watch` offers again with a fresh peer, and the
+    frames flow on the new one (the old viewer is gone from the relay)."""
+    server: Running = await server_factory(media_workers=1)  # type: ignore[operator]
+    with loopback():
+        publisher = PublisherPeer(fps=20)
+        async with server.client("s", "streamer") as st, server.client("v") as viewer:
+            reply = await st.request("publish", room="tr", sdp=await publisher.offer())
+            await publisher.accept(reply["sdp"])
+            watch = await viewer.watch("tr", RtpSinkViewer)
+            first = watch.peer
+            assert isinstance(first, RtpSinkViewer)
+            await wait_until(lambda: first.video_frames > 5, 20, "frames before")
+            assert viewer._ws is not None
+            viewer._ws.transport.abort()  # the network drops the socket under the client
+            await wait_until(
+                lambda: watch.reconnects == 1 and watch.peer not in (None, first), 30,
+                "the SDK watching again on the new connection",
+            )
+            again = watch.peer
+            assert isinstance(again, RtpSinkViewer)
+            await wait_until(lambda: again.video_frames > 5, 20, "frames after the reconnect")
+            await wait_until(lambda: server.app.media.stats()["viewers"] == 1, 10,
+                             "only the new viewer left on the relay")
+            assert watch.rewatches == 0
+            await watch.stop()
+        await publisher.close()
+
+
 @contextlib.asynccontextmanager
 async def media_workers_of(node: ServerProcess, count: int) -> AsyncIterator[list[int]]:
     """Publish on a `souk serve` child process (workers start with the first stream) and
