@@ -115,8 +115,6 @@ class Engagement:
             led = self._ledger(r["shop"])
             led.known.discard(r["invitee"])
             led.attribute(r["inviter"], r["invitee"])
-        for r in rows["rewards"]:
-            self._ledger(r["shop"]).rewarded[r["inviter"]] = int(r["n"])
         for r in rows["posts"]:
             self.posts[r["id"]] = post_from(r)
             self.posted_orders.add(r["order_id"])
@@ -476,7 +474,7 @@ class Engagement:
             return [(first + k, Coupon(new_id("c", now), shop, inviter, spec, now, "invite")) for k in range(due)]
 
         try:
-            counted, rewards, _, granted = await self.store.add_invite(
+            counted, rewards = await self.store.add_invite(
                 shop, invitee, inviter, group, now, led.threshold, make)
         except Exception:
             log.exception("invite write failed")
@@ -486,7 +484,6 @@ class Engagement:
             return {"counted": False}
         led.inviter_of[invitee] = inviter
         led.invitees.setdefault(inviter, []).append(invitee)
-        led.rewarded[inviter] = max(led.rewarded.get(inviter, 0), granted)
         for _, c in rewards:
             self.coupons.add(c)
             self.publish(user_channel(c.user), "coupon", c.to_dict(now))

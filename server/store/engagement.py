@@ -69,7 +69,7 @@ class EngagementStore(Protocol):
     async def known_before(self, shop: str, user: str) -> bool: ...
     async def add_invite(self, shop: str, invitee: str, inviter: str, group: str, ts: int,
                          threshold: int, make_rewards: Callable[[int, int], list[tuple[int, Coupon]]],
-                         ) -> tuple[bool, list[tuple[int, Coupon]], int, int]: ...
+                         ) -> tuple[bool, list[tuple[int, Coupon]]]: ...
     async def invite_stats(self, shop: str, user: str) -> tuple[int, int]: ...
     async def add_post(self, post: dict[str, Any]) -> None: ...
     async def approve_post(self, post_id: str, coupon: Coupon) -> None: ...
@@ -232,27 +232,27 @@ class SqlEngagementStore:
 
     async def add_invite(self, shop: str, invitee: str, inviter: str, group: str, ts: int,
                          threshold: int, make_rewards: Callable[[int, int], list[tuple[int, Coupon]]],
-                         ) -> tuple[bool, list[tuple[int, Coupon]], int, int]:
+                         ) -> tuple[bool, list[tuple[int, Coupon]]]:
         """Count an invitee and grant the rewards due, in one transaction under a lock on
         (shop, inviter): the invitee counts once per shop (primary key), and the rewards due
         are the thresholds crossed less the rewards granted, counted here, so no reward is
         granted twice. `make_rewards(first_n, due)` makes the coupons. Returns (counted,
-        rewards, invited, rewarded)."""
+        rewards)."""
 
-        def body() -> Body[tuple[bool, list[tuple[int, Coupon]], int, int]]:
+        def body() -> Body[tuple[bool, list[tuple[int, Coupon]]]]:
             yield Lock(f"invite|{shop}|{inviter}")
             counted = (yield X("INSERT INTO invites (shop, invitee, inviter, group_id, ts)"
                                " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                                shop, invitee, inviter, group, ts)) == 1
             invited, granted = yield from _invite_counts(shop, inviter)
             if not counted:
-                return False, [], invited, granted
+                return False, []
             due = invited // threshold - granted
             rewards = make_rewards(granted + 1, due) if due > 0 else []
             yield Many(_COUPON, [coupon_row(k) for _, k in rewards])
             yield Many("INSERT INTO invite_rewards (shop, inviter, n, coupon, ts)"
                        " VALUES (?, ?, ?, ?, ?)", [(shop, inviter, n, k.id, ts) for n, k in rewards])
-            return True, rewards, invited, granted + len(rewards)
+            return True, rewards
 
         return await self.db.write(body)
 
@@ -319,8 +319,6 @@ class SqlEngagementStore:
             "points": "SELECT shop, user_id, balance FROM points_balance",
             "codes": "SELECT * FROM invite_codes",
             "invites": "SELECT * FROM invites ORDER BY ts",
-            "rewards": "SELECT shop, inviter, MAX(n) AS n FROM invite_rewards"
-                       " GROUP BY shop, inviter",
             "known": "SELECT DISTINCT g.shop, m.user_id FROM group_members m JOIN groups g"
                      " ON g.id = m.group_id UNION SELECT DISTINCT g.shop, e.user_id"
                      " FROM group_exits e JOIN groups g ON g.id = e.group_id",
