@@ -68,10 +68,7 @@ async def group_join(sv: Services, s: Session, frame: Frame) -> Result:
     assert s.identity is not None
     code = frame.get("invite")
     if code is None:
-        result = await _group_join(sv, s, frame)
-        group = (result or {}).get("group") or {}
-        sv.engagement.mark_known(str(group.get("shop", s.identity.shop)), s.identity.id)
-        return result
+        return await _group_join(sv, s, frame)
     shop, inviter = await sv.engagement.find_code(code)
     known = await sv.engagement.known_before(shop, s.identity.id)
     if inviter != s.identity.id:

@@ -28,6 +28,7 @@ import orjson
 
 from server.domain.checkin import Streak
 from server.domain.coupons import Coupon
+from server.domain.invites import rewards_due
 from server.domain.polls import Poll
 from server.store.db import Body, Db, Lock, Many, Next, Q, Row, X, steps
 
@@ -247,7 +248,7 @@ class SqlEngagementStore:
             invited, granted = yield from _invite_counts(shop, inviter)
             if not counted:
                 return False, []
-            due = invited // threshold - granted
+            due = rewards_due(invited, granted, threshold)
             rewards = make_rewards(granted + 1, due) if due > 0 else []
             yield Many(_COUPON, [coupon_row(k) for _, k in rewards])
             yield Many("INSERT INTO invite_rewards (shop, inviter, n, coupon, ts)"
@@ -318,10 +319,6 @@ class SqlEngagementStore:
                        " WHERE e.group_id = c.group_id AND e.user_id = c.user_id)",
             "points": "SELECT shop, user_id, balance FROM points_balance",
             "codes": "SELECT * FROM invite_codes",
-            "invites": "SELECT * FROM invites ORDER BY ts",
-            "known": "SELECT DISTINCT g.shop, m.user_id FROM group_members m JOIN groups g"
-                     " ON g.id = m.group_id UNION SELECT DISTINCT g.shop, e.user_id"
-                     " FROM group_exits e JOIN groups g ON g.id = e.group_id",
             "posts": "SELECT * FROM showcase_posts",
             "thresholds": "SELECT * FROM layer_thresholds",
             "targets": "SELECT * FROM sale_targets",

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from server.domain import insights
 from server.domain.checkin import Streak, check_in, points_for, redeem_value
 from server.domain.coupons import Coupon, CouponBook, CouponSpec, coupon_spec
-from server.domain.invites import InviteLedger
+from server.domain.invites import rewards_due
 from server.domain.layers import MemberStats, Thresholds, layer_of
 from server.domain.polls import new_poll
 from server.errors import SoukError
@@ -118,16 +118,11 @@ def test_checkin_streaks() -> None:
     assert Streak(1, 1, 1).streak == 1
 
 
-def test_invite_counts_each_invitee_once() -> None:
-    led = InviteLedger(threshold=3)
-    assert not led.attribute("a", "a")  # self-invite
-    for i in range(10):
-        led.attribute("a", f"f{i}")
-        assert not led.attribute("a", f"f{i}")  # repeat join
-        assert not led.attribute("b", f"f{i}")  # someone else's invitee
-    assert len(led.invitees["a"]) == 10
-    led.known.add("old")
-    assert not led.attribute("a", "old")  # was already a member of the shop
+def test_invite_rewards_due_are_the_thresholds_crossed_not_yet_granted() -> None:
+    assert [rewards_due(n, 0) for n in range(7)] == [0, 0, 0, 1, 1, 1, 2]
+    assert rewards_due(6, 2) == 0 and rewards_due(9, 2) == 1  # never twice for the same invitees
+    assert rewards_due(3, 5) == 0  # never negative
+    assert rewards_due(10, 0, threshold=5) == 2
 
 
 def test_layers() -> None:
