@@ -1,6 +1,6 @@
 """Op handlers; importing this package registers every op in the table."""
 
-from server.ops import channels, commerce, community, connect, media, operations, room
+from server.ops import channels, commerce, community, connect, engagement, media, room
 from server.ops.registry import OPS
 
-__all__ = ["OPS", "channels", "commerce", "community", "connect", "media", "operations", "room"]
+__all__ = ["OPS", "channels", "commerce", "community", "connect", "engagement", "media", "room"]
