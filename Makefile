@@ -44,12 +44,12 @@ bench-ab: $(STAMP)
 
 # the scale-out measurements (docs/scaleout.md): 1 node vs 2 workers under one viewer load,
 # the flash-sale rush through 2 cluster nodes vs the embedded ledger, the media cascade's TTFF
-# and hop, the operations' guarded writes across nodes, the dashboard's queries on PostgreSQL
+# and hop, the engagement feature's guarded writes across nodes, the dashboard's queries on PostgreSQL
 bench-cluster: $(STAMP) services
 	mkdir -p reports/bench
 	$(PY) -m pytest -q bench/test_bench_scaleout.py -p no:cacheprovider -s
 	$(PY) bench/bench_cascade.py --samples 5
-	PYTHONPATH=. $(PY) bench/bench_ops_cluster.py
+	PYTHONPATH=. $(PY) bench/bench_engagement_cluster.py
 	PYTHONPATH=. $(PY) bench/bench_dashboard_pg.py
 
 loadtest: $(STAMP)

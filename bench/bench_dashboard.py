@@ -1,6 +1,6 @@
 """Dashboard queries over 1 million recorded group messages and 100,000 orders.
 
-Builds one SQLite file with the real schemas (community, commerce, operations) and synthetic
+Builds one SQLite file with the real schemas (community, commerce, engagement) and synthetic
 records: 20 groups x 1,000 members, 1,000,000 group messages over 8 weeks, 100,000 orders
 over 10 rooms and 50 sales, 200,000 room activity rows, 20,000 questions, presence samples,
 polls, check-ins, coupons. Then times the queries behind `GET /api/rooms/<id>/metrics`,
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from server.domain.layers import Thresholds
-from server.store.metrics import SqlMetricsStore
+from server.store.insights import SqlInsightsStore
 from server.store.stores import open_db
 
 NOW = 1_800_000_000_000
@@ -93,13 +93,13 @@ def build(path: Path) -> None:
 
 async def measure(path: Path, runs: int) -> dict[str, list[float]]:
     db = await open_db(path)
-    store = SqlMetricsStore(db)
+    store = SqlInsightsStore(db)
     out: dict[str, list[float]] = {"room": [], "group": [], "shop": [], "layers (not on the dashboard)": []}
     try:
         for i in range(runs):
-            for name, coro in (("room", store.room_metrics(f"r{i % ROOMS}")),
-                               ("group", store.group_metrics(f"g{i % GROUPS}", NOW)),
-                               ("shop", store.shop_metrics("default"))):
+            for name, coro in (("room", store.for_room(f"r{i % ROOMS}")),
+                               ("group", store.for_group(f"g{i % GROUPS}", NOW)),
+                               ("shop", store.for_shop("default"))):
                 t0 = time.perf_counter()
                 await coro
                 out[name].append((time.perf_counter() - t0) * 1000)

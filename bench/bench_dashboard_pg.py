@@ -4,7 +4,7 @@
 
 The same data sizes as bench/bench_dashboard.py (SQLite): 1,000,000 group messages,
 100,000 orders, 200,000 activity rows, 20,000 questions, 20,000 members; built with
-generate_series in a private database (dropped at the end), then `SqlMetricsStore`'s room,
+generate_series in a private database (dropped at the end), then `SqlInsightsStore`'s room,
 group and shop numbers timed. Goal, as on SQLite: p99 < 200 ms.
 """
 
@@ -18,7 +18,7 @@ import uuid
 
 import asyncpg
 
-from server.store.metrics import SqlMetricsStore
+from server.store.insights import SqlInsightsStore
 from server.store.stores import open_db
 
 PG = "postgresql://postgres@127.0.0.1:5432"
@@ -69,10 +69,10 @@ async def main(runs: int) -> None:
         finally:
             await c.close()
         print(f"built in {time.perf_counter() - t:.1f} s")
-        metrics = SqlMetricsStore(db)
-        for label, call in (("room", lambda: metrics.room_metrics("r0", "shop")),
-                            ("group", lambda: metrics.group_metrics("g0", NOW)),
-                            ("shop", lambda: metrics.shop_metrics("shop"))):
+        insights = SqlInsightsStore(db)
+        for label, call in (("room", lambda: insights.for_room("r0", "shop")),
+                            ("group", lambda: insights.for_group("g0", NOW)),
+                            ("shop", lambda: insights.for_shop("shop"))):
             ms = []
             for _ in range(runs):
                 t = time.perf_counter()

@@ -165,19 +165,18 @@ async def room_draws(sv: Services, ident: Identity, request: Request, query: Que
 
 # ---- the merchant's numbers ----------------------------------------------------------------
 @route("rooms/*/metrics", roles=STREAMERS, scope=ROOM_IN_PATH, refusal=MERCHANTS)
-async def room_metrics(sv: Services, ident: Identity, request: Request, query: Query,
-                       parts: list[str]) -> Response:
+async def room_insights(sv: Services, ident: Identity, request: Request, query: Query,
+                        parts: list[str]) -> Response:
     if not fields.ID_RE.fullmatch(parts[1]) or not ident.may_enter_room(parts[1]):
         raise SoukError(Code.FORBIDDEN, NOT_ADMITTED)
-    await sv.operations.flush()
     room = sv.rooms.get(room_channel(parts[1]))
     shop = room.shop if room is not None else None  # cluster: else the record's room_shops
-    return json_response(await sv.operations.metrics.room_metrics(parts[1], shop))
+    return json_response(await sv.insights.for_room(parts[1], shop))
 
 
 @route("groups/*/metrics", roles=STREAMERS, scope=GROUP_IN_PATH, refusal=MERCHANTS)
-async def group_metrics(sv: Services, ident: Identity, request: Request, query: Query,
-                        parts: list[str]) -> Response:
+async def group_insights(sv: Services, ident: Identity, request: Request, query: Query,
+                         parts: list[str]) -> Response:
     if fields.ID_RE.fullmatch(parts[1]):  # cluster: a group made on another node
         await sv.community.group_known(parts[1])
     group = sv.community.directory.groups.get(parts[1])
@@ -185,12 +184,10 @@ async def group_metrics(sv: Services, ident: Identity, request: Request, query: 
         raise SoukError(Code.NOT_FOUND, "no such group")
     if not may(ident.role, ANY_SHOP) and group.shop != ident.shop:
         raise SoukError(Code.FORBIDDEN, "this group belongs to another shop")
-    await sv.operations.flush()
-    return json_response(await sv.operations.metrics.group_metrics(parts[1], sv.clock_ms()))
+    return json_response(await sv.insights.for_group(parts[1]))
 
 
 @route("shop/metrics", roles=STREAMERS, scope=OWN_SHOP, refusal=MERCHANTS)
-async def shop_metrics(sv: Services, ident: Identity, request: Request, query: Query,
-                       parts: list[str]) -> Response:
-    await sv.operations.flush()
-    return json_response(await sv.operations.metrics.shop_metrics(ident.shop))
+async def shop_insights(sv: Services, ident: Identity, request: Request, query: Query,
+                        parts: list[str]) -> Response:
+    return json_response(await sv.insights.for_shop(ident.shop))

@@ -24,23 +24,24 @@ from server import api, demo
 from server.bus.local import LocalBus
 from server.bus.redis import RedisBus
 from server.channels import Channels
+from server.cluster.presence import ClusterPresence
+from server.cluster.replica import RoomReplica, node_unique_ids
 from server.commerce import Commerce, wall_ms
 from server.community import Community
 from server.config import Config
 from server.domain.ratelimit import UserBuckets
 from server.domain.room import Room
-from server.draws import Draws
+from server.engagement import Engagement
+from server.engagement.draws import Draws
 from server.events import EventDispatcher
 from server.fanout import Hub
 from server.gateway import Gateway
 from server.http import HttpRoutes, bearer
-from server.listener import Listener, advertise_url, listen, port_of
+from server.insights import Insights
+from server.listener import Listener, listen, port_of
 from server.metrics import Metrics
-from server.operations import Operations
 from server.ops import media as media_ops
-from server.presence import ClusterPresence
 from server.reactions import Reactions
-from server.replica import RoomReplica
 from server.rooms import Rooms
 from server.sanctions import Sanctions
 from server.services import Services
@@ -49,7 +50,7 @@ from server.store.stores import open_stores
 
 if TYPE_CHECKING:
     from media.relay import MediaRelay
-    from server.cascade import MediaCascade
+    from server.cluster.cascade import MediaCascade
 
 log = logging.getLogger("souk.app")
 
@@ -61,12 +62,6 @@ async def _quietly(step: Awaitable[object] | None) -> None:
             await step
         except Exception:
             log.debug("a part failed to stop", exc_info=True)
-
-
-def node_unique_ids(room: Room) -> None:
-    """In a cluster each node numbers chat messages; start each node's numbering at a random
-    point so ids from two nodes do not collide (delete_message names one)."""
-    room.next_msg = secrets.randbelow(2**40) * 1000 + 1
 
 
 class App:
@@ -135,21 +130,22 @@ class App:
             stores.community, self.bus, self.clock_ms, answer_target_s=cfg.answer_target_s,
             webhook_host=cfg.host, webhook_port=cfg.webhook_port or None,
             sync=stores.community_sync)
-        self.operations = Operations(stores.operations, stores.metrics, self.bus, self.clock_ms,
-                                     sync=stores.operations_sync)
+        self.insights = Insights(stores.insights, self.clock_ms, sync=stores.insights_sync)
+        self.engagement = Engagement(stores.engagement, self.insights, self.bus, self.clock_ms,
+                                     sync=stores.engagement_sync)
         self.commerce = Commerce(
             stores.ledger, self.bus, self.clock_ms, announce=self.events.emit,
-            coupons=self.operations.coupons, find_coupon=self.operations.find_coupon)
+            coupons=self.engagement.coupons, find_coupon=self.engagement.find_coupon)
         beacon = None
-        if cfg.draw_beacon_url:
-            from server.beacon import HttpBeacon  # aiohttp's client: only when a beacon is set
+        if cfg.draw_beacon_url:  # aiohttp's client is imported only when a beacon is set
+            from server.engagement.beacon import HttpBeacon
 
             beacon = HttpBeacon(cfg.draw_beacon_url)
         self.draws = Draws(
             stores.draws, self.bus, self.clock_ms, member_of=self.community.is_member_fresh,
             banned=self._banned, viewers=self._viewers, hold_units=self.commerce.hold_units,
             release_units=self.commerce.release_units,
-            coupons_issued=self.operations.coupons_granted, beacon=beacon, sync=stores.draws_sync)
+            coupons_issued=self.engagement.coupons_granted, beacon=beacon, sync=stores.draws_sync)
 
     def _banned(self, ch: str, user: str) -> bool:
         room = self.rooms.get(ch)
@@ -164,7 +160,7 @@ class App:
     def _wire(self) -> None:
         """What the features see of each other: reactions to domain events, the parts of a
         channel's snapshot, the ops' services and the HTTP routes."""
-        Reactions(self.commerce, self.community, self.operations, self.rooms,
+        Reactions(self.commerce, self.community, self.engagement, self.insights, self.rooms,
                   lambda: self.media, self.draws).wire(self.events)
         self.channels.before_snapshot("room", self.commerce.sync_room)  # cluster: others' sales
         self.channels.follow_remote(self.commerce.on_remote)  # cluster: others' stock and teams
@@ -179,8 +175,9 @@ class App:
             bus=self.bus, hub=self.hub, rooms=self.rooms, channels=self.channels,
             sanctions=self.sanctions, events=self.events,
             chat_buckets=UserBuckets(self.cfg.chat_per_s, self.cfg.chat_burst),
-            commerce=self.commerce, community=self.community, operations=self.operations,
-            draws=self.draws, save_room=self.save_room, max_token_ttl=self.cfg.max_token_ttl,
+            commerce=self.commerce, community=self.community, engagement=self.engagement,
+            insights=self.insights, draws=self.draws,
+            save_room=self.save_room, max_token_ttl=self.cfg.max_token_ttl,
             resume_limit=self.cfg.soft_limit)
         api.install(self.http.api, self.services, lambda request, query: bearer(self, request, query))
         self.page_for = api.page_for
@@ -192,7 +189,8 @@ class App:
         await self.rooms.load()
         await self.community.start()
         await self.commerce.start()
-        await self.operations.start()
+        await self.engagement.start()
+        await self.insights.start()
         await self.draws.start()
         from media.relay import MediaRelay  # aiortc: imported once the server really starts
 
@@ -209,14 +207,15 @@ class App:
         self.server = await listen(self, self.cfg.port, reuse_port=self.cfg.workers > 1)
         self.cfg.port = port_of(self.server)
         if self.redis is not None:  # after the bind: the advertised URL needs the real port
-            from server.cascade import MediaCascade
+            from server.cluster.cascade import MediaCascade, advertise_url
 
             if self.cfg.workers > 1:
                 # workers share the port, and the kernel picks the worker of each connection:
                 # an edge must reach *this* worker, so it gets a private port of its own
                 self.worker_server = await listen(self, 0, reuse_port=False)
             self.cascade = self.services.cascade = MediaCascade(
-                self.media, self.redis, advertise_url=advertise_url(self.cfg, self.worker_server),
+                self.media, self.redis, advertise_url=advertise_url(
+                    self.cfg, port_of(self.worker_server) if self.worker_server is not None else None),
                 secret=self.cfg.secret, node_id=self.node_id, prefix=self.cfg.redis_prefix,
                 grace_s=self.cfg.edge_grace_s,
             )
@@ -245,7 +244,7 @@ class App:
         await self.events.drain()
         await _quietly(self.cascade.stop() if self.cascade is not None else None)
         await _quietly(self.media.close() if self.media is not None else None)
-        for feature in (self.draws, self.operations, self.community, self.commerce):
+        for feature in (self.draws, self.insights, self.engagement, self.community, self.commerce):
             await _quietly(feature.stop())
         for server in (self.server, self.worker_server):
             if server is not None:

@@ -26,8 +26,8 @@ from server.metrics import Metrics
 from server.rooms import Rooms
 
 if TYPE_CHECKING:
+    from server.cluster.presence import ClusterPresence
     from server.fanout import Event
-    from server.presence import ClusterPresence
     from server.services import Bus
     from server.session import Session
 

@@ -1,7 +1,7 @@
 """The in-process event dispatcher: features announce domain events, reactions subscribe.
 
 Why a dispatcher and not calls: the feature that decides (commerce confirming an order) must
-not import the features that react (community tagging the buyer, operations counting), or
+not import the features that react (community tagging the buyer, engagement counting), or
 each feature ends up knowing every other. Subscriptions are made once, at wiring time
 (`server/reactions.py`), so the whole map of who reacts to what is in one place.
 

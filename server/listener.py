@@ -37,7 +37,6 @@ from server.session import Session
 
 if TYPE_CHECKING:
     from server.app import App
-    from server.config import Config
 
 log = logging.getLogger("souk.listener")
 
@@ -346,20 +345,3 @@ async def listen(app: App, port: int, *, reuse_port: bool) -> Listener:
 
 def port_of(listener: Listener) -> int:
     return listener.port()
-
-
-def advertise_url(cfg: Config, worker_server: Listener | None) -> str:
-    """Where other nodes reach this one for media pulls: a worker's private port under
-    --workers, else --advertise-url, else derived from --host/--port (--rtc-host when
-    listening on every interface)."""
-    port = cfg.port
-    if worker_server is not None:
-        port = port_of(worker_server)
-    elif cfg.advertise_url:
-        return cfg.advertise_url
-    host = cfg.host
-    if host in ("", "0.0.0.0", "::"):
-        host = cfg.rtc_host
-    if ":" in host:
-        host = f"[{host}]"
-    return f"ws://{host}:{port}/ws"

@@ -1,20 +1,20 @@
 """How the features react to each other's domain events: the whole map, in one place.
 
 Why one module: commerce decides about sales and orders, the community keeps groups and
-members, operations keeps the merchant's numbers; each reacts to what another decided. Were
-these calls inside the features, each would import the others and the cycle would be
-invisible to a reader. Here the subscriptions are made once, at wiring time, and a reader
-sees at a glance who reacts to what:
+members, engagement keeps coupons, and insights the merchant's numbers; each reacts to what
+another decided. Were these calls inside the features, each would import the others and the
+cycle would be invisible to a reader. Here the subscriptions are made once, at wiring time,
+and a reader sees at a glance who reacts to what:
 
 | event | reaction |
 |---|---|
-| `SaleWentLive` (once per sale on this node) | operations: an action in the log; community: a notice to the room's linked groups |
+| `SaleWentLive` (once per sale on this node) | insights: an action in the log; community: a notice to the room's linked groups |
 | `TeamBuyOpened` (once per offer on this node) | community: a notice to the linked groups |
 | `OrderConfirmed` | community: the buyer's tags follow what they bought |
-| `CouponRedeemed` | operations: the other nodes' coupon books learn it was spent |
-| `ChatPosted` | group: community keeps it (a reply may answer a mirrored question); room: operations counts it; draws: a keyword in it enters its sender |
-| `Liked` | operations counts it |
-| `RoomJoined` / `RoomLeft` | operations: presence in the numbers; draws: a viewer's time in the room |
+| `CouponRedeemed` | engagement: the other nodes' coupon books learn it was spent |
+| `ChatPosted` | group: community keeps it (a reply may answer a mirrored question); room: insights counts it; draws: a keyword in it enters its sender |
+| `Liked` | insights counts it |
+| `RoomJoined` / `RoomLeft` | insights: presence in the numbers; draws: a viewer's time in the room |
 | `RoomEnded` | media: the room's publisher and viewers are closed |
 """
 
@@ -42,8 +42,9 @@ from server.ops.registry import NOT_CUSTOMERS, may
 if TYPE_CHECKING:
     from server.commerce import Commerce
     from server.community import Community
-    from server.draws import Draws
-    from server.operations import Operations
+    from server.engagement import Engagement
+    from server.engagement.draws import Draws
+    from server.insights import Insights
     from server.rooms import Rooms
     from server.services import Relay
 
@@ -55,7 +56,8 @@ class Reactions:
         self,
         commerce: Commerce,
         community: Community,
-        operations: Operations,
+        engagement: Engagement,
+        insights: Insights,
         rooms: Rooms,
         media: Callable[[], Relay | None],
         draws: Draws | None = None,
@@ -64,7 +66,8 @@ class Reactions:
         without one)."""
         self.commerce = commerce
         self.community = community
-        self.operations = operations
+        self.engagement = engagement
+        self.insights = insights
         self.rooms = rooms
         self.media = media
         self.draws = draws
@@ -81,14 +84,14 @@ class Reactions:
         events.subscribe(RoomLeft, self.room_left)
         events.subscribe(RoomEnded, self.room_ended)
 
-    # ---- commerce -> operations, community ----------------------------------------------
+    # ---- commerce -> insights, engagement, community ------------------------------------
     def sale_went_live(self, ev: SaleWentLive) -> Awaitable[object] | None:
         if ev.sale in self._announced:
             return None
         self._announced.add(ev.sale)
         room = self.rooms.get(room_channel(ev.room))
-        self.operations.action(room.shop if room else "default", "room", ev.room, "sale",
-                               str(ev.view.get("title") or ev.sale))
+        self.insights.action(room.shop if room else "default", "room", ev.room, "sale",
+                             str(ev.view.get("title") or ev.sale))
         return self.community.on_sale_started(ev.room, dict(ev.view))
 
     def teambuy_opened(self, ev: TeamBuyOpened) -> Awaitable[object] | None:
@@ -103,9 +106,9 @@ class Reactions:
         return self.community.tag_purchase(shop, ev.user, ev.product)
 
     def coupon_redeemed(self, ev: CouponRedeemed) -> None:
-        self.operations.coupon_spent(ev.coupon, ev.order)
+        self.engagement.coupon_spent(ev.coupon, ev.order)
 
-    # ---- rooms and chat -> community, operations ----------------------------------------
+    # ---- rooms and chat -> community, insights ------------------------------------------
     async def chat_posted(self, ev: ChatPosted) -> None:
         if self.draws is not None:  # staff never enter the shop's draws
             self.draws.on_chat(f"{ev.kind}:{ev.target}", ev.user, ev.name,
@@ -115,18 +118,18 @@ class Reactions:
             user = {"id": ev.user, "name": ev.name, "role": ev.role}
             await self.community.on_group_chat(ev.target, user, dict(ev.message))
         else:  # room messages count in the merchant's numbers
-            self.operations.activity(ev.target, ev.user, ev.role, "chat")
+            self.insights.activity(ev.target, ev.user, ev.role, "chat")
 
     def liked(self, ev: Liked) -> None:
-        self.operations.activity(ev.room, ev.user, ev.role, "like", ev.count)
+        self.insights.activity(ev.room, ev.user, ev.role, "like", ev.count)
 
     def room_joined(self, ev: RoomJoined) -> None:
-        self.operations.viewer_joined(ev.room, ev.user, ev.role)
+        self.insights.viewer_joined(ev.room, ev.user, ev.role)
         if self.draws is not None:
             self.draws.joined(ev.room, ev.user)
 
     def room_left(self, ev: RoomLeft) -> None:
-        self.operations.viewer_left(ev.room, ev.user)
+        self.insights.viewer_left(ev.room, ev.user)
         if self.draws is not None:
             self.draws.left(ev.room, ev.user)
 

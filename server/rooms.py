@@ -9,7 +9,7 @@ A room's record (its row and its bans and mutes, server/store/rooms.py) is loade
 before a join passes: alone, every row at start-up and a channel's sanctions once (the process
 sees every later change itself); in a cluster, whenever this node does not currently receive
 the channel's events. While it does, other nodes' events keep the Room current
-(server/replica.py); when it stops (the bus unsubscribes after the last viewer left) the next
+(server/cluster/replica.py); when it stops (the bus unsubscribes after the last viewer left) the next
 join loads again, so a room set up or a viewer banned on another node is known here.
 """
 
@@ -57,7 +57,7 @@ class Rooms:
         self.dirty_likes: set[str] = set()
         self.dirty_viewers: set[str] = set()
         self.on_create = on_create
-        # False in a cluster: server/presence.py publishes the counts summed over every node
+        # False in a cluster: server/cluster/presence.py publishes the counts summed over every node
         self.count_viewers = True
         self.count_likes = True
         self._tasks: list[asyncio.Task[None]] = []

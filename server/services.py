@@ -22,10 +22,11 @@ if TYPE_CHECKING:
     from server.community import Community
     from server.domain.ratelimit import UserBuckets
     from server.domain.room import Room
-    from server.draws import Draws
+    from server.engagement import Engagement
+    from server.engagement.draws import Draws
     from server.events import EventDispatcher
     from server.fanout import Event, Hub
-    from server.operations import Operations
+    from server.insights import Insights
     from server.rooms import Rooms
     from server.sanctions import Sanctions
 
@@ -67,7 +68,7 @@ class Relay(Protocol):
 
 
 class Cascade(Protocol):
-    """The cluster's media origin claims and edge pulls (server/cascade.py `MediaCascade`)."""
+    """The cluster's media origin claims and edge pulls (server/cluster/cascade.py `MediaCascade`)."""
 
     async def advertise(self, room: str) -> None: ...
 
@@ -96,7 +97,8 @@ class Services:
     chat_buckets: UserBuckets
     commerce: Commerce
     community: Community
-    operations: Operations
+    engagement: Engagement
+    insights: Insights
     draws: Draws
     save_room: Callable[[Room], Awaitable[None]]
     media: Relay | None = None

@@ -199,7 +199,7 @@ class FlashSales:
                 if pending is not None:
                     await wait_write(pending)
                 return (sale.order_for(order.user, order.key) or order).to_dict()
-            if coupon is not None:  # operations: no await between the stock and the coupon
+            if coupon is not None:  # engagement: no await between the stock and the coupon
                 order = self._apply_coupon(sale, order, coupon, now)
             await wait_write(self._enqueue(sale, order))
             return order.to_dict()

@@ -11,7 +11,7 @@ connectors (outbound delivery, inbound listener). See docs/community.md.
 In a cluster (`--postgres`, server/store/community.py) the domain objects are this node's
 working copy of a shared record: the writes that can race are guarded in SQL and a refusal
 (`Stale`) makes this node adopt the committed row before it answers; after a commit the node
-tells the others (`ClusterSync`, server/community_sync.py) and they update their copies; a
+tells the others (`ClusterSync`, server/cluster/notices.py) and they update their copies; a
 question, group or connector this node does not know is loaded before it says not_found. Only
 the node that served an op publishes its events, mirrors a question and hands it to the
 connectors, so each happens once per cluster. See docs/scaleout.md.

@@ -18,12 +18,12 @@ from typing import Any
 
 from client_sdk.protocol import Code
 from server.bus.base import Publish
+from server.cluster.notices import NoSync, Sync
 from server.community.connectors import ConnectorHub
 from server.community.frames import _field, _opt_field, _shop, _user
 from server.community.groups import Groups
 from server.community.notices import Notices
 from server.community.qa import QuestionsAndAnswers
-from server.community_sync import NoSync, Sync
 from server.connectors.delivery import Delivery
 from server.connectors.formats import Connector
 from server.connectors.inbound import InboundListener

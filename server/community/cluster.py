@@ -2,7 +2,7 @@
 
 Why: in a cluster (`--postgres`) the boards, groups, links and connectors in memory are this
 node's working copy of a shared record (server/store/community.py). After a commit the node
-tells the others (`ClusterSync`, server/community_sync.py) and they update their copies
+tells the others (`ClusterSync`, server/cluster/notices.py) and they update their copies
 (`apply_notice`); a question, group or connector this node does not know is loaded before it
 says not_found; a guarded write that lost a race (`Stale`) makes the node adopt the committed
 row (`_adopt`). Alone (the store is not `shared`, the notices go nowhere) memory is the whole
@@ -17,8 +17,8 @@ import contextlib
 from typing import Any
 
 from client_sdk.protocol import Code
+from server.cluster.notices import Notice
 from server.community.state import CommunityState
-from server.community_sync import Notice
 from server.domain.community import Group
 from server.domain.mirror import Copy
 from server.domain.qa import ANSWERED, OPEN, Question

@@ -12,8 +12,8 @@ from collections.abc import Callable
 
 from client_sdk.protocol import Code
 from server.bus.base import Publish
+from server.cluster.notices import Sync
 from server.community.connectors import ConnectorHub
-from server.community_sync import Sync
 from server.domain.community import Directory
 from server.domain.mirror import Event, Mirror
 from server.domain.moderation import LinkFilter

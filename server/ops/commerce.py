@@ -77,7 +77,7 @@ async def buy(sv: Services, s: Session, frame: Frame) -> Result:
     ident = s.identity
     assert ident is not None
     _room_admits(ident, await sv.commerce.locate_sale(frame.get("sale")), "sale")
-    await sv.operations.check_sale_target(frame.get("sale"), ident.id)
+    await sv.engagement.check_sale_target(frame.get("sale"), ident.id)
     order = await sv.commerce.buy(ident.id, frame.get("sale"), frame.get("qty", 1),
                                   frame.get("key"), ident.name, coupon=frame.get("coupon"))
     return {"order": dict(order)}

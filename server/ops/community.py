@@ -68,17 +68,14 @@ async def group_join(sv: Services, s: Session, frame: Frame) -> Result:
     assert s.identity is not None
     code = frame.get("invite")
     if code is None:
-        result = await _group_join(sv, s, frame)
-        group = (result or {}).get("group") or {}
-        sv.operations.mark_known(str(group.get("shop", s.identity.shop)), s.identity.id)
-        return result
-    shop, inviter = await sv.operations.find_code(code)
-    known = await sv.operations.known_before(shop, s.identity.id)
+        return await _group_join(sv, s, frame)
+    shop, inviter = await sv.engagement.find_code(code)
+    known = await sv.engagement.known_before(shop, s.identity.id)
     if inviter != s.identity.id:
         frame = {**frame, "invited_by": inviter}
     result = await _group_join(sv, s, frame)
     group = (result or {}).get("group") or {}
-    invite = await sv.operations.joined(shop, s.identity.id, str(group.get("id")), inviter, known)
+    invite = await sv.engagement.joined(shop, s.identity.id, str(group.get("id")), inviter, known)
     return {**(result or {}), "invite": invite}
 
 

@@ -8,7 +8,7 @@ same SQL on SQLite (where memory and record always agree, so the guards pass) an
 
 - one vote per user and question (`question_votes`); the count is read back from the row;
 - `questions.rev` is bumped by every update and carried in the change notices
-  (server/community_sync.py), so a node applies a question's updates in order;
+  (server/cluster/notices.py), so a node applies a question's updates in order;
 - answers and dismissals are `UPDATE ... WHERE status = 'open'`: the first wins, a late one
   raises `Stale` with the committed row; overdue flags are set once (`WHERE overdue_flagged
   = 0 RETURNING`), so one node's timer announces each;

@@ -36,8 +36,8 @@ from server.domain.draw import (
 )
 from server.domain.order import Order
 from server.store.db import Body, Db, Q, Row, X
+from server.store.engagement import coupon_row
 from server.store.ledger import COLUMNS, StockConflict, order_from, order_row
-from server.store.operations import coupon_row
 
 ENTRY_CHUNK: Final = 500  # rows per INSERT statement
 RECENT_MS: Final = 3_600_000  # done draws kept for snapshots after a restart
@@ -74,7 +74,7 @@ class DrawsState:
 
 
 class DrawStore(Protocol):
-    """What `server.draws.Draws` needs of a store."""
+    """What `server.engagement.draws.Draws` needs of a store."""
 
     shared: bool
 

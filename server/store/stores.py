@@ -6,8 +6,8 @@ differences are the store's capabilities (`shared`, the commerce gate) and the n
 
 - embedded (default): one SQLite file in the data directory, written with group commit;
 - cluster (`--redis` and `--postgres`): the nodes' shared PostgreSQL database, the flash-sale
-  stock gate in Redis, and change notices over Redis for the community's and the engagement
-  features' working copies;
+  stock gate in Redis, and change notices over Redis for the working copies of the community,
+  the engagement feature and the insights (excluded users);
 - `--redis` alone: each node keeps its own SQLite file (rooms and chat go over the bus).
 """
 
@@ -18,15 +18,22 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
-from server.community_sync import ClusterSync, NoSync, Sync
+from server.cluster.notices import (
+    DRAWS_CHANNEL,
+    ENGAGEMENT_CHANNEL,
+    INSIGHTS_CHANNEL,
+    ClusterSync,
+    NoSync,
+    Sync,
+)
 from server.config import Config
 from server.store.community import SqlCommunityStore
 from server.store.db import Db
 from server.store.draws import SqlDrawStore
+from server.store.engagement import SqlEngagementStore
 from server.store.gate import StockGate
+from server.store.insights import SqlInsightsStore
 from server.store.ledger import SqlLedger
-from server.store.metrics import SqlMetricsStore
-from server.store.operations import SqlOperationsStore
 from server.store.postgres import PgDatabase
 from server.store.rooms import SqlRoomStore, SqlSanctionStore
 from server.store.schema import migrate, move_node_rooms
@@ -40,13 +47,14 @@ class Stores:
     db: Db
     ledger: SqlLedger
     community: SqlCommunityStore
-    operations: SqlOperationsStore
-    metrics: SqlMetricsStore
+    engagement: SqlEngagementStore
+    insights: SqlInsightsStore
     rooms: SqlRoomStore
     sanctions: SqlSanctionStore
     draws: SqlDrawStore
     community_sync: Sync = field(default_factory=NoSync)
-    operations_sync: Sync = field(default_factory=NoSync)
+    engagement_sync: Sync = field(default_factory=NoSync)
+    insights_sync: Sync = field(default_factory=NoSync)
     draws_sync: Sync = field(default_factory=NoSync)
     node_file: Path | None = None  # a cluster node's SQLite file of the first release
 
@@ -62,8 +70,8 @@ class Stores:
 
 def stores_on(db: Db, gate: StockGate | None = None) -> Stores:
     """Every store over one database (not started)."""
-    return Stores(db, SqlLedger(db, gate), SqlCommunityStore(db), SqlOperationsStore(db),
-                  SqlMetricsStore(db), SqlRoomStore(db), SqlSanctionStore(db), SqlDrawStore(db))
+    return Stores(db, SqlLedger(db, gate), SqlCommunityStore(db), SqlEngagementStore(db),
+                  SqlInsightsStore(db), SqlRoomStore(db), SqlSanctionStore(db), SqlDrawStore(db))
 
 
 def open_stores(cfg: Config, redis: Redis | None = None) -> Stores:
@@ -75,8 +83,9 @@ def open_stores(cfg: Config, redis: Redis | None = None) -> Stores:
         raise SystemExit("souk: --postgres needs --redis (the stock gate lives there)")
     stores = stores_on(PgDatabase(cfg.postgres), StockGate(redis, cfg.redis_prefix))
     stores.community_sync = ClusterSync(redis, cfg.redis_prefix)
-    stores.operations_sync = ClusterSync(redis, cfg.redis_prefix, channel="__operations__")
-    stores.draws_sync = ClusterSync(redis, cfg.redis_prefix, channel="__draws__")
+    stores.engagement_sync = ClusterSync(redis, cfg.redis_prefix, channel=ENGAGEMENT_CHANNEL)
+    stores.insights_sync = ClusterSync(redis, cfg.redis_prefix, channel=INSIGHTS_CHANNEL)
+    stores.draws_sync = ClusterSync(redis, cfg.redis_prefix, channel=DRAWS_CHANNEL)
     stores.node_file = cfg.db_path
     return stores
 

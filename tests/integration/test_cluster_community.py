@@ -321,8 +321,8 @@ async def test_overdue_flagged_once_per_cluster_and_targets_follow(
 ) -> None:
     """Two nodes (Community adapters with their own pools and Redis clients, as separate
     processes would have) on one PostgreSQL and one Redis; a shared, controllable clock."""
+    from server.cluster.notices import ClusterSync
     from server.community import Community
-    from server.community_sync import ClusterSync
     from server.store.community import SqlCommunityStore
     from server.store.db import Db
     from server.store.stores import open_db
@@ -362,8 +362,8 @@ async def test_overdue_flagged_once_per_cluster_and_targets_follow(
 async def test_welfare_cap_holds_across_nodes(database: str, prefix: str, tmp_path: Path) -> None:
     """Two nodes posting to one welfare group at once (cap 3 a week): the cluster keeps 3,
     whichever node posted them, and a group made on A takes notices on B."""
+    from server.cluster.notices import ClusterSync
     from server.community import Community
-    from server.community_sync import ClusterSync
     from server.errors import SoukError as Refused
     from server.store.community import SqlCommunityStore
     from server.store.db import Db
@@ -411,8 +411,8 @@ async def test_tags_merged_from_two_nodes_at_once_keep_every_purchase(
         database: str, prefix: str, tmp_path: Path) -> None:
     """Orders confirmed on two nodes at the same moment tag one member: every product is in
     the member's tags afterwards (a read-merge-write without a lock would lose some)."""
+    from server.cluster.notices import ClusterSync
     from server.community import Community
-    from server.community_sync import ClusterSync
     from server.store.community import SqlCommunityStore
     from server.store.db import Db
     from server.store.stores import open_db

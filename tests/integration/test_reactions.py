@@ -63,7 +63,7 @@ async def test_sales_offers_and_orders_reach_the_groups_tags_and_log(server: Run
 
     assert await until(fan_tags) == [product["id"]]
 
-    await server.app.operations.flush()
+    await server.app.insights.flush()
     actions = await server.app.stores.db.rows(
         "SELECT kind, detail FROM merchant_actions WHERE scope = 'room' AND target = 'live'")
     assert [(a["kind"], a["detail"]) for a in actions] == [("sale", "Oolong 100 g")]

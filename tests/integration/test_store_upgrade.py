@@ -31,7 +31,8 @@ from server.commerce import Commerce
 from server.community import Community
 from server.config import Config
 from server.domain.room import Room
-from server.operations import Operations
+from server.engagement import Engagement
+from server.insights import Insights
 from server.rooms import Rooms
 from server.store.schema import MIGRATIONS, migrate, version
 from server.store.stores import Stores, open_stores
@@ -106,11 +107,12 @@ async def test_every_row_of_the_first_release_is_there_and_usable(old: Old) -> N
     clock = Clock(T0 + 60_000)
     commerce = Commerce(stores.ledger, nobody, clock)
     community = Community(stores.community, nobody, clock, overdue_check_s=3600)
-    ops = Operations(stores.operations, stores.metrics, nobody, clock)
+    insights = Insights(stores.insights, clock)
+    ops = Engagement(stores.engagement, insights, nobody, clock)
     rooms = Rooms(nobody, store=stores.rooms, sanctions=stores.sanctions, clock_ms=clock)
     try:
         assert await version(stores.db) == LATEST
-        for feature in (community, commerce, ops):
+        for feature in (community, commerce, ops, insights):
             await feature.start()
         await rooms.load()
 
@@ -154,7 +156,7 @@ async def test_every_row_of_the_first_release_is_there_and_usable(old: Old) -> N
             assert ops.balance(r["shop"], r["user_id"]) == r["s"] > 0
         assert (await ops.invite_stats("shop1", "u1"))["invited"] == 3
         assert [p["status"] for p in ops.posts.values()] == ["approved"]
-        assert ops.excluded == {"shop1": {"tester"}}
+        assert insights.excluded == {"shop1": {"tester"}}
 
         # rooms and their sanctions (a cluster's rooms moved from the node's SQLite file)
         room = rooms.get("room:r1")
@@ -171,7 +173,7 @@ async def test_every_row_of_the_first_release_is_there_and_usable(old: Old) -> N
                                " WHERE table_name = 'room_shops'") == 0
 
         # the numbers read the upgraded tables
-        numbers = await stores.metrics.room_metrics("r1")
+        numbers = await stores.insights.for_room("r1")
         assert numbers["orders"] == 5 and numbers["viewers"]["unique"] == 2
 
         # and everything takes new writes
@@ -191,7 +193,7 @@ async def test_every_row_of_the_first_release_is_there_and_usable(old: Old) -> N
         await rooms.save(fresh)
         assert (await stores.rooms.room("r9")) is not None
     finally:
-        for feature in (ops, community, commerce):
+        for feature in (insights, ops, community, commerce):
             await feature.stop()
         await stores.close()
 

@@ -67,10 +67,10 @@ def test_the_sdk_does_not_import_the_load_tests() -> None:
 
 
 FEATURES = {
-    "commerce": (["server/commerce"], ("server.community", "server.operations")),
-    "community": (["server/community"], ("server.commerce", "server.operations")),
-    "operations": (["server/operations.py"], ("server.commerce", "server.community")),
-    "draws": (["server/draws.py"], ("server.commerce", "server.community", "server.operations")),
+    "commerce": (["server/commerce"], ("server.community", "server.engagement", "server.insights")),
+    "community": (["server/community"], ("server.commerce", "server.engagement", "server.insights")),
+    "engagement": (["server/engagement"], ("server.commerce", "server.community", "server.insights")),
+    "insights": (["server/insights"], ("server.commerce", "server.community", "server.engagement")),
 }
 
 
@@ -91,9 +91,21 @@ def test_only_the_edges_of_the_process_know_the_app() -> None:
     assert _violations(files, ("server.app",)) == []
 
 
+def test_only_the_composition_root_chooses_the_cluster_parts() -> None:
+    """The parts that exist only with several nodes (server/cluster/) are built by the App
+    (channels take the presence it built) and the notices' Redis side by `open_stores`; a
+    feature sees only the `Sync` protocol it is handed."""
+    builders = {"server/app.py", "server/channels.py", "server/store/stores.py"}
+    files = [p for p in _files("server") if str(p.relative_to(ROOT)) not in builders
+             and not str(p.relative_to(ROOT)).startswith("server/cluster/")]
+    forbidden = ("server.cluster.presence", "server.cluster.replica", "server.cluster.cascade",
+                 "server.cluster.notices.ClusterSync")
+    assert _violations(files, forbidden) == []
+
+
 def test_the_domain_imports_no_adapter() -> None:
-    adapters = ("server.commerce", "server.community", "server.operations", "server.store",
-                "server.bus", "server.ops", "server.app", "media", "asyncio")
+    adapters = ("server.commerce", "server.community", "server.engagement", "server.insights",
+                "server.store", "server.bus", "server.ops", "server.app", "media", "asyncio")
     assert _violations(_files("server/domain"), adapters) == []
 
 

@@ -48,6 +48,7 @@ from client_sdk.protocol import Code
 from client_sdk.tokens import mint_token
 from media.errors import MediaError
 from media.relay import EDGE, PUBLISHER, MediaRelay
+from server.config import Config
 from server.periodic import every
 
 log = logging.getLogger("souk.cascade")
@@ -70,6 +71,24 @@ return 0
 """
 
 EDGE_TOKEN_TTL_S = 24 * 3600  # the edge's socket authenticates once; reconnects mint anew
+
+
+def advertise_url(cfg: Config, worker_port: int | None) -> str:
+    """Where other nodes reach this one for media pulls: a worker's private port under
+    --workers, else --advertise-url, else derived from --host/--port (--rtc-host when
+    listening on every interface)."""
+    port = cfg.port
+    if worker_port is not None:
+        port = worker_port
+    elif cfg.advertise_url:
+        return cfg.advertise_url
+    host = cfg.host
+    if host in ("", "0.0.0.0", "::"):
+        host = cfg.rtc_host
+    if ":" in host:
+        host = f"[{host}]"
+    return f"ws://{host}:{port}/ws"
+
 
 
 @dataclass(eq=False)

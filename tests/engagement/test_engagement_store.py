@@ -1,4 +1,4 @@
-"""The operations adapter over both stores: the embedded SQLite file and the cluster's
+"""The engagement adapter over both stores: the embedded SQLite file and the cluster's
 PostgreSQL (`--postgres`) must behave the same, and survive a restart the same way.
 
 One suite, two backends (a database per module and a schema per test for PostgreSQL, so
@@ -20,8 +20,9 @@ import pytest
 from server.community import Community
 from server.domain.checkin import DAY_MS
 from server.domain.room import Room
+from server.engagement import Engagement
 from server.errors import SoukError
-from server.operations import Operations
+from server.insights import Insights
 from server.store.db import Db
 from server.store.stores import open_db, stores_on
 from tests.conftest import scratch_database, scratch_schema
@@ -70,7 +71,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
 
 
 class Node:
-    """One process's operations (with the community it reads), on the backend's database."""
+    """One process's engagement (with the community it reads), on the backend's database."""
 
     def __init__(self, backend: Backend, clock: Clock, path: Path | None = None) -> None:
         self.backend = backend
@@ -83,12 +84,15 @@ class Node:
         self.stores = stores_on(self.db)
         self.community = Community(self.stores.community, self.pub, self.clock,
                                    overdue_check_s=3600)
-        self.ops = Operations(self.stores.operations, self.stores.metrics, self.pub, self.clock)
+        self.insights = Insights(self.stores.insights, self.clock)
+        self.ops = Engagement(self.stores.engagement, self.insights, self.pub, self.clock)
         await self.community.start()
         await self.ops.start()
+        await self.insights.start()
         return self
 
     async def stop(self) -> None:
+        await self.insights.stop()
         await self.ops.stop()
         await self.community.stop()
         await self.db.close()
@@ -256,7 +260,7 @@ async def test_the_numbers_read_the_same_from_both_stores(backend: Backend, cloc
     """Group, room, shop and member numbers from the records each backend keeps."""
     n = await Node(backend, clock).start()
     try:
-        c, ops = n.community, n.ops
+        c, ops, insights = n.community, n.ops, n.insights
         gid = (await c.group_create("shop", {"tier": "normal", "topic": "tea"}))["id"]
         for i in range(4):
             await c.group_join({"id": f"u{i}", "name": f"U{i}", "role": "member"}, gid, shop="shop")
@@ -271,32 +275,32 @@ async def test_the_numbers_read_the_same_from_both_stores(backend: Backend, cloc
         room = Room("r1", kind="room")  # the room's shop: its stored row
         room.shop = "shop"
         await n.stores.rooms.save(room)
-        ops.viewer_joined("r1", "v1", "viewer")
-        ops.viewer_joined("r1", "v2", "viewer")
-        ops.viewer_joined("r1", "host", "streamer")  # staff: never counted
-        ops.activity("r1", "v1", "viewer", "chat")
-        ops.activity("r1", "v2", "viewer", "like", 4)
-        ops.sample_presence()
-        await ops.set_excluded("shop", ["v2"], [])
+        insights.viewer_joined("r1", "v1", "viewer")
+        insights.viewer_joined("r1", "v2", "viewer")
+        insights.viewer_joined("r1", "host", "streamer")  # staff: never counted
+        insights.activity("r1", "v1", "viewer", "chat")
+        insights.activity("r1", "v2", "viewer", "like", 4)
+        insights.sample_presence()
+        await insights.set_excluded("shop", ["v2"], [])
         await ops.coupon_issue("shop", {"value": 100}, ["u0", "u1"], ("group", gid))
-        await ops.flush()
+        await insights.flush()
 
-        g = await ops.metrics.group_metrics(gid, clock.now)
+        g = await insights.store.for_group(gid, clock.now)
         assert g is not None
         assert (g["members"], g["messages"], g["joins"], g["exits"]) == (3, 3, 4, 1)
         assert g["active_members_7d"] == 3  # posted (u0), voted (u1), checked in (u2)
         assert g["interaction_rate"] == pytest.approx(1 / 3, abs=1e-3)  # one vote, no replies, 3 messages
         assert sum(len(w["actions"]) for w in g["weeks"]) >= 2  # the poll and the coupons
-        r = await ops.metrics.room_metrics("r1")
+        r = await insights.store.for_room("r1")
         assert (r["viewers"]["unique"], r["messages"], r["likes"]) == (1, 1, 0)  # v2 excluded
         assert r["viewers"]["peak"] == 2  # the presence sample was taken before the exclusion
-        s = await ops.metrics.shop_metrics("shop")
+        s = await insights.store.for_shop("shop")
         assert s["coupons"] == {"issued": 2, "redeemed": 0, "discounts": 0}
         assert [x["members"] for x in s["groups"]] == [3]
         members = {m["user"]: m for m in await ops.members("shop")}
         assert set(members) == {"u0", "u1", "u2"}
         assert (members["u0"]["messages"], members["u1"]["votes"], members["u2"]["checkins"]) == (3, 1, 1)
-        one = await ops.metrics.one_member("shop", "u0", clock.now, ops.thresholds_of("shop"))
+        one = await insights.store.one_member("shop", "u0", clock.now, ops.thresholds_of("shop"))
         assert one["layer"] == members["u0"]["layer"]
     finally:
         await n.stop()

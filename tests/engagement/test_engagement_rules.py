@@ -1,4 +1,4 @@
-"""Unit tests of the sans-I/O rules: coupons, polls, check-in, invites, layers, metrics."""
+"""Unit tests of the sans-I/O rules: coupons, polls, check-in, invites, layers, insights."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.domain import metrics
+from server.domain import insights
 from server.domain.checkin import Streak, check_in, points_for, redeem_value
 from server.domain.coupons import Coupon, CouponBook, CouponSpec, coupon_spec
-from server.domain.invites import InviteLedger
+from server.domain.invites import rewards_due
 from server.domain.layers import MemberStats, Thresholds, layer_of
 from server.domain.polls import new_poll
 from server.errors import SoukError
@@ -118,38 +118,11 @@ def test_checkin_streaks() -> None:
     assert Streak(1, 1, 1).streak == 1
 
 
-def test_invite_rule_fires_once_per_threshold() -> None:
-    led = InviteLedger(threshold=3)
-    assert not led.attribute("a", "a")  # self-invite
-    granted = 0
-    for i in range(10):
-        led.attribute("a", f"f{i}")
-        granted += led.rewards_due("a")
-        assert not led.attribute("a", f"f{i}")  # repeat join
-        assert not led.attribute("b", f"f{i}")  # someone else's invitee
-        granted += led.rewards_due("a")
-    assert granted == 3 and len(led.invitees["a"]) == 10
-    led.known.add("old")
-    assert not led.attribute("a", "old")  # was already a member of the shop
-
-
-@settings(max_examples=50, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), st.sampled_from([f"u{i}" for i in range(12)]),
-                          st.booleans()), max_size=60))
-def test_invite_rewards_never_exceed_thresholds(joins: list[tuple[str, str, bool]]) -> None:
-    """Any interleaving of joins, reward checks and failed reward writes (undone): the
-    rewards granted equal the thresholds crossed, never more."""
-    led = InviteLedger(threshold=3)
-    granted: dict[str, int] = {}
-    for inviter, invitee, write_fails in joins:
-        led.attribute(inviter, invitee)
-        due = led.rewards_due(inviter)
-        if write_fails and due:
-            led.unreward(inviter, due)
-        else:
-            granted[inviter] = granted.get(inviter, 0) + due
-    for inviter in ("a", "b", "c"):
-        assert granted.get(inviter, 0) <= len(led.invitees.get(inviter, [])) // 3
+def test_invite_rewards_due_are_the_thresholds_crossed_not_yet_granted() -> None:
+    assert [rewards_due(n, 0) for n in range(7)] == [0, 0, 0, 1, 1, 1, 2]
+    assert rewards_due(6, 2) == 0 and rewards_due(9, 2) == 1  # never twice for the same invitees
+    assert rewards_due(3, 5) == 0  # never negative
+    assert rewards_due(10, 0, threshold=5) == 2
 
 
 def test_layers() -> None:
@@ -167,14 +140,14 @@ def test_layers() -> None:
             t.updated(bad)
 
 
-def test_metrics_arithmetic() -> None:
-    assert metrics.percentile([], 50) is None
-    assert metrics.percentile([1, 2, 3, 4], 50) == 2
-    assert metrics.percentile(list(range(1, 11)), 90) == 9
-    assert metrics.percentile([5], 90) == 5
-    assert metrics.rate(1, 0) == 0.0 and metrics.rate(1, 3) == 0.3333
-    w = metrics.WEEK_MS
-    rows = metrics.weekly([w * 10 + 1, w * 10 + 2, w * 11], [w * 11 + 5], 4, {10: 7, 11: 3},
+def test_insights_arithmetic() -> None:
+    assert insights.percentile([], 50) is None
+    assert insights.percentile([1, 2, 3, 4], 50) == 2
+    assert insights.percentile(list(range(1, 11)), 90) == 9
+    assert insights.percentile([5], 90) == 5
+    assert insights.rate(1, 0) == 0.0 and insights.rate(1, 3) == 0.3333
+    w = insights.WEEK_MS
+    rows = insights.weekly([w * 10 + 1, w * 10 + 2, w * 11], [w * 11 + 5], 4, {10: 7, 11: 3},
                           {11: ["coupon amount:100"]}, 10, 11)
     assert rows[0] == {"week_start": 10 * w, "members_start": 4, "joins": 2, "exits": 0, "exit_rate": 0.0,
                        "messages": 7, "actions": []}

@@ -16,12 +16,19 @@ the room's recent chat.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from typing import Any
 
 from server.domain.room import Room
 
 Event = dict[str, Any]
+
+
+def node_unique_ids(room: Room) -> None:
+    """In a cluster each node numbers chat messages; start each node's numbering at a random
+    point so ids from two nodes do not collide (delete_message names one)."""
+    room.next_msg = secrets.randbelow(2**40) * 1000 + 1
 
 
 class RoomReplica:

@@ -1,20 +1,23 @@
-"""Change notices between the nodes of a cluster, for the community's working copies.
+"""Change notices between the nodes of a cluster, for the features' working copies.
 
-Why: each node keeps Q&A boards, groups, links and connectors in memory (the hot paths), and
-PostgreSQL holds the record (server/store/community.py). After a node commits a change it
-publishes one small notice on one cluster-internal Redis pub/sub channel (`P__community__`)
-that every node subscribes to, whatever rooms its viewers watch; the other nodes update their
-copy: a question notice carries the committed row (applied only if its `rev` is newer), the
-other kinds name the entity and the node reloads it from PostgreSQL. The client-visible events
-still go through the bus once, from the node that made the change; a notice never makes a
-node publish, mirror or deliver anything again.
+Why: each node keeps Q&A boards, groups, links and connectors (the community), coupons,
+polls, codes, posts and settings (engagement) and the shops' excluded users (insights) in
+memory (the hot paths), and PostgreSQL holds the record (server/store/). After a node commits
+a change it publishes one small notice on its feature's cluster-internal Redis pub/sub
+channel (`P__community__`, `P__operations__`, `P__insights__`) that every node subscribes to,
+whatever rooms its viewers watch; the other nodes update their copy: a question notice
+carries the committed row (applied only if its `rev` is newer), the other kinds name the
+entity and the node reloads it from PostgreSQL (or carry the new value). The client-visible
+events still go through the bus once, from the node that made the change; a notice never
+makes a node publish, mirror or deliver anything again.
 
 Pub/sub is at most once: a notice lost while Redis is away leaves a node's copy stale until
 the next notice about that entity, a lazy load on a miss, or a guarded write that refuses
 with the committed row (the adapter adopts it). Nothing durable depends on a notice.
 
-Messages are msgpack maps: `{"n": node, "k": kind, ...}`; kinds and their fields are the
-adapter's (server/community/cluster.py, `Community.apply_notice`).
+Messages are msgpack maps: `{"n": node, "k": kind, ...}`; kinds and their fields are each
+feature's (`Community.apply_notice` in server/community/cluster.py, `Engagement.apply_notice`,
+`Insights.apply_notice`). A feature alone in its process gets `NoSync`.
 """
 
 from __future__ import annotations
@@ -31,10 +34,15 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
-log = logging.getLogger("souk.community.sync")
+log = logging.getLogger("souk.cluster.notices")
 
 Notice = dict[str, Any]
 CHANNEL = "__community__"
+# The engagement feature's topic. Its name is part of what the nodes of a cluster say to each
+# other, so it stays as the first release named it.
+ENGAGEMENT_CHANNEL = "__operations__"
+INSIGHTS_CHANNEL = "__insights__"
+DRAWS_CHANNEL = "__draws__"  # lucky draws: a draw made or finished on another node
 
 
 class Sync(Protocol):
@@ -70,8 +78,9 @@ class ClusterSync:
     """Publish change notices; hand other nodes' notices, in order, to one handler."""
 
     def __init__(self, redis: Redis, prefix: str = "souk:", channel: str = CHANNEL) -> None:
-        """`channel`: one topic per feature (the community's, the operations'
-        `__operations__`), so each handler sees only its own kinds."""
+        """`channel`: one topic per feature (the community's `CHANNEL`, the engagement
+        feature's `ENGAGEMENT_CHANNEL`, the insights' `INSIGHTS_CHANNEL`), so each handler
+        sees only its own kinds."""
         self.redis = redis
         self.topic = prefix + channel
         self.node = secrets.token_hex(6)

@@ -1,4 +1,5 @@
-"""Read-only queries for the merchant's numbers and member layers.
+"""Insights, the merchant's numbers: their queries, the member layers, and the activity log
+they are computed from (views, chat, likes, presence samples, the merchant's actions).
 
 Why SQL aggregates: the numbers come from the records Souk keeps anyway (orders, questions,
 group messages, exits, votes, check-ins) plus the activity log (room views, chat, likes,
@@ -16,9 +17,9 @@ from typing import Any, Final, Protocol
 
 import orjson
 
-from server.domain import metrics as m
+from server.domain import insights as m
 from server.domain.layers import WINDOW_MS, MemberStats, Thresholds, describe
-from server.store.db import Body, Db, Q, Row
+from server.store.db import Body, Db, Insert, Many, Q, Row, steps
 
 STAFF: Final = "('moderator', 'streamer', 'admin')"
 NOT_EXCLUDED: Final = "NOT IN (SELECT user_id FROM metrics_excluded WHERE shop = :shop)"
@@ -30,25 +31,33 @@ NET: Final = "SUM(o.qty * o.price) - COALESCE(SUM(r.discount), 0)"
 CONFIRMED: Final = f"o.status = 'confirmed' AND o.price > 0 AND o.\"user\" {NOT_EXCLUDED}"
 
 
-class MetricsStore(Protocol):
-    async def room_metrics(self, room: str, shop: str | None = None) -> dict[str, Any]: ...
-    async def group_metrics(self, group: str, now_ms: int,
-                            weeks: int = 8) -> dict[str, Any] | None: ...
-    async def shop_metrics(self, shop: str) -> dict[str, Any]: ...
+class InsightsStore(Protocol):
+    """What `server.insights.Insights` needs of a store: the numbers' reads, the activity
+    log's writes, the shops' excluded users."""
+
+    async def for_room(self, room: str, shop: str | None = None) -> dict[str, Any]: ...
+    async def for_group(self, group: str, now_ms: int,
+                        weeks: int = 8) -> dict[str, Any] | None: ...
+    async def for_shop(self, shop: str) -> dict[str, Any]: ...
     async def one_member(self, shop: str, user: str, now_ms: int,
                          t: Thresholds) -> dict[str, Any]: ...
     async def member_stats(self, shop: str, now_ms: int, t: Thresholds,
                            excluded: set[str]) -> list[dict[str, Any]]: ...
+    async def excluded(self) -> dict[str, set[str]]: ...
+    async def set_excluded(self, shop: str, add: list[str], remove: list[str]) -> set[str]: ...
+    async def record(self, activity: list[tuple[str, str, str, int, int]],
+                     presence: list[tuple[str, int, int, int]],
+                     actions: list[tuple[str, str, str, str, str, int]]) -> None: ...
 
 
-class SqlMetricsStore:
-    """`MetricsStore` over a `Db` (SQLite reads beside the writer: WAL)."""
+class SqlInsightsStore:
+    """`InsightsStore` over a `Db` (SQLite reads beside the writer: WAL)."""
 
     def __init__(self, db: Db) -> None:
         self.db = db
 
     # -- rooms -------------------------------------------------------------------------------
-    async def room_metrics(self, room: str, shop: str | None = None) -> dict[str, Any]:
+    async def for_room(self, room: str, shop: str | None = None) -> dict[str, Any]:
         """`shop`: the room's as the caller knows it (else its row in `rooms`)."""
         # a presence sample: alone, each the process's count; shared, the nodes' samples of
         # one interval added up
@@ -98,7 +107,7 @@ class SqlMetricsStore:
         return await self.db.read(body)
 
     # -- groups ------------------------------------------------------------------------------
-    async def group_metrics(self, group: str, now_ms: int, weeks: int = 8) -> dict[str, Any] | None:
+    async def for_group(self, group: str, now_ms: int, weeks: int = 8) -> dict[str, Any] | None:
         def body() -> Body[dict[str, Any] | None]:
             g = yield Q("SELECT shop FROM groups WHERE id = ?", group)
             if not g:
@@ -154,7 +163,7 @@ class SqlMetricsStore:
         return await self.db.read(body)
 
     # -- the shop ----------------------------------------------------------------------------
-    async def shop_metrics(self, shop: str) -> dict[str, Any]:
+    async def for_shop(self, shop: str) -> dict[str, Any]:
         p = {"shop": shop}
 
         def body() -> Body[dict[str, Any]]:
@@ -260,6 +269,38 @@ class SqlMetricsStore:
             row["tags"] = _tags(tags.get(user))
             out.append(row)
         return out
+
+    # -- what the numbers are computed from ------------------------------------------------
+    async def excluded(self) -> dict[str, set[str]]:
+        """Every shop's excluded users, read once at start-up."""
+        out: dict[str, set[str]] = {}
+        for r in await self.db.rows("SELECT * FROM metrics_excluded"):
+            out.setdefault(r["shop"], set()).add(r["user_id"])
+        return out
+
+    async def set_excluded(self, shop: str, add: list[str], remove: list[str]) -> set[str]:
+        """Change the shop's excluded users; the list as recorded (other nodes' changes too)."""
+
+        def body() -> Body[set[str]]:
+            yield Many("INSERT INTO metrics_excluded (shop, user_id) VALUES (?, ?)"
+                       " ON CONFLICT DO NOTHING", [(shop, u) for u in add])
+            yield Many("DELETE FROM metrics_excluded WHERE shop = ? AND user_id = ?",
+                       [(shop, u) for u in remove])
+            rows = yield Q("SELECT user_id FROM metrics_excluded WHERE shop = ?", shop)
+            return {r["user_id"] for r in rows}
+
+        return await self.db.write(body)
+
+    # -- activity log ------------------------------------------------------------------------
+    async def record(self, activity: list[tuple[str, str, str, int, int]],
+                     presence: list[tuple[str, int, int, int]],
+                     actions: list[tuple[str, str, str, str, str, int]]) -> None:
+        await self.db.write(steps(
+            Insert("room_activity", ("room", "user_id", "kind", "n", "ts"), activity,
+                   copy=True),
+            Insert("room_presence", ("room", "ts", "viewers", "interval_ms"), presence),
+            Insert("merchant_actions", ("shop", "scope", "target", "kind", "detail", "ts"),
+                   actions)))
 
 
 def _tags(r: Row | None) -> list[str]:

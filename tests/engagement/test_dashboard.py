@@ -34,7 +34,7 @@ def _get(url: str, tok: str) -> Any:
 async def scripted_session(srv: Running) -> str:
     """3 viewers, a bot on the exclusion list, the streamer; chat, likes, questions, a sale with
     a coupon; a group with members, messages and a poll. Returns the group id."""
-    ops = srv.app.operations
+    insights = srv.app.insights
     async with srv.client("st", "streamer") as st:
         await st.request("room_create", room="r1", title="Spring live")
         await st.request("metrics_exclude", add=["bot"])
@@ -48,7 +48,7 @@ async def scripted_session(srv: Running) -> str:
         for c in (v1, v2, v3, bot):
             await c.connect()
             await c.join("r1")
-        ops.sample_presence()  # 3 counted viewers (the streamer and the bot are not)
+        insights.sample_presence()  # 3 counted viewers (the streamer and the bot are not)
         await v1.chat("r1", "hi")
         await v1.chat("r1", "love it")
         await v2.chat("r1", "price?")
@@ -63,7 +63,7 @@ async def scripted_session(srv: Running) -> str:
         await v2.buy(sale, 1, coupon=cid)
         await bot.buy(sale, 1)  # excluded
         await v3.leave("r1")
-        ops.sample_presence()  # 2 viewers
+        insights.sample_presence()  # 2 viewers
         for c in (v1, v2):
             await c.request("group_join", group=gid)
             await c.join(group=gid)

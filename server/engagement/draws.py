@@ -32,7 +32,7 @@ from typing import Any, Final, Protocol
 
 from client_sdk.protocol import Code, user_channel
 from server.bus.base import Publish
-from server.community_sync import NoSync, Notice, Sync
+from server.cluster.notices import NoSync, Notice, Sync
 from server.domain import fields
 from server.domain.coupons import Coupon
 from server.domain.draw import FINAL, SEED_BYTES, Draw, Phase, Stays, Winner, draw_spec
@@ -53,7 +53,7 @@ BEACON_WAIT_S: Final = 5.0  # after the round is due
 
 
 class Beacon(Protocol):
-    """Public randomness (server/beacon.py `HttpBeacon`)."""
+    """Public randomness (server/engagement/beacon.py `HttpBeacon`)."""
 
     url: str
 
@@ -99,7 +99,7 @@ class Draws:
         user)`; `viewers(ch)`: the channel's viewer count now; `hold_units(product, shop, n)`
         takes n units of a product's stock in memory (the product's view, or a refusal) and
         `release_units` gives them back; `coupons_issued`: prize coupons are durable (the
-        coupon book and the other nodes learn them)."""
+        coupon book takes them and announces them to their winners and the other nodes)."""
         self.store = store
         self.publish = publish
         self.clock_ms = clock_ms
@@ -492,11 +492,8 @@ class Draws:
         self._push(d)
         for o in orders:
             self.publish(user_channel(o.user), "order", o.to_dict())
-        if coupons:
-            now = self.clock_ms()
+        if coupons:  # the coupon book announces them: to each winner, and to the other nodes
             self.coupons_issued(coupons)
-            for c in coupons:
-                self.publish(user_channel(c.user), "coupon", c.to_dict(now))
         self.sync.notify("settled", d=d.id)
 
     async def _announce_again(self, d: Draw) -> None:

@@ -1,7 +1,7 @@
-"""Operations on the cluster, measured: two in-process nodes (own pools, own Redis clients,
+"""Engagement on the cluster, measured: two in-process nodes (own pools, own Redis clients,
 notices over Redis) on one PostgreSQL database.
 
-    PYTHONPATH=. python bench/bench_ops_cluster.py [samples]
+    PYTHONPATH=. python bench/bench_engagement_cluster.py [samples]
 
 Prints p50/p99 of: a guarded vote, a check-in, a points redemption (each committed in
 PostgreSQL), a coupon issued on A until it is in B's book, a vote on B until A's tally has it,
@@ -24,9 +24,10 @@ from typing import Any
 import asyncpg
 from redis.asyncio import Redis
 
+from server.cluster.notices import ENGAGEMENT_CHANNEL, ClusterSync
 from server.community import Community
-from server.community_sync import ClusterSync
-from server.operations import Operations
+from server.engagement import Engagement
+from server.insights import Insights
 from server.store.stores import open_db, stores_on
 
 PG = "postgresql://postgres@127.0.0.1:5432"
@@ -50,17 +51,18 @@ class Clock:
         return self.now
 
 
-async def node(dsn: str, prefix: str, path: Path, clock: Clock) -> tuple[Operations, Any, Redis]:
+async def node(dsn: str, prefix: str, path: Path, clock: Clock) -> tuple[Engagement, Any, Redis]:
     pub = lambda *a, **k: None  # noqa: E731 - the bus is not measured here
     db = await open_db(dsn)  # the node's own pool on the cluster's database
     stores = stores_on(db)
     community = Community(stores.community, pub, clock, overdue_check_s=3600)
     redis = Redis.from_url(REDIS_URL)
-    ops = Operations(stores.operations, stores.metrics, pub, clock,
-                     sync=ClusterSync(redis, prefix, channel="__operations__"))
+    insights = Insights(stores.insights, clock)
+    ops = Engagement(stores.engagement, insights, pub, clock,
+                     sync=ClusterSync(redis, prefix, channel=ENGAGEMENT_CHANNEL))
     await community.start()
     await ops.start()
-    return ops, (db, community), redis
+    return ops, (db, community, insights), redis
 
 
 async def until(check: Callable[[], bool]) -> None:
@@ -82,8 +84,8 @@ async def main(samples: int) -> None:
     prefix = f"souk-bench-{uuid.uuid4().hex[:8]}:"
     clock = Clock()
     tmp = Path(tempfile.mkdtemp())
-    a, (dba, ca), ra = await node(dsn, prefix, tmp / "a.db", clock)
-    b, (dbb, cb), rb = await node(dsn, prefix, tmp / "b.db", clock)
+    a, (dba, ca, ia), ra = await node(dsn, prefix, tmp / "a.db", clock)
+    b, (dbb, cb, ib), rb = await node(dsn, prefix, tmp / "b.db", clock)
     try:
         gid = (await ca.group_create("shop", {"tier": "normal", "topic": "tea"}))["id"]
         poll = await a.poll_create("shop", "group", gid, "host", {"question": "Q?", "options": ["x", "y"]})
@@ -107,10 +109,10 @@ async def main(samples: int) -> None:
             cid = res["coupons"][0]["id"]
             await until(lambda: cid in b.coupons.coupons)  # noqa: B023 (awaited at once)
             issued.append((time.perf_counter() - t) * 1000)
-        await a.flush()
-        room = [await timed(lambda: b.metrics.room_metrics("r1", "shop")) for _ in range(20)]
-        group = [await timed(lambda: b.metrics.group_metrics(gid, clock.now)) for _ in range(20)]
-        shop = [await timed(lambda: b.metrics.shop_metrics("shop")) for _ in range(20)]
+        await ia.flush()
+        room = [await timed(lambda: ib.store.for_room("r1", "shop")) for _ in range(20)]
+        group = [await timed(lambda: ib.store.for_group(gid, clock.now)) for _ in range(20)]
+        shop = [await timed(lambda: ib.store.for_shop("shop")) for _ in range(20)]
         show("vote on B, committed (guarded upsert)", votes)
         show("vote on B -> in A's tally", seen)
         show("check-in, committed (streak read + insert)", checkins)

@@ -1,4 +1,4 @@
-"""Community operations over real sockets: every op through a real server on 127.0.0.1."""
+"""Engagement over real sockets: every op through a real server on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -162,7 +162,7 @@ async def test_room_poll_live_results(server: Running) -> None:
 async def test_checkin_streak_points_redeem(server: Running) -> None:
     g1 = await _group(server)
     clock = {"t": 1_800_000_000_000}
-    server.app.operations.clock_ms = lambda: clock["t"]
+    server.app.engagement.clock_ms = lambda: clock["t"]
     async with server.client("m1", "member") as m1, server.client("v1") as v1:
         await m1.request("group_join", group=g1)
         with pytest.raises(SoukError) as e:

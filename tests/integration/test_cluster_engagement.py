@@ -1,4 +1,4 @@
-"""Community operations (docs/operations.md) across real cluster nodes.
+"""Engagement (docs/engagement.md) across real cluster nodes.
 
 Two `souk serve --redis ... --postgres ...` processes on 127.0.0.1 (a PostgreSQL database and
 a Redis prefix per test), real websocket clients on both, real HTTP for the numbers. What a

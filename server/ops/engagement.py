@@ -1,6 +1,7 @@
-"""Community-operations ops: polls, check-in and points, invites, show-your-order, coupons,
-member layers. Thin: check the room/group the token may act in (the registry checked the
-role), then the Operations adapter decides. See docs/operations.md."""
+"""Engagement ops: polls, check-in and points, invites, show-your-order, coupons,
+member layers, and the users the merchant's numbers leave out. Thin: check the room/group the
+token may act in (the registry checked the role), then the Engagement adapter (the Insights
+for `metrics_exclude`) decides. See docs/engagement.md."""
 
 from __future__ import annotations
 
@@ -72,31 +73,31 @@ async def poll_create(sv: Services, s: Session, frame: Frame) -> Result:
         shop = ident.shop
     else:
         shop = await _shop_of_group(sv, ident, target)
-    return {"poll": await sv.operations.poll_create(shop, scope, target, ident.id, frame)}
+    return {"poll": await sv.engagement.poll_create(shop, scope, target, ident.id, frame)}
 
 
 @op("poll_vote", roles=VIEWERS, scope=through("poll", Target.ROOM, Target.GROUP))
 async def poll_vote(sv: Services, s: Session, frame: Frame) -> Result:
     ident = _ident(s)
-    poll = await sv.operations.find_poll(frame.get("poll"))
+    poll = await sv.engagement.find_poll(frame.get("poll"))
     ch = room_channel(poll.target) if poll.scope == "room" else group_channel(poll.target)
     if ch not in s.channels:
         raise SoukError(Code.FORBIDDEN, f"join {ch} first")
     if (poll.scope == "group" and not may(ident.role, NEED_NOT_JOIN)
             and not await sv.community.is_member_fresh(ident.id, poll.target)):
         raise SoukError(Code.FORBIDDEN, "only members vote in a group's poll")
-    return {"poll": await sv.operations.poll_vote(poll, ident.id, frame.get("option"))}
+    return {"poll": await sv.engagement.poll_vote(poll, ident.id, frame.get("option"))}
 
 
 @op("poll_close", roles=MODERATORS, scope=through("poll", Target.ROOM, Target.GROUP))
 async def poll_close(sv: Services, s: Session, frame: Frame) -> Result:
     ident = _ident(s)
-    poll = await sv.operations.find_poll(frame.get("poll"))
+    poll = await sv.engagement.find_poll(frame.get("poll"))
     if poll.scope == "room" and not ident.may_enter_room(poll.target):
         raise SoukError(Code.FORBIDDEN, "your token does not admit you to this room")
     if poll.scope == "group":
         await _shop_of_group(sv, ident, poll.target)
-    return {"poll": await sv.operations.poll_close(poll)}
+    return {"poll": await sv.engagement.poll_close(poll)}
 
 
 # -- check-in and points --------------------------------------------------------------------
@@ -108,29 +109,29 @@ async def checkin(sv: Services, s: Session, frame: Frame) -> Result:
         raise SoukError(Code.FORBIDDEN, f"join group {group} first")
     shop = (await _shop_of_group(sv, ident, group) if may(ident.role, ANY_SHOP)
             else sv.community.directory.groups[group].shop)
-    return {"checkin": await sv.operations.checkin(shop, group, ident.id)}
+    return {"checkin": await sv.engagement.checkin(shop, group, ident.id)}
 
 
 @op("points_mine", roles=VIEWERS, scope=OWN_USER)
 async def points_mine(sv: Services, s: Session, frame: Frame) -> Result:
     ident = _ident(s)
-    return {"points": await sv.operations.points_balance(ident.shop, ident.id)}
+    return {"points": await sv.engagement.points_balance(ident.shop, ident.id)}
 
 
 @op("points_redeem", roles=VIEWERS, scope=OWN_USER)
 async def points_redeem(sv: Services, s: Session, frame: Frame) -> Result:
     ident = _ident(s)
-    return dict(await sv.operations.points_redeem(ident.shop, ident.id, frame.get("points")))
+    return dict(await sv.engagement.points_redeem(ident.shop, ident.id, frame.get("points")))
 
 
 # -- invites --------------------------------------------------------------------------------
 @op("invite_code", roles=MEMBERS, scope=OWN_SHOP)
 async def invite_code(sv: Services, s: Session, frame: Frame) -> Result:
     ident = _ident(s)
-    code = await sv.operations.invite_code(ident.shop, ident.id)
+    code = await sv.engagement.invite_code(ident.shop, ident.id)
     group = fields.opt_ident(frame, "group")
     link = f"/group/{group}?invite={code}" if group else f"/?invite={code}"
-    return {"code": code, "link": link, **(await sv.operations.invite_stats(ident.shop, ident.id))}
+    return {"code": code, "link": link, **(await sv.engagement.invite_stats(ident.shop, ident.id))}
 
 
 # -- show-your-order ------------------------------------------------------------------------
@@ -142,14 +143,14 @@ async def showcase_post(sv: Services, s: Session, frame: Frame) -> Result:
     check_text(sv.community, fields.text(frame, "text", 1000), ident)
     order_id = fields.ident(frame, "order")
     order = await sv.commerce.store.order(order_id)
-    return {"post": await sv.operations.showcase_post(shop, group, ident.id, order, frame)}
+    return {"post": await sv.engagement.showcase_post(shop, group, ident.id, order, frame)}
 
 
 @op("showcase_approve", roles=STREAMERS, scope=through("post", Target.SHOP))
 async def showcase_approve(sv: Services, s: Session, frame: Frame) -> Result:
     ident = _ident(s)
     shop = None if may(ident.role, ANY_SHOP) else ident.shop
-    return dict(await sv.operations.showcase_approve(shop, frame.get("post")))
+    return dict(await sv.engagement.showcase_approve(shop, frame.get("post")))
 
 
 # -- coupons --------------------------------------------------------------------------------
@@ -171,7 +172,7 @@ async def coupon_issue(sv: Services, s: Session, frame: Frame) -> Result:
         users = sorted({fields.ident({"user": u}, "user") for u in raw_users})
         target = ("user", users[0] if len(users) == 1 else f"{len(users)} users")
     elif given[0] == "layer":
-        rows = await sv.operations.members(shop, frame.get("layer"))
+        rows = await sv.engagement.members(shop, frame.get("layer"))
         users = [r["user"] for r in rows]
         target = ("layer", str(frame.get("layer")))
     else:
@@ -179,19 +180,19 @@ async def coupon_issue(sv: Services, s: Session, frame: Frame) -> Result:
         shop = await _shop_of_group(sv, ident, group)
         users = [m["user"] for m in sv.community.group_members(group) if not may(m["role"], NOT_CUSTOMERS)]
         target = ("group", group)
-    return dict(await sv.operations.coupon_issue(shop, frame, users, target))
+    return dict(await sv.engagement.coupon_issue(shop, frame, users, target))
 
 
 @op("coupons_mine", roles=VIEWERS, scope=OWN_USER)
 async def coupons_mine(sv: Services, s: Session, frame: Frame) -> Result:
-    return {"coupons": await sv.operations.coupons_mine(_ident(s).id)}
+    return {"coupons": await sv.engagement.coupons_mine(_ident(s).id)}
 
 
 # -- layers ---------------------------------------------------------------------------------
 @op("members", roles=STREAMERS, scope=OWN_SHOP)
 async def members(sv: Services, s: Session, frame: Frame) -> Result:
     ident = _ident(s)
-    rows = await sv.operations.members(ident.shop, frame.get("layer"), frame.get("tag"))
+    rows = await sv.engagement.members(ident.shop, frame.get("layer"), frame.get("tag"))
     limit = fields.integer(frame, "limit", 1, 5000, default=500)
     return {"members": rows[:limit], "total": len(rows)}
 
@@ -201,8 +202,8 @@ async def layer_thresholds(sv: Services, s: Session, frame: Frame) -> Result:
     ident = _ident(s)
     if any(frame.get(k) is not None for k in ("high_value_aov", "high_activity_orders",
                                                 "high_activity_engagement", "dormant_engagement")):
-        return {"thresholds": await sv.operations.set_thresholds(ident.shop, frame)}
-    return {"thresholds": sv.operations.thresholds_of(ident.shop).to_dict()}
+        return {"thresholds": await sv.engagement.set_thresholds(ident.shop, frame)}
+    return {"thresholds": sv.engagement.thresholds_of(ident.shop).to_dict()}
 
 
 @op("layer_invite", roles=STREAMERS, scope=GROUP)
@@ -216,7 +217,7 @@ async def layer_invite(sv: Services, s: Session, frame: Frame) -> Result:
     g = sv.community.directory.groups[group]
     if g.tier == "core" and layer not in ("high_value", "high_activity"):
         raise SoukError(Code.INVALID, "a core group takes the high_value and high_activity layers")
-    rows = await sv.operations.members(shop, layer)
+    rows = await sv.engagement.members(shop, layer)
     invited = 0
     for r in rows:
         if not sv.community.is_member(r["user"], group):
@@ -235,9 +236,10 @@ async def sale_target(sv: Services, s: Session, frame: Frame) -> Result:
         raise SoukError(Code.NOT_FOUND, f"no sale {sale_id}")
     if not ident.may_enter_room(room):
         raise SoukError(Code.FORBIDDEN, "your token does not admit you to this room")
-    return {"target": await sv.operations.target_sale(ident.shop, sale_id, frame.get("layer"))}
+    return {"target": await sv.engagement.target_sale(ident.shop, sale_id, frame.get("layer"))}
 
 
+# -- the numbers ----------------------------------------------------------------------------
 @op("metrics_exclude", roles=STREAMERS, scope=OWN_SHOP)
 async def metrics_exclude(sv: Services, s: Session, frame: Frame) -> Result:
     """The merchant's own accounts and bots: never counted in the numbers."""
@@ -249,4 +251,4 @@ async def metrics_exclude(sv: Services, s: Session, frame: Frame) -> Result:
             raise SoukError(Code.INVALID, f"'{name}' must be a list of at most {MAX_USERS_PER_OP} ids")
         return [fields.ident({name: u}, name) for u in raw]
 
-    return {"excluded": await sv.operations.set_excluded(ident.shop, ids("add"), ids("remove"))}
+    return {"excluded": await sv.insights.set_excluded(ident.shop, ids("add"), ids("remove"))}

@@ -1,5 +1,5 @@
-"""Community operations: coupons, polls and votes, check-ins and points, invites,
-show-your-order posts, layer thresholds, and the activity the merchant's numbers come from.
+"""Engagement: coupons, polls and votes, check-ins and points, invites,
+show-your-order posts, layer thresholds and sale targets.
 
 Why in the same database as commerce and community: layers and numbers join orders, group
 messages and questions with these tables in one query, and every write here is as durable as
@@ -8,9 +8,9 @@ guard is SQL that both databases run:
 
 - one vote per (poll, user) (primary key) while the poll is open; a vote's `rev` comes from
   one sequence, so every node applies a user's votes in commit order;
-- one check-in per (group, user, day) (primary key: `OpConflict`);
+- one check-in per (group, user, day) (primary key: `GuardRefused`);
 - points are spent once: `balance = balance - n WHERE balance >= n`, in the transaction that
-  writes the coupon (`OpConflict` when short);
+  writes the coupon (`GuardRefused` when short);
 - an invitee counts once per shop and each reward once per (shop, inviter, n), counted in SQL
   under a lock on the inviter;
 - one post per order (unique `order_id`), one approval per post (`WHERE status = 'pending'`),
@@ -28,8 +28,9 @@ import orjson
 
 from server.domain.checkin import Streak
 from server.domain.coupons import Coupon
+from server.domain.invites import rewards_due
 from server.domain.polls import Poll
-from server.store.db import Body, Db, Insert, Lock, Many, Next, Q, Row, X, steps
+from server.store.db import Body, Db, Lock, Many, Next, Q, Row, X, steps
 
 _COUPON: Final = ("INSERT INTO coupons (id, shop, user_id, kind, value, min_spend, expires_at,"
                   " title, issued_at, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
@@ -38,7 +39,7 @@ _ACTION: Final = ("INSERT INTO merchant_actions (shop, scope, target, kind, deta
 _POINTS: Final = "INSERT INTO points_log (shop, user_id, delta, reason, ts) VALUES (?, ?, ?, ?, ?)"
 
 
-class OpConflict(Exception):
+class GuardRefused(Exception):
     """A guard refused a write another writer got in first: a second check-in the same day,
     points already spent, a post already shown or approved, a closed poll."""
 
@@ -47,8 +48,8 @@ class OpConflict(Exception):
         self.balance = balance
 
 
-class OperationsStore(Protocol):
-    """What `server.operations.Operations` needs of a store."""
+class EngagementStore(Protocol):
+    """What `server.engagement.Engagement` needs of a store."""
 
     shared: bool  # other nodes write it too: what this node does not know may exist
 
@@ -69,22 +70,18 @@ class OperationsStore(Protocol):
     async def known_before(self, shop: str, user: str) -> bool: ...
     async def add_invite(self, shop: str, invitee: str, inviter: str, group: str, ts: int,
                          threshold: int, make_rewards: Callable[[int, int], list[tuple[int, Coupon]]],
-                         ) -> tuple[bool, list[tuple[int, Coupon]], int, int]: ...
+                         ) -> tuple[bool, list[tuple[int, Coupon]]]: ...
     async def invite_stats(self, shop: str, user: str) -> tuple[int, int]: ...
     async def add_post(self, post: dict[str, Any]) -> None: ...
     async def approve_post(self, post_id: str, coupon: Coupon) -> None: ...
     async def load_post(self, post_id: str) -> dict[str, Any] | None: ...
     async def target_sale(self, sale: str, shop: str, layer: str, ts: int) -> None: ...
     async def save_thresholds(self, shop: str, data: dict[str, int]) -> None: ...
-    async def set_excluded(self, shop: str, add: list[str], remove: list[str]) -> set[str]: ...
-    async def record(self, activity: list[tuple[str, str, str, int, int]],
-                     presence: list[tuple[str, int, int, int]],
-                     actions: list[tuple[str, str, str, str, str, int]]) -> None: ...
     async def load(self) -> Mapping[str, list[Row]]: ...
 
 
-class SqlOperationsStore:
-    """`OperationsStore` over a `Db`."""
+class SqlEngagementStore:
+    """`EngagementStore` over a `Db`."""
 
     def __init__(self, db: Db) -> None:
         self.db = db
@@ -121,12 +118,12 @@ class SqlOperationsStore:
             X(_ACTION, *action)))
 
     async def vote(self, poll: str, user: str, option: int, ts: int) -> int:
-        """Record or change a vote while the poll is open (else `OpConflict`); its rev."""
+        """Record or change a vote while the poll is open (else `GuardRefused`); its rev."""
 
         def body() -> Body[int]:
             open_ = yield Q("SELECT closed FROM polls WHERE id = ? FOR SHARE", poll)
             if not open_ or open_[0]["closed"]:
-                raise OpConflict(f"poll {poll} is closed")
+                raise GuardRefused(f"poll {poll} is closed")
             rev = yield Next("poll_vote_rev")
             yield X("INSERT INTO poll_votes (poll, user_id, option, ts, rev) VALUES (?, ?, ?, ?, ?)"
                     " ON CONFLICT (poll, user_id) DO UPDATE SET option = excluded.option,"
@@ -168,13 +165,13 @@ class SqlOperationsStore:
 
     async def checkin(self, shop: str, group: str, user: str, day: int, streak: int,
                       points: int, ts: int) -> int:
-        """One check-in per (group, user, day), else `OpConflict`; the new balance."""
+        """One check-in per (group, user, day), else `GuardRefused`; the new balance."""
 
         def body() -> Body[int]:
             if (yield X("INSERT INTO checkins (shop, group_id, user_id, day, streak, points, ts)"
                         " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                         shop, group, user, day, streak, points, ts)) != 1:
-                raise OpConflict("already checked in today")
+                raise GuardRefused("already checked in today")
             yield X(_POINTS, shop, user, points, f"checkin:{group}", ts)
             r = yield Q("INSERT INTO points_balance (shop, user_id, balance) VALUES (?, ?, ?)"
                         " ON CONFLICT (shop, user_id) DO UPDATE SET"
@@ -190,7 +187,7 @@ class SqlOperationsStore:
         return int(rows[0]["balance"]) if rows else 0
 
     async def redeem(self, shop: str, user: str, points: int, coupon: Coupon) -> int:
-        """Spend points for a coupon, once (`OpConflict` when the balance is short, e.g. spent
+        """Spend points for a coupon, once (`GuardRefused` when the balance is short, e.g. spent
         meanwhile on another node); the balance left."""
         row = coupon_row(coupon)
 
@@ -202,7 +199,7 @@ class SqlOperationsStore:
                 have = yield Q("SELECT balance FROM points_balance WHERE shop = ? AND user_id = ?",
                                shop, user)
                 balance = int(have[0]["balance"]) if have else 0
-                raise OpConflict(f"you have {balance} points", balance)
+                raise GuardRefused(f"you have {balance} points", balance)
             yield X(_COUPON, *row)
             yield X(_POINTS, shop, user, -points, f"redeem:{row[0]}", row[8])
             return int(left[0]["balance"])
@@ -236,27 +233,27 @@ class SqlOperationsStore:
 
     async def add_invite(self, shop: str, invitee: str, inviter: str, group: str, ts: int,
                          threshold: int, make_rewards: Callable[[int, int], list[tuple[int, Coupon]]],
-                         ) -> tuple[bool, list[tuple[int, Coupon]], int, int]:
+                         ) -> tuple[bool, list[tuple[int, Coupon]]]:
         """Count an invitee and grant the rewards due, in one transaction under a lock on
         (shop, inviter): the invitee counts once per shop (primary key), and the rewards due
         are the thresholds crossed less the rewards granted, counted here, so no reward is
         granted twice. `make_rewards(first_n, due)` makes the coupons. Returns (counted,
-        rewards, invited, rewarded)."""
+        rewards)."""
 
-        def body() -> Body[tuple[bool, list[tuple[int, Coupon]], int, int]]:
+        def body() -> Body[tuple[bool, list[tuple[int, Coupon]]]]:
             yield Lock(f"invite|{shop}|{inviter}")
             counted = (yield X("INSERT INTO invites (shop, invitee, inviter, group_id, ts)"
                                " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                                shop, invitee, inviter, group, ts)) == 1
             invited, granted = yield from _invite_counts(shop, inviter)
             if not counted:
-                return False, [], invited, granted
-            due = invited // threshold - granted
+                return False, []
+            due = rewards_due(invited, granted, threshold)
             rewards = make_rewards(granted + 1, due) if due > 0 else []
             yield Many(_COUPON, [coupon_row(k) for _, k in rewards])
             yield Many("INSERT INTO invite_rewards (shop, inviter, n, coupon, ts)"
                        " VALUES (?, ?, ?, ?, ?)", [(shop, inviter, n, k.id, ts) for n, k in rewards])
-            return True, rewards, invited, granted + len(rewards)
+            return True, rewards
 
         return await self.db.write(body)
 
@@ -274,7 +271,7 @@ class SqlOperationsStore:
             if (yield X("INSERT INTO showcase_posts (id, shop, group_id, order_id, user_id,"
                         " image_url, text, ts, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
                         " ON CONFLICT DO NOTHING", *row)) != 1:
-                raise OpConflict(f"order {row[3]} was already shown")
+                raise GuardRefused(f"order {row[3]} was already shown")
 
         await self.db.write(body)
 
@@ -284,7 +281,7 @@ class SqlOperationsStore:
         def body() -> Body[None]:
             if (yield X("UPDATE showcase_posts SET status = 'approved', coupon = ? WHERE id = ?"
                         " AND status = 'pending'", row[0], post_id)) != 1:
-                raise OpConflict(f"post {post_id} is not pending")
+                raise GuardRefused(f"post {post_id} is not pending")
             yield X(_COUPON, *row)
 
         await self.db.write(body)
@@ -308,30 +305,6 @@ class SqlOperationsStore:
             X("INSERT INTO layer_thresholds (shop, data) VALUES (?, ?)"
               " ON CONFLICT (shop) DO UPDATE SET data = excluded.data", shop, blob)))
 
-    async def set_excluded(self, shop: str, add: list[str], remove: list[str]) -> set[str]:
-        """Change the shop's excluded users; the list as recorded (other nodes' changes too)."""
-
-        def body() -> Body[set[str]]:
-            yield Many("INSERT INTO metrics_excluded (shop, user_id) VALUES (?, ?)"
-                       " ON CONFLICT DO NOTHING", [(shop, u) for u in add])
-            yield Many("DELETE FROM metrics_excluded WHERE shop = ? AND user_id = ?",
-                       [(shop, u) for u in remove])
-            rows = yield Q("SELECT user_id FROM metrics_excluded WHERE shop = ?", shop)
-            return {r["user_id"] for r in rows}
-
-        return await self.db.write(body)
-
-    # -- activity log ------------------------------------------------------------------------
-    async def record(self, activity: list[tuple[str, str, str, int, int]],
-                     presence: list[tuple[str, int, int, int]],
-                     actions: list[tuple[str, str, str, str, str, int]]) -> None:
-        await self.db.write(steps(
-            Insert("room_activity", ("room", "user_id", "kind", "n", "ts"), activity,
-                   copy=True),
-            Insert("room_presence", ("room", "ts", "viewers", "interval_ms"), presence),
-            Insert("merchant_actions", ("shop", "scope", "target", "kind", "detail", "ts"),
-                   actions)))
-
     # -- loading -----------------------------------------------------------------------------
     async def load(self) -> dict[str, list[Row]]:
         """Everything the adapter keeps in memory, read once at start-up."""
@@ -346,16 +319,9 @@ class SqlOperationsStore:
                        " WHERE e.group_id = c.group_id AND e.user_id = c.user_id)",
             "points": "SELECT shop, user_id, balance FROM points_balance",
             "codes": "SELECT * FROM invite_codes",
-            "invites": "SELECT * FROM invites ORDER BY ts",
-            "rewards": "SELECT shop, inviter, MAX(n) AS n FROM invite_rewards"
-                       " GROUP BY shop, inviter",
-            "known": "SELECT DISTINCT g.shop, m.user_id FROM group_members m JOIN groups g"
-                     " ON g.id = m.group_id UNION SELECT DISTINCT g.shop, e.user_id"
-                     " FROM group_exits e JOIN groups g ON g.id = e.group_id",
             "posts": "SELECT * FROM showcase_posts",
             "thresholds": "SELECT * FROM layer_thresholds",
             "targets": "SELECT * FROM sale_targets",
-            "excluded": "SELECT * FROM metrics_excluded",
         }
 
         def body() -> Body[dict[str, list[Row]]]:
