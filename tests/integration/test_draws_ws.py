@@ -312,3 +312,57 @@ async def test_a_beacon_round_after_the_close_is_mixed_in(server_factory: Any, b
     assert verify_cli(tmp_path, published2).returncode == 0
     for c in (st, *vs):
         await c.close()
+
+
+async def test_a_result_settled_but_not_announced_is_announced_at_the_next_start(tmp_path: Path) -> None:
+    """A run that committed a result and died before telling anyone: the next start announces
+    it once (the winner's coupon in their book, the draw done in every listing)."""
+    from server.app import App
+    from server.domain.coupons import Coupon
+    from server.store.draws import SqlDrawStore
+    from server.store.stores import open_db
+    from tests.conftest import make_config
+
+    app = App(make_config(tmp_path))
+    await app.start()
+    url = f"ws://127.0.0.1:{app.cfg.port}/ws"
+    try:
+        async with Client(url, token("boss", "streamer")) as st:
+            d = (await st.request("draw_create", room="dr5", title="t", winners=1, duration_s=60,
+                                  prize={"coupon": {"value": 300}}))["draw"]
+        async with Client(url, token("only")) as v:
+            await v.join("dr5")
+            await v.draw_enter(d["id"])
+    finally:
+        await app.stop()
+    db = await open_db(make_config(tmp_path).db_path)
+    try:  # what the dead run had committed: the close, the result, the prize
+        store = SqlDrawStore(db)
+        stored = await store.draw(d["id"])
+        assert stored is not None
+        claim = await store.claim(d["id"], "dead-node", stored.ends_at, 0, 0, None)
+        assert claim is not None
+        stored.close(claim.closed_at, [entrant_hash("only")], 0)
+        won = stored.draw(claim.entries, None)
+        assert stored.prize.coupon is not None
+        prize = Coupon("c-dead-prize", "default", "only", stored.prize.coupon, stored.ends_at, "draw")
+        assert await store.settle(stored, won, None, [], [prize], stored.ends_at)
+    finally:
+        await db.close()
+    app = App(make_config(tmp_path))
+    await app.start()
+    url = f"ws://127.0.0.1:{app.cfg.port}/ws"
+    try:
+        async with Client(url, token("only")) as v:
+            await v.join("dr5")
+            listed = await v.draws("dr5")
+            assert listed[0]["phase"] == "done" and listed[0]["won"] and listed[0]["seed"]
+            assert [c["id"] for c in (await v.request("coupons_mine"))["coupons"]] == ["c-dead-prize"]
+        for _ in range(50):  # the announcement runs in the background of the start
+            rows = await app.stores.db.rows("SELECT announced FROM draws WHERE id = ?", d["id"])
+            if rows[0]["announced"] == 1:
+                break
+            await asyncio.sleep(0.1)
+        assert rows[0]["announced"] == 1
+    finally:
+        await app.stop()
