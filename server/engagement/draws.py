@@ -49,6 +49,8 @@ RETRY_MS: Final = 1_000  # a close whose write failed is tried again after this
 KEEP_MS: Final = 3_600_000  # finished draws stay in memory (snapshots) this long
 SNAPSHOT_DONE_MS: Final = 600_000  # a finished draw shows in the room's snapshot this long
 MAX_LIST: Final = 20
+MAX_OPEN: Final = 10  # open draws per room or group: each holds a timer and entries in memory
+PUBLISHED_KEPT: Final = 16  # closed entrant lists kept ready to serve (they never change)
 BEACON_WAIT_S: Final = 5.0  # after the round is due
 
 
@@ -128,6 +130,7 @@ class Draws:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._running = False
         self.closes = 0  # draws this node drew (for tests and the benchmark)
+        self._published: dict[str, dict[str, Any]] = {}  # draw -> its final entrant list
 
     # -- life cycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -232,6 +235,9 @@ class Draws:
         once, its seed only when it is done. A product prize holds `winners` units."""
         now = self.clock_ms()
         spec = draw_spec(raw, scope, now)
+        running = [i for i in self.of_channel.get(f"{scope}:{target}", ()) if self.draws[i].phase not in FINAL]
+        if len(running) >= MAX_OPEN:
+            raise SoukError(Code.CONFLICT, f"{MAX_OPEN} draws are already running here")
         prize = spec.prize
         held = 0
         if prize.product is not None:
@@ -600,6 +606,8 @@ class Draws:
         if d.phase in (Phase.OPEN, Phase.CANCELLED):
             raise SoukError(Code.CONFLICT, "the entrant list is published when the draw closes",
                             phase=str(d.phase))
+        if d.id in self._published:
+            return self._published[d.id]
         hashes = await self.store.entrant_hashes(d.id)
         out: dict[str, Any] = {"draw": d.id, "phase": str(d.phase), "commitment": d.commitment,
                                "digest": d.digest, "winners_count": d.winners,
@@ -608,6 +616,9 @@ class Draws:
             out["seed"] = d.seed
             out["winners"] = [w.hash for w in d.result]
             out["beacon"] = d.beacon
+            if len(self._published) >= PUBLISHED_KEPT:
+                del self._published[next(iter(self._published))]
+            self._published[d.id] = out
         return out
 
     async def room_stats(self, room: str) -> dict[str, Any]:

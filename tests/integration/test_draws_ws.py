@@ -366,3 +366,14 @@ async def test_a_result_settled_but_not_announced_is_announced_at_the_next_start
         assert rows[0]["announced"] == 1
     finally:
         await app.stop()
+
+
+async def test_a_room_runs_a_bounded_number_of_draws(server: Running) -> None:
+    async with Client(server.url, token("boss", "streamer")) as st:
+        made = [(await st.request("draw_create", room="dr6", title=f"d{i}", winners=1, duration_s=600,
+                                  prize={"coupon": {"value": 100}}))["draw"]["id"] for i in range(10)]
+        assert await code_of(st.request("draw_create", room="dr6", title="one more", winners=1,
+                                        duration_s=600, prize={"coupon": {"value": 100}})) == "conflict"
+        await st.request("draw_cancel", draw=made[0])  # a cancelled one makes room
+        assert (await st.request("draw_create", room="dr6", title="now", winners=1, duration_s=600,
+                                 prize={"coupon": {"value": 100}}))["draw"]["phase"] == "open"
