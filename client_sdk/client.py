@@ -278,6 +278,15 @@ class Client:
         reply = await self.request("team_join", offer=offer, team=team, key=key or uuid.uuid4().hex)
         return dict(reply["team"])
 
+    async def draw_enter(self, draw: str) -> dict[str, Any]:
+        """Enter a lucky draw (its room or group joined first); `entered` once it is durable."""
+        return await self.request("draw_enter", draw=draw)
+
+    async def draws(self, room: str | None = None, *, group: str | None = None) -> list[dict[str, Any]]:
+        """A room's or group's latest lucky draws, each with `entered` (and `won` once done)."""
+        target = {"room": room} if room is not None else {"group": group}
+        return list((await self.request("draws", **target))["draws"])
+
     # ---- events ---------------------------------------------------------------------
     async def watch(self, room: str, make_peer: Callable[[], MediaPeer], **options: Any) -> Watch:
         """Watch a room's stream with a peer from `make_peer()`, and again with a fresh one

@@ -75,6 +75,11 @@ class Op:
     WATCH: Final = "watch"
     UNWATCH: Final = "unwatch"
     ICE: Final = "ice"
+    # lucky draws
+    DRAW_CREATE: Final = "draw_create"
+    DRAW_ENTER: Final = "draw_enter"
+    DRAW_CANCEL: Final = "draw_cancel"
+    DRAWS: Final = "draws"
 
 
 class Code:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from client_sdk.protocol import Code
+from client_sdk.protocol import Code, Frame
 from loadtest.credentials import TokenSource
 from loadtest.crowd import CrowdSpec
 from loadtest.metrics import Metrics
@@ -145,8 +145,11 @@ class RunContext:
         first_index: int = 0,
         group_join: bool = False,
         label: str = "crowd",
+        then: list[Frame] | None = None,
+        join_metric: str = "join",
     ) -> CrowdPool:
-        """Start `viewers` (of which `probes` decode fully), split over the worker processes."""
+        """Start `viewers` (of which `probes` decode fully), split over the worker processes;
+        silent viewers send `then` after their join (its last reply timed as `join_metric`)."""
         cfg = self.config
         workers = max(1, cfg.workers)
         parts = min(workers, max(1, viewers))
@@ -165,7 +168,8 @@ class RunContext:
                 start_ns=0, t0_ns=self.t0_ns, room=cfg.room, secret=cfg.secret,
                 tokens=tokens[taken:taken + n], role=role, first_index=first_index + taken,
                 run_id=cfg.run_id, clock=cfg.clock, join_timeout_s=cfg.join_timeout_s,
-                label=f"{label}{i}", group_join=group_join,
+                label=f"{label}{i}", group_join=group_join, then=list(then or ()),
+                join_metric=join_metric,
             ))
             taken += n
         pool = CrowdPool(workers if workers > 1 else 1)

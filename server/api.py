@@ -135,6 +135,34 @@ def _admits(ident: Identity, room: str, refusal: str) -> None:
         raise SoukError(Code.FORBIDDEN, refusal)
 
 
+# ---- lucky draws ---------------------------------------------------------------------------
+DRAW_IN_PATH = (Scope(Target.ROOM, "path[1]", via="draw"), Scope(Target.GROUP, "path[1]", via="draw"))
+
+
+@route("draws/*/entrants", roles=VIEWERS, scope=DRAW_IN_PATH,
+       refusal="the entrant list is for the draw's room or group")
+async def draw_entrants(sv: Services, ident: Identity, request: Request, query: Query,
+                        parts: list[str]) -> Response:
+    """The closed entrant list as hashes, the seed and the winners: what `souk draw-verify`
+    checks (docs/draws.md)."""
+    d = await sv.draws.find(parts[1])
+    if d.scope == "room":
+        _admits(ident, d.target, NOT_ADMITTED)
+    elif not (ident.token_lists_group(d.target) or may(ident.role, MODERATORS)
+              or await sv.community.is_member_fresh(ident.id, d.target)):
+        raise SoukError(Code.FORBIDDEN, ROUTES["draws/*/entrants"].refusal)
+    return json_response(await sv.draws.entrants(d))
+
+
+@route("rooms/*/draws", roles=STREAMERS, scope=ROOM_IN_PATH, refusal=MERCHANTS)
+async def room_draws(sv: Services, ident: Identity, request: Request, query: Query,
+                     parts: list[str]) -> Response:
+    """The dashboard's draws: how many, their entrants, the viewers present at each close."""
+    if not fields.ID_RE.fullmatch(parts[1]) or not ident.may_enter_room(parts[1]):
+        raise SoukError(Code.FORBIDDEN, NOT_ADMITTED)
+    return json_response(await sv.draws.room_stats(parts[1]))
+
+
 # ---- the merchant's numbers ----------------------------------------------------------------
 @route("rooms/*/metrics", roles=STREAMERS, scope=ROOM_IN_PATH, refusal=MERCHANTS)
 async def room_insights(sv: Services, ident: Identity, request: Request, query: Query,

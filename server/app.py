@@ -32,6 +32,7 @@ from server.config import Config
 from server.domain.ratelimit import UserBuckets
 from server.domain.room import Room
 from server.engagement import Engagement
+from server.engagement.draws import Draws
 from server.events import EventDispatcher
 from server.fanout import Hub
 from server.gateway import Gateway
@@ -135,24 +136,47 @@ class App:
         self.commerce = Commerce(
             stores.ledger, self.bus, self.clock_ms, announce=self.events.emit,
             coupons=self.engagement.coupons, find_coupon=self.engagement.find_coupon)
+        beacon = None
+        if cfg.draw_beacon_url:  # aiohttp's client is imported only when a beacon is set
+            from server.engagement.beacon import HttpBeacon
+
+            beacon = HttpBeacon(cfg.draw_beacon_url)
+        self.draws = Draws(
+            stores.draws, self.bus, self.clock_ms, member_of=self.community.is_member_fresh,
+            banned=self._banned, viewers=self._viewers, hold_units=self.commerce.hold_units,
+            release_units=self.commerce.release_units,
+            coupons_issued=self.engagement.coupons_granted, beacon=beacon, sync=stores.draws_sync)
+
+    def _banned(self, ch: str, user: str) -> bool:
+        room = self.rooms.get(ch)
+        return room is not None and user in room.banned
+
+    def _viewers(self, ch: str) -> int:
+        if self.presence is not None:
+            return self.presence.total(ch)
+        room = self.rooms.get(ch)
+        return room.viewers if room is not None else 0
 
     def _wire(self) -> None:
         """What the features see of each other: reactions to domain events, the parts of a
         channel's snapshot, the ops' services and the HTTP routes."""
         Reactions(self.commerce, self.community, self.engagement, self.insights, self.rooms,
-                  lambda: self.media).wire(self.events)
+                  lambda: self.media, self.draws).wire(self.events)
         self.channels.before_snapshot("room", self.commerce.sync_room)  # cluster: others' sales
         self.channels.follow_remote(self.commerce.on_remote)  # cluster: others' stock and teams
+        self.channels.follow_remote(self.draws.on_remote)  # cluster: others' entrant counts
         self.channels.add_snapshot_part("room", self.commerce.room_snapshot)
         self.channels.add_snapshot_part("room", self.community.room_snapshot)
         self.channels.add_snapshot_part("group", self.community.group_snapshot)
+        self.channels.add_snapshot_part("room", self.draws.snapshot("room"))
+        self.channels.add_snapshot_part("group", self.draws.snapshot("group"))
         self.services = Services(
             secret=self.cfg.secret, max_channels=self.cfg.max_channels, clock_ms=self.clock_ms,
             bus=self.bus, hub=self.hub, rooms=self.rooms, channels=self.channels,
             sanctions=self.sanctions, events=self.events,
             chat_buckets=UserBuckets(self.cfg.chat_per_s, self.cfg.chat_burst),
             commerce=self.commerce, community=self.community, engagement=self.engagement,
-            insights=self.insights,
+            insights=self.insights, draws=self.draws,
             save_room=self.save_room, max_token_ttl=self.cfg.max_token_ttl,
             resume_limit=self.cfg.soft_limit)
         api.install(self.http.api, self.services, lambda request, query: bearer(self, request, query))
@@ -167,6 +191,7 @@ class App:
         await self.commerce.start()
         await self.engagement.start()
         await self.insights.start()
+        await self.draws.start()
         from media.relay import MediaRelay  # aiortc: imported once the server really starts
 
         self.media = self.services.media = MediaRelay(
@@ -219,7 +244,7 @@ class App:
         await self.events.drain()
         await _quietly(self.cascade.stop() if self.cascade is not None else None)
         await _quietly(self.media.close() if self.media is not None else None)
-        for feature in (self.insights, self.engagement, self.community, self.commerce):
+        for feature in (self.draws, self.insights, self.engagement, self.community, self.commerce):
             await _quietly(feature.stop())
         for server in (self.server, self.worker_server):
             if server is not None:

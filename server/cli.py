@@ -1,4 +1,5 @@
-"""`souk serve` runs a server; `souk token` mints an access token from the command line."""
+"""`souk serve` runs a server; `souk token` mints an access token from the command line;
+`souk draw-verify` recomputes a lucky draw from what it published."""
 
 from __future__ import annotations
 
@@ -29,7 +30,14 @@ def main(argv: list[str] | None = None) -> int:
     tok.add_argument("--group", action="append", default=None, help="group id it may enter (repeatable)")
     tok.add_argument("--shop", default=None)
     tok.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
+    from server import draw_verify
+
+    draw_verify.add_arguments(sub.add_parser(
+        "draw-verify", help="check a lucky draw: commitment, entrant list, winners"))
     args = parser.parse_args(argv)
+
+    if args.command == "draw-verify":
+        return draw_verify.run(args)
 
     if args.command == "token":
         import os

@@ -63,6 +63,8 @@ class Config:
     postgres: str = ""
     workers: int = 1
     answer_target_s: int = 300
+    # lucky draws: a drand-style public randomness beacon mixed into each result ("" = none)
+    draw_beacon_url: str = ""
 
     @property
     def db_path(self) -> Path:
@@ -103,6 +105,8 @@ _FLAGS: dict[str, dict[str, Any]] = {
     "postgres": {"help": "postgresql:// DSN for orders in cluster mode"},
     "workers": {"type": int, "help": "worker processes sharing the port (needs --redis)"},
     "answer_target_s": {"type": int, "help": "seconds before an open question is flagged"},
+    "draw_beacon_url": {"help": "drand-style beacon (its base URL: <url>/info, <url>/public/<round>)"
+                                " whose first round after a draw's close is mixed into its result"},
     "tick_ms": {"type": float, "help": "fan-out coalescing tick in milliseconds"},
     "max_token_ttl": {"type": int, "help": "refuse tokens whose exp lies further ahead (seconds)"},
     "max_conns_per_ip": {"type": int, "help": "open connections per client address (0: no cap)"},

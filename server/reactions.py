@@ -12,9 +12,9 @@ and a reader sees at a glance who reacts to what:
 | `TeamBuyOpened` (once per offer on this node) | community: a notice to the linked groups |
 | `OrderConfirmed` | community: the buyer's tags follow what they bought |
 | `CouponRedeemed` | engagement: the other nodes' coupon books learn it was spent |
-| `ChatPosted` | group: community keeps it (a reply may answer a mirrored question); room: insights counts it |
+| `ChatPosted` | group: community keeps it (a reply may answer a mirrored question); room: insights counts it; draws: a keyword in it enters its sender |
 | `Liked` | insights counts it |
-| `RoomJoined` / `RoomLeft` | insights: presence in the numbers |
+| `RoomJoined` / `RoomLeft` | insights: presence in the numbers; draws: a viewer's time in the room |
 | `RoomEnded` | media: the room's publisher and viewers are closed |
 """
 
@@ -37,11 +37,13 @@ from server.domain.events import (
     TeamBuyOpened,
 )
 from server.events import EventDispatcher
+from server.ops.registry import NOT_CUSTOMERS, may
 
 if TYPE_CHECKING:
     from server.commerce import Commerce
     from server.community import Community
     from server.engagement import Engagement
+    from server.engagement.draws import Draws
     from server.insights import Insights
     from server.rooms import Rooms
     from server.services import Relay
@@ -58,6 +60,7 @@ class Reactions:
         insights: Insights,
         rooms: Rooms,
         media: Callable[[], Relay | None],
+        draws: Draws | None = None,
     ) -> None:
         """`media` returns the relay once it is started (None before, and on a server
         without one)."""
@@ -67,6 +70,7 @@ class Reactions:
         self.insights = insights
         self.rooms = rooms
         self.media = media
+        self.draws = draws
         self._announced: set[str] = set()  # sales and offers announced by this node
 
     def wire(self, events: EventDispatcher) -> None:
@@ -106,6 +110,10 @@ class Reactions:
 
     # ---- rooms and chat -> community, insights ------------------------------------------
     async def chat_posted(self, ev: ChatPosted) -> None:
+        if self.draws is not None:  # staff never enter the shop's draws
+            self.draws.on_chat(f"{ev.kind}:{ev.target}", ev.user, ev.name,
+                               str(ev.message.get("text", "")),
+                               customer=not may(ev.role, NOT_CUSTOMERS))
         if ev.kind == "group":
             user = {"id": ev.user, "name": ev.name, "role": ev.role}
             await self.community.on_group_chat(ev.target, user, dict(ev.message))
@@ -117,9 +125,13 @@ class Reactions:
 
     def room_joined(self, ev: RoomJoined) -> None:
         self.insights.viewer_joined(ev.room, ev.user, ev.role)
+        if self.draws is not None:
+            self.draws.joined(ev.room, ev.user)
 
     def room_left(self, ev: RoomLeft) -> None:
         self.insights.viewer_left(ev.room, ev.user)
+        if self.draws is not None:
+            self.draws.left(ev.room, ev.user)
 
     # ---- rooms -> media ---------------------------------------------------------------
     async def room_ended(self, ev: RoomEnded) -> None:

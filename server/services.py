@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from server.domain.ratelimit import UserBuckets
     from server.domain.room import Room
     from server.engagement import Engagement
+    from server.engagement.draws import Draws
     from server.events import EventDispatcher
     from server.fanout import Event, Hub
     from server.insights import Insights
@@ -98,6 +99,7 @@ class Services:
     community: Community
     engagement: Engagement
     insights: Insights
+    draws: Draws
     save_room: Callable[[Room], Awaitable[None]]
     media: Relay | None = None
     cascade: Cascade | None = None

@@ -464,6 +464,16 @@ export class Souk {
     const reply = await this.request("sales_stats", {room});
     return reply.stats || reply;
   }
+  /** A lucky draw (福袋) in `where` = `{room}` or `{group}`: `{title, prize: {product} | {coupon},
+   * winners, durationS, condition: {keyword, watch_s, group}}`. */
+  async drawCreate(where, {title, prize, winners, durationS, condition} = {}) {
+    return (await this.request("draw_create", {...where, title, prize, winners, duration_s: durationS, condition})).draw;
+  }
+  /** Enter a draw (the room or group joined); resolves once the entry is durable. */
+  drawEnter(draw) { return this.request("draw_enter", {draw}); }
+  /** The latest draws of `where` (`{room}` or `{group}`), each with my `entered` and `won`. */
+  async draws(where) { return (await this.request("draws", where)).draws; }
+  async drawCancel(draw) { return (await this.request("draw_cancel", {draw})).draw; }
   async teambuyCreate(room, {product, price, size, windowS, stock} = {}) {
     const reply = await this.request("teambuy_create", {room, product, price, size, window_s: windowS, stock});
     return reply.offer || reply.teambuy || reply;

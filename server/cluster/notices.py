@@ -42,6 +42,7 @@ CHANNEL = "__community__"
 # other, so it stays as the first release named it.
 ENGAGEMENT_CHANNEL = "__operations__"
 INSIGHTS_CHANNEL = "__insights__"
+DRAWS_CHANNEL = "__draws__"  # lucky draws: a draw made or finished on another node
 
 
 class Sync(Protocol):

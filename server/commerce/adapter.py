@@ -131,6 +131,20 @@ class Commerce:
         product = await self._products.find(product_id) if isinstance(product_id, str) else None
         return None if product is None else product.to_dict()
 
+    async def hold_units(self, product_id: str, shop: str | None, units: int) -> dict[str, Any]:
+        """Take `units` of a product's free stock in memory for a lucky draw's prizes (the
+        draw's own write takes them from the record, as a sale's does); the product's view.
+        `not_found` for another shop's product, `conflict` when too few are free."""
+        product = await self._products.product_for(product_id, shop)
+        product.reserve(units)
+        return product.to_dict()
+
+    def release_units(self, product_id: str, units: int) -> None:
+        """Units `hold_units` took that will not be used (a failed write, prizes unwon)."""
+        product = self.catalog.get(product_id)
+        if product is not None and units > 0:
+            product.give_back(units)
+
     # -- flash sales -----------------------------------------------------------------------
     async def sale_create(self, room: str, raw: Any, shop: str | None = None) -> dict[str, Any]:
         """See `FlashSales.create`; runs detached so a caller that goes away cannot cut it

@@ -2,7 +2,9 @@
 
 Why its own module: flash sales and team buys both make orders, the ledger stores them and the
 adapter pushes them on `user:<id>`; one shape keeps `orders_mine` uniform. Payment is out of
-scope: an order is a reservation at a fixed unit price in integer cents.
+scope: an order is a reservation at a fixed unit price in integer cents. A lucky draw's winner
+gets an order too (kind `prize`, price 0, naming the `draw`), so the merchant ships it like
+any other.
 """
 
 from __future__ import annotations
@@ -38,6 +40,14 @@ class Order:
     # a coupon applied atomically with the order, and its discount
     coupon: str | None = None
     discount: int = 0  # cents off `amount`
+    draw: str | None = None  # a prize won in this lucky draw (price 0)
+
+    @property
+    def kind(self) -> str:
+        """`sale`, `team` or `prize`."""
+        if self.draw is not None:
+            return "prize"
+        return "team" if self.team is not None else "sale"
 
     @property
     def amount(self) -> int:
@@ -46,6 +56,7 @@ class Order:
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "id": self.id,
+            "kind": self.kind,
             "user": self.user,
             "room": self.room,
             "product": self.product,
@@ -66,4 +77,6 @@ class Order:
         if self.team is not None:
             out["team"] = self.team
             out["offer"] = self.offer
+        if self.draw is not None:
+            out["draw"] = self.draw
         return out

@@ -24,7 +24,7 @@ from typing import Any
 
 from server.bus.base import Publish
 from server.cluster.notices import NoSync, Notice, Sync
-from server.domain.coupons import CouponBook
+from server.domain.coupons import Coupon, CouponBook
 from server.domain.layers import Thresholds
 from server.domain.polls import Poll
 from server.engagement.checkins import Checkins
@@ -114,6 +114,10 @@ class Engagement:
 
     def coupon_spent(self, coupon_id: str, order_id: str) -> None:
         self._coupons.spent(coupon_id, order_id)
+
+    def coupons_granted(self, coupons: list[Coupon]) -> None:
+        """Prize coupons a lucky draw committed with its result (server/engagement/draws.py)."""
+        self._coupons.granted(coupons)
 
     async def coupon_issue(self, shop: str, raw: Any, users: list[str],
                            target: tuple[str, str]) -> dict[str, Any]:

@@ -101,6 +101,14 @@ class Coupons:
         for at in range(0, len(coupons), NOTICE_ROWS):
             self.p.notify("coupons", c=[coupon_row(c) for c in coupons[at:at + NOTICE_ROWS]])
 
+    def granted(self, coupons: list[Coupon]) -> None:
+        """Coupons another feature made durable in its own transaction (a lucky draw's prizes,
+        with its result): into the book, then announced like any other."""
+        for c in coupons:
+            if c.id not in self.book.coupons:
+                self.book.add(c)
+        self.announce(coupons, self.p.clock_ms())
+
     async def issue_to(self, shop: str, raw: Any, users: list[str],
                        target: tuple[str, str]) -> dict[str, Any]:
         """Issue one coupon per user of `users` (the op resolved user/layer/group to users)."""

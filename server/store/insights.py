@@ -26,7 +26,9 @@ NOT_EXCLUDED: Final = "NOT IN (SELECT user_id FROM metrics_excluded WHERE shop =
 # revenue is what buyers pay: list price times units, less coupon discounts
 REDEMPTION: Final = "LEFT JOIN coupon_redemptions r ON r.order_id = o.id"
 NET: Final = "SUM(o.qty * o.price) - COALESCE(SUM(r.discount), 0)"
-CONFIRMED: Final = f"o.status = 'confirmed' AND o.\"user\" {NOT_EXCLUDED}"
+# a lucky draw's prize is an order at price 0: it is neither a sale nor a buyer, so every
+# number here counts orders with a price (`price > 0` reads the same covering indexes)
+CONFIRMED: Final = f"o.status = 'confirmed' AND o.price > 0 AND o.\"user\" {NOT_EXCLUDED}"
 
 
 class InsightsStore(Protocol):
@@ -203,7 +205,7 @@ class SqlInsightsStore:
             o = (yield Q("SELECT COUNT(*), COALESCE(SUM(o.qty * o.price), 0) FROM orders o"
                          ' JOIN products pr ON pr.id = o.product WHERE o."user" = :user'
                          " AND o.created_at >= :since AND pr.shop = :shop"
-                         " AND o.status = 'confirmed'", p))[0]
+                         " AND o.status = 'confirmed' AND o.price > 0", p))[0]
             counts = []
             for sql in (
                 "SELECT COUNT(*) FROM group_messages m JOIN groups g ON g.id = m.group_id"
@@ -226,7 +228,7 @@ class SqlInsightsStore:
         queries = {
             "orders": 'SELECT o."user", COUNT(*), SUM(o.qty * o.price) FROM orders o JOIN products pr'
                       " ON pr.id = o.product WHERE pr.shop = :shop AND o.status = 'confirmed'"
-                      ' AND o.created_at >= :since GROUP BY o."user"',
+                      ' AND o.price > 0 AND o.created_at >= :since GROUP BY o."user"',
             "messages": "SELECT m.user_id, COUNT(*) FROM group_messages m JOIN groups g"
                         " ON g.id = m.group_id WHERE g.shop = :shop AND m.ts >= :since"
                         " GROUP BY m.user_id",

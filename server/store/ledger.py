@@ -92,7 +92,7 @@ class CommerceStore(Protocol):
 
 
 COLUMNS: Final = ("id", '"user"', "name", "room", "product", "sale", "offer", "team", "qty",
-                  "price", "currency", "key", "status", "created_at")
+                  "price", "currency", "key", "status", "created_at", "draw")
 _COLS: Final = ", ".join(COLUMNS)
 _ONE: Final = ", ".join("?" * len(COLUMNS))
 Result = list[Exception | None]
@@ -242,7 +242,7 @@ class SqlLedger:
             passed = await self._through_gate(orders, results)
             if not passed:
                 return results
-        rows = [_order_row(orders[i]) for i in passed]
+        rows = [order_row(orders[i]) for i in passed]
         coupons = [(o.coupon, o.id, o.user, o.discount, o.created_at) if o.coupon else None
                    for o in (orders[i] for i in passed)]
         sales = [(orders[i].sale, orders[i].qty) for i in passed]
@@ -342,7 +342,7 @@ class SqlLedger:
         already in an open team of the offer (opened or joined on any node) is refused."""
         t = team
         trow = (t.id, t.offer, t.room, t.leader, t.size, t.opened_at, t.expires_at)
-        orow, user = _order_row(order), order.user
+        orow, user = order_row(order), order.user
 
         def body() -> Body[None]:
             yield from _one_team_per_buyer(trow[1], user)
@@ -360,7 +360,7 @@ class SqlLedger:
         committed: it sees every join committed before the lock was granted), so joins racing
         for the last places from several nodes never take more than the size; a team past
         its deadline or failed is refused."""
-        orow, team, offer, user, at = (_order_row(order), order.team, order.offer, order.user,
+        orow, team, offer, user, at = (order_row(order), order.team, order.offer, order.user,
                                        order.created_at)
         assert offer is not None
 
@@ -422,7 +422,8 @@ class SqlLedger:
         rows = await self.db.rows(
             "SELECT o.product, o.currency, p.title, COUNT(*) AS orders, SUM(o.qty) AS units,"
             " SUM(o.qty * o.price) AS revenue FROM orders o LEFT JOIN products p ON p.id = o.product"
-            " WHERE o.room = ? AND o.status = 'confirmed' GROUP BY o.product, o.currency, p.title"
+            " WHERE o.room = ? AND o.status = 'confirmed' AND o.price > 0"  # prizes are not sales
+            " GROUP BY o.product, o.currency, p.title"
             " ORDER BY revenue DESC", room)
         products = [{"product": r["product"], "title": r["title"] or "", "currency": r["currency"],
                      "orders": int(r["orders"]), "units": int(r["units"]),
@@ -536,16 +537,16 @@ def _insert_team_order(row: tuple[Any, ...]) -> Body[None]:
         raise KnownKey(f"key {row[11]} of {row[1]} made an order") from None
 
 
-def _order_row(o: Order) -> tuple[Any, ...]:
+def order_row(o: Order) -> tuple[Any, ...]:
     return (o.id, o.user, o.name, o.room, o.product, o.sale, o.offer, o.team, o.qty, o.price,
-            o.currency, o.key, o.status, o.created_at)
+            o.currency, o.key, o.status, o.created_at, o.draw)
 
 
 def order_from(r: Row) -> Order:
     return Order(id=r["id"], user=r["user"], name=r["name"], room=r["room"], product=r["product"],
                  sale=r["sale"], offer=r["offer"], team=r["team"], qty=r["qty"], price=r["price"],
                  currency=r["currency"], key=r["key"], status=r["status"],
-                 created_at=r["created_at"])
+                 created_at=r["created_at"], draw=r["draw"])
 
 
 def product_from(r: Row) -> Product:

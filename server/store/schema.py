@@ -265,9 +265,65 @@ def _fill_first_release(dialect: Dialect) -> Body[None]:
         yield X("DROP TABLE room_shops")
 
 
+# lucky draws: a winner's prize is an order of kind `prize` (price 0, naming its draw, no sale
+# or team), which the first release's CHECKs on `orders` refuse; one prize per user and draw
+_ORDERS_WITH_PRIZES: Final = """orders_next ({rowid}id TEXT PRIMARY KEY, "user" TEXT NOT NULL,
+    name TEXT NOT NULL DEFAULT '', room TEXT NOT NULL, product TEXT NOT NULL,
+    sale TEXT REFERENCES sales (id), offer TEXT REFERENCES teambuys (id),
+    team TEXT REFERENCES teams (id), qty INTEGER NOT NULL CHECK (qty >= 1),
+    price BIGINT NOT NULL, currency TEXT NOT NULL, key TEXT NOT NULL, status TEXT NOT NULL,
+    created_at BIGINT NOT NULL, draw TEXT, CONSTRAINT orders_kind CHECK ({kind}))"""
+_ORDER_KIND: Final = ("CASE WHEN draw IS NULL THEN price > 0 AND (sale IS NULL) <> (team IS NULL)"
+                      " ELSE price = 0 AND sale IS NULL AND team IS NULL END")
+_ORDER_COLUMNS: Final = ('id, "user", name, room, product, sale, offer, team, qty, price,'
+                         " currency, key, status, created_at")
+
+
+def _orders_take_prizes(dialect: Dialect) -> Body[None]:
+    """SQLite cannot change a table's CHECK: the table is rebuilt (rows, their `rowid` order
+    and the indexes kept); PostgreSQL drops the two CHECKs by what they say and adds one."""
+    if dialect == "sqlite":
+        yield X("CREATE TABLE " + render(_ORDERS_WITH_PRIZES, dialect).replace("{kind}", _ORDER_KIND))
+        yield X(f"INSERT INTO orders_next (rowid, {_ORDER_COLUMNS})"
+                f" SELECT rowid, {_ORDER_COLUMNS} FROM orders")
+        yield X("DROP TABLE orders")
+        yield X("ALTER TABLE orders_next RENAME TO orders")
+        for name, (on, only) in INDEXES.items():
+            if on.startswith("orders (") and only in (None, dialect):
+                unique = "UNIQUE " if name in _UNIQUE else ""
+                yield X(f"CREATE {unique}INDEX IF NOT EXISTS {name} ON {on}")
+    else:
+        yield X("ALTER TABLE orders ADD COLUMN draw TEXT")
+        checks = yield Q("SELECT conname, pg_get_constraintdef(oid) AS def FROM pg_constraint"
+                         " WHERE conrelid = 'orders'::regclass AND contype = 'c'")
+        for r in checks:
+            if "price" in r["def"] or "team IS NULL" in r["def"]:
+                yield X(f'ALTER TABLE orders DROP CONSTRAINT "{r["conname"]}"')
+        yield X(f"ALTER TABLE orders ADD CONSTRAINT orders_kind CHECK ({_ORDER_KIND})")
+    yield X('CREATE UNIQUE INDEX orders_draw_user ON orders (draw, "user") WHERE draw IS NOT NULL')
+
+
 MIGRATIONS: Final = (
     Migration(1, "the first release's tables, and the databases it made",
               (_adopt_first_release, _create_tables, _fill_first_release)),
+    Migration(2, "lucky draws, their entries, and prize orders", (
+        """CREATE TABLE draws (id TEXT PRIMARY KEY, shop TEXT NOT NULL, scope TEXT NOT NULL,
+            target TEXT NOT NULL, title TEXT NOT NULL, prize TEXT NOT NULL,
+            winners INTEGER NOT NULL CHECK (winners >= 1), condition TEXT NOT NULL,
+            created_by TEXT NOT NULL, created_at BIGINT NOT NULL, ends_at BIGINT NOT NULL,
+            seed TEXT NOT NULL, commitment TEXT NOT NULL, phase TEXT NOT NULL,
+            entrants INTEGER NOT NULL DEFAULT 0, held INTEGER NOT NULL DEFAULT 0,
+            closed_at BIGINT, digest TEXT, viewers_at_close INTEGER NOT NULL DEFAULT 0,
+            closer TEXT, claimed_at BIGINT, beacon TEXT, result TEXT, settled_at BIGINT,
+            announced INTEGER NOT NULL DEFAULT 0)""",
+        "CREATE INDEX draws_target ON draws (scope, target, created_at)",
+        "CREATE INDEX draws_phase ON draws (phase, announced)",
+        """CREATE TABLE draw_entries (draw TEXT NOT NULL REFERENCES draws (id),
+            user_id TEXT NOT NULL, name TEXT NOT NULL, via TEXT NOT NULL, ts BIGINT NOT NULL,
+            PRIMARY KEY (draw, user_id))""",
+        "CREATE INDEX draw_entries_user ON draw_entries (user_id, draw)",
+        _orders_take_prizes,
+    )),
 )
 
 

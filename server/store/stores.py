@@ -18,10 +18,18 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
-from server.cluster.notices import ENGAGEMENT_CHANNEL, INSIGHTS_CHANNEL, ClusterSync, NoSync, Sync
+from server.cluster.notices import (
+    DRAWS_CHANNEL,
+    ENGAGEMENT_CHANNEL,
+    INSIGHTS_CHANNEL,
+    ClusterSync,
+    NoSync,
+    Sync,
+)
 from server.config import Config
 from server.store.community import SqlCommunityStore
 from server.store.db import Db
+from server.store.draws import SqlDrawStore
 from server.store.engagement import SqlEngagementStore
 from server.store.gate import StockGate
 from server.store.insights import SqlInsightsStore
@@ -43,9 +51,11 @@ class Stores:
     insights: SqlInsightsStore
     rooms: SqlRoomStore
     sanctions: SqlSanctionStore
+    draws: SqlDrawStore
     community_sync: Sync = field(default_factory=NoSync)
     engagement_sync: Sync = field(default_factory=NoSync)
     insights_sync: Sync = field(default_factory=NoSync)
+    draws_sync: Sync = field(default_factory=NoSync)
     node_file: Path | None = None  # a cluster node's SQLite file of the first release
 
     async def start(self) -> None:
@@ -61,7 +71,7 @@ class Stores:
 def stores_on(db: Db, gate: StockGate | None = None) -> Stores:
     """Every store over one database (not started)."""
     return Stores(db, SqlLedger(db, gate), SqlCommunityStore(db), SqlEngagementStore(db),
-                  SqlInsightsStore(db), SqlRoomStore(db), SqlSanctionStore(db))
+                  SqlInsightsStore(db), SqlRoomStore(db), SqlSanctionStore(db), SqlDrawStore(db))
 
 
 def open_stores(cfg: Config, redis: Redis | None = None) -> Stores:
@@ -75,6 +85,7 @@ def open_stores(cfg: Config, redis: Redis | None = None) -> Stores:
     stores.community_sync = ClusterSync(redis, cfg.redis_prefix)
     stores.engagement_sync = ClusterSync(redis, cfg.redis_prefix, channel=ENGAGEMENT_CHANNEL)
     stores.insights_sync = ClusterSync(redis, cfg.redis_prefix, channel=INSIGHTS_CHANNEL)
+    stores.draws_sync = ClusterSync(redis, cfg.redis_prefix, channel=DRAWS_CHANNEL)
     stores.node_file = cfg.db_path
     return stores
 

@@ -103,13 +103,14 @@ async function load() {
   $("error").textContent = "";
   const room = $("room").value.trim(), group = $("group").value.trim();
   try {
-    const [r, s, info] = await Promise.all([api(`rooms/${encodeURIComponent(room)}/metrics`), api("shop/metrics"), roomInfo(room)]);
+    const [r, s, info, d] = await Promise.all([api(`rooms/${encodeURIComponent(room)}/metrics`), api("shop/metrics"),
+      roomInfo(room), api(`rooms/${encodeURIComponent(room)}/draws`).catch(() => null)]);
     let g = null;
     if (group) g = await api(`groups/${encodeURIComponent(group)}/metrics`);
     // Titles of the shop's other rooms (a few), for the revenue-per-room chart.
     const titles = new Map([[room, info.title]]);
     await Promise.all(s.rooms.slice(0, 8).filter((x) => !titles.has(x.room)).map(async (x) => titles.set(x.room, (await roomInfo(x.room)).title)));
-    last = {room, group, r, s, g, info, titles};
+    last = {room, group, r, s, g, info, titles, d};
     draw();
     $("updated").textContent = t("updated", {time: new Date().toLocaleTimeString()});
     document.body.dataset.loaded = "1";
@@ -121,7 +122,7 @@ async function load() {
 
 function draw() {
   if (!last) return;
-  const {room, r, s, g, info, titles} = last;
+  const {room, r, s, g, info, titles, d} = last;
   $("room-name").textContent = info.title || room;
   const c = (info.pinned && info.pinned.currency) || "CNY";
   kpis($("room-kpis"), [
@@ -147,6 +148,18 @@ function draw() {
     ...r.sales.map((x, i) => ({name: x.title || saleTitle.get(x.sale) || t("chart.saleN", {n: i + 1}), ...x})),
     ...r.teambuys.map((x, i) => ({name: `${t("chart.team")} · ${x.title || offerTitle.get(x.teambuy) || t("chart.teamN", {n: i + 1})}`, ...x})),
   ], {label: (x) => x.name, value: (x) => x.revenue, fmt: (v) => money(v, c)});
+  // Lucky draws: how many, who entered, and the viewers still there when each was drawn.
+  $("draws-part").classList.toggle("hidden", !d);
+  if (d) {
+    kpis($("draw-kpis"), [
+      ["k.draws", d.draws, d.draws, "draws"],
+      ["k.drawEntrants", d.entrants, d.entrants, "draw_entrants"],
+      ["k.drawStayed", d.stayed, d.stayed, "draw_stayed"],
+      ["k.perDraw", d.draws ? Math.round(d.entrants / d.draws) : "–", d.draws ? d.entrants / d.draws : "", "entrants_per_draw"],
+    ]);
+    bars($("draws-chart"), d.list.filter((x) => x.phase === "done").slice(0, 8).map((x) => ({name: x.title, ...x})),
+      {label: (x) => x.name, value: (x) => x.entrants, alt: true});
+  }
   kpis($("shop-kpis"), [
     ["k.orders", s.orders, s.orders, "shop_orders"], ["k.revenue", money(s.revenue, c), s.revenue, "shop_revenue"],
     ["k.couponsIssued", s.coupons.issued, s.coupons.issued, "coupons_issued"],

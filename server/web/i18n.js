@@ -8,6 +8,7 @@ const LANGS = ["zh", "en"];
 let lang = "en";
 let page = "";
 let strings = {};
+const parts = new Set(); // catalogs of modules loaded on demand (extendCatalog), kept on a switch
 const loading = new Map(); // "<page>.<lang>" -> Promise of the catalog
 const listeners = new Set();
 
@@ -43,9 +44,16 @@ export function preloadCatalog(name, which = pickLang()) {
 export async function loadCatalog(name) {
   page = name;
   lang = pickLang();
-  strings = await preloadCatalog(name, lang);
+  strings = {...await preloadCatalog(name, lang)};
   document.documentElement.lang = locale();
   translate(document);
+}
+
+/** Add the strings of a module loaded on demand (catalog/<part>.<lang>.js) to the page's, so
+ * that the page does not carry them until the module is needed. */
+export async function extendCatalog(part) {
+  parts.add(part);
+  Object.assign(strings, await preloadCatalog(part, lang));
 }
 
 /** A BCP 47 tag for Intl formatters. */
@@ -91,7 +99,9 @@ export function onLang(fn) {
 export async function switchLang(next) {
   const want = next || (lang === "zh" ? "en" : "zh");
   try { localStorage.setItem(KEY, want); } catch { /* storage blocked: this page only */ }
-  strings = await preloadCatalog(page, want);
+  const shown = {...await preloadCatalog(page, want)};
+  for (const part of parts) Object.assign(shown, await preloadCatalog(part, want));
+  strings = shown;
   lang = want;
   document.documentElement.lang = locale();
   translate(document);

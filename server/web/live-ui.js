@@ -104,7 +104,15 @@ export async function main({room, video, started}) {
     setState(snap.state);
     chat.render(snap.chat);
     questions.render(snap.questions);
+    if (snap.draws && snap.draws.length) luckyBag(snap.draws);
   };
+  // Lucky draws (福袋): the badge's module is loaded once the room has a draw.
+  let lucky = null;
+  const luckyBag = async (draws) => {
+    if (!lucky) lucky = import("/static/luckybag.js").then((m) => m.luckyBag(souk, room, ui));
+    (await lucky).fromSnapshot(draws);
+  };
+  souk.on("draw", (ev) => { if (ev.ch === ch && !lucky) luckyBag([ev]); });
   apply(await souk.join(room));
   souk.on("resync", (ev) => { if (ev.ch === ch && ev.snapshot) apply(ev.snapshot); });
   souk.on("viewers", (ev) => { if (ev.ch === ch) byTestId("viewers").textContent = String(ev.count); });

@@ -10,6 +10,7 @@ import {onLang, t} from "/static/i18n.js";
 import {QuestionList} from "/static/questions.js";
 import {answering, moderation} from "/static/staff.js";
 import {LiveSales} from "/static/sales.js";
+import {StudioDraws} from "/static/draws.js";
 
 /** A price typed by a person ("12.5") to integer cents, or NaN. */
 function toCents(text) {
@@ -36,6 +37,9 @@ async function main() {
   const fans = new TopFans(souk, ch);
   const health = new StreamHealth(souk, room);
   const go = new GoLive(souk, room, studioError);
+  const draws = new StudioDraws(souk, room, {form: byTestId("draw-form"), list: byTestId("draws-list"),
+    empty: byTestId("draws-empty"), error: byTestId("draw-error"),
+    onStarted: () => { toast(t("draw.started")); products.load(); }});
 
   let title = "";
   const showTitle = () => { byTestId("title").textContent = title || t("room.untitled"); document.title = `${t("studio.brand")} · ${title || room}`; };
@@ -52,11 +56,13 @@ async function main() {
     fans.render(snap.chat, snap.questions);
     questions.render(snap.questions);
     sales.render(snap.sales, snap.teambuys);
+    draws.render(snap.draws);
     products.pinned = snap.pinned && snap.pinned.id;
     if (snap.pinned) products.learn(snap.pinned);
     products.draw();
   };
   apply(await souk.join(room));
+  draws.load(); // the room's earlier draws, beyond those the snapshot shows
   souk.on("resync", (ev) => { if (ev.ch === ch && ev.snapshot) apply(ev.snapshot); });
   souk.on("viewers", (ev) => { if (ev.ch === ch) byTestId("viewers").textContent = String(ev.count); });
   souk.on("likes", (ev) => { if (ev.ch === ch) byTestId("likes").textContent = String(ev.total); });
@@ -336,7 +342,7 @@ class Products {
       this.items = [p, ...this.items.filter((x) => x.id !== p.id)];
       this.onError(null);
       this.draw();
-      for (const id of ["sale-product", "teambuy-product"]) byTestId(id).value = p.id; // sell what was just made
+      for (const id of ["sale-product", "teambuy-product", "draw-product"]) byTestId(id).value = p.id; // sell what was just made
       toast(t("products.created", {title: p.title}));
     } catch (err) { this.onError(err); }
   }
@@ -370,7 +376,7 @@ class Products {
         h("button", {class: pinned ? "small" : "small primary", type: "button", testid: "pin", disabled: pinned,
           onclick: () => this.pin(p.id)}, pinned ? t("products.pinned") : t("products.pin")));
     }));
-    for (const id of ["sale-product", "teambuy-product"]) {
+    for (const id of ["sale-product", "teambuy-product", "draw-product"]) {
       const sel = byTestId(id), was = sel.value;
       fill(sel, this.items.map((p) => h("option", {value: p.id}, p.title)));
       if (was) sel.value = was;

@@ -20,11 +20,13 @@ ENTRY = re.compile(r"""<script type="module" src="/static/([\w.-]+\.js)">""")
 KEY = re.compile(r"""^\s*(?:"([\w.]+)"|([\w]+)):""", re.M)
 LOOKUP = re.compile(r"""\bt\(\s*"([\w.]+)"|\bhas\(\s*"([\w.]+)"|\bi18n:\s*"([\w.]+)\"""")
 MARKUP = re.compile(r"""data-i18n(?:-ph|-title)?="([\w.]+)\"""")
+EXTEND = re.compile(r"""\bextendCatalog\(\s*"([\w-]+)\"""")  # a module loaded on demand adds its part
 
 
 def catalog(page: str, lang: str) -> set[str]:
     keys: set[str] = set()
-    for name in (f"common.{lang}.js", f"{page}.{lang}.js"):
+    extra = {part for path in modules(page) for part in EXTEND.findall(path.read_text())}
+    for name in (f"common.{lang}.js", f"{page}.{lang}.js", *(f"{part}.{lang}.js" for part in sorted(extra))):
         text = (WEB / "catalog" / name).read_text()
         keys |= {a or b for a, b in KEY.findall(text)}
     return keys

@@ -31,6 +31,7 @@ NEEDS: dict[str, tuple[str, dict[str, Any]]] = {
     "groupbuy": ("teambuy_create", {"room": "probe", "product": "none", "price": 1, "size": 2, "window_s": 1}),
     "mirror": ("group_create", {"tier": "normal", "topic": "probe"}),
     "media": ("publish", {"room": "probe", "sdp": "v=0"}),
+    "draw": ("draws", {"room": "probe"}),
 }
 
 
@@ -135,7 +136,8 @@ def test_feature_scenarios_meet_600ms(srv: ServerProcess, tmp_path: Path, scenar
     _assert_verdict(code, data)
     assert all(c["ok"] for c in data["checks"]), data["checks"]
     _assert_bound(data, "join")
-    main_metric = {"flashsale": "buy", "groupbuy": "team", "mirror": "mirror", "media": "first_frame"}[scenario]
+    main_metric = {"flashsale": "buy", "groupbuy": "team", "mirror": "mirror", "media": "first_frame",
+                   "draw": "enter"}[scenario]
     _assert_bound(data, main_metric)
 
 

@@ -22,7 +22,7 @@ MODULES = sorted(p.stem for p in DOMAIN.glob("*.py"))
 # The standard library the rules may use: data structures, text and calendar arithmetic.
 ALLOWED_STDLIB = {
     "__future__", "typing", "collections", "dataclasses", "enum", "re", "unicodedata",
-    "datetime", "math", "itertools", "functools", "abc", "hashlib", "bisect", "heapq",
+    "datetime", "math", "itertools", "functools", "abc", "hashlib", "hmac", "bisect", "heapq",
 }
 # What a domain module may take from the wire contract: the codes, nothing else.
 ALLOWED_FROM_CONTRACT = {"Code"}

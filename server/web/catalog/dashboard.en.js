@@ -53,4 +53,9 @@ export default {
   "err.noToken": "No pass: open /dashboard?token=<a streamer or admin token>",
   "err.forbiddenNumbers": "These numbers are for the shop's streamers and admins",
   "err.noSuch": "No such room or group",
+  "draws.title": "Lucky bags",
+  "k.draws": "Lucky bags drawn",
+  "k.drawEntrants": "Entries",
+  "k.drawStayed": "Viewers still there at the draw",
+  "k.perDraw": "Entries per bag",
 };

@@ -53,4 +53,9 @@ export default {
   "err.noToken": "缺少凭证：请打开 /dashboard?token=<主播或管理员 token>",
   "err.forbiddenNumbers": "经营数据仅对店铺主播和管理员开放",
   "err.noSuch": "没有这个直播间或社群",
+  "draws.title": "福袋",
+  "k.draws": "已开奖福袋",
+  "k.drawEntrants": "参与人次",
+  "k.drawStayed": "开奖时在场观众",
+  "k.perDraw": "每个福袋参与人数",
 };
