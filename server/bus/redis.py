@@ -1,6 +1,6 @@
 """The cluster bus: per-channel seq, history and fan-out between nodes through Redis.
 
-Why this shape (DESIGN.md §6, issue 9):
+Why this shape (docs/scaleout.md):
 - One Lua script per publish does INCR seq, XADD to a bounded stream and PUBLISH, atomically,
   so the order on the Redis pub/sub channel *is* the seq order and every node sees one order.
 - A node SUBSCRIBEs only to channels its hub has local subscribers for (`watch`/`unwatch`,
