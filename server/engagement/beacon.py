@@ -76,10 +76,12 @@ class HttpBeacon:
             self._info = (genesis, period)
         return self._info
 
-    async def round_after(self, at_ms: int) -> tuple[int, float]:
+    def next_round(self, at_ms: int) -> tuple[int, float]:
         """The first round published after `at_ms`, and when it is due (seconds since the
-        epoch): round r is published at genesis + (r - 1) * period."""
-        genesis, period = await self.info()
+        epoch): round r is published at genesis + (r - 1) * period. Needs `info` had first,
+        and does not wait, so a caller takes the time and plans the round in one step."""
+        assert self._info is not None, "info() first"
+        genesis, period = self._info
         latest = max(0, math.floor((at_ms / 1000 - genesis) / period) + 1)
         nxt = latest + 1
         return nxt, genesis + (nxt - 1) * period

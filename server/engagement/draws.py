@@ -59,7 +59,8 @@ class Beacon(Protocol):
 
     url: str
 
-    async def round_after(self, at_ms: int) -> tuple[int, float]: ...
+    async def info(self) -> tuple[float, float]: ...
+    def next_round(self, at_ms: int) -> tuple[int, float]: ...
     async def randomness(self, round_: int, due_s: float, wait_s: float) -> str: ...
     async def close(self) -> None: ...
 
@@ -447,10 +448,14 @@ class Draws:
             self._arm(d)
             return
         self._flush()  # entries that arrived in this iteration go in before the list is fixed
-        plan = await self._beacon_plan(now) if self.beacon is not None else None
+        # the list is fixed at `at`, and the round is planned from that same instant: the
+        # beacon's info (asked once) is had first, so nothing waits between the two
+        ready = await self._beacon_ready() if self.beacon is not None else None
+        at = self.clock_ms()
+        plan = self._beacon_plan(at, ready) if self.beacon is not None else None
         viewers = self.viewers(d.channel) if d.scope == "room" else 0
         lease = self.lease_ms if self.store.shared else 0  # alone, a close left over is ours
-        claim = await self.store.claim(d.id, self.node, self.clock_ms(), viewers, lease, plan)
+        claim = await self.store.claim(d.id, self.node, at, viewers, lease, plan)
         if claim is None:  # another node is closing it (or did): look again after its lease
             await self._reload(d.id)
             if d.phase not in FINAL:
@@ -514,13 +519,21 @@ class Draws:
         return await self.store.prizes(d.id, [w.user for w in d.result])
 
     # -- the beacon ------------------------------------------------------------------------
-    async def _beacon_plan(self, now: int) -> dict[str, Any]:
-        """Which round will be mixed in: the first published after the close."""
+    async def _beacon_ready(self) -> str | None:
+        """Ask the beacon its genesis and period (once; bounded): None when had, else why not."""
         assert self.beacon is not None
         try:
-            round_, due = await asyncio.wait_for(self.beacon.round_after(now), 3.0)
+            await asyncio.wait_for(self.beacon.info(), 3.0)
         except Exception as exc:
-            return {"url": self.beacon.url, "status": "unavailable", "error": _why(exc)}
+            return _why(exc)
+        return None
+
+    def _beacon_plan(self, at: int, unavailable: str | None) -> dict[str, Any]:
+        """Which round will be mixed in: the first published after the close at `at`."""
+        assert self.beacon is not None
+        if unavailable is not None:
+            return {"url": self.beacon.url, "status": "unavailable", "error": unavailable}
+        round_, due = self.beacon.next_round(at)
         return {"url": self.beacon.url, "round": round_, "due": due, "status": "pending"}
 
     async def _beacon_value(self, plan: dict[str, Any] | None) -> tuple[str | None, dict[str, Any] | None]:
