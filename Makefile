@@ -23,7 +23,7 @@ services:
 	bash .ci/ensure-services.sh
 
 test: $(STAMP) services
-	$(PY) -m pytest -q -p no:cacheprovider --timeout=300
+	$(PY) -m pytest -q -p no:cacheprovider --timeout=300 -n 2 --dist loadgroup
 
 bench: $(STAMP) services
 	mkdir -p reports/bench

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import shutil
 import signal
 import socket
@@ -60,6 +61,21 @@ def _left_behind() -> list[Any]:
     return found
 
 
+# `make test` runs the suite in two processes (pytest-xdist, `--dist loadgroup`). The tests
+# whose timing bounds need a core of their own (media peers, Chromium, the load-test
+# scenarios) run one after another in one process; every other file is a group of its own
+# (its fixtures stay in one process) and runs beside them.
+SERIAL_DIRS = ("tests/browser/", "tests/media/", "tests/loadtest/")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        path = item.nodeid.split("::", 1)[0]
+        group = "serial" if path.startswith(SERIAL_DIRS) else path
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def no_process_left_behind() -> Iterator[None]:
     """The suite leaves no process behind (orphaned `--workers` once served a port forever):
@@ -76,10 +92,31 @@ def no_process_left_behind() -> Iterator[None]:
     assert not left, f"processes left behind by the tests: {names}"
 
 
+def _port_range() -> range:
+    """Ports below the kernel's ephemeral range (32768 up: clients' own ports never land
+    here), a range per xdist worker, so two test processes never pick the same one."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    index = int(worker[2:]) + 1 if worker.startswith("gw") and worker[2:].isdigit() else 0
+    start = 12000 + 2500 * (index % 8)
+    return range(start, start + 2500)
+
+
+_PORTS = _port_range()
+_next_port = [random.randrange(len(_PORTS))]
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port nobody listens on now, from this process's own range, not reused soon."""
+    for _ in range(len(_PORTS)):
+        port = _PORTS[_next_port[0] % len(_PORTS)]
+        _next_port[0] += 1
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in this test process's range")
 
 
 def token(sub: str, role: str = "viewer", *, rooms: list[str] | None = None,

@@ -205,9 +205,11 @@ async def test_team_opened_on_a_filled_from_b_confirms_everyone_once(
         assert joined["id"] == team["id"] and joined["count"] == 2
         full = await m2.team_join(offer["id"], None, "k")  # matched on b: closest to full
         assert full["id"] == team["id"] and full["status"] == "confirmed" and full["count"] == 3
+        for stream in told.values():  # each hears it on its own channel (its own order)
+            await stream.wait_for(lambda e: e.get("status") == "confirmed", 30)
         await barrier(st, "xt", [chats], "after the team")
         for user, stream in told.items():
-            statuses = []
+            statuses = ["confirmed"]
             while not stream.queue.empty():
                 statuses.append(stream.queue.get_nowait()["status"])  # type: ignore[index]
             assert statuses.count("confirmed") == 1, (user, statuses)
