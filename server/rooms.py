@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 from client_sdk.protocol import group_channel, room_channel
 from server.bus.base import Publish
-from server.domain.room import Room
+from server.domain.room import Actor, Room
 from server.periodic import every
 from server.store.rooms import RoomStore, SanctionStore
 
@@ -84,6 +84,13 @@ class Rooms:
         for record in await self.store.rooms():
             record.apply(self.room(record.id))
 
+    async def staff_seen(self, room: Room, actor: Actor) -> None:
+        """Remember a staff member's role in this room or group, durably the first time."""
+        if room.saw_staff(actor):
+            await self.sanctions.save_staff(room_channel(room.id) if room.kind == "room"
+                                            else group_channel(room.id), actor.id, actor.role,
+                                            self.clock_ms())
+
     async def save(self, room: Room) -> None:
         """Make the room's row durable (title, shop, state, pinned product)."""
         await self.store.save(room)
@@ -97,10 +104,15 @@ class Rooms:
             return
         record = await self.store.room(key) if kind == "room" and self.store.shared else None
         sanctions = await self.sanctions.load(ch, self.clock_ms())
+        staff = await self.sanctions.staff(ch)
         self.loads += 1
         room = self.room(key) if kind == "room" else self.group(key)
         if record is not None:
             record.apply(room)
+        room.staff.update(staff)
+        if self.store.shared:  # the record is every node's: liftings made elsewhere count
+            room.banned.clear()
+            room.muted_until.clear()
         for user, what, until in sanctions:
             if what == "ban":
                 room.banned.add(user)
