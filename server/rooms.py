@@ -79,6 +79,13 @@ class Rooms:
                 self.on_create(room)
         return room
 
+    def forget(self, ch: str) -> None:
+        """Drop a room from this process (server/collector.py decided nobody needs it)."""
+        self.by_channel.pop(ch, None)
+        self._loaded.discard(ch)
+        self.dirty_likes.discard(ch)
+        self.dirty_viewers.discard(ch)
+
     async def load(self) -> None:
         """Every stored room into memory (at start-up)."""
         for record in await self.store.rooms():
