@@ -137,6 +137,7 @@ class App:
         self.community = Community(
             stores.community, self.bus, self.clock_ms, answer_target_s=cfg.answer_target_s,
             webhook_host=cfg.host, webhook_port=cfg.webhook_port or None,
+            allow_private_webhooks=cfg.allow_private_webhooks,
             sync=stores.community_sync)
         self.insights = Insights(stores.insights, self.clock_ms, sync=stores.insights_sync)
         self.engagement = Engagement(stores.engagement, self.insights, self.bus, self.clock_ms,

@@ -3,6 +3,8 @@ sanctions lifted — each over a real server on 127.0.0.1 with real websocket cl
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from client_sdk import SoukError
@@ -126,3 +128,41 @@ async def test_rank_and_unban_unmute(server_factory: object) -> None:
         await troll.join("r1")  # the ban was lifted, and stays lifted
         await _refused("muted", troll.chat("r1", "still muted?"))
         await _refused("forbidden", mod.request("ban", room="r1", user="boss"))
+
+
+async def test_connector_urls_must_be_public(server_factory: Any) -> None:
+    """SSRF: an admin token may not point a connector at loopback, link-local (cloud
+    metadata), private or reserved addresses, whether written as an address or a name that
+    resolves to one; `--allow-private-webhooks` lifts the rule."""
+    srv: Running = await server_factory()
+    async with srv.client("adm", "admin") as adm:
+        for url in ("http://127.0.0.1:9/x", "http://localhost:9/x", "http://[::1]/x",
+                    "http://169.254.169.254/latest/meta-data/", "http://10.0.0.5/x",
+                    "https://192.168.1.1/x", "http://[::ffff:127.0.0.1]/x", "http://0.0.0.0/x",
+                    "http://240.0.0.1/x", "http://224.0.0.1/x"):
+            with pytest.raises(SoukError) as e:
+                await adm.request("connector_create", room="r1", url=url)
+            assert e.value.code == "forbidden" and "--allow-private-webhooks" in str(e.value), url
+        with pytest.raises(SoukError) as e:
+            await adm.request("connector_create", room="r1", url="http://no-such-host.invalid/x")
+        assert e.value.code == "invalid"
+    open_srv: Running = await server_factory(allow_private_webhooks=True)
+    async with open_srv.client("adm", "admin") as adm:
+        conn = (await adm.request("connector_create", room="r1", url="http://127.0.0.1:9/x"))
+        assert conn["connector"]["url"] == "http://127.0.0.1:9/x"
+
+
+async def test_delivery_refuses_a_name_that_turned_private() -> None:
+    """The check holds at each connection too (a DNS answer changed after creation)."""
+    import ipaddress
+
+    from server.connectors.addresses import PublicResolver, is_public
+
+    assert is_public(ipaddress.ip_address("93.184.216.34"))
+    assert not is_public(ipaddress.ip_address("100.64.0.1"))  # carrier-grade NAT
+    resolver = PublicResolver()
+    try:
+        with pytest.raises(OSError):
+            await resolver.resolve("localhost", 80)
+    finally:
+        await resolver.close()
