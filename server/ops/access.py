@@ -83,6 +83,14 @@ async def check_room(sv: Services, ident: Identity, room: str) -> None:
         raise SoukError(Code.FORBIDDEN, f"room {room} belongs to another shop")
 
 
+async def staff_in_room(sv: Services, ident: Identity, room: str) -> None:
+    """For a staff op on an object that belongs to a room (a sale, a draw, a poll): the token
+    must admit the room and the room must be the caller's shop's."""
+    if not ident.may_enter_room(room):
+        raise SoukError(Code.FORBIDDEN, "your token does not admit you to this room")
+    await check_room(sv, ident, room)
+
+
 async def _check_group(sv: Services, s: Session, op: str, group: str, *, entering: bool) -> None:
     ident = s.identity
     assert ident is not None
