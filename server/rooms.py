@@ -91,6 +91,12 @@ class Rooms:
         for record in await self.store.rooms():
             record.apply(self.room(record.id))
 
+    async def refresh_staff(self, ch: str, room: Room) -> None:
+        """Before a sanction in a cluster: staff who joined on another node while this one
+        kept receiving the channel (so never reloaded its record) are known too."""
+        if self.store.shared:
+            room.staff.update(await self.sanctions.staff(ch))
+
     async def staff_seen(self, room: Room, actor: Actor) -> None:
         """Remember a staff member's role in this room or group, durably the first time."""
         if room.saw_staff(actor):

@@ -136,6 +136,7 @@ async def moderated(sv: Services, s: Session, frame: Frame) -> tuple[str, Room]:
     assert s.identity is not None
     ch, room = staff_room(sv, s, frame)
     await sv.rooms.ensure(ch)
+    await sv.rooms.refresh_staff(ch, room)
     await sv.rooms.staff_seen(room, s.identity.actor)
     return ch, room
 
