@@ -72,14 +72,15 @@ async def check_room(sv: Services, ident: Identity, room: str) -> None:
     """Staff act only in rooms of their shop (or rooms no shop has claimed yet)."""
     if not may(ident.role, MODERATORS) or may(ident.role, ANY_SHOP):
         return
-    ch = room_channel(room)
-    r = sv.rooms.get(ch)
-    if r is None and sv.rooms.store.shared:  # a room set up on another node
+    r = sv.rooms.get(room_channel(room))
+    if r is not None and r.owned:
+        shop: str | None = r.shop
+    elif sv.rooms.store.shared:  # claimed on another node, maybe (a `state` event has no shop)
         record = await sv.rooms.store.room(room)
-        if record is not None and record.shop != ident.shop:
-            raise SoukError(Code.FORBIDDEN, f"room {room} belongs to another shop")
-        return
-    if r is not None and r.owned and r.shop != ident.shop:
+        shop = record.shop if record is not None else None
+    else:
+        shop = None
+    if shop is not None and shop != ident.shop:
         raise SoukError(Code.FORBIDDEN, f"room {room} belongs to another shop")
 
 

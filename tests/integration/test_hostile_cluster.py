@@ -60,6 +60,15 @@ async def test_shops_rank_and_unban_across_two_nodes(
             assert await _code(fan.join(group=gb)) == "forbidden"
             assert await _code(mod.request("group_members", group=gb)) == "forbidden"
             assert await _code(mod.request("ban", group=gb, user="x")) == "forbidden"
+    # a room first gone live in on A by shop B's streamer is shop B's on B too
+    async with client(b.url, "v") as v:
+        await v.join("rl")  # B knows the room (unclaimed) before it goes live on A
+        async with client(a.url, "ownerB", "streamer", shop="B") as ob:
+            await ob.request("room_state", room="rl", state="live")
+        async with client(b.url, "stA", "streamer", shop="A") as sa, \
+                client(b.url, "modA", "moderator", shop="A") as ma:
+            assert await _code(sa.request("room_create", room="rl", title="mine")) == "forbidden"
+            assert await _code(ma.request("ban", room="rl", user="v")) == "forbidden"
     # rank: the streamer joined on A only; a moderator on B (watching the room all along)
     async with client(b.url, "mod", "moderator") as mod, client(b.url, "fan") as fan:
         await mod.join("rc")
