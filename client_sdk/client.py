@@ -263,6 +263,13 @@ class Client:
     async def answer(self, room: str, question: str, text: str, *, on_stream: bool = False) -> dict[str, Any]:
         return dict(await self.request("answer", room=room, question=question, text=text, on_stream=on_stream))
 
+    async def unban(self, room: str | None = None, user: str = "", *, group: str | None = None) -> None:
+        """Lift a ban (staff; nobody lifts or makes a sanction on a rank at or above theirs)."""
+        await self.request("unban", user=user, **({"group": group} if group else {"room": room}))
+
+    async def unmute(self, room: str | None = None, user: str = "", *, group: str | None = None) -> None:
+        await self.request("unmute", user=user, **({"group": group} if group else {"room": room}))
+
     async def buy(self, sale: str, qty: int = 1, key: str | None = None, **extra: Any) -> dict[str, Any]:
         """Buy in a flash sale; `key` makes retries safe (the same key never orders twice)."""
         reply = await self.request("buy", sale=sale, qty=qty, key=key or uuid.uuid4().hex, **extra)

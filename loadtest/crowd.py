@@ -80,23 +80,47 @@ class ProbeReport:
 
 
 class SeqTracker:
-    """Per-channel `seq` continuity: gaps and duplicates are counted, never ignored."""
+    """Per-channel `seq` continuity: gaps and duplicates are counted, never ignored.
+
+    A hole is only a gap if it stays one: the seqs skipped are kept as missing, and one that
+    arrives later (a `resume` reply, or a cluster node's replay, delivering it after a newer
+    live event) fills its hole instead of counting as a duplicate. `gaps` is what is still
+    missing; `dups` an event seen twice."""
+
+    MAX_MISSING = 100_000  # per channel; past it, further holes are counted and forgotten
 
     def __init__(self) -> None:
         self.last: dict[str, int] = {}
-        self.gaps = 0
+        self.missing: dict[str, set[int]] = {}
+        self.lost = 0  # holes beyond MAX_MISSING, never fillable
         self.dups = 0
 
+    @property
+    def gaps(self) -> int:
+        return self.lost + sum(len(m) for m in self.missing.values())
+
     def baseline(self, ch: str, seq: int) -> None:
-        self.last[ch] = seq
+        """The join snapshot's seq. Events that arrived before the reply and lie past it are
+        kept (the tracker never moves back)."""
+        prev = self.last.get(ch)
+        if prev is None or prev < seq:
+            self.last[ch] = seq
 
     def see(self, ch: str, seq: int) -> None:
         prev = self.last.get(ch)
         if prev is not None:
             if seq > prev + 1:
-                self.gaps += seq - prev - 1
+                missing = self.missing.setdefault(ch, set())
+                room = max(0, self.MAX_MISSING - len(missing))
+                hole = seq - prev - 1
+                missing.update(range(prev + 1, prev + 1 + min(hole, room)))
+                self.lost += max(0, hole - room)
             elif seq <= prev:
-                self.dups += 1
+                holes = self.missing.get(ch)
+                if holes is not None and seq in holes:
+                    holes.discard(seq)  # a late event fills its hole
+                else:
+                    self.dups += 1
                 return
         self.last[ch] = seq
 

@@ -11,6 +11,7 @@ Its jobs elsewhere: channels (server/channels.py), the HTTP API (server/api.py),
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -26,6 +27,7 @@ from server.bus.redis import RedisBus
 from server.channels import Channels
 from server.cluster.presence import ClusterPresence
 from server.cluster.replica import RoomReplica, node_unique_ids
+from server.collector import Collector
 from server.commerce import Commerce, wall_ms
 from server.community import Community
 from server.config import Config
@@ -41,6 +43,7 @@ from server.insights import Insights
 from server.listener import Listener, listen, port_of
 from server.metrics import Metrics
 from server.ops import media as media_ops
+from server.periodic import every
 from server.reactions import Reactions
 from server.rooms import Rooms
 from server.sanctions import Sanctions
@@ -109,6 +112,11 @@ class App:
             self.bus.on_remote = self.channels.remote_event
             self.channels.follow_remote(self.replica.apply)
             self.bus.snapshot_of = self.channels.snapshot_at
+        self.collector = Collector(
+            self.rooms, subscribed=self.hub.has_subscribers, forget_channel=self.bus.forget,
+            forget_idle=self.bus.forget_idle, busy=self._busy_rooms, clock_ms=self.clock_ms,
+            grace_s=cfg.room_grace_s, forget_rows=lambda rooms: self.insights.forget_rooms(rooms))
+        self._collecting: asyncio.Task[None] | None = None
         self.gateway = Gateway(self)
         self.http = HttpRoutes(self)
         self.draining = False
@@ -129,6 +137,7 @@ class App:
         self.community = Community(
             stores.community, self.bus, self.clock_ms, answer_target_s=cfg.answer_target_s,
             webhook_host=cfg.host, webhook_port=cfg.webhook_port or None,
+            allow_private_webhooks=cfg.allow_private_webhooks,
             sync=stores.community_sync)
         self.insights = Insights(stores.insights, self.clock_ms, sync=stores.insights_sync)
         self.engagement = Engagement(stores.engagement, self.insights, self.bus, self.clock_ms,
@@ -200,6 +209,8 @@ class App:
             media_workers=self.cfg.media_workers, on_rewatch=media_ops.rewatch_notice(self.sessions),
         )
         self.rooms.start()
+        self._collecting = asyncio.create_task(every(
+            self.collector.interval_s(), self.collector.sweep, "room collection", log))
         if self.presence is not None:
             await self.presence.start()
         if self.cfg.demo:
@@ -238,6 +249,11 @@ class App:
         await self.stop()
 
     async def stop(self) -> None:
+        if self._collecting is not None:
+            self._collecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._collecting
+            self._collecting = None
         await self.rooms.stop()
         if self.presence is not None:
             await self.presence.stop()
@@ -253,6 +269,14 @@ class App:
         await self.bus.stop()
         await _quietly(self.stores.close())
         await _quietly(self.redis.aclose() if self.redis is not None else None)
+
+    def _busy_rooms(self) -> set[str]:
+        """Rooms something names (a sale, a team buy, a question, a draw): never freed."""
+        busy = {sale.room for sale in self.commerce.sales.values()}
+        busy.update(offer.room for offer in self.commerce.offers.values())
+        busy.update(self.community.boards)
+        busy.update(ch[5:] for ch in self.draws.of_channel if ch.startswith("room:"))
+        return busy
 
     # ---- connections (server/gateway.py) --------------------------------------------
     async def save_room(self, room: Room) -> None:

@@ -26,7 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     tok.add_argument("--sub", required=True, help="user id")
     tok.add_argument("--name", default=None)
     tok.add_argument("--role", default="viewer", choices=Role.ALL)
-    tok.add_argument("--room", action="append", default=None, help="room id it may enter (repeatable; * for all)")
+    tok.add_argument("--room", action="append", required=True,
+                     help="room id it may enter (repeatable; an explicit '*' for every room)")
     tok.add_argument("--group", action="append", default=None, help="group id it may enter (repeatable)")
     tok.add_argument("--shop", default=None)
     tok.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         if not secret:
             print("souk token: --secret or SOUK_SECRET is required", file=sys.stderr)
             return 3
-        print(mint_token(secret, args.sub, name=args.name, role=args.role, rooms=args.room or ["*"],
+        print(mint_token(secret, args.sub, name=args.name, role=args.role, rooms=args.room,
                          groups=args.group or [], ttl_s=args.ttl, shop=args.shop))
         return 0
 

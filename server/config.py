@@ -31,6 +31,8 @@ class Config:
     strike_limit: int = 30
     strike_window_s: float = 10.0
     max_token_ttl: int = 7 * 24 * 3600  # a token's exp may lie at most this far ahead
+    allow_private_webhooks: bool = False  # connectors may POST to private addresses
+    room_grace_s: float = 300.0  # an empty room nobody created is freed after this
     # connections (docs/wire.md): per client address, loopback exempt unless limit_loopback
     max_conns_per_ip: int = 1000  # open connections (0: no cap)
     handshakes_per_ip_s: float = 50.0  # new connections per second, burst twice that (0: no cap)
@@ -109,6 +111,12 @@ _FLAGS: dict[str, dict[str, Any]] = {
                                 " whose first round after a draw's close is mixed into its result"},
     "tick_ms": {"type": float, "help": "fan-out coalescing tick in milliseconds"},
     "max_token_ttl": {"type": int, "help": "refuse tokens whose exp lies further ahead (seconds)"},
+    "allow_private_webhooks": {"action": "store_true",
+                               "help": "let connector URLs point at loopback, link-local, private"
+                                       " or reserved addresses (refused otherwise: SSRF)"},
+    "room_grace_s": {"type": float,
+                     "help": "seconds an empty room nobody created (no room_create, never live,"
+                             " no sale) is kept before it is freed with its histories"},
     "max_conns_per_ip": {"type": int, "help": "open connections per client address (0: no cap)"},
     "handshakes_per_ip_s": {"type": float,
                             "help": "new connections per second per client address (0: no cap)"},

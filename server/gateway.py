@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from client_sdk.protocol import Close, Code, DecodeError, decode_strict
 from server.domain.ratelimit import StrikeCounter
 from server.errors import SoukError
+from server.ops.access import authorize
 from server.ops.registry import OPS
 from server.session import Session
 
@@ -171,6 +172,7 @@ class Gateway:
                     raise SoukError(Code.UNAUTHORIZED, "send auth first")
                 if s.identity.role not in spec.roles:
                     raise SoukError(Code.FORBIDDEN, f"role {s.identity.role} may not {op_name}")
+                await authorize(app.services, s, spec, frame)
             frames_in, op_seconds = app.metrics.op_children(op_name)
             frames_in.inc()
             started = time.perf_counter()

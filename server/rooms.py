@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 from client_sdk.protocol import group_channel, room_channel
 from server.bus.base import Publish
-from server.domain.room import Room
+from server.domain.room import Actor, Room
 from server.periodic import every
 from server.store.rooms import RoomStore, SanctionStore
 
@@ -79,10 +79,30 @@ class Rooms:
                 self.on_create(room)
         return room
 
+    def forget(self, ch: str) -> None:
+        """Drop a room from this process (server/collector.py decided nobody needs it)."""
+        self.by_channel.pop(ch, None)
+        self._loaded.discard(ch)
+        self.dirty_likes.discard(ch)
+        self.dirty_viewers.discard(ch)
+
     async def load(self) -> None:
         """Every stored room into memory (at start-up)."""
         for record in await self.store.rooms():
             record.apply(self.room(record.id))
+
+    async def refresh_staff(self, ch: str, room: Room) -> None:
+        """Before a sanction in a cluster: staff who joined on another node while this one
+        kept receiving the channel (so never reloaded its record) are known too."""
+        if self.store.shared:
+            room.staff.update(await self.sanctions.staff(ch))
+
+    async def staff_seen(self, room: Room, actor: Actor) -> None:
+        """Remember a staff member's role in this room or group, durably the first time."""
+        if room.saw_staff(actor):
+            await self.sanctions.save_staff(room_channel(room.id) if room.kind == "room"
+                                            else group_channel(room.id), actor.id, actor.role,
+                                            self.clock_ms())
 
     async def save(self, room: Room) -> None:
         """Make the room's row durable (title, shop, state, pinned product)."""
@@ -97,10 +117,15 @@ class Rooms:
             return
         record = await self.store.room(key) if kind == "room" and self.store.shared else None
         sanctions = await self.sanctions.load(ch, self.clock_ms())
+        staff = await self.sanctions.staff(ch)
         self.loads += 1
         room = self.room(key) if kind == "room" else self.group(key)
         if record is not None:
             record.apply(room)
+        room.staff.update(staff)
+        if self.store.shared:  # the record is every node's: liftings made elsewhere count
+            room.banned.clear()
+            room.muted_until.clear()
         for user, what, until in sanctions:
             if what == "ban":
                 room.banned.add(user)

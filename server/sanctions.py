@@ -18,16 +18,21 @@ from typing import Any
 
 from server.store.rooms import SanctionStore
 
+_KINDS = {"banned": "ban", "muted": "mute", "unbanned": "unban", "unmuted": "unmute"}
+
 
 class Sanctions:
-    """Records new bans and mutes."""
+    """Records bans and mutes, their liftings (who lifted what and when), and the staff seen
+    in each room or group (so that an offline streamer's rank still protects them)."""
 
     def __init__(self, store: SanctionStore, clock_ms: Callable[[], int]) -> None:
         self.store = store
         self.clock_ms = clock_ms
 
-    async def record(self, ch: str, event: dict[str, Any]) -> None:
-        """Write a `banned` or `muted` event's sanction (before it is announced)."""
-        kind = "ban" if "until" not in event else "mute"
-        await self.store.save(ch, str(event["user"]), kind, event.get("until"),
+    async def record(self, ch: str, type_: str, event: dict[str, Any]) -> None:
+        """Write a `banned`, `muted`, `unbanned` or `unmuted` event (before it is announced)."""
+        await self.store.save(ch, str(event["user"]), _KINDS[type_], event.get("until"),
                               str(event.get("by", "")), self.clock_ms())
+
+    async def staff_seen(self, ch: str, user: str, role: str) -> None:
+        await self.store.save_staff(ch, user, role, self.clock_ms())

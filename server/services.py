@@ -47,6 +47,10 @@ class Bus(Protocol):
 
     def unwatch(self, ch: str) -> None: ...
 
+    def forget(self, ch: str) -> None: ...
+
+    def forget_idle(self, prefix: str, before_ms: int, subscribed: Callable[[str], bool]) -> int: ...
+
 
 class Relay(Protocol):
     """The media relay's signalling calls (media/relay.py `MediaRelay`)."""

@@ -491,6 +491,8 @@ export class Souk {
   /** `where` is `{room}` or `{group}`; `seconds` defaults to the server's (300). */
   async mute(where, user, seconds) { return this.request("mute", {...where, user, seconds}); }
   ban(where, user) { return this.request("ban", {...where, user}); }
+  unban(where, user) { return this.request("unban", {...where, user}); }
+  unmute(where, user) { return this.request("unmute", {...where, user}); }
   deleteMessage(where, message) { return this.request("delete_message", {...where, message}); }
   warn(where, user) { return this.request("warn", {...where, user}); }
   remove(where, user) { return this.request("remove", {...where, user}); }

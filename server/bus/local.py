@@ -48,6 +48,20 @@ class LocalBus:
             log = self.logs[ch] = ChannelLog(epoch=secrets.token_hex(4))
         return log
 
+    def forget(self, ch: str) -> None:
+        """Drop a channel's seq and history (its next event starts a new epoch)."""
+        self.logs.pop(ch, None)
+
+    def forget_idle(self, prefix: str, before_ms: int, subscribed: Callable[[str], bool]) -> int:
+        """Drop the histories of `prefix` channels nobody follows whose last event is older
+        than `before_ms`; returns how many."""
+        idle = [ch for ch, log in self.logs.items()
+                if ch.startswith(prefix) and not subscribed(ch)
+                and (not log.history or log.history[-1]["ts"] < before_ms)]
+        for ch in idle:
+            del self.logs[ch]
+        return len(idle)
+
     def __call__(
         self, ch: str, type: str, fields: dict[str, Any], *, droppable: bool = False
     ) -> None:

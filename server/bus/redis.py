@@ -381,6 +381,13 @@ class RedisBus:
             return
         w.linger = asyncio.get_running_loop().call_later(self.linger_s, self._drop, ch)
 
+    def forget(self, ch: str) -> None:
+        """The history is Redis's (capped per channel, server/bus/base.py); this process keeps
+        a channel's state only while it is watched, which `unwatch` ends."""
+
+    def forget_idle(self, prefix: str, before_ms: int, subscribed: Callable[[str], bool]) -> int:
+        return 0
+
     def _drop(self, ch: str) -> None:
         w = self.watched.get(ch)
         if w is None or self.hub.has_subscribers(ch):

@@ -65,10 +65,15 @@ class RoomReplica:
             room.title = event["title"]
             if isinstance(event.get("shop"), str):
                 room.shop = event["shop"]
+                room.owned = True
         elif kind == "muted" and isinstance(event.get("user"), str):
             until = event.get("until")
             if isinstance(until, int):
                 room.muted_until[event["user"]] = until
+        elif kind == "unbanned" and isinstance(event.get("user"), str):
+            room.banned.discard(event["user"])
+        elif kind == "unmuted" and isinstance(event.get("user"), str):
+            room.muted_until.pop(event["user"], None)
         elif kind == "banned" and isinstance(event.get("user"), str):
             user = event["user"]
             room.banned.add(user)

@@ -62,6 +62,7 @@ class Community(QuestionsAndAnswers, Groups, Notices):
         connector_backoff_s: float = 0.5,
         connector_max_backoff_s: float = 60.0,
         sync: Sync | None = None,
+        allow_private_webhooks: bool = False,
     ) -> None:
         self.store = store
         self.sync = sync if sync is not None else NoSync()
@@ -80,6 +81,7 @@ class Community(QuestionsAndAnswers, Groups, Notices):
             max_attempts=connector_max_attempts,
             base_backoff_s=connector_backoff_s,
             max_backoff_s=connector_max_backoff_s,
+            allow_private=allow_private_webhooks,
         )
         self.overdue_check_s = overdue_check_s
         self._overdue_task: asyncio.Task[None] | None = None

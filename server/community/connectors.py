@@ -12,9 +12,11 @@ from __future__ import annotations
 import logging
 import secrets
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from client_sdk.protocol import Code
 from server.community.frames import _new_id
+from server.connectors.addresses import check_url_host
 from server.connectors.delivery import Delivery
 from server.connectors.formats import Connector, parse_connector
 from server.connectors.inbound import InboundListener
@@ -43,6 +45,7 @@ class ConnectorHub:
         max_attempts: int,
         base_backoff_s: float,
         max_backoff_s: float,
+        allow_private: bool = False,
     ) -> None:
         # the adapter, for what it owns: the store, the clock, publish, cluster notices,
         # and the answers that come in
@@ -54,7 +57,9 @@ class ConnectorHub:
             max_attempts=max_attempts,
             base_backoff_s=base_backoff_s,
             max_backoff_s=max_backoff_s,
+            allow_private=allow_private,
         )
+        self.allow_private = allow_private
         self.webhook_host = webhook_host
         self.webhook_port = webhook_port
         self.inbound: InboundListener | None = None
@@ -102,6 +107,10 @@ class ConnectorHub:
         conn = parse_connector(
             _new_id("c"), shop, fields, secret or secrets.token_urlsafe(32), c.clock_ms()
         )
+        if not self.allow_private:  # SSRF: public addresses only (server/connectors/addresses.py)
+            parts = urlsplit(conn.url)
+            await check_url_host(parts.hostname or "",
+                                 parts.port or (443 if parts.scheme == "https" else 80))
         await c.store.save_connector(conn.to_dict(with_secret=True))
         self.connectors[conn.id] = conn
         self.delivery.add(conn)

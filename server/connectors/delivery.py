@@ -20,6 +20,7 @@ from typing import Any
 
 import aiohttp
 
+from server.connectors.addresses import connector_kwargs
 from server.connectors.formats import Connector, accepted, render
 from server.connectors.signing import signed_headers
 
@@ -76,7 +77,11 @@ class Delivery:
         max_backoff_s: float = 60.0,
         timeout_s: float = 10.0,
         max_queue: int = 10_000,
+        allow_private: bool = False,
     ) -> None:
+        """`allow_private`: may POST to loopback, private and reserved addresses
+        (server/connectors/addresses.py; `--allow-private-webhooks`)."""
+        self.allow_private = allow_private
         self.clock_ms = clock_ms
         self.on_dead_letter = on_dead_letter
         self.max_attempts = max_attempts
@@ -94,6 +99,7 @@ class Delivery:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.timeout_s),
                 headers={"User-Agent": "souk-connector/1"},
+                **connector_kwargs(self.allow_private),
             )
         for lane in self._lanes.values():
             self._spawn(lane)

@@ -22,6 +22,15 @@ MAX_MUTE_S = 7 * 24 * 3600
 
 Event = tuple[str, dict[str, Any]]
 
+# Who may sanction whom: nobody sanctions a rank at or above their own. Roles not named here
+# (viewer, member, a user never seen) rank lowest.
+RANKS: dict[str, int] = {"admin": 3, "streamer": 2, "moderator": 1}
+STAFF_ROLES = frozenset(RANKS)
+
+
+def rank(role: str | None) -> int:
+    return RANKS.get(role or "", 0)
+
 
 @dataclass(slots=True)
 class Actor:
@@ -44,6 +53,7 @@ class Room:
     kind: str = "room"  # "room" | "group"
     title: str = ""
     shop: str = "default"
+    owned: bool = False  # a streamer created it or went live in it: `shop` is theirs
     state: str = "idle"
     history_limit: int = 50
     pinned: dict[str, Any] | None = None
@@ -53,6 +63,7 @@ class Room:
     chat: deque[dict[str, Any]] = field(default_factory=deque)
     muted_until: dict[str, int] = field(default_factory=dict)
     banned: set[str] = field(default_factory=set)
+    staff: dict[str, str] = field(default_factory=dict)  # user id -> staff role seen here
     next_msg: int = 1
     viewers_published: int = -1
 
@@ -159,10 +170,35 @@ class Room:
         self.pinned = product
         return ("pinned", {"product": product})
 
+    def claim(self, shop: str) -> bool:
+        """The first streamer to create the room or go live in it makes it their shop's.
+        Returns whether this call claimed it (the caller records the room)."""
+        if self.owned:
+            return False
+        self.shop, self.owned = shop, True
+        return True
+
     # ---- moderation -----------------------------------------------------------------
+    def saw_staff(self, actor: Actor) -> bool:
+        """A staff member acted or joined here: remember their role (their rank protects them
+        while offline). Returns whether this is new (the caller records it)."""
+        if actor.role not in STAFF_ROLES or self.staff.get(actor.id) == actor.role:
+            return False
+        self.staff[actor.id] = actor.role
+        return True
+
+    def check_rank(self, actor: Actor, target: str) -> None:
+        """Nobody sanctions a rank at or above their own (admin > streamer > moderator >
+        everyone else); a user not seen here as staff ranks lowest."""
+        if rank(self.staff.get(target)) >= rank(actor.role):
+            raise SoukError(Code.FORBIDDEN, "you may not sanction someone of your rank or above")
+
     def mute(self, actor: Actor, user_id: Any, seconds: Any, now_ms: int) -> Event:
         _require_staff(actor)
         target = _target(user_id)
+        if target == actor.id:
+            raise SoukError(Code.INVALID, "you cannot mute yourself")
+        self.check_rank(actor, target)
         if seconds is None:
             seconds = 300
         if not isinstance(seconds, int) or isinstance(seconds, bool) or not 1 <= seconds <= MAX_MUTE_S:
@@ -176,10 +212,24 @@ class Room:
         target = _target(user_id)
         if target == actor.id:
             raise SoukError(Code.INVALID, "you cannot ban yourself")
+        self.check_rank(actor, target)
         self.banned.add(target)
         self.presence.pop(target, None)
         self.chat = deque(m for m in self.chat if m["user"] != target)
         return ("banned", {"user": target, "by": actor.id})
+
+    def unban(self, actor: Actor, user_id: Any) -> Event:
+        """Lift a ban (idempotent: a ban recorded on another node is lifted all the same)."""
+        _require_staff(actor)
+        target = _target(user_id)
+        self.banned.discard(target)
+        return ("unbanned", {"user": target, "by": actor.id})
+
+    def unmute(self, actor: Actor, user_id: Any) -> Event:
+        _require_staff(actor)
+        target = _target(user_id)
+        self.muted_until.pop(target, None)
+        return ("unmuted", {"user": target, "by": actor.id})
 
     # ---- snapshot -------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:

@@ -43,6 +43,8 @@ class ActivityLog:
         present[user] -= 1
         if present[user] <= 0:
             del present[user]
+            if not present:
+                del self.present[room]
 
     def note(self, room: str, user: str, role: str, kind: str, n: int = 1) -> None:
         """A viewer's chat message or likes in a room (staff never counted)."""

@@ -86,6 +86,12 @@ class Insights:
         excluded = set().union(*self.excluded.values()) if self.excluded else set()
         self.log.sample_presence(int(self.presence_interval_s * 1000), excluded)
 
+    async def forget_rooms(self, rooms: list[str]) -> None:
+        """Rooms nobody created were freed (server/collector.py): their rows go too, once the
+        notes still buffered for them are written."""
+        await self.flush()
+        await self.store.forget_rooms(rooms)
+
     async def flush(self) -> None:
         batch = self.log.take()
         if batch is None:

@@ -79,6 +79,9 @@ async def join(sv: Services, s: Session, frame: Frame) -> Result:
     await authorize_channel(sv, s.identity, ch)
     await sv.rooms.ensure(ch)
     _enter(sv, s, ch)
+    room = sv.rooms.get(ch)
+    if room is not None:
+        await sv.rooms.staff_seen(room, s.identity.actor)
     if kind == "room" and may(s.identity.role, CHANNEL_ROLES["staff"]):
         sv.hub.flush(staff_channel(key))
         sv.channels.subscribe(s, staff_channel(key))

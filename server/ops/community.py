@@ -7,9 +7,11 @@ from typing import TYPE_CHECKING
 from client_sdk.protocol import Code, Frame, group_channel, room_channel
 from server.errors import SoukError
 from server.ops import fields
+from server.ops.access import lists_group
 from server.ops.posting import check_text
 from server.ops.registry import (
     ADMINS,
+    ANY_SHOP,
     GROUP,
     MEMBERS,
     MODERATORS,
@@ -24,7 +26,7 @@ from server.ops.registry import (
     may,
     op,
 )
-from server.ops.room import staff_room
+from server.ops.room import moderated, sanction
 
 if TYPE_CHECKING:
     from server.services import Services
@@ -66,6 +68,9 @@ async def group_join(sv: Services, s: Session, frame: Frame) -> Result:
     attributes the join to its inviter (tag invited_by, reward rule); self-invites and
     members the shop already had do not count."""
     assert s.identity is not None
+    if frame.get("group") is None and not may(s.identity.role, ANY_SHOP) and not lists_group(
+            s.identity, ""):
+        raise SoukError(Code.FORBIDDEN, "your token lists the groups you may join: name one")
     code = frame.get("invite")
     if code is None:
         return await _group_join(sv, s, frame)
@@ -90,6 +95,9 @@ op("connector_create", roles=ADMINS, scope=OWN_SHOP)(_delegate("connector_create
 async def remove(sv: Services, s: Session, frame: Frame) -> Result:
     assert s.identity is not None
     gid = fields.ident(frame, "group")
+    room = sv.rooms.group(gid)
+    await sv.rooms.ensure(group_channel(gid))
+    room.check_rank(s.identity.actor, fields.ident(frame, "user"))
     await sv.community.dispatch("remove", s.identity.public(), frame, shop=s.identity.shop)
     sv.channels.expel(fields.ident(frame, "user"), group_channel(gid))
     return None
@@ -99,16 +107,17 @@ async def remove(sv: Services, s: Session, frame: Frame) -> Result:
 async def warn(sv: Services, s: Session, frame: Frame) -> Result:
     """One more offence on the warn → mute → remove ladder, applied at once."""
     assert s.identity is not None
-    ch, room = staff_room(sv, s, frame)
+    ch, room = await moderated(sv, s, frame)
     user = fields.ident(frame, "user")
+    room.check_rank(s.identity.actor, user)
     step = await sv.community.offence(ch, user)
     sv.bus.publish(ch, "warned", {"user": user, "by": s.identity.id, **step})
     if step["action"] == "mute":
         type_, ev = room.mute(s.identity.actor, user, step.get("seconds") or 600, sv.clock_ms())
-        sv.bus.publish(ch, type_, ev)
+        await sanction(sv, ch, room, type_, ev)
     elif step["action"] == "remove":
         if room.kind == "room":
             type_, ev = room.ban(s.identity.actor, user)
-            sv.bus.publish(ch, type_, ev)
+            await sanction(sv, ch, room, type_, ev)
         sv.channels.expel(user, ch)
     return dict(step)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from client_sdk.protocol import Code, Frame
 from server.errors import SoukError
 from server.ops import fields
+from server.ops.access import staff_in_room
 from server.ops.registry import (
     ANY_SHOP,
     NEED_NOT_JOIN,
@@ -48,8 +49,7 @@ async def _group_shop(sv: Services, ident: Identity, group: str) -> str:
 async def _staff_target(sv: Services, ident: Identity, scope: str, target: str) -> str:
     """The shop a staff member acts for in this room or group (refused if it is not theirs)."""
     if scope == "room":
-        if not ident.may_enter_room(target):
-            raise SoukError(Code.FORBIDDEN, "your token does not admit you to this room")
+        await staff_in_room(sv, ident, target)
         return ident.shop
     return await _group_shop(sv, ident, target)
 

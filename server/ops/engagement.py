@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from client_sdk.protocol import Code, Frame, group_channel, room_channel
 from server.errors import SoukError
 from server.ops import fields
+from server.ops.access import staff_in_room
 from server.ops.posting import check_text
 from server.ops.registry import (
     ANY_SHOP,
@@ -93,8 +94,8 @@ async def poll_vote(sv: Services, s: Session, frame: Frame) -> Result:
 async def poll_close(sv: Services, s: Session, frame: Frame) -> Result:
     ident = _ident(s)
     poll = await sv.engagement.find_poll(frame.get("poll"))
-    if poll.scope == "room" and not ident.may_enter_room(poll.target):
-        raise SoukError(Code.FORBIDDEN, "your token does not admit you to this room")
+    if poll.scope == "room":
+        await staff_in_room(sv, ident, poll.target)
     if poll.scope == "group":
         await _shop_of_group(sv, ident, poll.target)
     return {"poll": await sv.engagement.poll_close(poll)}
@@ -234,8 +235,7 @@ async def sale_target(sv: Services, s: Session, frame: Frame) -> Result:
     room = await sv.commerce.locate_sale(sale_id)
     if room is None:
         raise SoukError(Code.NOT_FOUND, f"no sale {sale_id}")
-    if not ident.may_enter_room(room):
-        raise SoukError(Code.FORBIDDEN, "your token does not admit you to this room")
+    await staff_in_room(sv, ident, room)
     return {"target": await sv.engagement.target_sale(ident.shop, sale_id, frame.get("layer"))}
 
 

@@ -10,9 +10,11 @@ are not gates but still depend on the role (`ANY_SHOP`, `NEED_NOT_JOIN`, `UNLIMI
 
 Each op also declares its **scope**: what it acts on (a room, a group, a shop, the caller's
 own records, the session) and which frame field names the target, directly or through an
-object that belongs to it (`buy` names a `sale`, which belongs to a room). Handlers still
-check the scope themselves today; the declaration is what an authorization matrix (every op
-× every role × own/other room, group or shop) is derived from (`matrix()`, docs/architecture.md).
+object that belongs to it (`buy` names a `sale`, which belongs to a room). The gateway checks
+the shop and the token's claims of every room, group and channel an op names directly
+(server/ops/access.py); handlers resolve objects named through another and ask the same
+module. The declaration is also what the authorization matrix (every op × every role ×
+own/other room, group or shop) is derived from (`matrix()`, tests/integration/test_hostile_matrix.py).
 """
 
 from __future__ import annotations

@@ -94,7 +94,7 @@ async def room_create(sv: Services, s: Session, frame: Frame) -> Result:
         raise SoukError(Code.FORBIDDEN, f"your token does not admit you to room {key}")
     room = sv.rooms.room(key)
     room.set_title(s.identity.actor, frame.get("title", room.title) or "")
-    room.shop = s.identity.shop
+    room.claim(s.identity.shop)  # a room another shop claimed was refused (server/ops/access.py)
     await sv.save_room(room)
     sv.bus.publish(room_channel(key), "room", {"title": room.title, "shop": room.shop})
     return {"room": {"id": key, "title": room.title, "shop": room.shop, "state": room.state}}
@@ -105,6 +105,8 @@ async def room_state(sv: Services, s: Session, frame: Frame) -> Result:
     assert s.identity is not None
     ch, room = staff_room(sv, s, frame)
     type_, ev = room.set_state(s.identity.actor, frame.get("state"))
+    if room.kind == "room":
+        room.claim(s.identity.shop)
     await sv.save_room(room)
     sv.bus.publish(ch, type_, ev)
     if room.state == "ended":
@@ -128,35 +130,64 @@ async def pin(sv: Services, s: Session, frame: Frame) -> Result:
     return {"pinned": product}
 
 
-@op("mute", roles=MODERATORS, scope=ROOM_OR_GROUP)
-async def mute(sv: Services, s: Session, frame: Frame) -> Result:
+async def moderated(sv: Services, s: Session, frame: Frame) -> tuple[str, Room]:
+    """`staff_room`, with the room's record current (its bans and staff, in a cluster
+    possibly written on another node) and the moderator remembered as its staff."""
     assert s.identity is not None
     ch, room = staff_room(sv, s, frame)
-    type_, ev = room.mute(s.identity.actor, frame.get("user"), frame.get("seconds"), sv.clock_ms())
-    await _record(sv, ch, ev)
-    sv.bus.publish(ch, type_, ev)
-    return {"until": ev["until"]}
+    await sv.rooms.ensure(ch)
+    await sv.rooms.refresh_staff(ch, room)
+    await sv.rooms.staff_seen(room, s.identity.actor)
+    return ch, room
 
 
-async def _record(sv: Services, ch: str, ev: dict[str, Any]) -> None:
-    """A sanction is written before it is announced: it must hold after a restart and on
-    nodes that were not watching (server/sanctions.py). This node's Room already applies it."""
+async def sanction(sv: Services, ch: str, room: Room, type_: str, ev: dict[str, Any]) -> None:
+    """Record, then announce (and apply what the announcement implies): every sanction goes
+    through here, whatever op made it, so none is lost by a restart."""
     try:
-        await sv.sanctions.record(ch, ev)
+        await sv.sanctions.record(ch, type_, ev)
     except Exception:
         log.exception("recording a sanction failed", extra={"ch": ch})
         raise SoukError(Code.UNAVAILABLE, "could not record the sanction; try again") from None
+    sv.bus.publish(ch, type_, ev)
+    if type_ == "banned":
+        sv.rooms.dirty_viewers.add(ch)
+        sv.channels.expel(ev["user"], ch)
+
+
+@op("mute", roles=MODERATORS, scope=ROOM_OR_GROUP)
+async def mute(sv: Services, s: Session, frame: Frame) -> Result:
+    assert s.identity is not None
+    ch, room = await moderated(sv, s, frame)
+    type_, ev = room.mute(s.identity.actor, frame.get("user"), frame.get("seconds"), sv.clock_ms())
+    await sanction(sv, ch, room, type_, ev)
+    return {"until": ev["until"]}
 
 
 @op("ban", roles=MODERATORS, scope=ROOM_OR_GROUP)
 async def ban(sv: Services, s: Session, frame: Frame) -> Result:
     assert s.identity is not None
-    ch, room = staff_room(sv, s, frame)
+    ch, room = await moderated(sv, s, frame)
     type_, ev = room.ban(s.identity.actor, frame.get("user"))
-    await _record(sv, ch, ev)
-    sv.bus.publish(ch, type_, ev)
-    sv.rooms.dirty_viewers.add(ch)
-    sv.channels.expel(ev["user"], ch)
+    await sanction(sv, ch, room, type_, ev)
+    return None
+
+
+@op("unban", roles=MODERATORS, scope=ROOM_OR_GROUP)
+async def unban(sv: Services, s: Session, frame: Frame) -> Result:
+    assert s.identity is not None
+    ch, room = await moderated(sv, s, frame)
+    type_, ev = room.unban(s.identity.actor, frame.get("user"))
+    await sanction(sv, ch, room, type_, ev)
+    return None
+
+
+@op("unmute", roles=MODERATORS, scope=ROOM_OR_GROUP)
+async def unmute(sv: Services, s: Session, frame: Frame) -> Result:
+    assert s.identity is not None
+    ch, room = await moderated(sv, s, frame)
+    type_, ev = room.unmute(s.identity.actor, frame.get("user"))
+    await sanction(sv, ch, room, type_, ev)
     return None
 
 

@@ -48,6 +48,8 @@ class InsightsStore(Protocol):
     async def record(self, activity: list[tuple[str, str, str, int, int]],
                      presence: list[tuple[str, int, int, int]],
                      actions: list[tuple[str, str, str, str, str, int]]) -> None: ...
+    async def forget_rooms(self, rooms: list[str]) -> None:
+        """Delete the activity and presence rows of rooms nobody created (freed)."""
 
 
 class SqlInsightsStore:
@@ -290,6 +292,13 @@ class SqlInsightsStore:
             return {r["user_id"] for r in rows}
 
         return await self.db.write(body)
+
+    async def forget_rooms(self, rooms: list[str]) -> None:
+        if self.db.shared:  # another node may serve the room right now: its rows stay
+            return
+        rows = [(r,) for r in rooms]
+        await self.db.write(steps(Many("DELETE FROM room_presence WHERE room = ?", rows),
+                                  Many("DELETE FROM room_activity WHERE room = ?", rows)))
 
     # -- activity log ------------------------------------------------------------------------
     async def record(self, activity: list[tuple[str, str, str, int, int]],

@@ -16,6 +16,7 @@ from server.domain.room import Room
 from server.store.db import Db, Row, X, steps
 
 Sanction = tuple[str, str, int | None]  # user, kind ('ban' or 'mute'), until (None: a ban)
+LIFTS: Final = {"unban": "ban", "unmute": "mute"}
 _ROW: Final = "SELECT id, title, shop, state, pinned FROM rooms"
 
 
@@ -30,6 +31,7 @@ class RoomRecord:
     def apply(self, room: Room) -> None:
         room.title, room.shop, room.state, room.pinned = (self.title, self.shop, self.state,
                                                           self.pinned)
+        room.owned = True  # a room has a row once a streamer created it or went live in it
 
 
 class RoomStore(Protocol):
@@ -42,9 +44,16 @@ class RoomStore(Protocol):
 
 class SanctionStore(Protocol):
     async def save(self, ch: str, user: str, kind: str, until: int | None, by: str,
-                   at: int) -> None: ...
+                   at: int) -> None:
+        """Append a sanction (`ban`, `mute`) or its lifting (`unban`, `unmute`) to the record."""
+
     async def load(self, ch: str, now_ms: int) -> list[Sanction]:
-        """The channel's bans and the mutes still running."""
+        """The channel's bans and the mutes still running (neither lifted since)."""
+
+    async def save_staff(self, ch: str, user: str, role: str, at: int) -> None:
+        """`user` joined or acted in `ch` as staff with `role` (their rank, known offline)."""
+
+    async def staff(self, ch: str) -> dict[str, str]: ...
 
 
 class SqlRoomStore:
@@ -77,14 +86,32 @@ class SqlSanctionStore:
                    at: int) -> None:
         await self.db.write(steps(
             X("INSERT INTO sanctions (ch, user_id, kind, until, by_user, at)"
-              " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (ch, user_id, kind) DO UPDATE SET"
-              " until = excluded.until, by_user = excluded.by_user, at = excluded.at",
-              ch, user, kind, until, by, at)))
+              " VALUES (?, ?, ?, ?, ?, ?)", ch, user, kind, until, by, at)))
 
     async def load(self, ch: str, now_ms: int) -> list[Sanction]:
+        """The record is a log: the last entry of each (user, ban/unban) and (user,
+        mute/unmute) decides."""
         rows = await self.db.rows("SELECT user_id, kind, until FROM sanctions WHERE ch = ?"
-                                  " AND (kind = 'ban' OR until > ?)", ch, now_ms)
-        return [(r["user_id"], r["kind"], r["until"]) for r in rows]
+                                  " ORDER BY id", ch)
+        state: dict[tuple[str, str], int | None] = {}
+        for r in rows:
+            kind = r["kind"]
+            if kind in LIFTS:
+                state.pop((r["user_id"], LIFTS[kind]), None)
+            else:
+                state[(r["user_id"], kind)] = r["until"]
+        return [(user, kind, until) for (user, kind), until in state.items()
+                if kind == "ban" or (until is not None and until > now_ms)]
+
+    async def save_staff(self, ch: str, user: str, role: str, at: int) -> None:
+        await self.db.write(steps(
+            X("INSERT INTO room_staff (ch, user_id, role, at) VALUES (?, ?, ?, ?)"
+              " ON CONFLICT (ch, user_id) DO UPDATE SET role = excluded.role, at = excluded.at",
+              ch, user, role, at)))
+
+    async def staff(self, ch: str) -> dict[str, str]:
+        rows = await self.db.rows("SELECT user_id, role FROM room_staff WHERE ch = ?", ch)
+        return {r["user_id"]: r["role"] for r in rows}
 
 
 def _record(r: Row) -> RoomRecord:

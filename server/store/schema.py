@@ -303,6 +303,22 @@ def _orders_take_prizes(dialect: Dialect) -> Body[None]:
     yield X('CREATE UNIQUE INDEX orders_draw_user ON orders (draw, "user") WHERE draw IS NOT NULL')
 
 
+# sanctions become a log (a ban and its lifting, each with who and when); `id` orders them
+_SANCTIONS_LOG: Final = """sanctions_next (id {serial}, ch TEXT NOT NULL, user_id TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('ban', 'mute', 'unban', 'unmute')), until BIGINT,
+    by_user TEXT NOT NULL, at BIGINT NOT NULL)"""
+
+
+def _sanctions_log(dialect: Dialect) -> Body[None]:
+    """Both databases rebuild the table (a CHECK and a key change): rows kept in `at` order."""
+    yield X("CREATE TABLE " + render(_SANCTIONS_LOG, dialect))
+    yield X("INSERT INTO sanctions_next (ch, user_id, kind, until, by_user, at)"
+            " SELECT ch, user_id, kind, until, by_user, at FROM sanctions ORDER BY at")
+    yield X("DROP TABLE sanctions")
+    yield X("ALTER TABLE sanctions_next RENAME TO sanctions")
+    yield X("CREATE INDEX sanctions_ch ON sanctions (ch, id)")
+
+
 MIGRATIONS: Final = (
     Migration(1, "the first release's tables, and the databases it made",
               (_adopt_first_release, _create_tables, _fill_first_release)),
@@ -323,6 +339,11 @@ MIGRATIONS: Final = (
             PRIMARY KEY (draw, user_id))""",
         "CREATE INDEX draw_entries_user ON draw_entries (user_id, draw)",
         _orders_take_prizes,
+    )),
+    Migration(3, "sanctions kept as a log with their liftings; the rooms' staff", (
+        _sanctions_log,
+        """CREATE TABLE room_staff (ch TEXT NOT NULL, user_id TEXT NOT NULL, role TEXT NOT NULL,
+            at BIGINT NOT NULL, PRIMARY KEY (ch, user_id))""",
     )),
 )
 

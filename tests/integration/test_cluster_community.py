@@ -97,7 +97,8 @@ def nodes(
     out = []
     for name in ("a", "b"):
         hook = free_port()
-        proc = server_process(*flags, "--webhook-port", str(hook), data_dir=tmp_path / name)
+        proc = server_process(*flags, "--webhook-port", str(hook), "--allow-private-webhooks",
+                              data_dir=tmp_path / name)
         out.append(Node(proc, hook))
     return out[0], out[1]
 

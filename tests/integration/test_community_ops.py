@@ -27,7 +27,8 @@ def noop(ch: str, type: str, fields: dict[str, Any], *, droppable: bool = False)
 @pytest.fixture
 async def c(tmp_path: Path) -> AsyncIterator[Community]:
     db = await open_db(tmp_path / "souk.db")
-    com = Community(SqlCommunityStore(db), noop, lambda: 1_764_000_000_000, overdue_check_s=3600)
+    com = Community(SqlCommunityStore(db), noop, lambda: 1_764_000_000_000, overdue_check_s=3600,
+                    allow_private_webhooks=True)
     await com.start()
     yield com
     await com.stop()

@@ -150,6 +150,7 @@ async def community(tmp_path: Path) -> AsyncIterator[tuple[Community, Collector]
         connector_max_attempts=3,
         connector_backoff_s=0.05,
         connector_max_backoff_s=0.5,
+        allow_private_webhooks=True,  # the receivers listen on 127.0.0.1
     )
     await c.start()
     yield c, pub
@@ -404,7 +405,8 @@ async def test_shutdown_turns_undelivered_items_into_dead_letters(tmp_path: Path
         dead_port = s.getsockname()[1]
     pub = Collector()
     db = await open_db(tmp_path / "souk.db")
-    c = Community(SqlCommunityStore(db), pub, now_ms, overdue_check_s=3600, connector_backoff_s=5.0)
+    c = Community(SqlCommunityStore(db), pub, now_ms, overdue_check_s=3600, connector_backoff_s=5.0,
+                  allow_private_webhooks=True)
     await c.start()
     try:
         conn = await c.connector_create(

@@ -151,6 +151,19 @@ async def test_rooms_and_sanctions_round_trip(db: Db) -> None:
     assert sorted(await sanctions.load("room:r1", 3000)) == [("loud", "mute", 9000),
                                                             ("troll", "ban", None)]
     assert await sanctions.load("room:r2", 3000) == []
+    # the record is a log: a lifting ends the sanction, a later one starts it again
+    await sanctions.save("room:r1", "troll", "unban", None, "s1", 2500)
+    await sanctions.save("room:r1", "loud", "unmute", None, "s1", 2500)
+    assert await sanctions.load("room:r1", 3000) == []
+    await sanctions.save("room:r1", "troll", "ban", None, "m2", 2600)
+    assert await sanctions.load("room:r1", 3000) == [("troll", "ban", None)]
+    lifted = await db.rows("SELECT user_id, by_user, at FROM sanctions WHERE kind = 'unban'")
+    assert [(r["user_id"], r["by_user"], r["at"]) for r in lifted] == [("troll", "s1", 2500)]
+    # the room's staff, by their latest role
+    await sanctions.save_staff("room:r1", "boss", "moderator", 1000)
+    await sanctions.save_staff("room:r1", "boss", "streamer", 2000)
+    assert await sanctions.staff("room:r1") == {"boss": "streamer"}
+    assert await sanctions.staff("room:r2") == {}
 
 
 async def test_a_room_and_a_ban_made_through_one_node_reach_another(target: str | Path) -> None:
@@ -167,8 +180,9 @@ async def test_a_room_and_a_ban_made_through_one_node_reach_another(target: str 
         room = a.room("r1")
         room.title, room.shop = "Made on A", "shop1"
         await a.save(room)
-        await Sanctions(SqlSanctionStore(a_db), clock).record("room:r1", {"user": "troll",
-                                                                          "by": "m1"})
+        await Sanctions(SqlSanctionStore(a_db), clock).record("room:r1", "banned",
+                                                                          {"user": "troll",
+                                                                           "by": "m1"})
         await b.ensure("room:r1")
         seen = b.get("room:r1")
         assert seen is not None and "troll" in seen.banned

@@ -43,3 +43,14 @@ def test_tracker_counts_gaps_and_duplicates() -> None:
     for s in (11, 12, 15, 15, 16):
         t.see("room:r", s)
     assert (t.gaps, t.dups, t.last["room:r"]) == (2, 1, 16)
+    # a resume reply (or a node's replay) delivers the missing ones after newer live events:
+    # the holes are filled, not counted as duplicates, and the gap is gone
+    t.see("room:r", 13)
+    t.see("room:r", 14)
+    assert (t.gaps, t.dups, t.last["room:r"]) == (0, 1, 16)
+    # events past the snapshot that arrived before the join reply are kept
+    early = SeqTracker()
+    early.see("room:q", 21)
+    early.baseline("room:q", 20)
+    early.see("room:q", 22)
+    assert (early.gaps, early.dups, early.last["room:q"]) == (0, 0, 22)
