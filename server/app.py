@@ -90,7 +90,8 @@ class App:
                            receiving=(lambda ch: ch in bus.watched) if isinstance(bus, RedisBus) else None,
                            likes_interval_s=cfg.likes_interval_s,
                            viewers_interval_s=cfg.viewers_interval_s,
-                           on_create=node_unique_ids if cfg.redis else None)
+                           on_create=node_unique_ids if cfg.redis else None,
+                           chat=self.stores.chat)
         self.presence: ClusterPresence | None = None
         if self.redis is not None:  # the counts are the cluster's, summed in Redis
             self.rooms.count_viewers = False

@@ -324,6 +324,15 @@ MIGRATIONS: Final = (
         "CREATE INDEX draw_entries_user ON draw_entries (user_id, draw)",
         _orders_take_prizes,
     )),
+    Migration(3, "room chat and like totals kept across restarts", (
+        # `seq` orders the messages as written; (ch, user_id, cid) finds a resend's first copy
+        """CREATE TABLE room_chat (seq {serial}, ch TEXT NOT NULL, id TEXT NOT NULL,
+            user_id TEXT NOT NULL, cid TEXT, body TEXT NOT NULL, at BIGINT NOT NULL,
+            UNIQUE (ch, id))""",
+        "CREATE UNIQUE INDEX room_chat_cid ON room_chat (ch, user_id, cid) WHERE cid IS NOT NULL",
+        "CREATE INDEX room_chat_recent ON room_chat (ch, at)",
+        "CREATE TABLE room_likes (ch TEXT PRIMARY KEY, total BIGINT NOT NULL)",
+    )),
 )
 
 

@@ -130,8 +130,6 @@ async def test_a_chat_typed_while_down_arrives_once(restart: Restart) -> None:
     restart.pages.assert_clean()
 
 
-@pytest.mark.xfail(strict=True, reason="server: room chat and the likes total kept across a restart (SQLite), "
-                                       "the snapshot carrying the last 50 messages")
 async def test_chat_history_and_likes_are_back_on_every_page(restart: Restart) -> None:
     for page in [*restart.viewers, restart.studio]:
         await expect(page.locator(tid("chat-msg"), has_text=BEFORE_TEXT)).to_have_count(1, timeout=5000)
