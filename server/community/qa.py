@@ -256,7 +256,9 @@ class QuestionsAndAnswers(ClusterCopies):
     # -- snapshots and stats ----------------------------------------------------------
     def room_snapshot(self, room: str) -> dict[str, Any]:
         board = self.boards.get(room)
-        return {"questions": [q.to_event() for q in board.open_questions()] if board else []}
+        if board is None:
+            return {"questions": []}
+        return {"questions": [q.to_event() for q in [*board.open_questions(), *board.recently_answered()]]}
 
     def group_snapshot(self, group_id: str, *, limit: int = 50) -> dict[str, Any]:
         """Mirrored questions (open first by votes, then recent answered), members, the group."""

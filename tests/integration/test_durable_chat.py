@@ -55,6 +55,8 @@ async def test_chat_survives_kill9_and_a_cid_resend_posts_nothing(server_process
         await a.like("dc", 5)
         await likes.wait_for(lambda ev: ev.get("total") == 5, timeout=5)
         await wait_stored_likes(data, "room:dc", 5)  # coalesced: written by the periodic flush
+        asked = await b.ask("dc", "Does it ship abroad?")
+        await a.answer("dc", asked["id"], "Yes, everywhere")
         await b.chat("dc", "last words")
         await stream.wait_for(lambda ev: ev.get("text") == "last words", timeout=5)
     proc.kill9()
@@ -66,6 +68,9 @@ async def test_chat_survives_kill9_and_a_cid_resend_posts_nothing(server_process
         texts = [m["text"] for m in snap["chat"]]
         assert len(texts) == 50
         assert texts == [f"hello {i}" for i in range(11, 60)] + ["last words"]
+        # the answered question is in the snapshot again (it was in the store already)
+        assert [(q["text"], q["status"], q["answer"]) for q in snap["questions"]] == [
+            ("Does it ship abroad?", "answered", "Yes, everywhere")]
         await a.join("dc")
         stream = c.events("room:dc", types=["chat"])
         # A resend of a message from before the kill: the first message, nothing posted.
