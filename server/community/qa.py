@@ -280,6 +280,7 @@ class QuestionsAndAnswers(ClusterCopies):
             "questions": [Mirror.copy_fields(q, c) for q, c in items[:limit]],
             "members": len(group.members),
             "group": group.to_dict(),
+            "notices": list(group.recent_notices),
         }
 
     async def room_stats(self, room: str) -> dict[str, Any]:

@@ -332,6 +332,8 @@ MIGRATIONS: Final = (
         "CREATE UNIQUE INDEX room_chat_cid ON room_chat (ch, user_id, cid) WHERE cid IS NOT NULL",
         "CREATE INDEX room_chat_recent ON room_chat (ch, at)",
         "CREATE TABLE room_likes (ch TEXT PRIMARY KEY, total BIGINT NOT NULL)",
+        # a notice as the group heard it (title, price, sale...), for a late member's snapshot
+        "ALTER TABLE group_notices ADD COLUMN fields TEXT",
     )),
 )
 

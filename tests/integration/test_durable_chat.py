@@ -55,6 +55,8 @@ async def test_chat_survives_kill9_and_a_cid_resend_posts_nothing(server_process
         await a.like("dc", 5)
         await likes.wait_for(lambda ev: ev.get("total") == 5, timeout=5)
         await wait_stored_likes(data, "room:dc", 5)  # coalesced: written by the periodic flush
+        gid = (await a.request("group_create", tier="normal", topic="tea", title="Fans"))["group"]["id"]
+        await a.request("notice", group=gid, kind="coupon", text="Coupons at 8 pm")
         asked = await b.ask("dc", "Does it ship abroad?")
         await a.answer("dc", asked["id"], "Yes, everywhere")
         await b.chat("dc", "last words")
@@ -72,6 +74,12 @@ async def test_chat_survives_kill9_and_a_cid_resend_posts_nothing(server_process
         assert [(q["text"], q["status"], q["answer"]) for q in snap["questions"]] == [
             ("Does it ship abroad?", "answered", "Yes, everywhere")]
         await a.join("dc")
+        # a member who joins the group after the restart gets its recent notices
+        async with Client(proc.url, token("late", "member", rooms=["dc"]), reconnect=False) as late:
+            joined = await late.request("group_join", group=gid)
+            gsnap = await late.join(group=gid)
+        for got in (joined["group"]["notices"], gsnap["notices"]):
+            assert [(n["kind"], n["text"]) for n in got] == [("coupon", "Coupons at 8 pm")]
         stream = c.events("room:dc", types=["chat"])
         # A resend of a message from before the kill: the first message, nothing posted.
         assert await a.chat("dc", "hello 59 again", cid="c59") == ids[59]
