@@ -206,6 +206,16 @@ class Commerce:
         """`offer_room`, adopting an offer another node created (None: unknown anywhere)."""
         return await self._teams.locate(offer_id)
 
+    # -- the end of a live ------------------------------------------------------------------
+    async def end_room(self, room: str) -> dict[str, Any]:
+        """The room's live ended: its running sales end and its open teams fail (holds
+        released), each written before the room is told. Runs detached."""
+        async def end() -> dict[str, Any]:
+            return {"sales": await self._sales.end_room(room),
+                    "teams": await self._teams.close_room(room)}
+
+        return await self._plumbing.detached(end())
+
     # -- snapshot and cluster --------------------------------------------------------------
     def room_snapshot(self, room: str) -> dict[str, Any]:
         """The commerce part of a `join` snapshot: the room's recent sales and its offers."""

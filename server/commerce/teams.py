@@ -335,6 +335,29 @@ class TeamBuys:
             self._publish_offer(offer, droppable=True)
         self.arm(offer)
 
+    async def close_room(self, room: str) -> int:
+        """The room's live ended: its open teams fail now, durably (holds released, members
+        and room told). Returns how many failed."""
+        count = 0
+        for oid in list(self.offers_of.get(room, [])):
+            offer = self.offers.get(oid)
+            if offer is None:
+                continue
+            failed = offer.fail_open()
+            count += len(failed)
+            if self.shared:
+                await asyncio.gather(*(self._fail_shared(offer, team) for team in failed))
+            else:
+                await asyncio.gather(*(self._fail_team(team) for team in failed))
+                for team in failed:
+                    for member in team.members:
+                        self.plumbing.order(member)
+                    self._publish_team(team, final=True)
+                if failed:
+                    self._publish_offer(offer, droppable=True)
+            self.arm(offer)
+        return count
+
     async def _fail_shared(self, offer: TeamBuyOffer, team: Team) -> None:
         """Cluster: every node's timer fires; the one whose transaction fails the team tells
         the members and the room; the others (and a team confirmed elsewhere just in time)

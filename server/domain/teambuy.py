@@ -318,6 +318,13 @@ class TeamBuyOffer:
                 failed.append(team)
         return failed
 
+    def fail_open(self) -> list[Team]:
+        """The live ended: every open team fails now and its holds are released."""
+        failed = [t for t in self.teams.values() if t.status is TeamStatus.OPEN]
+        for team in failed:
+            self._fail(team)
+        return failed
+
     def _fail(self, team: Team) -> None:
         team.status = TeamStatus.FAILED
         team.members = [dataclasses.replace(m, status=order_status.FAILED) for m in team.members]

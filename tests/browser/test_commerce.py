@@ -290,7 +290,6 @@ async def test_ending_the_live_shows_the_end_card_and_stops_selling(pages: Pages
     pages.assert_clean()
 
 
-@pytest.mark.xfail(strict=True, reason="server: ending the live ends its running sales and closes open teams")
 async def test_ending_the_live_ends_its_sales_on_the_server(pages: Pages) -> None:
     async with Client(pages.server.url, token("boss-x", "streamer", rooms=["end2"])) as boss:
         product = (await boss.request("product_create", title="Ending test", price=1000, stock=10))["product"]
