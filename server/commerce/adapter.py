@@ -20,6 +20,7 @@ from server.commerce.plumbing import Plumbing, wall_ms
 from server.commerce.products import Products
 from server.commerce.sales import MAX_SNAPSHOT_SALES, FlashSales
 from server.commerce.teams import TeamBuys
+from server.commerce.ticker import PurchaseTicker
 from server.commerce.writes import Pending
 from server.domain import fields
 from server.domain.catalog import Catalog
@@ -57,6 +58,8 @@ class Commerce:
         absent = AbsentIds(shared, clock_ms)
         pending: Pending = {}  # one map for sale and team orders: team rules skip these
         self._products = Products(self.store, clock_ms, absent)
+        self.ticker = PurchaseTicker(self._plumbing, self._products)
+        self._plumbing.confirmed = self.ticker.add
         self._sales = FlashSales(self.store, self._plumbing, self._products, absent, pending,
                                  shared=shared, order_batch=order_batch, coupons=coupons,
                                  find_coupon=find_coupon)

@@ -315,7 +315,6 @@ async def test_a_purchase_event_shows_in_the_ticker(pages: Pages) -> None:
     pages.assert_clean()
 
 
-@pytest.mark.xfail(strict=True, reason="server: the throttled, masked `purchase` room event")
 async def test_the_server_sends_purchases_to_the_ticker(pages: Pages) -> None:
     async with Client(pages.server.url, token("boss-p", "streamer", rooms=["tick2"])) as boss:
         product = (await boss.request("product_create", title="Ticker tea", price=1000, stock=10))["product"]
