@@ -274,6 +274,10 @@ class Client:
     async def orders_mine(self) -> list[dict[str, Any]]:
         return list((await self.request("orders_mine"))["orders"])
 
+    async def teams_mine(self) -> list[dict[str, Any]]:
+        """The caller's open and recent teams, with their members (names masked)."""
+        return list((await self.request("teams_mine"))["teams"])
+
     async def team_open(self, offer: str, key: str | None = None) -> dict[str, Any]:
         return dict((await self.request("team_open", offer=offer, key=key or uuid.uuid4().hex))["team"])
 

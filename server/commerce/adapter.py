@@ -167,6 +167,11 @@ class Commerce:
     async def orders_mine(self, user_id: str, limit: int = 100) -> list[dict[str, Any]]:
         return await self.store.orders_of(fields.user_value(user_id), limit)
 
+    async def teams_mine(self, user_id: str, limit: int = 20) -> list[dict[str, Any]]:
+        """The user's open and recent teams: this node's copy where it holds the offer (the
+        most current), else the stored one."""
+        return self._teams.mine(await self.store.teams_of(fields.user_value(user_id), limit))
+
     async def sales_stats(self, room: str) -> dict[str, Any]:
         return await self.store.sales_stats(fields.ident_value(room, "room"))
 

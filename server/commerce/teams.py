@@ -391,6 +391,23 @@ class TeamBuys:
             f"offer:{offer.id}", deadline, lambda: self._expire(offer, self.clock_ms())
         )
 
+    def mine(self, stored: list[Team]) -> list[dict[str, Any]]:
+        """Teams as a reloaded page shows them: the product's title and the time left."""
+        now = self.clock_ms()
+        out = []
+        for team in stored:
+            offer = self.offers.get(team.offer)
+            current = offer.teams.get(team.id, team) if offer is not None else team
+            view = current.to_dict()
+            product_id = offer.product if offer is not None else (
+                current.members[0].product if current.members else "")
+            product = self.products.catalog.get(product_id)
+            view["title"] = product.title if product is not None else ""
+            view["remaining_ms"] = (max(0, current.expires_at - now)
+                                    if current.status is TeamStatus.OPEN else 0)
+            out.append(view)
+        return out
+
     # -- views and events ------------------------------------------------------------------
     def _publish_team(self, team: Team, *, final: bool) -> None:
         """Team progress is coalesced per team; a final status goes out at once."""

@@ -96,6 +96,14 @@ async def orders_mine(sv: Services, s: Session, frame: Frame) -> Result:
     return {"orders": await sv.commerce.orders_mine(s.identity.id)}
 
 
+@op("teams_mine", roles=VIEWERS, scope=OWN_USER)
+async def teams_mine(sv: Services, s: Session, frame: Frame) -> Result:
+    """The caller's open and recent teams with their members, for a reloaded page (a full
+    team is no longer in the room's snapshot)."""
+    assert s.identity is not None
+    return {"teams": await sv.commerce.teams_mine(s.identity.id)}
+
+
 @op("sales_stats", roles=STREAMERS, scope=ROOM)
 async def sales_stats(sv: Services, s: Session, frame: Frame) -> Result:
     room = _staff_room(s, frame)

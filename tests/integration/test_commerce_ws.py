@@ -183,3 +183,30 @@ async def test_a_rush_gives_at_most_two_purchase_events_a_second_counting_every_
     assert told["count"] == 2 and [i["name"] for i in told["items"]] == ["小*", "小*"]
     for c in (*buyers, watcher, st):
         await c.close()
+
+
+async def test_teams_mine_after_a_reload_and_masked_member_names(server: Running) -> None:
+    st = server.client("boss", "streamer")
+    await st.connect()
+    await st.request("product_create", id="mine-p", title="Tote bag", price=5900, stock=100)
+    offer = (await st.request("teambuy_create", room="mine", product="mine-p", price=3900, size=2,
+                              window_s=60))["teambuy"]
+    lee, wu, other = server.client("lee", name="Lee Ming"), server.client("wu", name="吴芳"), server.client("zz")
+    for c in (lee, wu, other):
+        await c.connect()
+    full = await lee.team_open(offer["id"])
+    await wu.team_join(offer["id"], full["id"])
+    still_open = (await st.request("teambuy_create", room="mine", product="mine-p", price=3900, size=3,
+                                   window_s=60))["teambuy"]
+    waiting = await lee.team_open(still_open["id"])
+    async with server.client("lee", name="Lee Ming") as reloaded:  # the same buyer, a new page
+        teams = {t["id"]: t for t in await reloaded.teams_mine()}
+    assert set(teams) == {full["id"], waiting["id"]}
+    done = teams[full["id"]]
+    assert (done["status"], done["count"], done["size"], done["title"]) == ("confirmed", 2, 2, "Tote bag")
+    assert [m["name"] for m in done["members"]] == ["L*", "吴*"]  # never the whole name
+    assert done["remaining_ms"] == 0
+    assert teams[waiting["id"]]["status"] == "open" and 0 < teams[waiting["id"]]["remaining_ms"] <= 60_000
+    assert await other.teams_mine() == []  # only the caller's own teams
+    for c in (lee, wu, other, st):
+        await c.close()
