@@ -37,6 +37,7 @@ from server.events import EventDispatcher
 from server.fanout import Hub
 from server.gateway import Gateway
 from server.http import HttpRoutes, bearer
+from server.images import ImageStore
 from server.insights import Insights
 from server.listener import Listener, listen, port_of
 from server.metrics import Metrics
@@ -112,6 +113,7 @@ class App:
             self.bus.snapshot_of = self.channels.snapshot_at
         self.gateway = Gateway(self)
         self.http = HttpRoutes(self)
+        self.images = ImageStore(cfg.data_dir / "images")
         self.draining = False
         self.server: Listener | None = None
         self.worker_server: Listener | None = None  # --workers: this worker's own port (media)
@@ -178,9 +180,10 @@ class App:
             chat_buckets=UserBuckets(self.cfg.chat_per_s, self.cfg.chat_burst),
             commerce=self.commerce, community=self.community, engagement=self.engagement,
             insights=self.insights, draws=self.draws,
-            save_room=self.save_room, max_token_ttl=self.cfg.max_token_ttl,
+            save_room=self.save_room, images=self.images, max_token_ttl=self.cfg.max_token_ttl,
             resume_limit=self.cfg.soft_limit)
-        api.install(self.http.api, self.services, lambda request, query: bearer(self, request, query))
+        api.install(self.http.api, self.services, lambda request, query: bearer(self, request, query),
+                    add=self.http.add)
         self.page_for = api.page_for
 
     # ---- lifecycle ------------------------------------------------------------------

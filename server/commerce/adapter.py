@@ -13,6 +13,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from client_sdk.protocol import Code
 from server.bus.base import Publish
 from server.commerce.absent import AbsentIds
 from server.commerce.cluster import ClusterFollower
@@ -25,8 +26,9 @@ from server.commerce.writes import Pending
 from server.domain import fields
 from server.domain.catalog import Catalog
 from server.domain.coupons import CouponBook
+from server.domain.errors import SoukError
 from server.domain.events import DomainEvent
-from server.domain.flashsale import FlashSale
+from server.domain.flashsale import OVER, FlashSale
 from server.domain.teambuy import TeamBuyOffer
 from server.store.ledger import CommerceStore
 
@@ -128,6 +130,22 @@ class Commerce:
 
     def products(self, shop: str) -> list[dict[str, Any]]:
         return [p.to_dict() for p in self.catalog.of_shop(shop)]
+
+    async def set_image(self, product_id: str, image: str) -> dict[str, Any]:
+        """A product's picture changed (an upload): kept, then its running sales and offers
+        are pushed again so that viewers see it. Returns the product."""
+        product = await self._products.find(product_id)
+        if product is None:
+            raise SoukError(Code.NOT_FOUND, f"no product {product_id}")
+        await self.store.set_product_image(product.id, image)
+        product.image = image
+        for sale in self.sales.values():
+            if sale.product == product.id and sale.phase not in OVER:
+                self._sales.push(sale)
+        for offer in self.offers.values():
+            if offer.product == product.id:
+                self._teams.push(offer)
+        return product.to_dict()
 
     async def find_product(self, product_id: Any) -> dict[str, Any] | None:
         """`product`, and in a cluster a product another node created (adopted from the store)."""

@@ -337,6 +337,10 @@ class FlashSales:
         self.sales_of.setdefault(sale.room, []).append(sale.id)
         self._stock_throttle[sale.id] = PushThrottle()
 
+    def push(self, sale: FlashSale) -> None:
+        """Tell the room the sale again (its product card changed)."""
+        self._publish_sale(sale)
+
     def _publish_sale(self, sale: FlashSale, *, droppable: bool = False) -> None:
         self._tell_sale(sale, sale.phase, self.view(sale), droppable=droppable)
 

@@ -446,6 +446,10 @@ class TeamBuys:
         view["teams"] = [t.to_dict() for t in joinable[:MAX_VIEW_TEAMS]]
         return view
 
+    def push(self, offer: TeamBuyOffer) -> None:
+        """Tell the room the offer again (its product card changed)."""
+        self._publish_offer(offer)
+
     def _publish_offer(self, offer: TeamBuyOffer, *, droppable: bool = False) -> None:
         """Creation is never droppable; later updates (a team opened or filled) are progress."""
         view = self.view(offer)
