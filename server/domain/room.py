@@ -50,7 +50,9 @@ class Room:
     pinned: dict[str, Any] | None = None
     likes: int = 0
     likes_published: int = 0
-    presence: dict[str, int] = field(default_factory=dict)  # user id -> open sessions
+    presence: dict[str, int] = field(default_factory=dict)  # viewer id -> open sessions
+    # the streamer, moderators and admins in the room: not "watching", counted apart
+    staff_presence: dict[str, int] = field(default_factory=dict)
     chat: deque[dict[str, Any]] = field(default_factory=deque)
     muted_until: dict[str, int] = field(default_factory=dict)
     banned: set[str] = field(default_factory=set)
@@ -61,19 +63,26 @@ class Room:
     # ---- presence -------------------------------------------------------------------
     @property
     def viewers(self) -> int:
+        """Who is watching: the people in the room who are not its staff."""
         return len(self.presence)
+
+    @property
+    def staff(self) -> int:
+        return len(self.staff_presence)
 
     def enter(self, actor: Actor) -> None:
         if actor.id in self.banned:
             raise SoukError(Code.BANNED, "you are banned from this room")
-        self.presence[actor.id] = self.presence.get(actor.id, 0) + 1
+        where = self.staff_presence if actor.is_staff else self.presence
+        where[actor.id] = where.get(actor.id, 0) + 1
 
     def exit(self, user_id: str) -> None:
-        n = self.presence.get(user_id, 0)
+        where = self.presence if user_id in self.presence else self.staff_presence
+        n = where.get(user_id, 0)
         if n <= 1:
-            self.presence.pop(user_id, None)
+            where.pop(user_id, None)
         else:
-            self.presence[user_id] = n - 1
+            where[user_id] = n - 1
 
     def viewers_changed(self) -> Event | None:
         """The throttled presence event, if the count moved since the last one."""

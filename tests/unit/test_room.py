@@ -12,17 +12,19 @@ V = Actor("v", "Viewer", "viewer")
 M = Actor("m", "Mod", "moderator")
 
 
-def test_presence_counts_users_not_connections() -> None:
+def test_presence_counts_users_not_connections_and_not_staff() -> None:
     r = Room("r")
     r.enter(V)
     r.enter(V)
-    r.enter(M)
-    assert r.viewers == 2
-    r.exit("v")
-    assert r.viewers == 2
+    r.enter(M)  # a moderator is in the room, not watching it
+    assert (r.viewers, r.staff) == (1, 1)
     r.exit("v")
     assert r.viewers == 1
-    assert r.viewers_changed() == ("viewers", {"count": 1})
+    r.exit("v")
+    assert r.viewers == 0
+    r.exit("m")
+    assert r.staff == 0
+    assert r.viewers_changed() == ("viewers", {"count": 0})
     assert r.viewers_changed() is None
 
 
