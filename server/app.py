@@ -203,6 +203,7 @@ class App:
             turn_urls=tuple(self.cfg.turn_url or ()), turn_secret=self.cfg.turn_secret or None,
             media_workers=self.cfg.media_workers, on_rewatch=media_ops.rewatch_notice(self.sessions),
         )
+        self.rooms.video_counts = self.media.video_viewers
         self.rooms.start()
         if self.presence is not None:
             await self.presence.start()

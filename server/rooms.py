@@ -70,6 +70,9 @@ class Rooms:
         self.chat_log = ChatLog(chat) if chat is not None else None
         self._likes_writing: asyncio.Task[None] | None = None
         self._likes_unsaved: set[str] = set()
+        # the media relay's viewers per room (set once it runs): `video_viewers` in `viewers`
+        self.video_counts: Callable[[], dict[str, int]] | None = None
+        self._video_rooms: set[str] = set()
 
     def room(self, room_id: str) -> Room:
         return self._get(room_channel(room_id), room_id, "room")
@@ -196,6 +199,16 @@ class Rooms:
         dirty, self.dirty_viewers = self.dirty_viewers, set()
         if not self.count_viewers:
             return
+        if self.video_counts is not None:  # only the rooms with video viewers, now or before
+            counts = self.video_counts()
+            for room_id in set(counts) | self._video_rooms:
+                ch = room_channel(room_id)
+                room = self.by_channel.get(ch)
+                n = counts.get(room_id, 0)
+                if room is not None and n != room.video_viewers:
+                    room.video_viewers = n
+                    dirty.add(ch)
+            self._video_rooms = {r for r, n in counts.items() if n}
         for ch in dirty:
             room = self.by_channel.get(ch)
             if room is not None and (ev := room.viewers_changed()) is not None:

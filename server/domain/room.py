@@ -58,6 +58,8 @@ class Room:
     banned: set[str] = field(default_factory=set)
     next_msg: int = 1
     viewers_published: int = -1
+    video_viewers: int = 0  # viewers receiving this room's video on this node (the relay's)
+    video_published: int = 0
     likes_saved: int = 0  # the part of `likes` already added to the stored total
 
     # ---- presence -------------------------------------------------------------------
@@ -85,11 +87,13 @@ class Room:
             where[user_id] = n - 1
 
     def viewers_changed(self) -> Event | None:
-        """The throttled presence event, if the count moved since the last one."""
-        if self.viewers == self.viewers_published:
+        """The throttled presence event, if the count (or the viewers receiving video) moved
+        since the last one."""
+        if self.viewers == self.viewers_published and self.video_viewers == self.video_published:
             return None
         self.viewers_published = self.viewers
-        return ("viewers", {"count": self.viewers})
+        self.video_published = self.video_viewers
+        return ("viewers", {"count": self.viewers, "video_viewers": self.video_viewers})
 
     # ---- chat -----------------------------------------------------------------------
     def check_may_speak(self, actor: Actor, now_ms: int) -> None:

@@ -24,7 +24,10 @@ def test_presence_counts_users_not_connections_and_not_staff() -> None:
     assert r.viewers == 0
     r.exit("m")
     assert r.staff == 0
-    assert r.viewers_changed() == ("viewers", {"count": 0})
+    assert r.viewers_changed() == ("viewers", {"count": 0, "video_viewers": 0})
+    assert r.viewers_changed() is None
+    r.video_viewers = 3  # the relay's count moved: told once, with the presence count
+    assert r.viewers_changed() == ("viewers", {"count": 0, "video_viewers": 3})
     assert r.viewers_changed() is None
 
 
