@@ -23,6 +23,9 @@ from server.store.db import Body, Db, Many, Q, X, steps
 Message = dict[str, Any]
 
 
+_CHUNK = 500  # rows per INSERT (6 values each: far below either database's limit)
+
+
 class ChatStore(Protocol):
     async def add_messages(self, batch: Sequence[tuple[str, Message]]) -> list[Message | None]:
         """Write each (channel, message); per message, None if it is new or the first
@@ -47,12 +50,19 @@ class SqlChatStore:
                 for ch, m in batch]
 
         def body() -> Body[list[Message | None]]:
+            # one statement per chunk, not one per message: a statement is a GIL hand-off
+            # with the loop (SQLite) or a round trip (PostgreSQL); RETURNING names the rows
+            # written, and only a resend (a (ch, user, cid) already there) is looked up
+            written: set[tuple[str, str]] = set()
+            for at in range(0, len(rows), _CHUNK):
+                part = rows[at:at + _CHUNK]
+                values = ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(part))
+                got = yield Q(f"INSERT INTO room_chat (ch, id, user_id, cid, body, at) VALUES {values}"
+                              " ON CONFLICT DO NOTHING RETURNING ch, id", *[v for r in part for v in r])
+                written.update((r["ch"], r["id"]) for r in got)
             out: list[Message | None] = []
-            for ch, mid, user, cid, text, at in rows:
-                n = yield X("INSERT INTO room_chat (ch, id, user_id, cid, body, at)"
-                            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                            ch, mid, user, cid, text, at)
-                if n:
+            for ch, mid, user, cid, _, _ in rows:
+                if (ch, mid) in written:
                     out.append(None)
                     continue
                 first = (yield Q("SELECT body FROM room_chat WHERE ch = ? AND user_id = ?"
