@@ -110,6 +110,7 @@ async def room_info(sv: Services, ident: Identity, request: Request, query: Quer
         raise SoukError(Code.FORBIDDEN, NOT_ADMITTED)
     if sv.rooms.get(room_channel(key)) is None:
         raise SoukError(Code.NOT_FOUND, "no such room")
+    await sv.rooms.ensure(room_channel(key))  # its kept chat and likes, after a restart too
     return json_response(await sv.channels.snapshot(room_channel(key)))
 
 

@@ -109,15 +109,17 @@ class Rooms:
             return
         record = await self.store.room(key) if kind == "room" and self.store.shared else None
         sanctions = await self.sanctions.load(ch, self.clock_ms())
+        kept: tuple[list[dict[str, Any]], int] | None = None
+        if kind == "room" and self.chat_store is not None and ch not in self._loaded:
+            kept = (await self.chat_store.recent(ch, Room(key).history_limit),
+                    # alone, the total is this store's; in a cluster it is Redis's (presence)
+                    await self.chat_store.likes(ch) if self.count_likes else 0)
         self.loads += 1
         room = self.room(key) if kind == "room" else self.group(key)
         if record is not None:
             record.apply(room)
-        if kind == "room" and self.chat_store is not None and ch not in self._loaded:
-            history = await self.chat_store.recent(ch, room.history_limit)
-            # alone, the total is this store's; in a cluster it is Redis's (presence)
-            likes = await self.chat_store.likes(ch) if self.count_likes else 0
-            room.restore(history, likes)
+        if kept is not None and ch not in self._loaded:  # once, if two first joins raced
+            room.restore(*kept)
         for user, what, until in sanctions:
             if what == "ban":
                 room.banned.add(user)

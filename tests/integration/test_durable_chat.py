@@ -93,7 +93,11 @@ async def test_chat_survives_kill9_and_a_cid_resend_posts_nothing(server_process
     assert proc.terminate() == 0  # SIGTERM: the likes counted so far are saved on the way out
 
     proc = server_process(data_dir=data, port=proc.port, env=env)
-    async with Client(proc.url, token("d", rooms=["dc"]), reconnect=False) as d:
-        snap = await d.join("dc")
-        assert snap["chat"][-1]["text"] == "after the restart"
-        assert snap["likes"] == 7  # 5 flushed before the kill, 2 saved by the clean stop
+    async with Client(proc.url, token("d", rooms=["dc"]), reconnect=False) as d, \
+            Client(proc.url, token("e", rooms=["dc"]), reconnect=False) as e:
+        # two first joins at once: the kept history and total are loaded once, not twice
+        snaps = await asyncio.gather(d.join("dc"), e.join("dc"))
+        for snap in snaps:
+            assert snap["chat"][-1]["text"] == "after the restart"
+            assert len({m["id"] for m in snap["chat"]}) == len(snap["chat"]) == 50
+            assert snap["likes"] == 7  # 5 flushed before the kill, 2 saved by the clean stop
