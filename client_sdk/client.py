@@ -244,8 +244,11 @@ class Client:
         self.channels.pop(room_channel(room) if room else group_channel(group or ""), None)
 
     async def chat(self, room: str | None = None, text: str = "", *, group: str | None = None,
-                   reply_to: str | None = None) -> str:
-        reply = await self.request("chat", room=room, group=group, text=text, reply_to=reply_to)
+                   reply_to: str | None = None, cid: str | None = None) -> str:
+        """Post a message; its id. With `cid` (a client message id) a resend after a lost
+        reply is answered with the first message's id and posts nothing."""
+        reply = await self.request("chat", room=room, group=group, text=text, reply_to=reply_to,
+                                   cid=cid)
         return str(reply["id"])
 
     async def like(self, room: str, count: int = 1) -> None:
@@ -277,6 +280,10 @@ class Client:
 
     async def orders_mine(self) -> list[dict[str, Any]]:
         return list((await self.request("orders_mine"))["orders"])
+
+    async def teams_mine(self) -> list[dict[str, Any]]:
+        """The caller's open and recent teams, with their members (names masked)."""
+        return list((await self.request("teams_mine"))["teams"])
 
     async def team_open(self, offer: str, key: str | None = None) -> dict[str, Any]:
         return dict((await self.request("team_open", offer=offer, key=key or uuid.uuid4().hex))["team"])

@@ -61,6 +61,7 @@ class Op:
     TEAMBUY_CREATE: Final = "teambuy_create"
     TEAM_OPEN: Final = "team_open"
     TEAM_JOIN: Final = "team_join"
+    TEAMS_MINE: Final = "teams_mine"
     # community groups
     GROUP_CREATE: Final = "group_create"
     GROUP_JOIN: Final = "group_join"

@@ -204,6 +204,10 @@ class MediaRelay:
     def viewer_count(self, room: str) -> int:
         return self.viewers.viewer_count(room)
 
+    def video_viewers(self) -> dict[str, int]:
+        """Viewers per room with end users watching (what the studio shows as receiving video)."""
+        return {r: self.viewers.viewer_count(r) for r in self.viewers.end_user_rooms()}
+
     def stranded_rooms(self) -> list[str]:
         """Rooms whose end-user viewers are connected but nothing feeds them (the publisher
         left, and may have republished on another node). Edge pulls of other nodes do not

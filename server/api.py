@@ -12,12 +12,14 @@ shop). Paths: `*` stands for one id segment.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from websockets.http11 import Request, Response
 
 from client_sdk.protocol import Code, room_channel
+from server import images
 from server.errors import SoukError
 from server.http import json_response
 from server.ops import fields
@@ -43,6 +45,10 @@ if TYPE_CHECKING:
 Identify = Callable[[Request, Query], "Identity"]
 Route = Callable[[Request, Query, list[str]], Awaitable[Response]]
 
+
+class AddRoute(Protocol):
+    def __call__(self, method: str, key: str, handler: Any, *, max_body: int = 0) -> None: ...
+
 ROOM_IN_PATH = (Scope(Target.ROOM, "path[1]"),)
 GROUP_IN_PATH = (Scope(Target.GROUP, "path[1]"),)
 NOT_ADMITTED = "your token does not admit you to this room"
@@ -63,10 +69,17 @@ def page_for(path: str) -> str | None:
     return None
 
 
-def install(api: dict[str, Route], sv: Services, identify: Identify) -> None:
-    """Register every declared route into the HTTP router's table (`HttpRoutes.api`)."""
+def install(api: dict[str, Route], sv: Services, identify: Identify,
+            add: AddRoute | None = None) -> None:
+    """Register every declared route into the HTTP router: GET routes in its table
+    (`HttpRoutes.api`), the others (uploads) with `add` (`HttpRoutes.add`), which reads
+    their body first, bounded by the route's `max_body`."""
     for spec in ROUTES.values():
-        api[router_key(spec.path)] = _guarded(spec, sv, identify)
+        if spec.method == "GET":
+            api[router_key(spec.path)] = _guarded(spec, sv, identify)
+        elif add is not None:
+            add(spec.method, router_key(spec.path), _guarded(spec, sv, identify),
+                max_body=spec.max_body)
 
 
 def router_key(path: str) -> str:
@@ -97,6 +110,7 @@ async def room_info(sv: Services, ident: Identity, request: Request, query: Quer
         raise SoukError(Code.FORBIDDEN, NOT_ADMITTED)
     if sv.rooms.get(room_channel(key)) is None:
         raise SoukError(Code.NOT_FOUND, "no such room")
+    await sv.rooms.ensure(room_channel(key))  # its kept chat and likes, after a restart too
     return json_response(await sv.channels.snapshot(room_channel(key)))
 
 
@@ -128,6 +142,44 @@ async def room_orders(sv: Services, ident: Identity, request: Request, query: Qu
     orders = await sv.commerce.store.orders_of_room(parts[1], limit, after)
     return json_response({"room": parts[1], "orders": orders,
                           "next": orders[-1]["id"] if len(orders) == limit else None})
+
+
+# ---- products --------------------------------------------------------------------------
+PRODUCT_IN_PATH = (Scope(Target.SHOP, "path[1]", via="product"),)
+PICTURE_STAFF = "product pictures are for the shop's streamers and admins"
+
+
+@route("products/*/image", method="POST", max_body=images.MAX_BYTES, roles=STREAMERS,
+       scope=PRODUCT_IN_PATH, refusal=PICTURE_STAFF)
+async def product_image(sv: Services, ident: Identity, request: Request, query: Query,
+                        parts: list[str]) -> Response:
+    """A product's picture: PNG, JPEG or WebP by its bytes (never by the Content-Type sent;
+    never SVG, which would be script served from this origin), at most 2 MB (413 before the
+    body is read), stored by content hash and served at `/images/<hash>.<ext>`. Viewers of
+    the rooms that sell or pin the product see it at once."""
+    product = await sv.commerce.find_product(parts[1])
+    if product is None:
+        raise SoukError(Code.NOT_FOUND, f"no product {parts[1]}")
+    if product["shop"] != ident.shop and not may(ident.role, ANY_SHOP):
+        raise SoukError(Code.FORBIDDEN, PICTURE_STAFF)
+    if sv.images is None:
+        raise SoukError(Code.UNAVAILABLE, "this server takes no uploads")
+    data = bytes(getattr(request, "body", b""))
+    if not data:
+        raise SoukError(Code.INVALID, "send the picture's bytes as the request body")
+    ext = images.sniff(data)
+    if ext is None:
+        return json_response({"error": Code.INVALID, "message":
+                              "the file is not a PNG, JPEG or WebP picture"}, 415)
+    name = await asyncio.to_thread(sv.images.save, data, ext)
+    url = f"/images/{name}"
+    card = await sv.commerce.set_image(product["id"], url)
+    for room in list(sv.rooms.by_channel.values()):  # the rooms that show it pinned
+        if room.kind == "room" and room.pinned and room.pinned.get("id") == card["id"]:
+            room.pinned = card
+            await sv.save_room(room)
+            sv.bus.publish(room_channel(room.id), "pinned", {"product": card})
+    return json_response({"product": card, "image": url})
 
 
 def _admits(ident: Identity, room: str, refusal: str) -> None:

@@ -39,6 +39,7 @@ from server.events import EventDispatcher
 from server.fanout import Hub
 from server.gateway import Gateway
 from server.http import HttpRoutes, bearer
+from server.images import ImageStore
 from server.insights import Insights
 from server.listener import Listener, listen, port_of
 from server.metrics import Metrics
@@ -93,7 +94,8 @@ class App:
                            receiving=(lambda ch: ch in bus.watched) if isinstance(bus, RedisBus) else None,
                            likes_interval_s=cfg.likes_interval_s,
                            viewers_interval_s=cfg.viewers_interval_s,
-                           on_create=node_unique_ids if cfg.redis else None)
+                           on_create=node_unique_ids if cfg.redis else None,
+                           chat=self.stores.chat)
         self.presence: ClusterPresence | None = None
         if self.redis is not None:  # the counts are the cluster's, summed in Redis
             self.rooms.count_viewers = False
@@ -119,6 +121,7 @@ class App:
         self._collecting: asyncio.Task[None] | None = None
         self.gateway = Gateway(self)
         self.http = HttpRoutes(self)
+        self.images = ImageStore(cfg.data_dir / "images")
         self.draining = False
         self.server: Listener | None = None
         self.worker_server: Listener | None = None  # --workers: this worker's own port (media)
@@ -186,9 +189,10 @@ class App:
             chat_buckets=UserBuckets(self.cfg.chat_per_s, self.cfg.chat_burst),
             commerce=self.commerce, community=self.community, engagement=self.engagement,
             insights=self.insights, draws=self.draws,
-            save_room=self.save_room, max_token_ttl=self.cfg.max_token_ttl,
+            save_room=self.save_room, images=self.images, max_token_ttl=self.cfg.max_token_ttl,
             resume_limit=self.cfg.soft_limit)
-        api.install(self.http.api, self.services, lambda request, query: bearer(self, request, query))
+        api.install(self.http.api, self.services, lambda request, query: bearer(self, request, query),
+                    add=self.http.add)
         self.page_for = api.page_for
 
     # ---- lifecycle ------------------------------------------------------------------
@@ -208,6 +212,7 @@ class App:
             turn_urls=tuple(self.cfg.turn_url or ()), turn_secret=self.cfg.turn_secret or None,
             media_workers=self.cfg.media_workers, on_rewatch=media_ops.rewatch_notice(self.sessions),
         )
+        self.rooms.video_counts = self.media.video_viewers
         self.rooms.start()
         self._collecting = asyncio.create_task(every(
             self.collector.interval_s(), self.collector.sweep, "room collection", log))

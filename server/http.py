@@ -200,6 +200,8 @@ def response(status: int, body: bytes, content_type: str, extra: dict[str, str] 
     headers["Cache-Control"] = "no-store"
     headers["X-Content-Type-Options"] = "nosniff"
     for k, v in (extra or {}).items():
+        if k in headers:  # one value: the route's (e.g. a cacheable picture's Cache-Control)
+            del headers[k]
         headers[k] = v
     return Response(status, http.HTTPStatus(status).phrase, headers, body)
 
@@ -357,12 +359,22 @@ class HttpRoutes:
             return static_file(SDK_DIR, path[5:])
         if path.startswith("/static/"):
             return static_file(WEB_DIR, path[8:])
+        if path.startswith("/images/"):
+            return self.image(path[8:])
         if path.startswith("/api/"):
             return await self.route_api(request, api_parts(path), query)
         page = app.page_for(path)
         if page is not None:
             return static_file(WEB_DIR, page)
         return json_response({"error": "not_found", "message": "no such page"}, 404)
+
+    def image(self, name: str) -> Response:
+        """An uploaded picture: named by its content hash, so cached for a year."""
+        found = self.app.images.read(name)
+        if found is None:
+            return json_response({"error": "not_found", "message": "no such picture"}, 404)
+        data, ctype = found
+        return response(200, data, ctype, {"Cache-Control": "public, max-age=31536000, immutable"})
 
     async def route_api(self, request: Request, parts: list[str], query: dict[str, list[str]]) -> Response:
         app = self.app

@@ -15,7 +15,7 @@ and a reader sees at a glance who reacts to what:
 | `ChatPosted` | group: community keeps it (a reply may answer a mirrored question); room: insights counts it; draws: a keyword in it enters its sender |
 | `Liked` | insights counts it |
 | `RoomJoined` / `RoomLeft` | insights: presence in the numbers; draws: a viewer's time in the room |
-| `RoomEnded` | media: the room's publisher and viewers are closed |
+| `RoomEnded` | media: the room's publisher and viewers are closed; commerce: its running sales end and its open teams fail |
 """
 
 from __future__ import annotations
@@ -135,6 +135,7 @@ class Reactions:
 
     # ---- rooms -> media ---------------------------------------------------------------
     async def room_ended(self, ev: RoomEnded) -> None:
+        await self.commerce.end_room(ev.room)
         media = self.media()
         if media is not None:
             with contextlib.suppress(Exception):

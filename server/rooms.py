@@ -19,11 +19,14 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from client_sdk.protocol import group_channel, room_channel
 from server.bus.base import Publish
+from server.chatlog import ChatLog
 from server.domain.room import Actor, Room
 from server.periodic import every
+from server.store.chat import ChatStore
 from server.store.rooms import RoomStore, SanctionStore
 
 log = logging.getLogger("souk.rooms")
@@ -41,6 +44,7 @@ class Rooms:
         likes_interval_s: float = 0.5,
         viewers_interval_s: float = 1.0,
         on_create: Callable[[Room], None] | None = None,
+        chat: ChatStore | None = None,
     ) -> None:
         """`receiving(ch)`: in a cluster, whether this node currently gets the channel's
         events (then its Room is current); None: one process sees everything."""
@@ -61,6 +65,14 @@ class Rooms:
         self.count_viewers = True
         self.count_likes = True
         self._tasks: list[asyncio.Task[None]] = []
+        # room chat and like totals on disk (None: kept in memory only, as in unit setups)
+        self.chat_store = chat
+        self.chat_log = ChatLog(chat) if chat is not None else None
+        self._likes_writing: asyncio.Task[None] | None = None
+        self._likes_unsaved: set[str] = set()
+        # the media relay's viewers per room (set once it runs): `video_viewers` in `viewers`
+        self.video_counts: Callable[[], dict[str, int]] | None = None
+        self._video_rooms: set[str] = set()
 
     def room(self, room_id: str) -> Room:
         return self._get(room_channel(room_id), room_id, "room")
@@ -118,6 +130,11 @@ class Rooms:
         record = await self.store.room(key) if kind == "room" and self.store.shared else None
         sanctions = await self.sanctions.load(ch, self.clock_ms())
         staff = await self.sanctions.staff(ch)
+        kept: tuple[list[dict[str, Any]], int] | None = None
+        if kind == "room" and self.chat_store is not None and ch not in self._loaded:
+            kept = (await self.chat_store.recent(ch, Room(key).history_limit),
+                    # alone, the total is this store's; in a cluster it is Redis's (presence)
+                    await self.chat_store.likes(ch) if self.count_likes else 0)
         self.loads += 1
         room = self.room(key) if kind == "room" else self.group(key)
         if record is not None:
@@ -126,6 +143,8 @@ class Rooms:
         if self.store.shared:  # the record is every node's: liftings made elsewhere count
             room.banned.clear()
             room.muted_until.clear()
+        if kept is not None and ch not in self._loaded:  # once, if two first joins raced
+            room.restore(*kept)
         for user, what, until in sanctions:
             if what == "ban":
                 room.banned.add(user)
@@ -148,9 +167,54 @@ class Rooms:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
         self._tasks = []
+        if self.chat_log is not None:
+            await self.chat_log.drain()
+        if self._likes_writing is not None:
+            with contextlib.suppress(Exception):
+                await self._likes_writing
+        await self._save_likes()
+
+    async def record_chat(self, ch: str, msg: dict[str, Any]) -> dict[str, Any] | None:
+        """Room chat made durable before it is published (see server/chatlog.py); the first
+        message if this one is a resend of it. Group chat is kept by the community."""
+        if self.chat_log is None or not ch.startswith("room:"):
+            return None
+        return await self.chat_log.record(ch, msg)
+
+    async def forget_chat(self, ch: str, message_id: str | None = None,
+                          user: str | None = None) -> None:
+        """A deleted message, or a banned user's, is not brought back by a restart."""
+        if self.chat_store is not None and ch.startswith("room:"):
+            await self.chat_store.delete(ch, message_id, user)
+
+    async def _save_likes(self) -> None:
+        """Add the likes counted since the last save to the stored totals: one write for
+        every room that moved, coalesced like the `likes` event."""
+        if self.chat_store is None:
+            return
+        deltas: list[tuple[str, int]] = []
+        unsaved, self._likes_unsaved = self._likes_unsaved, set()
+        for ch in unsaved:
+            room = self.by_channel.get(ch)
+            if room is not None and room.kind == "room" and room.likes != room.likes_saved:
+                deltas.append((ch, room.likes - room.likes_saved))
+                room.likes_saved = room.likes
+        if not deltas:
+            return
+        try:
+            await self.chat_store.add_likes(deltas)
+        except Exception:
+            log.exception("saving like totals failed; retried at the next flush")
+            for ch, n in deltas:
+                if (room := self.by_channel.get(ch)) is not None:
+                    room.likes_saved -= n
+                    self._likes_unsaved.add(ch)
 
     def _flush_likes(self) -> None:
         dirty, self.dirty_likes = self.dirty_likes, set()
+        self._likes_unsaved |= dirty
+        if self._likes_unsaved and (self._likes_writing is None or self._likes_writing.done()):
+            self._likes_writing = asyncio.get_running_loop().create_task(self._save_likes())
         if not self.count_likes:
             return
         for ch in dirty:
@@ -162,6 +226,16 @@ class Rooms:
         dirty, self.dirty_viewers = self.dirty_viewers, set()
         if not self.count_viewers:
             return
+        if self.video_counts is not None:  # only the rooms with video viewers, now or before
+            counts = self.video_counts()
+            for room_id in set(counts) | self._video_rooms:
+                ch = room_channel(room_id)
+                room = self.by_channel.get(ch)
+                n = counts.get(room_id, 0)
+                if room is not None and n != room.video_viewers:
+                    room.video_viewers = n
+                    dirty.add(ch)
+            self._video_rooms = {r for r, n in counts.items() if n}
         for ch in dirty:
             room = self.by_channel.get(ch)
             if room is not None and (ev := room.viewers_changed()) is not None:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from server.engagement.draws import Draws
     from server.events import EventDispatcher
     from server.fanout import Event, Hub
+    from server.images import ImageStore
     from server.insights import Insights
     from server.rooms import Rooms
     from server.sanctions import Sanctions
@@ -105,6 +106,7 @@ class Services:
     insights: Insights
     draws: Draws
     save_room: Callable[[Room], Awaitable[None]]
+    images: ImageStore | None = None  # uploaded product pictures (None: uploads refused)
     media: Relay | None = None
     cascade: Cascade | None = None
     max_token_ttl: int = 7 * 24 * 3600  # auth: an exp further ahead is refused (server/auth.py)

@@ -13,6 +13,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from client_sdk.protocol import Code
 from server.bus.base import Publish
 from server.commerce.absent import AbsentIds
 from server.commerce.cluster import ClusterFollower
@@ -20,12 +21,14 @@ from server.commerce.plumbing import Plumbing, wall_ms
 from server.commerce.products import Products
 from server.commerce.sales import MAX_SNAPSHOT_SALES, FlashSales
 from server.commerce.teams import TeamBuys
+from server.commerce.ticker import PurchaseTicker
 from server.commerce.writes import Pending
 from server.domain import fields
 from server.domain.catalog import Catalog
 from server.domain.coupons import CouponBook
+from server.domain.errors import SoukError
 from server.domain.events import DomainEvent
-from server.domain.flashsale import FlashSale
+from server.domain.flashsale import OVER, FlashSale
 from server.domain.teambuy import TeamBuyOffer
 from server.store.ledger import CommerceStore
 
@@ -57,6 +60,8 @@ class Commerce:
         absent = AbsentIds(shared, clock_ms)
         pending: Pending = {}  # one map for sale and team orders: team rules skip these
         self._products = Products(self.store, clock_ms, absent)
+        self.ticker = PurchaseTicker(self._plumbing, self._products)
+        self._plumbing.confirmed = self.ticker.add
         self._sales = FlashSales(self.store, self._plumbing, self._products, absent, pending,
                                  shared=shared, order_batch=order_batch, coupons=coupons,
                                  find_coupon=find_coupon)
@@ -126,6 +131,22 @@ class Commerce:
     def products(self, shop: str) -> list[dict[str, Any]]:
         return [p.to_dict() for p in self.catalog.of_shop(shop)]
 
+    async def set_image(self, product_id: str, image: str) -> dict[str, Any]:
+        """A product's picture changed (an upload): kept, then its running sales and offers
+        are pushed again so that viewers see it. Returns the product."""
+        product = await self._products.find(product_id)
+        if product is None:
+            raise SoukError(Code.NOT_FOUND, f"no product {product_id}")
+        await self.store.set_product_image(product.id, image)
+        product.image = image
+        for sale in self.sales.values():
+            if sale.product == product.id and sale.phase not in OVER:
+                self._sales.push(sale)
+        for offer in self.offers.values():
+            if offer.product == product.id:
+                self._teams.push(offer)
+        return product.to_dict()
+
     async def find_product(self, product_id: Any) -> dict[str, Any] | None:
         """`product`, and in a cluster a product another node created (adopted from the store)."""
         product = await self._products.find(product_id) if isinstance(product_id, str) else None
@@ -163,6 +184,11 @@ class Commerce:
 
     async def orders_mine(self, user_id: str, limit: int = 100) -> list[dict[str, Any]]:
         return await self.store.orders_of(fields.user_value(user_id), limit)
+
+    async def teams_mine(self, user_id: str, limit: int = 20) -> list[dict[str, Any]]:
+        """The user's open and recent teams: this node's copy where it holds the offer (the
+        most current), else the stored one."""
+        return self._teams.mine(await self.store.teams_of(fields.user_value(user_id), limit))
 
     async def sales_stats(self, room: str) -> dict[str, Any]:
         return await self.store.sales_stats(fields.ident_value(room, "room"))
@@ -205,6 +231,16 @@ class Commerce:
     async def locate_offer(self, offer_id: Any) -> str | None:
         """`offer_room`, adopting an offer another node created (None: unknown anywhere)."""
         return await self._teams.locate(offer_id)
+
+    # -- the end of a live ------------------------------------------------------------------
+    async def end_room(self, room: str) -> dict[str, Any]:
+        """The room's live ended: its running sales end and its open teams fail (holds
+        released), each written before the room is told. Runs detached."""
+        async def end() -> dict[str, Any]:
+            return {"sales": await self._sales.end_room(room),
+                    "teams": await self._teams.close_room(room)}
+
+        return await self._plumbing.detached(end())
 
     # -- snapshot and cluster --------------------------------------------------------------
     def room_snapshot(self, room: str) -> dict[str, Any]:

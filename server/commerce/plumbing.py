@@ -50,6 +50,8 @@ class Plumbing:
         self.tasks: set[asyncio.Task[Any]] = set()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.running = False
+        # told of each order the buyer has been told is confirmed (the room's purchase ticker)
+        self.confirmed: Callable[[Order], None] | None = None
 
     def emit(
         self, ch: str, type_: str, payload: dict[str, Any], *, droppable: bool = False
@@ -74,6 +76,11 @@ class Plumbing:
         self.emit(user_channel(order.user), "order", order.to_dict())
         if order.status == CONFIRMED:
             self.tell(OrderConfirmed(order.id, order.user, order.room, order.product))
+            if self.confirmed is not None:
+                try:
+                    self.confirmed(order)
+                except Exception:  # social proof must never undo a committed order
+                    log.exception("the purchase ticker failed")
 
     def call_at(self, name: str, at_ms: int, fn: Callable[[], None]) -> None:
         """Run `fn` on the loop at wall time `at_ms` (replacing a timer of the same name)."""

@@ -132,6 +132,20 @@ class FlashSales:
             self._publish_sale(sale)
         return self.view(sale)
 
+    async def end_room(self, room: str) -> int:
+        """The room's live ended: its sales not over yet end now, durably, and the room is
+        told. Returns how many ended."""
+        now = self.clock_ms()
+        ended = [sale for sid in self.sales_of.get(room, [])
+                 if (sale := self.sales.get(sid)) is not None and sale.end_now(now)]
+        for sale in ended:
+            self.products.give_back(sale, sale.stock_left)
+            self.plumbing.disarm(f"sale:{sale.id}")
+        await asyncio.gather(*(self._close_sale(sale) for sale in ended))
+        for sale in ended:
+            self._announce(sale)
+        return len(ended)
+
     async def _sale_in(self, room: str, sale_id: Any) -> FlashSale:
         sale_id = fields.ident_value(sale_id, "sale")
         sale = await self.find(sale_id)
@@ -322,6 +336,10 @@ class FlashSales:
         self.sales[sale.id] = sale
         self.sales_of.setdefault(sale.room, []).append(sale.id)
         self._stock_throttle[sale.id] = PushThrottle()
+
+    def push(self, sale: FlashSale) -> None:
+        """Tell the room the sale again (its product card changed)."""
+        self._publish_sale(sale)
 
     def _publish_sale(self, sale: FlashSale, *, droppable: bool = False) -> None:
         self._tell_sale(sale, sale.phase, self.view(sale), droppable=droppable)

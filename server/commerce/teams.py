@@ -335,6 +335,29 @@ class TeamBuys:
             self._publish_offer(offer, droppable=True)
         self.arm(offer)
 
+    async def close_room(self, room: str) -> int:
+        """The room's live ended: its open teams fail now, durably (holds released, members
+        and room told). Returns how many failed."""
+        count = 0
+        for oid in list(self.offers_of.get(room, [])):
+            offer = self.offers.get(oid)
+            if offer is None:
+                continue
+            failed = offer.fail_open()
+            count += len(failed)
+            if self.shared:
+                await asyncio.gather(*(self._fail_shared(offer, team) for team in failed))
+            else:
+                await asyncio.gather(*(self._fail_team(team) for team in failed))
+                for team in failed:
+                    for member in team.members:
+                        self.plumbing.order(member)
+                    self._publish_team(team, final=True)
+                if failed:
+                    self._publish_offer(offer, droppable=True)
+            self.arm(offer)
+        return count
+
     async def _fail_shared(self, offer: TeamBuyOffer, team: Team) -> None:
         """Cluster: every node's timer fires; the one whose transaction fails the team tells
         the members and the room; the others (and a team confirmed elsewhere just in time)
@@ -367,6 +390,23 @@ class TeamBuys:
         self.plumbing.call_at(
             f"offer:{offer.id}", deadline, lambda: self._expire(offer, self.clock_ms())
         )
+
+    def mine(self, stored: list[Team]) -> list[dict[str, Any]]:
+        """Teams as a reloaded page shows them: the product's title and the time left."""
+        now = self.clock_ms()
+        out = []
+        for team in stored:
+            offer = self.offers.get(team.offer)
+            current = offer.teams.get(team.id, team) if offer is not None else team
+            view = current.to_dict()
+            product_id = offer.product if offer is not None else (
+                current.members[0].product if current.members else "")
+            product = self.products.catalog.get(product_id)
+            view["title"] = product.title if product is not None else ""
+            view["remaining_ms"] = (max(0, current.expires_at - now)
+                                    if current.status is TeamStatus.OPEN else 0)
+            out.append(view)
+        return out
 
     # -- views and events ------------------------------------------------------------------
     def _publish_team(self, team: Team, *, final: bool) -> None:
@@ -405,6 +445,10 @@ class TeamBuys:
         joinable.sort(key=lambda t: (t.missing, t.opened_at))
         view["teams"] = [t.to_dict() for t in joinable[:MAX_VIEW_TEAMS]]
         return view
+
+    def push(self, offer: TeamBuyOffer) -> None:
+        """Tell the room the offer again (its product card changed)."""
+        self._publish_offer(offer)
 
     def _publish_offer(self, offer: TeamBuyOffer, *, droppable: bool = False) -> None:
         """Creation is never droppable; later updates (a team opened or filled) are progress."""

@@ -70,7 +70,8 @@ class Groups(ClusterCopies):
             )
             group = result.group
             if result.already_member:
-                return {**group.to_dict(), "spilled": False, "already_member": True}
+                return {**group.to_dict(), "spilled": False, "already_member": True,
+                        "notices": list(group.recent_notices)}
             tags = None
             if source is not None or invited_by is not None:
                 tags = self.directory.update_tags(
@@ -122,6 +123,8 @@ class Groups(ClusterCopies):
             log.info("group %s has %d members (ideal at most 200)", group.id, len(group.members))
         return {
             **group.to_dict(),
+            # the recent notices, for a member who was not there when they were sent
+            "notices": list(group.recent_notices),
             "spilled": group_id is not None and group.id != group_id,
             "created": result.created is not None,
         }

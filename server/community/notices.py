@@ -63,11 +63,14 @@ class Notices(ClusterCopies):
             [group] if group is not None else self.mirror.notice_targets(str(room), self.directory)
         )
         for gid in targets:
+            fields = {"kind": kind, "text": body, "group": gid, "ts": now, **(extra or {})}
+            if room is not None:
+                fields["room"] = room
             try:
                 self.directory.record_notice(gid, now)
                 cap = self.directory.notice_cap(gid, now)
                 try:
-                    kept = await self.store.add_notice(gid, str(kind), body, now, cap)
+                    kept = await self.store.add_notice(gid, str(kind), body, now, cap, fields)
                 except Exception:
                     self.directory.unrecord_notice(gid, now)
                     raise
@@ -82,9 +85,7 @@ class Notices(ClusterCopies):
                 skipped.append({"group": gid, "code": exc.code})
                 continue
             self._notify("g", id=gid)
-            fields = {"kind": kind, "text": body, "group": gid, "ts": now, **(extra or {})}
-            if room is not None:
-                fields["room"] = room
+            self.directory.get(gid).remember_notice(fields)
             self.publish(f"group:{gid}", "notice", fields)
             sent.append(gid)
         if room is not None:
@@ -100,12 +101,15 @@ class Notices(ClusterCopies):
         currency = sale.get("currency", "")
         price_txt = f" at {price / 100:.2f} {currency}".rstrip() if isinstance(price, int) else ""
         text = f"Flash sale live now: {title}{price_txt}"
-        extra = {"sale": sale.get("id"), "ends_at": sale.get("ends_at")}
+        # what the pages show in their language (title, price), not the English text
+        extra = {"sale": sale.get("id"), "ends_at": sale.get("ends_at"), "title": title,
+                 "price": price, "currency": currency}
         return await self._notice("sale", text, group=None, room=room, extra=extra)
 
     async def on_teambuy_started(self, room: str, offer: dict[str, Any]) -> dict[str, Any]:
         title = offer.get("title") or offer.get("product") or "a product"
         text = f"Team buy open: {title}, teams of {offer.get('size', '?')}"
         return await self._notice(
-            "teambuy", text, group=None, room=room, extra={"offer": offer.get("id")}
+            "teambuy", text, group=None, room=room,
+            extra={"offer": offer.get("id"), "title": title, "size": offer.get("size")}
         )

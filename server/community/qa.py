@@ -256,7 +256,9 @@ class QuestionsAndAnswers(ClusterCopies):
     # -- snapshots and stats ----------------------------------------------------------
     def room_snapshot(self, room: str) -> dict[str, Any]:
         board = self.boards.get(room)
-        return {"questions": [q.to_event() for q in board.open_questions()] if board else []}
+        if board is None:
+            return {"questions": []}
+        return {"questions": [q.to_event() for q in [*board.open_questions(), *board.recently_answered()]]}
 
     def group_snapshot(self, group_id: str, *, limit: int = 50) -> dict[str, Any]:
         """Mirrored questions (open first by votes, then recent answered), members, the group."""
@@ -278,6 +280,7 @@ class QuestionsAndAnswers(ClusterCopies):
             "questions": [Mirror.copy_fields(q, c) for q, c in items[:limit]],
             "members": len(group.members),
             "group": group.to_dict(),
+            "notices": list(group.recent_notices),
         }
 
     async def room_stats(self, room: str) -> dict[str, Any]:

@@ -94,6 +94,9 @@ class Member:
         }
 
 
+RECENT_NOTICES = 20
+
+
 @dataclass
 class Group:
     id: str
@@ -106,6 +109,12 @@ class Group:
     members: dict[str, Member] = field(default_factory=dict)
     removed: set[str] = field(default_factory=set)
     notices_at: list[int] = field(default_factory=list)
+    # the last notices as the group heard them, oldest first (a late member's snapshot)
+    recent_notices: list[dict[str, Any]] = field(default_factory=list)
+
+    def remember_notice(self, notice: dict[str, Any]) -> None:
+        self.recent_notices.append(notice)
+        del self.recent_notices[:-RECENT_NOTICES]
 
     @property
     def full(self) -> bool:

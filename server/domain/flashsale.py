@@ -276,6 +276,16 @@ class FlashSale:
         self.returned += self.stock_left
         return self.stock_left
 
+    def end_now(self, now_ms: int) -> bool:
+        """The live ended: a sale not over yet ends now (orders made stay; the units left go
+        back). Returns whether it changed."""
+        self.tick(now_ms)
+        if self.phase in OVER:
+            return False
+        self.phase = Phase.ENDED
+        self.returned += self.stock_left
+        return True
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,

@@ -32,10 +32,12 @@ def week_of(ts_ms: int) -> int:
 
 
 def weekly(joins: Sequence[int], exits: Sequence[int], members_before: int,
-           messages: dict[int, int], actions: dict[int, list[str]], first: int, last: int) -> list[dict[str, Any]]:
+           messages: dict[int, int], actions: dict[int, list[dict[str, str]]], first: int,
+           last: int) -> list[dict[str, Any]]:
     """One row per week `first..last`: members at its start, joins, exits, exit rate
-    (exits / (members at start + joins)), messages, the merchant's actions that week and the
-    change in messages and exits against the week before."""
+    (exits / (members at start + joins)), messages, the merchant's actions that week
+    ({`kind`, `detail`}: the pages name the kind in their language) and the change in
+    messages and exits against the week before."""
     jw: dict[int, int] = {}
     ew: dict[int, int] = {}
     for ts in joins:
@@ -104,7 +106,7 @@ def room_numbers(room: str, pres: Any, act: dict[str, Any], interacting: int, qs
 def group_numbers(group: str, members: int, active: int, msg_total: int, replies: int,
                   votes: int, buys: Sequence[Any], joins: list[int], exits: list[int],
                   since_ms: int, before: int, msg_weeks: dict[int, int],
-                  actions: dict[int, list[str]], first: int, now_ms: int) -> dict[str, Any]:
+                  actions: dict[int, list[dict[str, str]]], first: int, now_ms: int) -> dict[str, Any]:
     """A group's numbers from what the store read (`buys`: rows with `n` and `spent`)."""
     buyers = len(buys)
     return {

@@ -197,6 +197,13 @@ class QuestionBoard:
             key=lambda q: (-q.votes, q.asked_at, q.id),
         )
 
+    def recently_answered(self, n: int = 20) -> list[Question]:
+        """The last `n` answered questions, newest answer last (a reloaded page shows them
+        under the open ones, as they were before the reload or restart)."""
+        done = [q for q in self.questions.values() if q.status == ANSWERED]
+        done.sort(key=lambda q: (q.answered_at or 0, q.id))
+        return done[-n:] if n > 0 else []
+
     def is_overdue(self, q: Question, now_ms: int) -> bool:
         return q.status == OPEN and now_ms - q.asked_at > self.target_s * 1000
 

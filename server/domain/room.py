@@ -19,6 +19,7 @@ MAX_CHAT_CHARS = 500
 MAX_TITLE_CHARS = 200
 MAX_LIKES_PER_OP = 100
 MAX_MUTE_S = 7 * 24 * 3600
+MAX_CID_CHARS = 64
 
 Event = tuple[str, dict[str, Any]]
 
@@ -59,37 +60,52 @@ class Room:
     pinned: dict[str, Any] | None = None
     likes: int = 0
     likes_published: int = 0
-    presence: dict[str, int] = field(default_factory=dict)  # user id -> open sessions
+    presence: dict[str, int] = field(default_factory=dict)  # viewer id -> open sessions
+    # the streamer, moderators and admins in the room: not "watching", counted apart
+    staff_presence: dict[str, int] = field(default_factory=dict)
     chat: deque[dict[str, Any]] = field(default_factory=deque)
     muted_until: dict[str, int] = field(default_factory=dict)
     banned: set[str] = field(default_factory=set)
     staff: dict[str, str] = field(default_factory=dict)  # user id -> staff role seen here
     next_msg: int = 1
     viewers_published: int = -1
+    video_viewers: int = 0  # viewers receiving this room's video on this node (the relay's)
+    video_published: int = 0
+    likes_saved: int = 0  # the part of `likes` already added to the stored total
 
     # ---- presence -------------------------------------------------------------------
     @property
     def viewers(self) -> int:
+        """Who is watching: the people in the room who are not its staff."""
         return len(self.presence)
+
+    @property
+    def staff_present(self) -> int:
+        """The streamer, moderators and admins in the room now."""
+        return len(self.staff_presence)
 
     def enter(self, actor: Actor) -> None:
         if actor.id in self.banned:
             raise SoukError(Code.BANNED, "you are banned from this room")
-        self.presence[actor.id] = self.presence.get(actor.id, 0) + 1
+        where = self.staff_presence if actor.is_staff else self.presence
+        where[actor.id] = where.get(actor.id, 0) + 1
 
     def exit(self, user_id: str) -> None:
-        n = self.presence.get(user_id, 0)
+        where = self.presence if user_id in self.presence else self.staff_presence
+        n = where.get(user_id, 0)
         if n <= 1:
-            self.presence.pop(user_id, None)
+            where.pop(user_id, None)
         else:
-            self.presence[user_id] = n - 1
+            where[user_id] = n - 1
 
     def viewers_changed(self) -> Event | None:
-        """The throttled presence event, if the count moved since the last one."""
-        if self.viewers == self.viewers_published:
+        """The throttled presence event, if the count (or the viewers receiving video) moved
+        since the last one."""
+        if self.viewers == self.viewers_published and self.video_viewers == self.video_published:
             return None
         self.viewers_published = self.viewers
-        return ("viewers", {"count": self.viewers})
+        self.video_published = self.video_viewers
+        return ("viewers", {"count": self.viewers, "video_viewers": self.video_viewers})
 
     # ---- chat -----------------------------------------------------------------------
     def check_may_speak(self, actor: Actor, now_ms: int) -> None:
@@ -103,7 +119,17 @@ class Room:
         if self.state == "ended" and not actor.is_staff:
             raise SoukError(Code.CONFLICT, "the room has ended")
 
-    def chat_message(self, actor: Actor, text: Any, reply_to: Any, now_ms: int) -> Event:
+    def chat_message(self, actor: Actor, text: Any, reply_to: Any, now_ms: int,
+                     cid: Any = None) -> Event:
+        """Compose a message and keep it in the history (where no record is written first)."""
+        msg = self.compose_chat(actor, text, reply_to, now_ms, cid)
+        self.keep_chat(msg)
+        return ("chat", msg)
+
+    def compose_chat(self, actor: Actor, text: Any, reply_to: Any, now_ms: int,
+                     cid: Any = None) -> dict[str, Any]:
+        """A validated message with its id, not yet in the history: the adapter records it
+        first, then `keep_chat`s and publishes it."""
         self.check_may_speak(actor, now_ms)
         if not isinstance(text, str) or not text.strip():
             raise SoukError(Code.INVALID, "text must be a non-empty string")
@@ -120,11 +146,40 @@ class Room:
             "reply_to": reply_to,
             "at": now_ms,
         }
+        if cid is not None:
+            msg["cid"] = check_cid(cid)
         self.next_msg += 1
+        return msg
+
+    def keep_chat(self, msg: dict[str, Any]) -> None:
         self.chat.append(msg)
         while len(self.chat) > self.history_limit:
             self.chat.popleft()
-        return ("chat", msg)
+
+    def resent(self, user_id: str, cid: Any) -> dict[str, Any] | None:
+        """The message this user already sent with this client id, if still in the history."""
+        if cid is None:
+            return None
+        cid = check_cid(cid)
+        for msg in reversed(self.chat):
+            if msg.get("cid") == cid and msg["user"] == user_id:
+                found: dict[str, Any] = msg
+                return found
+        return None
+
+    def restore(self, messages: list[dict[str, Any]], likes: int) -> None:
+        """The stored history and like total, after a restart: ids continue past the stored
+        ones, and the total is not saved again."""
+        known = {m["id"] for m in messages}
+        merged = [*messages, *(m for m in self.chat if m["id"] not in known)]
+        self.chat = deque(merged[-self.history_limit:])
+        for msg in messages:
+            ident = msg.get("id", "")
+            if ident[:1] == "m" and ident[1:].isdigit():
+                self.next_msg = max(self.next_msg, int(ident[1:]) + 1)
+        self.likes += likes
+        self.likes_saved += likes
+        self.likes_published = self.likes
 
     def delete_message(self, actor: Actor, message_id: Any) -> Event:
         _require_staff(actor)
@@ -243,6 +298,13 @@ class Room:
             "pinned": self.pinned,
             "chat": list(self.chat),
         }
+
+
+def check_cid(cid: Any) -> str:
+    """A client message id: a short printable string the sender chose."""
+    if not isinstance(cid, str) or not 1 <= len(cid) <= MAX_CID_CHARS or not cid.isprintable():
+        raise SoukError(Code.INVALID, f"cid must be a string of 1..{MAX_CID_CHARS} printable characters")
+    return cid
 
 
 def _require_staff(actor: Actor) -> None:

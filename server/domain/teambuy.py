@@ -23,6 +23,7 @@ from server.domain import order as order_status
 from server.domain.catalog import Product
 from server.domain.errors import SoukError
 from server.domain.order import Order
+from server.domain.purchases import mask_name
 
 MIN_SIZE: Final = 2
 MAX_SIZE: Final = 50
@@ -88,7 +89,8 @@ class Team:
             "offer": self.offer,
             "room": self.room,
             "leader": self.leader,
-            "members": [{"user": m.user, "name": m.name} for m in self.members],
+            # the whole room sees a team card: names masked as in the purchase ticker
+            "members": [{"user": m.user, "name": mask_name(m.name)} for m in self.members],
             "count": len(self.members),
             "size": self.size,
             "opened_at": self.opened_at,
@@ -316,6 +318,13 @@ class TeamBuyOffer:
             if team.status is TeamStatus.OPEN and now_ms >= team.expires_at:
                 self._fail(team)
                 failed.append(team)
+        return failed
+
+    def fail_open(self) -> list[Team]:
+        """The live ended: every open team fails now and its holds are released."""
+        failed = [t for t in self.teams.values() if t.status is TeamStatus.OPEN]
+        for team in failed:
+            self._fail(team)
         return failed
 
     def _fail(self, team: Team) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from client_sdk.protocol import Code, Frame
+from client_sdk.protocol import Code, Frame, room_channel
 from server.errors import SoukError
 from server.ops import fields
 from server.ops.registry import (
@@ -34,6 +34,13 @@ def _room_admits(ident: Identity, room: str | None, what: str) -> str:
     if not ident.may_enter_room(room):
         raise SoukError(Code.FORBIDDEN, "your token does not admit you to this room")
     return room
+
+
+def _still_live(sv: Services, room: str) -> None:
+    """Nothing sells in a room whose live has ended (until the streamer goes live again)."""
+    record = sv.rooms.get(room_channel(room))
+    if record is not None and record.state == "ended":
+        raise SoukError(Code.ENDED, "the live has ended")
 
 
 def _staff_room(s: Session, frame: Frame) -> str:
@@ -76,7 +83,7 @@ async def buy(sv: Services, s: Session, frame: Frame) -> Result:
     """A sale targeted at a member layer is refused to the others before commerce reserves."""
     ident = s.identity
     assert ident is not None
-    _room_admits(ident, await sv.commerce.locate_sale(frame.get("sale")), "sale")
+    _still_live(sv, _room_admits(ident, await sv.commerce.locate_sale(frame.get("sale")), "sale"))
     await sv.engagement.check_sale_target(frame.get("sale"), ident.id)
     order = await sv.commerce.buy(ident.id, frame.get("sale"), frame.get("qty", 1),
                                   frame.get("key"), ident.name, coupon=frame.get("coupon"))
@@ -87,6 +94,14 @@ async def buy(sv: Services, s: Session, frame: Frame) -> Result:
 async def orders_mine(sv: Services, s: Session, frame: Frame) -> Result:
     assert s.identity is not None
     return {"orders": await sv.commerce.orders_mine(s.identity.id)}
+
+
+@op("teams_mine", roles=VIEWERS, scope=OWN_USER)
+async def teams_mine(sv: Services, s: Session, frame: Frame) -> Result:
+    """The caller's open and recent teams with their members, for a reloaded page (a full
+    team is no longer in the room's snapshot)."""
+    assert s.identity is not None
+    return {"teams": await sv.commerce.teams_mine(s.identity.id)}
 
 
 @op("sales_stats", roles=STREAMERS, scope=ROOM)
@@ -105,7 +120,8 @@ async def teambuy_create(sv: Services, s: Session, frame: Frame) -> Result:
 @op("team_open", roles=VIEWERS, scope=through("offer", Target.ROOM))
 async def team_open(sv: Services, s: Session, frame: Frame) -> Result:
     assert s.identity is not None
-    _room_admits(s.identity, await sv.commerce.locate_offer(frame.get("offer")), "team-buy offer")
+    _still_live(sv, _room_admits(s.identity, await sv.commerce.locate_offer(frame.get("offer")),
+                                 "team-buy offer"))
     return dict(await sv.commerce.team_open(s.identity.id, s.identity.name, frame.get("offer"),
                                             frame.get("key")))
 
@@ -113,7 +129,8 @@ async def team_open(sv: Services, s: Session, frame: Frame) -> Result:
 @op("team_join", roles=VIEWERS, scope=through("offer", Target.ROOM))
 async def team_join(sv: Services, s: Session, frame: Frame) -> Result:
     assert s.identity is not None
-    _room_admits(s.identity, await sv.commerce.locate_offer(frame.get("offer")), "team-buy offer")
+    _still_live(sv, _room_admits(s.identity, await sv.commerce.locate_offer(frame.get("offer")),
+                                 "team-buy offer"))
     result = await sv.commerce.team_join(
         s.identity.id, s.identity.name, frame.get("offer"), frame.get("team"), frame.get("key"))
     return dict(result)

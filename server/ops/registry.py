@@ -139,6 +139,8 @@ class RouteSpec:
     roles: frozenset[str]
     scope: Scopes
     refusal: str
+    method: str = "GET"  # another method (an upload) has its body read first, at most max_body
+    max_body: int = 0
 
 
 OPS: dict[str, OpSpec] = {}
@@ -158,12 +160,13 @@ def op(
 
 
 def route(
-    path: str, *, roles: frozenset[str], scope: Scopes, refusal: str
+    path: str, *, roles: frozenset[str], scope: Scopes, refusal: str, method: str = "GET",
+    max_body: int = 0,
 ) -> Callable[[RouteHandler], RouteHandler]:
     def register(fn: RouteHandler) -> RouteHandler:
         if path in ROUTES:
             raise RuntimeError(f"route {path!r} registered twice")
-        ROUTES[path] = RouteSpec(path, fn, roles, scope, refusal)
+        ROUTES[path] = RouteSpec(path, fn, roles, scope, refusal, method, max_body)
         return fn
 
     return register

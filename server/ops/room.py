@@ -66,12 +66,23 @@ async def chat(sv: Services, s: Session, frame: Frame) -> Result:
     text = fields.text(frame, "text", MAX_CHAT_CHARS)
     if not may(s.identity.role, UNLIMITED_CHAT) and not s.chat_bucket.take(now):
         raise SoukError(Code.RATE_LIMITED, "you are sending messages too fast")
+    cid = frame.get("cid")
+    if (first := room.resent(s.identity.id, cid)) is not None:
+        return {"id": first["id"], "message": first}  # a resend: answered, never posted twice
     check_text(sv.community, text, s.identity, ch)
-    type_, msg = room.chat_message(s.identity.actor, text, frame.get("reply_to"), now)
-    sv.bus.publish(ch, type_, msg, droppable=True)
+    msg = room.compose_chat(s.identity.actor, text, frame.get("reply_to"), now, cid)
+    try:
+        first = await sv.rooms.record_chat(ch, msg)  # durable before anyone sees it
+    except Exception:
+        log.exception("recording a chat message failed", extra={"ch": ch})
+        raise SoukError(Code.UNAVAILABLE, "could not keep the message; try again") from None
+    if first is not None:
+        return {"id": first["id"], "message": first}
+    room.keep_chat(msg)
+    sv.bus.publish(ch, "chat", msg, droppable=True)
     ident = s.identity
     await sv.events.deliver(ChatPosted(room.kind, room.id, ident.id, ident.name, ident.role, msg))
-    return {"id": msg["id"]}
+    return {"id": msg["id"], "message": msg}
 
 
 @op("like", roles=VIEWERS, scope=ROOM_OR_GROUP, cost=0.25)
@@ -149,6 +160,8 @@ async def sanction(sv: Services, ch: str, room: Room, type_: str, ev: dict[str, 
     except Exception:
         log.exception("recording a sanction failed", extra={"ch": ch})
         raise SoukError(Code.UNAVAILABLE, "could not record the sanction; try again") from None
+    if type_ == "banned":  # what they said goes with them, from the kept history too
+        await sv.rooms.forget_chat(ch, user=ev["user"])
     sv.bus.publish(ch, type_, ev)
     if type_ == "banned":
         sv.rooms.dirty_viewers.add(ch)
@@ -196,5 +209,6 @@ async def delete_message(sv: Services, s: Session, frame: Frame) -> Result:
     assert s.identity is not None
     ch, room = staff_room(sv, s, frame)
     type_, ev = room.delete_message(s.identity.actor, frame.get("message"))
+    await sv.rooms.forget_chat(ch, message_id=ev["id"])
     sv.bus.publish(ch, type_, ev)
     return None

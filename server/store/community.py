@@ -64,7 +64,8 @@ class CommunityStore(Protocol):
     async def merge_tags(self, shop: str, user: str,
                          merge: Callable[[Tags | None], Tags]) -> Tags: ...
     async def add_notice(self, group_id: str, kind: str, text: str, ts: int,
-                         cap: tuple[int, int, int] | None = None) -> bool: ...
+                         cap: tuple[int, int, int] | None = None,
+                         fields: dict[str, Any] | None = None) -> bool: ...
     async def add_message(self, group_id: str, msg: dict[str, Any], *,
                           answered: Question | None = None) -> bool: ...
     async def set_answer_target(self, room: str, target_s: int) -> None: ...
@@ -165,9 +166,12 @@ class SqlCommunityStore:
         return await self.db.write(body)
 
     async def add_notice(self, group_id: str, kind: str, text: str, ts: int,
-                         cap: tuple[int, int, int] | None = None) -> bool:
-        """Keep a notice; with `cap` = (week start, end, cap), only while the group had fewer
-        than `cap` notices that week, counted under a lock on the group (False: refused)."""
+                         cap: tuple[int, int, int] | None = None,
+                         fields: dict[str, Any] | None = None) -> bool:
+        """Keep a notice (and `fields`, the event the group heard); with `cap` = (week start,
+        end, cap), only while the group had fewer than `cap` notices that week, counted under
+        a lock on the group (False: refused)."""
+        heard = None if fields is None else _dumps(fields)
 
         def body() -> Body[bool]:
             if cap is not None:
@@ -176,8 +180,8 @@ class SqlCommunityStore:
                                " AND ts >= ? AND ts < ?", group_id, cap[0], cap[1])
                 if used[0]["n"] >= cap[2]:
                     return False
-            yield X("INSERT INTO group_notices (group_id, kind, text, ts) VALUES (?, ?, ?, ?)",
-                    group_id, kind, text, ts)
+            yield X("INSERT INTO group_notices (group_id, kind, text, ts, fields)"
+                    " VALUES (?, ?, ?, ?, ?)", group_id, kind, text, ts, heard)
             return True
 
         return await self.db.write(body)
@@ -335,9 +339,9 @@ class SqlCommunityStore:
             for r in (yield Q("SELECT group_id, user_id FROM group_removed")):
                 if r[0] in directory.groups:
                     directory.groups[r[0]].removed.add(r[1])
-            for r in (yield Q("SELECT group_id, ts FROM group_notices ORDER BY ts")):
+            for r in (yield Q(f"SELECT {_NOTICE} FROM group_notices ORDER BY ts, id")):
                 if r[0] in directory.groups:
-                    directory.groups[r[0]].notices_at.append(r[1])
+                    _add_notice(directory.groups[r[0]], r)
             for r in (yield Q("SELECT * FROM member_tags")):
                 directory.tags[(r["shop"], r["user_id"])] = _tags(r)
             targets = {r[0]: r[1] for r in (yield Q("SELECT room, target_s FROM qa_rooms"))}
@@ -447,9 +451,21 @@ def _fill_group(g: Group) -> Body[Group]:
         g.members[r[0]] = Member(r[0], r[1], r[2], r[3])
     g.removed = {r[0] for r in (yield Q("SELECT user_id FROM group_removed WHERE group_id = ?",
                                         g.id))}
-    g.notices_at = [r[0] for r in (yield Q("SELECT ts FROM group_notices WHERE group_id = ?"
-                                           " ORDER BY ts", g.id))]
+    g.notices_at, g.recent_notices = [], []
+    for r in (yield Q(f"SELECT {_NOTICE} FROM group_notices WHERE group_id = ? ORDER BY ts, id",
+                      g.id)):
+        _add_notice(g, r)
     return g
+
+
+_NOTICE: Final = "group_id, ts, kind, text, fields"
+
+
+def _add_notice(g: Group, r: Row) -> None:
+    g.notices_at.append(r["ts"])
+    heard = orjson.loads(r["fields"]) if r["fields"] else {
+        "kind": r["kind"], "text": r["text"], "group": g.id, "ts": r["ts"]}
+    g.remember_notice(heard)
 
 
 def _dumps(value: Any) -> str:

@@ -136,13 +136,21 @@ class SqlInsightsStore:
                 replies += int(r[2])
                 if int(r[0]) >= first:
                     msg_weeks[int(r[0])] = int(r[1])
-            actions: dict[int, list[str]] = {}
-            for r in (yield Q(
+            # what the merchant did, as {kind, detail} (never a raw id or an English sentence:
+            # a notice is named by its kind and, where it has one, the product's title)
+            found: list[tuple[int, dict[str, str]]] = [
+                (int(r[2]), {"kind": str(r[0]), "detail": str(r[1])}) for r in (yield Q(
                     "SELECT kind, detail, ts FROM merchant_actions WHERE scope = 'group'"
-                    " AND target = :group AND ts >= :from UNION ALL SELECT 'notice:' || kind,"
-                    " substr(text, 1, 60), ts FROM group_notices WHERE group_id = :group"
-                    " AND ts >= :from ORDER BY 3", p)):
-                actions.setdefault(m.week_of(int(r[2])), []).append(f"{r[0]} {r[1]}".strip())
+                    " AND target = :group AND ts >= :from", p))]
+            for r in (yield Q("SELECT kind, text, fields, ts FROM group_notices"
+                              " WHERE group_id = :group AND ts >= :from", p)):
+                heard = orjson.loads(r[2]) if r[2] else {}
+                title = heard.get("title") if isinstance(heard, dict) else None
+                found.append((int(r[3]), {"kind": f"notice.{r[0]}",
+                                          "detail": str(title or r[1])[:60]}))
+            actions: dict[int, list[dict[str, str]]] = {}
+            for ts, action in sorted(found, key=lambda x: x[0]):
+                actions.setdefault(m.week_of(ts), []).append(action)
             votes = (yield Q("SELECT COUNT(*) FROM poll_votes v JOIN polls q ON q.id = v.poll"
                              " WHERE q.scope = 'group' AND q.target = :group"
                              f" AND v.user_id {NOT_EXCLUDED}", p))[0][0]
@@ -180,9 +188,11 @@ class SqlInsightsStore:
                           " FROM orders o WHERE o.product IN (SELECT id FROM products"
                           f" WHERE shop = :shop) AND {CONFIRMED} GROUP BY o.room", p))]
             rooms.sort(key=lambda r: -r["revenue"])
-            groups = [{"id": r["id"], "tier": r["tier"], "members": int(r["members"])}
+            groups = [{"id": r["id"], "tier": r["tier"], "title": r["title"] or "",
+                       "topic": r["topic"], "members": int(r["members"])}
                       for r in (yield Q(
-                          "SELECT g.id AS id, g.tier AS tier, (SELECT COUNT(*) FROM group_members gm"
+                          "SELECT g.id AS id, g.tier AS tier, g.title AS title, g.topic AS topic,"
+                          " (SELECT COUNT(*) FROM group_members gm"
                           f" WHERE gm.group_id = g.id AND gm.role NOT IN {STAFF}) AS members"
                           " FROM groups g WHERE g.shop = :shop ORDER BY g.id LIMIT 200", p))]
             coupons = (yield Q(

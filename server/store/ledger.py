@@ -25,7 +25,7 @@ from server.domain.catalog import Product
 from server.domain.flashsale import FlashSale, Phase
 from server.domain.order import Order
 from server.domain.teambuy import Team, TeamBuyOffer, TeamStatus
-from server.store.db import Body, Db, Duplicate, Insert, Lock, Q, Row, X, steps
+from server.store.db import Body, Db, Duplicate, Insert, Lock, Q, Row, X, in_list, steps
 from server.store.gate import GATE_CODES, StockGate
 
 
@@ -85,6 +85,8 @@ class CommerceStore(Protocol):
     def stock_left(self, sale_id: str) -> int | None: ...
     async def claim(self, what: str) -> bool: ...
     async def orders_of(self, user: str, limit: int = 100) -> list[dict[str, Any]]: ...
+    async def teams_of(self, user: str, limit: int = 20) -> list[Team]: ...
+    async def set_product_image(self, product_id: str, image: str) -> None: ...
     async def order(self, order_id: str) -> dict[str, Any] | None: ...
     async def orders_of_room(self, room: str, limit: int = 1000,
                              after: str | None = None) -> list[dict[str, Any]]: ...
@@ -402,6 +404,28 @@ class SqlLedger:
         rows = await self.db.rows(f'SELECT {_COLS} FROM orders WHERE "user" = ?'
                                   " ORDER BY created_at DESC, rowid DESC LIMIT ?", user, limit)
         return [order_from(r).to_dict() for r in rows]
+
+    async def set_product_image(self, product_id: str, image: str) -> None:
+        await self.db.write(steps(X("UPDATE products SET image = ? WHERE id = ?", image, product_id)))
+
+    async def teams_of(self, user: str, limit: int = 20) -> list[Team]:
+        """The user's most recent teams (open or not), with every member."""
+        def body() -> Body[list[Team]]:
+            teams = [team_from(r) for r in (yield Q(
+                "SELECT t.* FROM teams t JOIN orders o ON o.team = t.id"
+                ' WHERE o."user" = ? ORDER BY t.opened_at DESC, t.id DESC LIMIT ?', user, limit))]
+            if not teams:
+                return []
+            by_id = {t.id: t for t in teams}
+            for o in (yield Q(f"SELECT {_COLS} FROM orders WHERE team IN {in_list(len(teams))}"
+                              " ORDER BY rowid", *by_id)):
+                order = order_from(o)
+                by_id[str(order.team)].members.append(order)
+            for t in teams:
+                t.durable = True
+            return teams
+
+        return await self.db.read(body)
 
     async def order(self, order_id: str) -> dict[str, Any] | None:
         rows = await self.db.rows(f"SELECT {_COLS} FROM orders WHERE id = ?", order_id)

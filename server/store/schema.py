@@ -345,6 +345,17 @@ MIGRATIONS: Final = (
         """CREATE TABLE room_staff (ch TEXT NOT NULL, user_id TEXT NOT NULL, role TEXT NOT NULL,
             at BIGINT NOT NULL, PRIMARY KEY (ch, user_id))""",
     )),
+    Migration(4, "room chat and like totals kept across restarts", (
+        # `seq` orders the messages as written; (ch, user_id, cid) finds a resend's first copy
+        """CREATE TABLE room_chat (seq {serial}, ch TEXT NOT NULL, id TEXT NOT NULL,
+            user_id TEXT NOT NULL, cid TEXT, body TEXT NOT NULL, at BIGINT NOT NULL,
+            UNIQUE (ch, id))""",
+        "CREATE UNIQUE INDEX room_chat_cid ON room_chat (ch, user_id, cid) WHERE cid IS NOT NULL",
+        "CREATE INDEX room_chat_recent ON room_chat (ch, at)",
+        "CREATE TABLE room_likes (ch TEXT PRIMARY KEY, total BIGINT NOT NULL)",
+        # a notice as the group heard it (title, price, sale...), for a late member's snapshot
+        "ALTER TABLE group_notices ADD COLUMN fields TEXT",
+    )),
 )
 
 

@@ -27,6 +27,7 @@ from server.cluster.notices import (
     Sync,
 )
 from server.config import Config
+from server.store.chat import SqlChatStore
 from server.store.community import SqlCommunityStore
 from server.store.db import Db
 from server.store.draws import SqlDrawStore
@@ -52,6 +53,7 @@ class Stores:
     rooms: SqlRoomStore
     sanctions: SqlSanctionStore
     draws: SqlDrawStore
+    chat: SqlChatStore
     community_sync: Sync = field(default_factory=NoSync)
     engagement_sync: Sync = field(default_factory=NoSync)
     insights_sync: Sync = field(default_factory=NoSync)
@@ -71,7 +73,8 @@ class Stores:
 def stores_on(db: Db, gate: StockGate | None = None) -> Stores:
     """Every store over one database (not started)."""
     return Stores(db, SqlLedger(db, gate), SqlCommunityStore(db), SqlEngagementStore(db),
-                  SqlInsightsStore(db), SqlRoomStore(db), SqlSanctionStore(db), SqlDrawStore(db))
+                  SqlInsightsStore(db), SqlRoomStore(db), SqlSanctionStore(db), SqlDrawStore(db),
+                  SqlChatStore(db))
 
 
 def open_stores(cfg: Config, redis: Redis | None = None) -> Stores:

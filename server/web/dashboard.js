@@ -3,13 +3,14 @@
 // number) so a test or a merchant's script can read what is shown. Sales, team buys and rooms
 // are labelled with their titles (from the room's snapshot), never their ids.
 import {byTestId, h, money} from "/static/dom.js";
-import {langToggle, loadCatalog, onLang, t} from "/static/i18n.js";
+import {has, langToggle, loadCatalog, onLang, t} from "/static/i18n.js";
 
 const SVG = "http://www.w3.org/2000/svg";
 const $ = (id) => document.getElementById(id);
 const q = new URLSearchParams(location.search);
 let token = q.get("token");
 let last = null; // the last numbers, redrawn on a language switch
+let wantedGroup = q.get("group") ?? "demo-core"; // until the shop's groups are known
 
 function svg(tag, attrs = {}, ...children) {
   const el = document.createElementNS(SVG, tag);
@@ -53,6 +54,24 @@ async function roomInfo(room) {
   try { return await api(`rooms/${encodeURIComponent(room)}`); } catch { return {}; }
 }
 
+/** A merchant's action ({kind, detail}) in the page's language: "Sale notice: Oolong". */
+function actionText(a) {
+  if (typeof a === "string") return a;
+  return t(has(`action.${a.kind}`) ? `action.${a.kind}` : "action.other", {detail: a.detail || ""});
+}
+
+/** The group picker: the shop's groups by their names (never their ids), the chosen one kept. */
+function groupPicker(groups) {
+  const sel = $("group"), chosen = sel.value || wantedGroup;
+  const known = new Map(groups.map((g) => [g.id, g]));
+  const label = (g) => g.title || t("pick.groupTopic", {topic: g.topic || "", tier: t(`tier.${g.tier}`), n: g.members});
+  const options = [h("option", {value: ""}, t("pick.noGroup"))];
+  for (const g of groups) options.push(h("option", {value: g.id}, label(g)));
+  if (chosen && !known.has(chosen)) options.push(h("option", {value: chosen}, t("pick.otherGroup")));
+  sel.replaceChildren(...options);
+  sel.value = chosen;
+}
+
 const pct = (x) => `${(Number(x || 0) * 100).toFixed(1)}%`;
 
 function kpis(el, items) {
@@ -91,7 +110,7 @@ function weeks(el, rows) {
       svg("rect", {class: "exits", x: x + 4 + bw, y: y(r.exits, maxCount), width: bw, height: ht - bottom - y(r.exits, maxCount)},
         svg("title", {}, `${t("chart.exits")} ${r.exits}`)),
       svg("text", {class: "legend", x: x + 4, y: ht - 8}, new Date(r.week_start).toLocaleDateString(undefined, {month: "numeric", day: "numeric"})));
-    if (r.actions.length) chart.append(svg("circle", {class: "dot", cx: x + slot / 2, cy: ht - bottom - 6, r: 6}, svg("title", {}, r.actions.join("; "))));
+    if (r.actions.length) chart.append(svg("circle", {class: "dot", cx: x + slot / 2, cy: ht - bottom - 6, r: 6}, svg("title", {}, r.actions.map(actionText).join("; "))));
   });
   chart.append(svg("polyline", {class: "messages", points: rows.map((r, i) => `${left + i * slot + slot / 2},${y(r.messages, maxMsg)}`).join(" ")}),
     svg("text", {class: "legend", x: left, y: 16}, svg("tspan", {class: "joins-t"}, `■ ${t("chart.joins")}  `),
@@ -101,7 +120,7 @@ function weeks(el, rows) {
 
 async function load() {
   $("error").textContent = "";
-  const room = $("room").value.trim(), group = $("group").value.trim();
+  const room = $("room").value.trim(), group = $("group").value || wantedGroup;
   try {
     const [r, s, info, d] = await Promise.all([api(`rooms/${encodeURIComponent(room)}/metrics`), api("shop/metrics"),
       roomInfo(room), api(`rooms/${encodeURIComponent(room)}/draws`).catch(() => null)]);
@@ -123,6 +142,7 @@ async function load() {
 function draw() {
   if (!last) return;
   const {room, r, s, g, info, titles, d} = last;
+  groupPicker(s.groups || []);
   $("room-name").textContent = info.title || room;
   const c = (info.pinned && info.pinned.currency) || "CNY";
   kpis($("room-kpis"), [
@@ -170,10 +190,11 @@ function draw() {
     {label: (x) => x.name, value: (x) => x.revenue, fmt: (v) => money(v, c), alt: true});
   $("group-section").classList.toggle("hidden", !g);
   if (!g) return;
-  $("group-name").textContent = g.title || "";
+  const named = (s.groups || []).find((x) => x.id === last.group) || {};
+  $("group-name").textContent = g.title || named.title || named.topic || "";
   kpis($("group-kpis"), [
     ["k.members", g.members, g.members, "group_members"], ["k.active7", g.active_members_7d, g.active_members_7d, "group_active"],
-    ["k.messages", g.messages, g.messages, "group_messages"], ["k.interaction", pct(g.interaction_rate), g.interaction_rate, "group_interaction_rate"],
+    ["k.groupMessages", g.messages, g.messages, "group_messages"], ["k.interaction", pct(g.interaction_rate), g.interaction_rate, "group_interaction_rate"],
     ["k.conversion", pct(g.conversion_rate), g.conversion_rate, "group_conversion_rate"],
     ["k.repurchase", pct(g.repurchase_rate), g.repurchase_rate, "group_repurchase_rate"],
     ["k.clv", money(g.clv, c), g.clv, "group_clv"], ["k.joins", g.joins, g.joins, "group_joins"],
@@ -181,7 +202,7 @@ function draw() {
   ]);
   weeks($("weeks-chart"), g.weeks);
   $("actions").replaceChildren(...g.weeks.filter((w) => w.actions.length).map((w) => h("li", {},
-    t("weeks.action", {week: new Date(w.week_start).toISOString().slice(0, 10), actions: w.actions.join("; "),
+    t("weeks.action", {week: new Date(w.week_start).toISOString().slice(0, 10), actions: w.actions.map(actionText).join("; "),
       msgs: `${w.messages_change >= 0 ? "+" : ""}${w.messages_change ?? 0}`, exits: `${w.exits_change >= 0 ? "+" : ""}${w.exits_change ?? 0}`}))));
 }
 
@@ -189,7 +210,7 @@ await loadCatalog("dashboard");
 langToggle(byTestId("lang"));
 onLang(draw);
 if (q.get("room")) $("room").value = q.get("room");
-if (q.get("group")) $("group").value = q.get("group");
 byTestId("pickers").addEventListener("submit", (e) => { e.preventDefault(); load(); });
+$("group").addEventListener("change", () => { wantedGroup = $("group").value; load(); });
 load();
 setInterval(load, 15000);

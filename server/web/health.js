@@ -55,6 +55,9 @@ export class StreamHealth {
     }
     if (!out) return;
     const now = {bytes: out.bytesSent || 0, ts: out.timestamp, sent: out.packetsSent || 0, lost: remote ? remote.packetsLost || 0 : 0};
+    // a new peer connection (a republish after a restart) starts its counters at 0: no delta
+    if (this.prev && (pc !== this.prevPc || now.bytes < this.prev.bytes)) this.prev = null;
+    this.prevPc = pc;
     if (this.prev && now.ts > this.prev.ts) {
       const kbps = Math.round(((now.bytes - this.prev.bytes) * 8) / (now.ts - this.prev.ts));
       this.show("bitrate", `${kbps} kbps`, kbps, kbps < 150);

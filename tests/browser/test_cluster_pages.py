@@ -139,9 +139,10 @@ async def test_streamer_moving_to_b_keeps_viewers_on_both_nodes_playing(
 async def test_chat_and_flash_sale_across_nodes(pages: Pages, cluster: Cluster) -> None:
     room = "cl-sale"
     studio, viewer = await studio_and_viewer(pages, cluster, room)
-    # Presence summed over the nodes: the studio on A and the viewer on B are 2 in the room
-    # for both pages (each node alone has 1).
-    for page in (studio, viewer):
+    # Presence summed over the nodes: a second viewer on A and the viewer on B are 2 watching
+    # for both pages (each node alone has 1; the studio is staff, not counted).
+    second = await pages.open(f"/live/{room}", sub="second-a", rooms=[room], name="Fan A")
+    for page in (studio, viewer, second):
         await expect(page.locator(tid("viewers"))).to_have_text("2", timeout=SLOW_MS)
     # Hearts tapped on B add up in the studio on A.
     for _ in range(3):

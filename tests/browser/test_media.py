@@ -71,6 +71,8 @@ async def test_studio_goes_live_and_viewer_sees_frames_advance(pages: Pages) -> 
     assert (await late.evaluate(FRAMES_JS))["frames"] >= 10
     trickled = await late.evaluate("() => ({sent: window.souk.iceSent || 0, refused: !!window.souk._noTrickle})")
     assert trickled["sent"] >= 1 and not trickled["refused"], trickled
+    # The studio shows how many viewers receive the video (the relay's count, `video_viewers`).
+    await expect(studio.locator(tid("health-viewers"))).to_have_attribute("data-value", "2", timeout=5000)
     await screenshot(late, "live-desktop-video")
 
     # End: the room state reaches the viewers, who see the end card.

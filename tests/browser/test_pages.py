@@ -102,7 +102,7 @@ async def test_demo_mode_pages_fetch_their_own_tokens(pages: Pages) -> None:
     await expect(studio.locator(tid("me"))).to_contain_text("· Host")
     me = await studio.locator(tid("me")).inner_text()
     assert not re.search(r"streamer-\d", me), me  # a demo visitor gets a name, not an id
-    await expect(studio.locator(tid("viewers"))).to_have_text("2", timeout=5000)
+    await expect(studio.locator(tid("viewers"))).to_have_text("1", timeout=5000)  # the host is not watching
     group = await pages.open("/group/demo-core")
     await expect(group.locator(tid("me"))).to_contain_text("· member")
     await expect(group.locator(tid("title"))).to_have_text("Demo core fans")

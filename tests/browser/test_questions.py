@@ -4,7 +4,6 @@ by replying in the group, and that answer flows back to the room. Upvotes, notic
 
 from __future__ import annotations
 
-import pytest
 from playwright.async_api import expect
 
 from client_sdk import Client
@@ -111,7 +110,6 @@ async def test_studio_answer_being_typed_survives_new_questions_and_votes(pages:
     pages.assert_clean()
 
 
-@pytest.mark.xfail(strict=True, reason="server: the group snapshot carries the recent notices")
 async def test_a_late_group_member_sees_the_recent_notices(pages: Pages) -> None:
     async with Client(pages.server.url, token("boss-n", "streamer", rooms=["qa3"])) as boss:
         gid = (await boss.request("group_create", tier="normal", topic="tea", title="Late fans"))["group"]["id"]

@@ -8,7 +8,6 @@ from __future__ import annotations
 import struct
 import zlib
 
-import pytest
 from playwright.async_api import FilePayload, expect
 
 from tests.browser.conftest import BROWSER, Pages, tid
@@ -51,7 +50,6 @@ async def test_pictures_that_cannot_work_are_refused_before_anything_is_made(pag
     pages.assert_clean()
 
 
-@pytest.mark.xfail(strict=True, reason="server: POST /api/products/<id>/image (the upload endpoint)")
 async def test_an_uploaded_picture_shows_in_the_studio_and_the_bag(pages: Pages) -> None:
     studio = await pages.open("/studio/pic2", sub="pic-host2", role="streamer", rooms=["pic2"])
     viewer = await pages.open("/live/pic2", sub="pic-fan", rooms=["pic2"])

@@ -94,7 +94,7 @@ async def test_numbers_match_the_script(server: Running) -> None:
     assert (g["members"], g["joins"], g["exits"], g["messages"]) == (1, 2, 1, 2)
     assert g["exit_rate"] == 0.5 and g["interaction_rate"] == 1.0  # (1 reply + 1 vote) / 2 messages
     assert g["buyers"] == 1 and g["conversion_rate"] == 1.0 and g["clv"] == 2000
-    assert any("poll" in a for w in g["weeks"] for a in w["actions"])
+    assert any(a["kind"] == "poll" for w in g["weeks"] for a in w["actions"])
     s = await asyncio.to_thread(_get, f"{server.http}/api/shop/metrics", tok)
     assert s["coupons"] == {"issued": 1, "redeemed": 1, "discounts": 300}
     assert s["revenue"] == 2700 and r["sales"][0]["revenue"] == 2700

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 import urllib.request
 from collections import Counter
@@ -146,3 +147,66 @@ async def test_orders_and_sales_api(server: Running) -> None:
     status, _ = await asyncio.to_thread(get, "/api/rooms/api/orders", token("nosy", "viewer"))
     assert status == 403
     await st.close()
+
+
+async def test_a_rush_gives_at_most_two_purchase_events_a_second_counting_every_order(server_factory) -> None:  # type: ignore[no-untyped-def]
+    srv: Running = await server_factory(ops_per_s=200.0, ops_burst=200.0)
+    st, sale = await streamer_with_sale(srv, "proof", 400, limit=5)
+    watcher = srv.client("watcher")
+    await watcher.connect()
+    await watcher.join("proof")
+    proof = watcher.events("room:proof", types=["purchase"])
+    buyers = [srv.client(f"pb{i}", name=f"小{i}") for i in range(40)]
+    await asyncio.gather(*(b.connect() for b in buyers))
+    t0 = time.monotonic()
+    orders = await asyncio.gather(*(b.buy(sale["id"], 1) for b in buyers for _ in range(5)))
+    rush_s = time.monotonic() - t0
+    assert len(orders) == 200
+    got: list[dict[str, Any]] = []
+    while sum(e["count"] for e in got) < 200:
+        got.append(await proof.next(5))
+    assert sum(e["count"] for e in got) == 200  # every order counted once, none twice
+    stamps = [e["ts"] for e in got]
+    assert all(b - a >= 495 for a, b in itertools.pairwise(stamps)), stamps  # at most 2 a second
+    assert len(got) <= rush_s * 2 + 2
+    for e in got:
+        assert 1 <= len(e["items"]) <= 3
+        for item in e["items"]:
+            assert item["name"].startswith("小") and item["name"].endswith("*") and len(item["name"]) == 2
+            assert (item["product"], item["qty"]) == ("Serum", 1)
+    # a team that fills is two confirmed orders: they are told too
+    offer = (await st.request("teambuy_create", room="proof", product="proof-p", price=3900, size=2,
+                              window_s=60))["teambuy"]
+    team = await buyers[0].team_open(offer["id"])
+    await buyers[1].team_join(offer["id"], team["id"])
+    told = await proof.next(5)
+    assert told["count"] == 2 and [i["name"] for i in told["items"]] == ["小*", "小*"]
+    for c in (*buyers, watcher, st):
+        await c.close()
+
+
+async def test_teams_mine_after_a_reload_and_masked_member_names(server: Running) -> None:
+    st = server.client("boss", "streamer")
+    await st.connect()
+    await st.request("product_create", id="mine-p", title="Tote bag", price=5900, stock=100)
+    offer = (await st.request("teambuy_create", room="mine", product="mine-p", price=3900, size=2,
+                              window_s=60))["teambuy"]
+    lee, wu, other = server.client("lee", name="Lee Ming"), server.client("wu", name="吴芳"), server.client("zz")
+    for c in (lee, wu, other):
+        await c.connect()
+    full = await lee.team_open(offer["id"])
+    await wu.team_join(offer["id"], full["id"])
+    still_open = (await st.request("teambuy_create", room="mine", product="mine-p", price=3900, size=3,
+                                   window_s=60))["teambuy"]
+    waiting = await lee.team_open(still_open["id"])
+    async with server.client("lee", name="Lee Ming") as reloaded:  # the same buyer, a new page
+        teams = {t["id"]: t for t in await reloaded.teams_mine()}
+    assert set(teams) == {full["id"], waiting["id"]}
+    done = teams[full["id"]]
+    assert (done["status"], done["count"], done["size"], done["title"]) == ("confirmed", 2, 2, "Tote bag")
+    assert [m["name"] for m in done["members"]] == ["L*", "吴*"]  # never the whole name
+    assert done["remaining_ms"] == 0
+    assert teams[waiting["id"]]["status"] == "open" and 0 < teams[waiting["id"]]["remaining_ms"] <= 60_000
+    assert await other.teams_mine() == []  # only the caller's own teams
+    for c in (lee, wu, other, st):
+        await c.close()

@@ -18,6 +18,7 @@ import pytest
 from server.domain.room import Room
 from server.rooms import Rooms
 from server.sanctions import Sanctions
+from server.store.chat import SqlChatStore
 from server.store.db import Body, Db, Duplicate, Insert, Lock, Many, Next, Q, X, in_list
 from server.store.rooms import SqlRoomStore, SqlSanctionStore
 from server.store.schema import MIGRATIONS, Migration, migrate, version
@@ -190,3 +191,20 @@ async def test_a_room_and_a_ban_made_through_one_node_reach_another(target: str 
     finally:
         await a_db.close()
         await b_db.close()
+
+
+async def test_chat_and_likes_round_trip_with_cid_resends(db: Db) -> None:
+    """The chat store runs the same statements on both: a resend of (channel, user, cid) in
+    the same batch or a later one writes nothing and gets the first message back."""
+    store = SqlChatStore(db)
+    first = {"id": "m1", "user": "u1", "name": "A", "role": "viewer", "text": "hi", "at": 1, "cid": "c1"}
+    again = {**first, "id": "m2", "text": "hi (resent)"}
+    other = {"id": "m3", "user": "u2", "name": "B", "role": "viewer", "text": "yo", "at": 2, "cid": "c1"}
+    assert await store.add_messages([("room:r", first), ("room:r", again), ("room:r", other)]) == [None, first, None]
+    assert await store.add_messages([("room:r", {**again, "id": "m4"})]) == [first]
+    assert [m["id"] for m in await store.recent("room:r", 50)] == ["m1", "m3"]
+    await store.delete("room:r", user="u2")
+    assert [m["id"] for m in await store.recent("room:r", 1)] == ["m1"]
+    await store.add_likes([("room:r", 3)])
+    await store.add_likes([("room:r", 4), ("room:s", 1)])
+    assert (await store.likes("room:r"), await store.likes("room:s"), await store.likes("room:t")) == (7, 1, 0)

@@ -116,3 +116,18 @@ def test_percentile_nearest_rank() -> None:
 def test_target_validated() -> None:
     with pytest.raises(SoukError):
         QuestionBoard("r", target_s=0)
+
+
+def test_recently_answered_newest_answer_last_and_bounded() -> None:
+    b = board()
+    for i in range(25):
+        b.ask(f"q{i}", "u1", "Ann", f"question {i}?", T0 + i)
+    b.ask("open", "u2", "Bob", "still open?", T0 + 100)
+    b.dismiss("q24")  # dismissed: neither open nor answered
+    for i in reversed(range(24)):  # answered newest-asked first
+        b.answer(f"q{i}", STREAMER, f"answer {i}", T0 + 1000 + (24 - i))
+    recent = b.recently_answered()
+    assert len(recent) == 20
+    assert [q.id for q in recent] == [f"q{i}" for i in reversed(range(20))]
+    assert all(q.status == "answered" for q in recent)
+    assert [q.id for q in b.open_questions()] == ["open"]

@@ -12,17 +12,22 @@ V = Actor("v", "Viewer", "viewer")
 M = Actor("m", "Mod", "moderator")
 
 
-def test_presence_counts_users_not_connections() -> None:
+def test_presence_counts_users_not_connections_and_not_staff() -> None:
     r = Room("r")
     r.enter(V)
     r.enter(V)
-    r.enter(M)
-    assert r.viewers == 2
-    r.exit("v")
-    assert r.viewers == 2
+    r.enter(M)  # a moderator is in the room, not watching it
+    assert (r.viewers, r.staff_present) == (1, 1)
     r.exit("v")
     assert r.viewers == 1
-    assert r.viewers_changed() == ("viewers", {"count": 1})
+    r.exit("v")
+    assert r.viewers == 0
+    r.exit("m")
+    assert r.staff_present == 0
+    assert r.viewers_changed() == ("viewers", {"count": 0, "video_viewers": 0})
+    assert r.viewers_changed() is None
+    r.video_viewers = 3  # the relay's count moved: told once, with the presence count
+    assert r.viewers_changed() == ("viewers", {"count": 0, "video_viewers": 3})
     assert r.viewers_changed() is None
 
 
