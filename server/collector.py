@@ -7,7 +7,9 @@ presence, its staff channel and its history for each made-up id, for good. A roo
 while anyone follows it, and for ever once a streamer created it or went live in it (its row),
 pinned something in it, or a sale, an offer, a question or a draw names it (`busy`). Anything
 else, once empty for `grace_s`, is forgotten with its histories; a later join makes it anew
-(with a new epoch: a client resuming from before gets a `resync`). A `user:` channel's
+(with a new epoch: a client resuming from before gets a `resync`); its kept chat and likes
+total stay stored and come back with it (a chat a viewer saw is never dropped here, and likes
+not yet saved keep the room until they are). A `user:` channel's
 history is dropped when nobody has followed it and nothing was published on it for `grace_s`.
 """
 
@@ -50,7 +52,8 @@ class Collector:
         busy = self.busy()
         for ch, room in list(self.rooms.by_channel.items()):
             if (room.kind != "room" or room.owned or room.state != "idle" or room.pinned
-                    or room.viewers or self.subscribed(ch)
+                    or room.viewers or room.likes != room.likes_saved  # saved first (500 ms)
+                    or self.subscribed(ch)
                     or self.subscribed(staff_channel(room.id)) or room.id in busy):
                 seen.pop(ch, None)
                 continue

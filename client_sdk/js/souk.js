@@ -601,9 +601,13 @@ export class Souk {
         if (!m.pc) await this._offer(m);
         if (m.stopped) break;
         if (m.state !== "waiting" && m.state !== "reconnecting") this._mediaState(m, "connecting");
-        sent = m.cands.length;
+        // Trickling, the offer leaves without candidates and every one goes by `ice` after the
+        // answer (whatever the browser had gathered by now): one path, whatever the timing.
+        let sdp = m.pc.localDescription.sdp;
+        if (m.trickle) sdp = sdp.replace(/^a=(candidate|end-of-candidates).*\r?\n/gm, "");
+        else sent = m.cands.length;
         const conn = this._conn;
-        const reply = await this.request(m.kind, {room: m.room, sdp: m.pc.localDescription.sdp});
+        const reply = await this.request(m.kind, {room: m.room, sdp});
         if (m.stopped) {
           // Stopped while the offer was out: let the server drop the session it just made.
           if (conn === this._conn) this.request(m.kind === "watch" ? "unwatch" : "unpublish", {room: m.room}).catch(() => {});

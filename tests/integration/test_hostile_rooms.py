@@ -86,6 +86,22 @@ async def test_made_up_rooms_are_freed_after_the_grace(server_factory: Any) -> N
     assert rows[0]["n"] == 0
 
 
+async def test_a_freed_room_keeps_what_was_said_and_liked(server_factory: Any) -> None:
+    """Freeing a made-up room drops it from memory, never its kept chat or likes: a later
+    join brings both back (likes counted just before the grace are saved first)."""
+    srv: Running = await server_factory(room_grace_s=0.05)  # well inside the likes' 500 ms
+    app = srv.app
+    async with srv.client("talker") as t:
+        await t.join("chatty")
+        await t.chat("chatty", "anyone here?")
+        await t.request("like", room="chatty", count=7)
+        await t.leave("chatty")
+        await _until(lambda: "room:chatty" not in app.rooms.by_channel)
+        snap = await t.join("chatty")
+    assert [m["text"] for m in snap["chat"]] == ["anyone here?"]
+    assert snap["likes"] == 7
+
+
 def test_souk_token_names_its_rooms() -> None:
     """`souk token` has no default of every room: `--room` is required ('*' explicitly)."""
     base = [sys.executable, "-m", "server", "token", "--secret", SECRET, "--sub", "u1"]
