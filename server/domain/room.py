@@ -69,7 +69,8 @@ class Room:
         return len(self.presence)
 
     @property
-    def staff(self) -> int:
+    def staff_present(self) -> int:
+        """The streamer, moderators and admins in the room now."""
         return len(self.staff_presence)
 
     def enter(self, actor: Actor) -> None:

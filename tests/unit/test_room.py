@@ -17,13 +17,13 @@ def test_presence_counts_users_not_connections_and_not_staff() -> None:
     r.enter(V)
     r.enter(V)
     r.enter(M)  # a moderator is in the room, not watching it
-    assert (r.viewers, r.staff) == (1, 1)
+    assert (r.viewers, r.staff_present) == (1, 1)
     r.exit("v")
     assert r.viewers == 1
     r.exit("v")
     assert r.viewers == 0
     r.exit("m")
-    assert r.staff == 0
+    assert r.staff_present == 0
     assert r.viewers_changed() == ("viewers", {"count": 0, "video_viewers": 0})
     assert r.viewers_changed() is None
     r.video_viewers = 3  # the relay's count moved: told once, with the presence count
