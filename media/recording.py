@@ -16,8 +16,6 @@ times never go backwards.
 
 from __future__ import annotations
 
-import hashlib
-import re
 from dataclasses import dataclass
 
 from media.packet import MediaPacket
@@ -162,28 +160,3 @@ def opus_head(channels: int = 2, rate: int = 48000) -> bytes:
         + rate.to_bytes(4, "little")
         + b"\x00\x00\x00"
     )
-
-
-_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-
-
-def recording_id(room: str, started_ms: int, counter: int = 0) -> str:
-    """A recording's id, also its file name without extension: safe in a path and a URL.
-
-    The room id is hashed in (it may hold characters a file name must not), the start time
-    orders them, and ``counter`` tells apart two lives started in the same millisecond.
-    """
-    digest = hashlib.sha256(room.encode()).hexdigest()[:10]
-    return f"{started_ms:013d}-{digest}-{counter}"
-
-
-def valid_recording_id(value: object) -> bool:
-    return isinstance(value, str) and bool(_NAME.fullmatch(value))
-
-
-def expired(started_ms: list[tuple[str, int]], now_ms: int, retention_days: float) -> list[str]:
-    """The ids among ``(id, started_ms)`` older than ``retention_days`` (0: keep all)."""
-    if retention_days <= 0:
-        return []
-    limit = now_ms - int(retention_days * 86_400_000)
-    return [rid for rid, started in started_ms if started < limit]

@@ -35,6 +35,7 @@ from server.store.gate import StockGate
 from server.store.insights import SqlInsightsStore
 from server.store.ledger import SqlLedger
 from server.store.postgres import PgDatabase
+from server.store.replays import SqlReplayStore
 from server.store.rooms import SqlRoomStore, SqlSanctionStore
 from server.store.schema import migrate, move_node_rooms
 from server.store.sqlite import SqliteDatabase
@@ -52,6 +53,7 @@ class Stores:
     rooms: SqlRoomStore
     sanctions: SqlSanctionStore
     draws: SqlDrawStore
+    replays: SqlReplayStore
     community_sync: Sync = field(default_factory=NoSync)
     engagement_sync: Sync = field(default_factory=NoSync)
     insights_sync: Sync = field(default_factory=NoSync)
@@ -71,7 +73,8 @@ class Stores:
 def stores_on(db: Db, gate: StockGate | None = None) -> Stores:
     """Every store over one database (not started)."""
     return Stores(db, SqlLedger(db, gate), SqlCommunityStore(db), SqlEngagementStore(db),
-                  SqlInsightsStore(db), SqlRoomStore(db), SqlSanctionStore(db), SqlDrawStore(db))
+                  SqlInsightsStore(db), SqlRoomStore(db), SqlSanctionStore(db), SqlDrawStore(db),
+                  SqlReplayStore(db))
 
 
 def open_stores(cfg: Config, redis: Redis | None = None) -> Stores:

@@ -12,15 +12,10 @@ import av
 from media import MediaRelay
 from media.packet import MediaPacket
 from media.recorder import Recorder
-from media.recording import (
-    Timeline,
-    VideoAssembler,
-    expired,
-    recording_id,
-    valid_recording_id,
-)
+from media.recording import Timeline, VideoAssembler
 from media.testing import PublisherPeer
 from media.testing.peers import publish_to, wait_until
+from server.domain.replay import expired, recording_id, valid_recording_id
 
 
 async def test_records_twenty_seconds_across_a_reconnect(relay: MediaRelay, tmp_path: Path) -> None:
