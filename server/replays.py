@@ -108,7 +108,11 @@ class Replays:
                 n += 1
                 rid = recording_id(room, now, n)
             await self.store.begin(rid, room, rid + EXTENSION, now)
-            recorder.start(room, rid, now)
+            try:
+                recorder.start(room, rid, now)
+            except Exception as exc:  # the directory cannot be made, the thread cannot start
+                await self.store.finish(rid, self.clock_ms(), 0, 0, "failed", str(exc))
+                raise
             self._active[room] = rid
             return rid
 

@@ -257,3 +257,48 @@ async def test_kill9_leaves_a_file_that_plays_to_its_last_cluster(
     [replay] = json.loads(body)
     assert replay["status"] == "cut" and replay["size"] == path.stat().st_size
     assert abs(replay["duration_s"] - times[-1]) < 0.2
+
+
+async def test_a_recording_that_cannot_start_is_told_to_staff_and_the_live_goes_on(
+        server_factory: Any, tmp_path: Path) -> None:
+    data = tmp_path / "srv0" / "data"
+    data.mkdir(parents=True)
+    (data / "replays").write_text("not a directory")  # the recordings cannot be written
+    srv: Running = await server_factory(media_workers=0)
+    assert srv.app.cfg.data_dir == data
+    with loopback():
+        pub = PublisherPeer(codec="VP8")
+        async with srv.client("s", "streamer") as st:
+            await st.request("room_create", room="nodisk", title="x", record=True)
+            await st.join("nodisk")
+            failed = st.events("staff:nodisk", types=["recording_failed"])
+            await st.request("room_state", room="nodisk", state="live")
+            reply = await st.request("publish", room="nodisk", sdp=await pub.offer())
+            event = await failed.next(5)
+            assert event["room"] == "nodisk" and "could not start" in event["reason"]
+            await pub.accept(reply["sdp"])
+            media = srv.app.media
+            assert media is not None
+            deadline = time.monotonic() + 10
+            while media.stats()["frames_in_total"] < 30 and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            assert media.stats()["frames_in_total"] >= 30  # the live goes on
+        await pub.close()
+    [row] = await srv.app.replays.store.replays("nodisk")
+    assert row["status"] == "failed"
+
+
+async def test_retention_deletes_old_replays(server: Running) -> None:
+    replays = server.app.replays
+    replays.directory.mkdir(parents=True, exist_ok=True)
+    day = 86_400_000
+    now = replays.clock_ms()
+    for rid, started in (("0000000000001-old-0", now - 8 * day), ("0000000000002-new-0", now)):
+        (replays.directory / f"{rid}.webm").write_bytes(b"x")
+        await replays.store.begin(rid, "kept", f"{rid}.webm", started)
+        await replays.store.finish(rid, started + 1000, 1000, 1, "done", None)
+    assert await replays.expire() == 0  # retention 0: kept
+    replays.retention_days = 7
+    assert await replays.expire() == 1
+    assert [r["id"] for r in await replays.replays("kept")] == ["0000000000002-new-0"]
+    assert not (replays.directory / "0000000000001-old-0.webm").exists()
