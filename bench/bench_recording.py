@@ -51,15 +51,25 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
-async def run(record: bool, server_cpu: str, warm_s: float, measure_s: float) -> dict[str, float]:
+def spawn(cpus: str, port: int, data: str, secret: str) -> subprocess.Popen[bytes]:
+    """A fresh server, pinned to ``cpus``, its media in-process (the recorder is a thread)."""
+    return subprocess.Popen(
+        ["taskset", "-c", cpus, sys.executable, "-m", "server", "serve", "--host", "127.0.0.1",
+         "--port", str(port), "--data-dir", data, "--media-workers", "0"],
+        cwd=ROOT, env={**os.environ, "SOUK_SECRET": secret},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def recorded_bytes(data: Path) -> int:
+    return sum(f.stat().st_size for f in (data / "replays").glob("*.webm"))
+
+
+async def run(record: bool, server_cpu: str, warm_s: float, measure_s: float,
+              heavy: bool = False) -> dict[str, float]:
     secret = secrets.token_hex(16)
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
-        proc = subprocess.Popen(
-            ["taskset", "-c", server_cpu, sys.executable, "-m", "server", "serve", "--host",
-             "127.0.0.1", "--port", str(port), "--data-dir", tmp, "--media-workers", "0"],
-            cwd=ROOT, env={**os.environ, "SOUK_SECRET": secret},
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = spawn(server_cpu, port, tmp, secret)
         try:
             deadline = time.monotonic() + 20
             while True:
@@ -73,7 +83,8 @@ async def run(record: bool, server_cpu: str, warm_s: float, measure_s: float) ->
             tok = mint_token(secret, "host", name="host", role="streamer", rooms=["*"],
                              groups=[], ttl_s=3600)
             with loopback():
-                pub = PublisherPeer(codec="VP8")
+                pub = (PublisherPeer(codec="VP8", width=640, height=480, noise=True) if heavy
+                       else PublisherPeer(codec="VP8"))
                 async with Client(f"ws://127.0.0.1:{port}/ws", tok) as st:
                     await st.request("room_create", room="bench", title="bench", record=record)
                     await st.request("room_state", room="bench", state="live")
@@ -84,15 +95,18 @@ async def run(record: bool, server_cpu: str, warm_s: float, measure_s: float) ->
                     c0, t0, f0 = cpu_s(proc.pid), time.monotonic(), pub.video.frames_sent
                     await asyncio.sleep(measure_s)
                     c1, t1, f1 = cpu_s(proc.pid), time.monotonic(), pub.video.frames_sent
+                    stats = await pub.pc.getStats()
+                    sent = sum(getattr(s, "bytesSent", 0) for s in stats.values()
+                               if getattr(s, "type", "") == "outbound-rtp")
                     await st.request("room_state", room="bench", state="ended")
                 await pub.close()
-            files = list(Path(tmp, "replays").glob("*.webm")) if record else []
-            size = sum(f.stat().st_size for f in files)
+            size = recorded_bytes(Path(tmp)) if record else 0
         finally:
             proc.terminate()
             proc.wait(10)
     return {"record": record, "cpu_points": 100 * (c1 - c0) / (t1 - t0),
-            "fps": (f1 - f0) / (t1 - t0), "file_bytes": size}
+            "fps": (f1 - f0) / (t1 - t0), "file_bytes": size,
+            "uplink_kbit_s": 8 * sent / 1000 / (t1 - t0 + warm_s)}
 
 
 async def main() -> None:
@@ -102,21 +116,24 @@ async def main() -> None:
     ap.add_argument("--measure", type=float, default=15.0)
     ap.add_argument("--server-cpu", default="1", help="taskset CPU list of the server")
     ap.add_argument("--client-cpu", default="0", help="CPU of this process (the publisher)")
+    ap.add_argument("--heavy", action="store_true",
+                    help="640x480 frames with noise (about a real camera's bitrate) instead of 320x240")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     os.sched_setaffinity(0, {int(c) for c in args.client_cpu.split(",")})
     results: list[dict[str, float]] = []
     for i in range(args.runs):
         for record in (False, True):
-            r = await run(record, args.server_cpu, args.warm, args.measure)
+            r = await run(record, args.server_cpu, args.warm, args.measure, args.heavy)
             results.append(r)
             print(f"run {i + 1} record={'on ' if record else 'off'} cpu {r['cpu_points']:.2f} "
-                  f"points of a core, publisher {r['fps']:.1f} fps, file {r['file_bytes']} B",
+                  f"points of a core, publisher {r['fps']:.1f} fps "
+                  f"~{r['uplink_kbit_s']:.0f} kbit/s, file {r['file_bytes']} B",
                   flush=True)
     off = statistics.median(r["cpu_points"] for r in results if not r["record"])
     on = statistics.median(r["cpu_points"] for r in results if r["record"])
     load = os.getloadavg()
-    summary = {"median_off": off, "median_on": on, "cost_points": on - off,
+    summary = {"heavy": args.heavy, "median_off": off, "median_on": on, "cost_points": on - off,
                "load_avg": load, "cores": os.cpu_count(), "runs": results}
     print(f"median off {off:.2f}, on {on:.2f}: recording costs {on - off:.2f} points of a core "
           f"(busy host, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} "

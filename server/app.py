@@ -170,6 +170,7 @@ class App:
         self.channels.before_snapshot("room", self.commerce.sync_room)  # cluster: others' sales
         self.channels.follow_remote(self.commerce.on_remote)  # cluster: others' stock and teams
         self.channels.follow_remote(self.draws.on_remote)  # cluster: others' entrant counts
+        self.channels.follow_remote(self.replays.on_remote)  # cluster: live/ended elsewhere
         self.channels.add_snapshot_part("room", self.commerce.room_snapshot)
         self.channels.add_snapshot_part("room", self.community.room_snapshot)
         self.channels.add_snapshot_part("group", self.community.group_snapshot)

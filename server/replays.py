@@ -56,6 +56,7 @@ class Replays:
         self.record_all = record_all
         self.retention_days = retention_days
         self.recorder: Recorder | None = None
+        self.relay: MediaRelay | None = None
         self._active: dict[str, str] = {}  # room -> recording id, on this node
         self._chapters: dict[str, int] = {}  # recording id -> chapters written
         self._lock = asyncio.Lock()
@@ -65,6 +66,7 @@ class Replays:
         """Record from ``relay``'s ingest (the process holding the publishers)."""
         from media.recorder import Recorder
 
+        self.relay = relay
         self.recorder = Recorder(self.directory, on_failed=self._failed)
         relay.ingest.listen(self.recorder)
 
@@ -92,11 +94,11 @@ class Replays:
         flag = await self.store.records(room)
         return self.record_all if flag is None else flag
 
-    async def live(self, room: str, publishing_here: bool) -> str | None:
+    async def live(self, room: str) -> str | None:
         """The room is live: start recording it here if it records and its publisher is on
-        this node (``publishing_here``); returns the recording's id."""
+        this node's relay; returns the recording's id."""
         recorder = self.recorder
-        if recorder is None or not publishing_here:
+        if recorder is None or self.relay is None or not self.relay.publishing(room):
             return None
         async with self._lock:
             if room in self._active or not await self.wants(room):
@@ -143,14 +145,49 @@ class Replays:
         await self.store.add_chapter(rid, c)
         return c
 
+    def on_remote(self, ch: str, event: dict[str, Any]) -> None:
+        """In a cluster: the room went live or ended on another node (the streamer's studio
+        may be connected there, the publisher here)."""
+        if not ch.startswith("room:"):
+            return
+        room = ch[5:]
+        product = event.get("product")
+        if event.get("type") == "pinned" and isinstance(product, dict) and room in self._active:
+            self._spawn(self.mark(room, "pin", product))  # pinned from a studio on another node
+            return
+        if event.get("type") != "state":
+            return
+        state = event.get("state")
+        if state == "live" and self.relay is not None and self.relay.publishing(room):
+            self._spawn(self._live_quietly(room))
+        elif state == "ended" and room in self._active:
+            self._spawn(self.ended(room))
+
+    async def _live_quietly(self, room: str) -> None:
+        try:
+            await self.live(room)
+        except Exception as exc:
+            log.exception("starting a recording failed", extra={"room": room})
+            self.publish(staff_channel(room), "recording_failed",
+                         {"room": room, "replay": None, "reason": f"could not start: {exc}"})
+
+    def _spawn(self, coro: Any) -> None:
+        async def guarded() -> None:
+            try:
+                await coro
+            except Exception:
+                log.exception("replays: a background step failed")
+
+        task = asyncio.get_running_loop().create_task(guarded())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     def _failed(self, room: str, reason: str) -> None:
         rid = self._active.get(room)
         log.warning("recording failed", extra={"room": room, "reason": reason})
         self.publish(staff_channel(room), "recording_failed",
                      {"room": room, "replay": rid, "reason": reason})
-        task = asyncio.get_running_loop().create_task(self.ended(room))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self.ended(room))
 
     # ---- reading, deleting ---------------------------------------------------------------
     async def replays(self, room: str) -> list[dict[str, Any]]:

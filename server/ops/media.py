@@ -89,10 +89,10 @@ async def start_recording(sv: Services, room: str) -> None:
     """A live room published on this node records here, if it records (never fails the op:
     a recording that cannot start is told to the staff, the live goes on)."""
     state = sv.rooms.get(room_channel(room))
-    if sv.replays is None or sv.media is None or state is None or state.state != "live":
+    if sv.replays is None or state is None or state.state != "live":
         return
     try:
-        await sv.replays.live(room, sv.media.publishing(room))
+        await sv.replays.live(room)
     except Exception as exc:
         log.exception("starting a recording failed", extra={"room": room})
         sv.bus.publish(staff_channel(room), "recording_failed",

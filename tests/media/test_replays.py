@@ -302,3 +302,44 @@ async def test_retention_deletes_old_replays(server: Running) -> None:
     assert await replays.expire() == 1
     assert [r["id"] for r in await replays.replays("kept")] == ["0000000000002-new-0"]
     assert not (replays.directory / "0000000000001-old-0.webm").exists()
+
+
+async def test_in_a_cluster_the_origin_records(server_process: Any, prefix: str,
+                                               tmp_path: Path) -> None:
+    """The streamer publishes to node A while the studio (live, a pin, ended) talks to node B:
+    A records, with B's pin as a chapter; B, which has no publisher, records nothing."""
+    from client_sdk.client import Client
+
+    flags = ("--redis", "redis://127.0.0.1:6379/0", "--redis-prefix", prefix, "--record",
+             "--media-workers", "0")
+    a = server_process(*flags, data_dir=tmp_path / "a")
+    b = server_process(*flags, data_dir=tmp_path / "b")
+    with loopback():
+        pub = PublisherPeer(codec="VP8")
+        async with Client(a.url, token("s", "streamer")) as on_a, \
+                Client(b.url, token("s", "streamer")) as on_b:
+            await on_a.join("two")
+            await on_b.request("room_create", room="two", title="Two nodes")
+            reply = await on_a.request("publish", room="two", sdp=await pub.offer())
+            await pub.accept(reply["sdp"])
+            await pub.connected()
+            await on_b.request("room_state", room="two", state="live")
+            tea = (await on_b.request("product_create", title="Tea", price=990,
+                                      stock=5))["product"]
+            await asyncio.sleep(2)
+            await on_b.request("pin", room="two", product=tea["id"])
+            await asyncio.sleep(2)
+            await on_b.request("room_state", room="two", state="ended")
+            auth = {"Authorization": "Bearer " + token("v")}
+            deadline = time.monotonic() + 10
+            listed: list[dict[str, Any]] = []
+            while not listed and time.monotonic() < deadline:
+                listed = json.loads((await get(a.http + "/api/rooms/two/replays", auth))[2])
+                await asyncio.sleep(0.2)
+        await pub.close()
+    [replay] = listed
+    assert replay["status"] == "done" and 3.0 < replay["duration_s"] < 5.0, replay
+    assert [(c["kind"], c["product"]) for c in replay["chapters"]] == [("pin", tea["id"])]
+    assert 1.5 < replay["chapters"][0]["at_s"] < 2.8
+    assert json.loads((await get(b.http + "/api/rooms/two/replays", auth))[2]) == []
+    assert not list((tmp_path / "b" / "replays").glob("*.webm"))
