@@ -9,6 +9,7 @@ alternate off, on, off, on, ... so that drift on a busy host falls on both. The 
 recording is the difference of the medians, in points of a core (1 point = 1 % of a core).
 
     .venv/bin/python bench/bench_recording.py --runs 3 --out reports/bench_recording.json
+    .venv/bin/python bench/bench_recording.py --runs 3 --size 320x240 --noise   # ~2.5 Mbit/s
 
 Prints one line per run, the medians and the host's load average (other processes share
 the machine: label the figures with it).
@@ -65,7 +66,7 @@ def recorded_bytes(data: Path) -> int:
 
 
 async def run(record: bool, server_cpu: str, warm_s: float, measure_s: float,
-              heavy: bool = False) -> dict[str, float]:
+              size: tuple[int, int] = (320, 240), noise: bool = False) -> dict[str, float]:
     secret = secrets.token_hex(16)
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
@@ -83,8 +84,7 @@ async def run(record: bool, server_cpu: str, warm_s: float, measure_s: float,
             tok = mint_token(secret, "host", name="host", role="streamer", rooms=["*"],
                              groups=[], ttl_s=3600)
             with loopback():
-                pub = (PublisherPeer(codec="VP8", width=640, height=480, noise=True) if heavy
-                       else PublisherPeer(codec="VP8"))
+                pub = PublisherPeer(codec="VP8", width=size[0], height=size[1], noise=noise)
                 async with Client(f"ws://127.0.0.1:{port}/ws", tok) as st:
                     await st.request("room_create", room="bench", title="bench", record=record)
                     await st.request("room_state", room="bench", state="live")
@@ -100,12 +100,12 @@ async def run(record: bool, server_cpu: str, warm_s: float, measure_s: float,
                                if getattr(s, "type", "") == "outbound-rtp")
                     await st.request("room_state", room="bench", state="ended")
                 await pub.close()
-            size = recorded_bytes(Path(tmp)) if record else 0
+            file_bytes = recorded_bytes(Path(tmp)) if record else 0
         finally:
             proc.terminate()
             proc.wait(10)
     return {"record": record, "cpu_points": 100 * (c1 - c0) / (t1 - t0),
-            "fps": (f1 - f0) / (t1 - t0), "file_bytes": size,
+            "fps": (f1 - f0) / (t1 - t0), "file_bytes": file_bytes,
             "uplink_kbit_s": 8 * sent / 1000 / (t1 - t0 + warm_s)}
 
 
@@ -116,15 +116,17 @@ async def main() -> None:
     ap.add_argument("--measure", type=float, default=15.0)
     ap.add_argument("--server-cpu", default="1", help="taskset CPU list of the server")
     ap.add_argument("--client-cpu", default="0", help="CPU of this process (the publisher)")
-    ap.add_argument("--heavy", action="store_true",
-                    help="640x480 frames with noise (about a real camera's bitrate) instead of 320x240")
+    ap.add_argument("--size", default="320x240", help="the synthetic camera's frame size")
+    ap.add_argument("--noise", action="store_true",
+                    help="noisy frames: the encoder's bitrate goes up (640x480: ~10 Mbit/s)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     os.sched_setaffinity(0, {int(c) for c in args.client_cpu.split(",")})
     results: list[dict[str, float]] = []
     for i in range(args.runs):
         for record in (False, True):
-            r = await run(record, args.server_cpu, args.warm, args.measure, args.heavy)
+            w, h = (int(x) for x in args.size.split("x"))
+            r = await run(record, args.server_cpu, args.warm, args.measure, (w, h), args.noise)
             results.append(r)
             print(f"run {i + 1} record={'on ' if record else 'off'} cpu {r['cpu_points']:.2f} "
                   f"points of a core, publisher {r['fps']:.1f} fps "
@@ -133,7 +135,7 @@ async def main() -> None:
     off = statistics.median(r["cpu_points"] for r in results if not r["record"])
     on = statistics.median(r["cpu_points"] for r in results if r["record"])
     load = os.getloadavg()
-    summary = {"heavy": args.heavy, "median_off": off, "median_on": on, "cost_points": on - off,
+    summary = {"size": args.size, "noise": args.noise, "median_off": off, "median_on": on, "cost_points": on - off,
                "load_avg": load, "cores": os.cpu_count(), "runs": results}
     print(f"median off {off:.2f}, on {on:.2f}: recording costs {on - off:.2f} points of a core "
           f"(busy host, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} "

@@ -3,7 +3,8 @@
 The recorder is one more :class:`media.ingest.FeedListener` of the ingest (the process that
 holds the publisher's connection, the origin in a cluster): for each recorded room it appends
 an output to the room's feeds. That output runs in the event loop, for every packet, so it
-only puts the packet on a bounded queue (``put_nowait``); a thread per recording reassembles
+only appends the packet to a bounded queue (a deque: no lock, no wake-up per packet); a thread
+per recording takes what gathered every ``DRAIN_EVERY_S``, reassembles
 frames (:mod:`media.recording`), and PyAV muxes them, never decoding, into WebM (VP8 + Opus).
 
 The file is written for a crash: the Matroska muxer closes a cluster every second and every
@@ -23,9 +24,9 @@ import contextlib
 import fractions
 import logging
 import os
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 
 EXTENSION = ".webm"
 QUEUE_PACKETS = 8192  # ~40 s of a 1.5 Mbit/s stream with audio; more means the disk is stuck
+DRAIN_EVERY_S = 0.05  # the writer thread wakes this often (or at once on stop)
 KEYFRAME_EVERY_S = 4.0  # the recorder asks the publisher for a keyframe this often: seek points
 
 Failed = Callable[[str, str], None]
@@ -73,9 +75,7 @@ class _Recording:
         self.path = path
         self.started_ms = started_ms
         self.t0 = time.monotonic()
-        self.queue: queue.Queue[tuple[str, Feed, int, MediaPacket, float]] = queue.Queue(
-            QUEUE_PACKETS
-        )
+        self.queue: deque[tuple[str, Feed, int, MediaPacket, float]] = deque()
         self.done = threading.Event()
         self.failed: str | None = None
         self.frames = 0
@@ -102,10 +102,10 @@ class _Recording:
                 ):
                     self.last_request = now
                     feed.request_keyframe()
-            try:
-                self.queue.put_nowait((feed.kind, feed, feed.epoch, packet, now - self.t0))
-            except queue.Full:
+            if len(self.queue) >= QUEUE_PACKETS:
                 self._fail("the recording fell behind (the disk is too slow)")
+                return
+            self.queue.append((feed.kind, feed, feed.epoch, packet, now - self.t0))
 
         return put
 
@@ -121,11 +121,12 @@ class _Recording:
     def _next(self) -> tuple[str, Feed, int, MediaPacket, float] | None:
         """The next packet; None once stopped (or failed) and the queue is empty."""
         while self.failed is None:
-            try:
-                return self.queue.get(timeout=0.1)
-            except queue.Empty:
-                if self.done.is_set():
-                    return None
+            if self.queue:
+                return self.queue.popleft()
+            if self.done.is_set():
+                return None
+            # what arrives meanwhile waits in the deque: one wake-up per period, not per packet
+            self.done.wait(DRAIN_EVERY_S)
         return None
 
     def _write(self) -> None:
