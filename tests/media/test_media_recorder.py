@@ -18,9 +18,10 @@ from media.testing.peers import publish_to, wait_until
 from server.domain.replay import expired, recording_id, valid_recording_id
 
 
-async def test_records_twenty_seconds_across_a_reconnect(relay: MediaRelay, tmp_path: Path) -> None:
-    """20 s recorded, the publisher reconnecting half-way: one file, ≥ 95 % of the frames the
-    publishers sent, its duration the recording's within 0.5 s, times monotonic."""
+async def test_records_across_a_reconnect(relay: MediaRelay, tmp_path: Path) -> None:
+    """8 s recorded, the publisher reconnecting half-way: one file, ≥ 95 % of the frames the
+    publishers sent (less the reconnect's set-up), its duration the recording's within 0.5 s,
+    times monotonic. (The 20 s recording through a real server: tests/media/test_replays.py.)"""
     recorder = Recorder(tmp_path)
     relay.ingest.listen(recorder)
     first = PublisherPeer(codec="VP8")
@@ -28,12 +29,12 @@ async def test_records_twenty_seconds_across_a_reconnect(relay: MediaRelay, tmp_
     await wait_until(lambda: relay.stats()["frames_in_total"] > 5, 10, "frames in")
     started = time.monotonic()
     path = recorder.start("r1", recording_id("r1", 1), 1)
-    await asyncio.sleep(10)
+    await asyncio.sleep(4)
     sent_before = first.video.frames_sent
     second = PublisherPeer(codec="VP8")
     await publish_to(relay, "r1", second)  # a reconnect: the same recording goes on
     await first.close()
-    await asyncio.sleep(10)
+    await asyncio.sleep(4)
     info = await recorder.stop("r1")
     wall = time.monotonic() - started
     sent = sent_before + second.video.frames_sent
@@ -45,7 +46,7 @@ async def test_records_twenty_seconds_across_a_reconnect(relay: MediaRelay, tmp_
         times = [float(f.time) for f in c.decode(stream)]
     # the first keyframe comes up to a PLI round trip after the start, the reconnect costs
     # one connection set-up: both are a fraction of a second of 30 fps
-    assert len(times) >= 0.95 * sent - 45, (len(times), sent)
+    assert len(times) >= 0.95 * sent - 30, (len(times), sent)
     assert times == sorted(times)
     assert abs(info.duration_s - wall) < 0.5, (info, wall)
     assert abs(times[-1] - wall) < 0.5
