@@ -169,6 +169,11 @@ class MediaRelay:
         offers.check_id(source_id, "source_id")
         await self.ingest.pull(room, source_id, signal)
 
+    def publishing(self, room: str) -> bool:
+        """True while a publisher of ``room`` is connected to this relay (not an edge pull)."""
+        source = self.ingest.source(room)
+        return source is not None and source.kind == PUBLISHER
+
     async def unpublish(self, room: str) -> None:
         """Drop the room's publisher; viewers stay connected, waiting for the next one."""
         offers.check_id(room, "room")

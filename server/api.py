@@ -20,8 +20,9 @@ from websockets.http11 import Request, Response
 
 from client_sdk.protocol import Code, room_channel
 from server import images
+from server.domain.replay import valid_recording_id
 from server.errors import SoukError
-from server.http import json_response
+from server.http import file_response, json_response
 from server.ops import fields
 from server.ops.registry import (
     ANY_SHOP,
@@ -55,7 +56,7 @@ NOT_ADMITTED = "your token does not admit you to this room"
 SALES_STAFF = "sales and orders are for the room's streamer and admins"
 MERCHANTS = "the numbers are for the shop's streamers and admins"
 PAGES = {"studio": "studio.html", "live": "live.html", "group": "group.html",
-         "dashboard": "dashboard.html"}
+         "dashboard": "dashboard.html", "replay": "replay.html"}
 
 
 def page_for(path: str) -> str | None:
@@ -243,3 +244,33 @@ async def group_insights(sv: Services, ident: Identity, request: Request, query:
 async def shop_insights(sv: Services, ident: Identity, request: Request, query: Query,
                         parts: list[str]) -> Response:
     return json_response(await sv.insights.for_shop(ident.shop))
+
+
+# ---- replays -------------------------------------------------------------------------------
+REPLAY_TYPE = "video/webm"
+
+
+@route("rooms/*/replays", roles=VIEWERS, scope=ROOM_IN_PATH, refusal=NOT_ADMITTED)
+async def room_replays(sv: Services, ident: Identity, request: Request, query: Query,
+                       parts: list[str]) -> Response:
+    """The room's past lives, newest first, each with its chapters."""
+    key = parts[1]
+    if not ident.may_enter_room(key):
+        raise SoukError(Code.FORBIDDEN, NOT_ADMITTED)
+    return json_response([] if sv.replays is None else await sv.replays.replays(key))
+
+
+@route("replays/*/file", roles=VIEWERS, scope=(Scope(Target.ROOM, "path[1]", via="replay"),),
+       refusal=NOT_ADMITTED)
+async def replay_file(sv: Services, ident: Identity, request: Request, query: Query,
+                      parts: list[str]) -> Response:
+    """The recording, streamed from disk; `Range` requests get 206 (a player seeks so)."""
+    rid = parts[1]
+    row = await sv.replays.replay(rid) if sv.replays is not None and valid_recording_id(rid) \
+        else None
+    if row is None or row["status"] == "recording":
+        raise SoukError(Code.NOT_FOUND, "no such replay")
+    if not ident.may_enter_room(str(row["room"])):
+        raise SoukError(Code.FORBIDDEN, NOT_ADMITTED)
+    assert sv.replays is not None
+    return file_response(sv.replays.path(row), request.headers.get("Range"), REPLAY_TYPE)

@@ -46,6 +46,7 @@ from server.metrics import Metrics
 from server.ops import media as media_ops
 from server.periodic import every
 from server.reactions import Reactions
+from server.replays import Replays
 from server.rooms import Rooms
 from server.sanctions import Sanctions
 from server.services import Services
@@ -158,6 +159,9 @@ class App:
             banned=self._banned, viewers=self._viewers, hold_units=self.commerce.hold_units,
             release_units=self.commerce.release_units,
             coupons_issued=self.engagement.coupons_granted, beacon=beacon, sync=stores.draws_sync)
+        self.replays = Replays(stores.replays, self.bus.publish, wall_ms, cfg.data_dir / "replays",
+                               record_all=cfg.record, retention_days=cfg.replay_retention_days)
+        self._replay_sweep: asyncio.Task[None] | None = None
 
     def _banned(self, ch: str, user: str) -> bool:
         room = self.rooms.get(ch)
@@ -173,10 +177,11 @@ class App:
         """What the features see of each other: reactions to domain events, the parts of a
         channel's snapshot, the ops' services and the HTTP routes."""
         Reactions(self.commerce, self.community, self.engagement, self.insights, self.rooms,
-                  lambda: self.media, self.draws).wire(self.events)
+                  lambda: self.media, self.draws, self.replays).wire(self.events)
         self.channels.before_snapshot("room", self.commerce.sync_room)  # cluster: others' sales
         self.channels.follow_remote(self.commerce.on_remote)  # cluster: others' stock and teams
         self.channels.follow_remote(self.draws.on_remote)  # cluster: others' entrant counts
+        self.channels.follow_remote(self.replays.on_remote)  # cluster: live/ended elsewhere
         self.channels.add_snapshot_part("room", self.commerce.room_snapshot)
         self.channels.add_snapshot_part("room", self.community.room_snapshot)
         self.channels.add_snapshot_part("group", self.community.group_snapshot)
@@ -188,7 +193,7 @@ class App:
             sanctions=self.sanctions, events=self.events,
             chat_buckets=UserBuckets(self.cfg.chat_per_s, self.cfg.chat_burst),
             commerce=self.commerce, community=self.community, engagement=self.engagement,
-            insights=self.insights, draws=self.draws,
+            insights=self.insights, draws=self.draws, replays=self.replays,
             save_room=self.save_room, images=self.images, max_token_ttl=self.cfg.max_token_ttl,
             resume_limit=self.cfg.soft_limit)
         api.install(self.http.api, self.services, lambda request, query: bearer(self, request, query),
@@ -213,6 +218,11 @@ class App:
             media_workers=self.cfg.media_workers, on_rewatch=media_ops.rewatch_notice(self.sessions),
         )
         self.rooms.video_counts = self.media.video_viewers
+        self.replays.attach(self.media)
+        await self.replays.start()
+        if self.cfg.replay_retention_days > 0:
+            self._replay_sweep = asyncio.get_running_loop().create_task(
+                every(3600.0, self.replays.expire, "replay retention", log))
         self.rooms.start()
         self._collecting = asyncio.create_task(every(
             self.collector.interval_s(), self.collector.sweep, "room collection", log))
@@ -264,6 +274,9 @@ class App:
             await self.presence.stop()
         await self.events.drain()
         await _quietly(self.cascade.stop() if self.cascade is not None else None)
+        if self._replay_sweep is not None:
+            self._replay_sweep.cancel()
+        await _quietly(self.replays.stop())  # files closed before the relay goes
         await _quietly(self.media.close() if self.media is not None else None)
         for feature in (self.draws, self.insights, self.engagement, self.community, self.commerce):
             await _quietly(feature.stop())

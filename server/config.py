@@ -67,6 +67,9 @@ class Config:
     answer_target_s: int = 300
     # lucky draws: a drand-style public randomness beacon mixed into each result ("" = none)
     draw_beacon_url: str = ""
+    # replays: record every room's lives (a room's own choice, room_create {record}, wins)
+    record: bool = False
+    replay_retention_days: float = 0.0  # replays older than this are deleted (0: kept)
 
     @property
     def db_path(self) -> Path:
@@ -109,6 +112,10 @@ _FLAGS: dict[str, dict[str, Any]] = {
     "answer_target_s": {"type": int, "help": "seconds before an open question is flagged"},
     "draw_beacon_url": {"help": "drand-style beacon (its base URL: <url>/info, <url>/public/<round>)"
                                 " whose first round after a draw's close is mixed into its result"},
+    "record": {"action": "store_true",
+               "help": "record every room's lives (unless room_create says record: false)"},
+    "replay_retention_days": {"type": float,
+                              "help": "delete replays older than this many days (0: keep all)"},
     "tick_ms": {"type": float, "help": "fan-out coalescing tick in milliseconds"},
     "max_token_ttl": {"type": int, "help": "refuse tokens whose exp lies further ahead (seconds)"},
     "allow_private_webhooks": {"action": "store_true",

@@ -206,6 +206,65 @@ def response(status: int, body: bytes, content_type: str, extra: dict[str, str] 
     return Response(status, http.HTTPStatus(status).phrase, headers, body)
 
 
+@dataclass
+class FileResponse(Response):
+    """A response whose body is ``length`` bytes of ``path`` from ``start``: the connection
+    streams it in chunks (server/listener.py), never reading the file whole into memory."""
+
+    path: Path = Path()
+    start: int = 0
+    length: int = 0
+
+
+def byte_range(header: str | None, size: int) -> tuple[int, int] | bool | None:
+    """A ``Range`` header against a file of ``size`` bytes (RFC 9110 §14): the first and last
+    byte asked for, None to send the whole file (no header, another unit, several ranges or
+    a syntax error: a server may ignore those), or False when it cannot be satisfied (416)."""
+    if not header:
+        return None
+    unit, _, spec = header.partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    first, dash, last = spec.strip().partition("-")
+    if not dash or not (first.isdigit() or last.isdigit()) or (first and not first.isdigit()) \
+            or (last and not last.isdigit()):
+        return None
+    if not first:  # the last N bytes
+        n = int(last)
+        if n == 0 or size == 0:
+            return False
+        return max(0, size - n), size - 1
+    start = int(first)
+    end = int(last) if last else size - 1
+    if last and end < start:
+        return None
+    if start >= size:
+        return False
+    return start, min(end, size - 1)
+
+
+def file_response(path: Path, range_header: str | None, content_type: str) -> Response:
+    """``path`` as a 200, or the part a Range asks for as a 206, or a 416."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return json_response({"error": "not_found", "message": "no such file"}, 404)
+    headers = Headers()
+    headers["Content-Type"] = content_type
+    headers["Accept-Ranges"] = "bytes"
+    headers["Cache-Control"] = "private, max-age=60"
+    headers["X-Content-Type-Options"] = "nosniff"
+    wanted = byte_range(range_header, size)
+    if wanted is None:
+        return FileResponse(200, "OK", headers, b"", None, path, 0, size)
+    if not isinstance(wanted, tuple):  # False: nothing of the file is in the range
+        return response(416, b"", "text/plain", {"Content-Range": f"bytes */{size}",
+                                                 "Accept-Ranges": "bytes"})
+    start, end = wanted
+    headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    return FileResponse(206, "Partial Content", headers, b"", None, path, start, end - start + 1)
+
+
 def json_response(doc: Any, status: int = 200, extra: dict[str, str] | None = None) -> Response:
     return response(status, orjson.dumps(doc), "application/json", extra)
 
@@ -229,9 +288,11 @@ class _Clock:
 
 
 def serialize(resp: Response, *, keep_alive: bool, head_only: bool = False) -> bytes:
-    """Status line, the route's headers plus the ones every answer carries, then the body."""
+    """Status line, the route's headers plus the ones every answer carries, then the body
+    (a FileResponse: only the head, its body is streamed after it)."""
     headers = resp.headers
     body = bytes(resp.body)
+    length = resp.length if isinstance(resp, FileResponse) else len(body)
     out = [f"HTTP/1.1 {resp.status_code} {resp.reason_phrase}\r\n"]
     for name, value in headers.raw_items():
         if name.lower() not in ("connection", "content-length", "date", "server"):
@@ -240,7 +301,7 @@ def serialize(resp: Response, *, keep_alive: bool, head_only: bool = False) -> b
         out.append(f"Content-Security-Policy: {CONTENT_SECURITY_POLICY}\r\n")
     if "Referrer-Policy" not in headers:  # page URLs carry ?token=: never to another origin
         out.append("Referrer-Policy: same-origin\r\n")
-    out.append(f"Content-Length: {len(body)}\r\nDate: {_Clock.date()}\r\nServer: Souk\r\n"
+    out.append(f"Content-Length: {length}\r\nDate: {_Clock.date()}\r\nServer: Souk\r\n"
                f"Connection: {'keep-alive' if keep_alive else 'close'}\r\n\r\n")
     head = "".join(out).encode("latin-1")
     return head if head_only else head + body

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,7 @@ from server import handshake
 from server.domain.ratelimit import UserBuckets
 from server.http import (
     MAX_HEAD_BYTES,
+    FileResponse,
     Head,
     HttpError,
     Request,
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
     from server.app import App
 
 log = logging.getLogger("souk.listener")
+STREAM_CHUNK = 256 * 1024  # bytes read and written at a time when a file is streamed
 
 BODY_BUDGET = 64 * 1024 * 1024  # request bodies held in memory at once, all connections
 REFUSED_LINGER_S = 1.0
@@ -144,7 +147,7 @@ class HttpConnection(asyncio.Protocol):
     """A connection until it is upgraded: request heads, bodies, responses, keep-alive."""
 
     __slots__ = ("body_held", "buf", "head", "listener", "need", "peer", "refused", "task", "timer",
-                 "transport")
+                 "transport", "writable")
 
     def __init__(self, listener: Listener) -> None:
         self.listener = listener
@@ -157,6 +160,7 @@ class HttpConnection(asyncio.Protocol):
         self.task: asyncio.Task[None] | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.refused = False  # over its address's caps: answered 429, never served
+        self.writable: asyncio.Future[None] | None = None  # set while the kernel's buffer is full
 
     # ---- asyncio.Protocol -----------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -190,7 +194,17 @@ class HttpConnection(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         return None
 
+    def pause_writing(self) -> None:
+        if self.writable is None:
+            self.writable = self.listener.loop.create_future()
+
+    def resume_writing(self) -> None:
+        waiter, self.writable = self.writable, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
     def connection_lost(self, exc: Exception | None) -> None:
+        self.resume_writing()  # a file being streamed sees the transport gone and stops
         self._disarm()
         self._release_body()
         self.listener.http_conns.discard(self)
@@ -251,7 +265,19 @@ class HttpConnection(asyncio.Protocol):
         if tr is None:
             return
         keep_alive = keep_alive and not listener.app.draining
-        tr.write(serialize(resp, keep_alive=keep_alive, head_only=request.method == "HEAD"))
+        head_only = request.method == "HEAD"
+        tr.write(serialize(resp, keep_alive=keep_alive, head_only=head_only))
+        if isinstance(resp, FileResponse) and not head_only:
+            self.task = asyncio.current_task()  # no next request is read while the file goes
+            try:
+                await self._stream(tr, resp)
+            except Exception as exc:  # the file went away, the client left: cut the answer
+                log.info("streaming a file stopped: %s", exc)
+                keep_alive = False
+            finally:
+                self.task = None
+            if self.transport is None:
+                return
         if not keep_alive:
             tr.close()
             return
@@ -260,6 +286,33 @@ class HttpConnection(asyncio.Protocol):
             tr.resume_reading()
         if self.buf:
             self._advance()
+
+    async def _stream(self, tr: asyncio.Transport, resp: FileResponse) -> None:
+        """The file's bytes in chunks read off the loop, each written once the client has
+        taken the last ones (the transport's flow control): memory stays a chunk or two per
+        download whatever the file's size. A client that stops reading is cut off."""
+        loop = self.listener.loop
+        stall_s = self.listener.app.cfg.http_body_timeout_s
+        fd = await loop.run_in_executor(None, os.open, str(resp.path), os.O_RDONLY)
+        try:
+            at, left = resp.start, resp.length
+            while left > 0:
+                chunk = await loop.run_in_executor(None, os.pread, fd, min(STREAM_CHUNK, left), at)
+                if not chunk:
+                    raise OSError("the file is shorter than it was")
+                if self.transport is None:
+                    raise ConnectionError("the client went away")
+                tr.write(chunk)
+                at += len(chunk)
+                left -= len(chunk)
+                if self.writable is not None:
+                    try:
+                        await asyncio.wait_for(asyncio.shield(self.writable), stall_s)
+                    except TimeoutError:
+                        tr.abort()
+                        raise ConnectionError("the client stopped reading") from None
+        finally:
+            os.close(fd)
 
     def _upgrade(self, head: Head) -> None:
         """Validate the handshake, answer 101 and hand the transport to a Session; frames

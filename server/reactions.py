@@ -15,7 +15,8 @@ and a reader sees at a glance who reacts to what:
 | `ChatPosted` | group: community keeps it (a reply may answer a mirrored question); room: insights counts it; draws: a keyword in it enters its sender |
 | `Liked` | insights counts it |
 | `RoomJoined` / `RoomLeft` | insights: presence in the numbers; draws: a viewer's time in the room |
-| `RoomEnded` | media: the room's publisher and viewers are closed; commerce: its running sales end and its open teams fail |
+| `SaleWentLive` (also) | replays: a `sale` chapter in the room's recording |
+| `RoomEnded` | replays: the room's recording is closed; media: the room's publisher and viewers are closed; commerce: its running sales end and its open teams fail |
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from server.engagement import Engagement
     from server.engagement.draws import Draws
     from server.insights import Insights
+    from server.replays import Replays
     from server.rooms import Rooms
     from server.services import Relay
 
@@ -61,6 +63,7 @@ class Reactions:
         rooms: Rooms,
         media: Callable[[], Relay | None],
         draws: Draws | None = None,
+        replays: Replays | None = None,
     ) -> None:
         """`media` returns the relay once it is started (None before, and on a server
         without one)."""
@@ -71,6 +74,7 @@ class Reactions:
         self.rooms = rooms
         self.media = media
         self.draws = draws
+        self.replays = replays
         self._announced: set[str] = set()  # sales and offers announced by this node
 
     def wire(self, events: EventDispatcher) -> None:
@@ -92,7 +96,15 @@ class Reactions:
         room = self.rooms.get(room_channel(ev.room))
         self.insights.action(room.shop if room else "default", "room", ev.room, "sale",
                              str(ev.view.get("title") or ev.sale))
-        return self.community.on_sale_started(ev.room, dict(ev.view))
+        return self._sale_started(ev)
+
+    async def _sale_started(self, ev: SaleWentLive) -> None:
+        if self.replays is not None:  # a chapter of the room's recording, if it records
+            product = self.commerce.product(str(ev.view.get("product") or ""))
+            if product is not None:
+                with contextlib.suppress(Exception):
+                    await self.replays.mark(ev.room, "sale", product)
+        await self.community.on_sale_started(ev.room, dict(ev.view))
 
     def teambuy_opened(self, ev: TeamBuyOpened) -> Awaitable[object] | None:
         if ev.offer in self._announced:
@@ -135,6 +147,9 @@ class Reactions:
 
     # ---- rooms -> media ---------------------------------------------------------------
     async def room_ended(self, ev: RoomEnded) -> None:
+        if self.replays is not None:  # the file is closed before the publisher goes
+            with contextlib.suppress(Exception):
+                await self.replays.ended(ev.room)
         await self.commerce.end_room(ev.room)
         media = self.media()
         if media is not None:

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from server.fanout import Event, Hub
     from server.images import ImageStore
     from server.insights import Insights
+    from server.replays import Replays
     from server.rooms import Rooms
     from server.sanctions import Sanctions
 
@@ -71,6 +72,8 @@ class Relay(Protocol):
 
     async def close_room(self, room: str) -> None: ...
 
+    def publishing(self, room: str) -> bool: ...
+
 
 class Cascade(Protocol):
     """The cluster's media origin claims and edge pulls (server/cluster/cascade.py `MediaCascade`)."""
@@ -109,5 +112,6 @@ class Services:
     images: ImageStore | None = None  # uploaded product pictures (None: uploads refused)
     media: Relay | None = None
     cascade: Cascade | None = None
+    replays: Replays | None = None
     max_token_ttl: int = 7 * 24 * 3600  # auth: an exp further ahead is refused (server/auth.py)
     resume_limit: int = 256 * 1024  # resume: missed events past this get a resync instead

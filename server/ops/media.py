@@ -12,7 +12,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, TypeVar, cast
 
-from client_sdk.protocol import Code, Frame, room_channel
+from client_sdk.protocol import Code, Frame, room_channel, staff_channel
 from media.errors import MediaError
 from server.errors import SoukError
 from server.ops import fields
@@ -81,7 +81,22 @@ async def publish(sv: Services, s: Session, frame: Frame) -> Result:
     s.media.add(("publish", room))
     if sv.cascade is not None:  # cluster: this node is the room's media origin now
         await sv.cascade.advertise(room)
+    await start_recording(sv, room)
     return dict(result)
+
+
+async def start_recording(sv: Services, room: str) -> None:
+    """A live room published on this node records here, if it records (never fails the op:
+    a recording that cannot start is told to the staff, the live goes on)."""
+    state = sv.rooms.get(room_channel(room))
+    if sv.replays is None or state is None or state.state != "live":
+        return
+    try:
+        await sv.replays.live(room)
+    except Exception as exc:
+        log.exception("starting a recording failed", extra={"room": room})
+        sv.bus.publish(staff_channel(room), "recording_failed",
+                       {"room": room, "replay": None, "reason": f"could not start: {exc}"})
 
 
 @op("unpublish", roles=STREAMERS, scope=ROOM)

@@ -7,9 +7,11 @@ from typing import TYPE_CHECKING, Any
 
 from client_sdk.protocol import Code, Frame, group_channel, room_channel
 from server.domain.events import ChatPosted, Liked, RoomEnded
+from server.domain.replay import valid_recording_id
 from server.domain.room import MAX_CHAT_CHARS, Room
 from server.errors import SoukError
 from server.ops import fields
+from server.ops.media import start_recording
 from server.ops.posting import check_text
 from server.ops.registry import (
     MODERATES_ANY_GROUP,
@@ -105,8 +107,13 @@ async def room_create(sv: Services, s: Session, frame: Frame) -> Result:
         raise SoukError(Code.FORBIDDEN, f"your token does not admit you to room {key}")
     room = sv.rooms.room(key)
     room.set_title(s.identity.actor, frame.get("title", room.title) or "")
+    record = frame.get("record")
+    if record is not None and not isinstance(record, bool):
+        raise SoukError(Code.INVALID, "record must be a boolean")
     room.claim(s.identity.shop)  # a room another shop claimed was refused (server/ops/access.py)
     await sv.save_room(room)
+    if record is not None and sv.replays is not None:
+        await sv.replays.set_record(key, record)
     sv.bus.publish(room_channel(key), "room", {"title": room.title, "shop": room.shop})
     return {"room": {"id": key, "title": room.title, "shop": room.shop, "state": room.state}}
 
@@ -122,6 +129,8 @@ async def room_state(sv: Services, s: Session, frame: Frame) -> Result:
     sv.bus.publish(ch, type_, ev)
     if room.state == "ended":
         await sv.events.deliver(RoomEnded(room.id))
+    elif room.state == "live" and room.kind == "room":
+        await start_recording(sv, room.id)
     return {"state": room.state}
 
 
@@ -138,6 +147,11 @@ async def pin(sv: Services, s: Session, frame: Frame) -> Result:
     type_, ev = room.pin(s.identity.actor, product)
     await sv.save_room(room)
     sv.bus.publish(ch, type_, ev)
+    if product is not None and room.kind == "room" and sv.replays is not None:
+        try:  # a chapter of the room's recording; the pin stands without it
+            await sv.replays.mark(room.id, "pin", product)
+        except Exception:
+            log.exception("writing a chapter failed", extra={"room": room.id})
     return {"pinned": product}
 
 
@@ -212,3 +226,21 @@ async def delete_message(sv: Services, s: Session, frame: Frame) -> Result:
     await sv.rooms.forget_chat(ch, message_id=ev["id"])
     sv.bus.publish(ch, type_, ev)
     return None
+
+
+@op("replay_delete", roles=STREAMERS, scope=ROOM)
+async def replay_delete(sv: Services, s: Session, frame: Frame) -> Result:
+    """Staff of the room delete one of its recordings (the file and its chapters)."""
+    assert s.identity is not None
+    key = fields.ident(frame, "room")
+    if not s.identity.may_enter_room(key):
+        raise SoukError(Code.FORBIDDEN, f"your token does not admit you to room {key}")
+    rid = frame.get("replay")
+    if sv.replays is None or not valid_recording_id(rid):
+        raise SoukError(Code.NOT_FOUND, "no such replay")
+    row = await sv.replays.replay(str(rid))
+    if row is None or row["room"] != key:
+        raise SoukError(Code.NOT_FOUND, "no such replay")
+    if not await sv.replays.delete(str(rid)):
+        raise SoukError(Code.CONFLICT, "the replay is still recording")
+    return {"deleted": rid}

@@ -356,6 +356,17 @@ MIGRATIONS: Final = (
         # a notice as the group heard it (title, price, sale...), for a late member's snapshot
         "ALTER TABLE group_notices ADD COLUMN fields TEXT",
     )),
+    Migration(5, "stream replays: recordings, their chapters, the rooms that record", (
+        """CREATE TABLE replays (id TEXT PRIMARY KEY, room TEXT NOT NULL, file TEXT NOT NULL,
+            started_at BIGINT NOT NULL, ended_at BIGINT, duration_ms BIGINT NOT NULL DEFAULT 0,
+            size BIGINT NOT NULL DEFAULT 0, status TEXT NOT NULL, reason TEXT)""",
+        "CREATE INDEX replays_room ON replays (room, started_at)",
+        """CREATE TABLE replay_chapters (replay TEXT NOT NULL REFERENCES replays (id),
+            at_ms BIGINT NOT NULL, kind TEXT NOT NULL, product TEXT NOT NULL,
+            title TEXT NOT NULL, image TEXT NOT NULL DEFAULT '')""",
+        "CREATE INDEX replay_chapters_replay ON replay_chapters (replay, at_ms)",
+        "CREATE TABLE replay_rooms (room TEXT PRIMARY KEY, record INTEGER NOT NULL)",
+    )),
 )
 
 

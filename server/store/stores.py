@@ -36,6 +36,7 @@ from server.store.gate import StockGate
 from server.store.insights import SqlInsightsStore
 from server.store.ledger import SqlLedger
 from server.store.postgres import PgDatabase
+from server.store.replays import SqlReplayStore
 from server.store.rooms import SqlRoomStore, SqlSanctionStore
 from server.store.schema import migrate, move_node_rooms
 from server.store.sqlite import SqliteDatabase
@@ -54,6 +55,7 @@ class Stores:
     sanctions: SqlSanctionStore
     draws: SqlDrawStore
     chat: SqlChatStore
+    replays: SqlReplayStore
     community_sync: Sync = field(default_factory=NoSync)
     engagement_sync: Sync = field(default_factory=NoSync)
     insights_sync: Sync = field(default_factory=NoSync)
@@ -74,7 +76,7 @@ def stores_on(db: Db, gate: StockGate | None = None) -> Stores:
     """Every store over one database (not started)."""
     return Stores(db, SqlLedger(db, gate), SqlCommunityStore(db), SqlEngagementStore(db),
                   SqlInsightsStore(db), SqlRoomStore(db), SqlSanctionStore(db), SqlDrawStore(db),
-                  SqlChatStore(db))
+                  SqlChatStore(db), SqlReplayStore(db))
 
 
 def open_stores(cfg: Config, redis: Redis | None = None) -> Stores:

@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import ROOT
 
 WEB = ROOT / "server" / "web"
-PAGES = {"live": "live.html", "studio": "studio.html", "group": "group.html", "dashboard": "dashboard.html",
+PAGES = {"live": "live.html", "studio": "studio.html", "group": "group.html", "dashboard": "dashboard.html", "replay": "replay.html",
          "index": "index.html"}
 IMPORT = re.compile(r"""(?:from\s+|import\()\s*["']/static/([\w./-]+\.js)["']""")
 ENTRY = re.compile(r"""<script type="module" src="/static/([\w.-]+\.js)">""")
