@@ -5,16 +5,16 @@ holds the publisher's connection, the origin in a cluster): for each recorded ro
 an output to the room's feeds. That output runs in the event loop, for every packet, so it
 only appends the packet to a bounded queue (a deque: no lock, no wake-up per packet); a thread
 per recording takes what gathered every ``DRAIN_EVERY_S``, reassembles
-frames (:mod:`media.recording`), and PyAV muxes them, never decoding, into WebM (VP8 + Opus).
+frames (:mod:`media.recording`), and PyAV muxes them, never decoding, into WebM (VP8 + Opus)
+or fragmented MP4 (H.264 + Opus).
 
-The file is written for a crash: the Matroska muxer closes a cluster every second and every
-write is flushed, so after ``kill -9`` the file plays up to its last complete cluster; a clean
-stop writes the cues and the duration. A queue that backs up (the disk is too slow) or a
+The file is written for a crash: the Matroska muxer closes a cluster every second (the MP4
+muxer a fragment) and every write is flushed, so after ``kill -9`` the file plays up to its
+last complete cluster or fragment; a clean stop writes the WebM cues and duration. A queue that backs up (the disk is too slow) or a
 write error (a full disk) ends the recording, never the live: ``on_failed(room, reason)`` is
 called on the event loop and the packets of that room are no longer queued.
 
-What it does not record: H.264 streams (the recording fails with a clear reason) and a
-stream without video.
+What it does not record: a stream without video (the file opens at the first keyframe).
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ class RecordingInfo:
 
     id: str
     room: str
-    path: Path
+    path: Path  # ``<id>.webm`` (VP8) or ``<id>.mp4`` (H.264)
     started_ms: int
     duration_s: float
     size: int
@@ -144,7 +144,8 @@ class _Recording:
                     break
                 kind, feed, epoch, packet, arrived = item
                 if kind == "video":
-                    if feed.codec_name.upper() != "VP8":
+                    codec = feed.codec_name.upper()
+                    if codec not in ("VP8", "H264"):
                         raise RuntimeError(f"{feed.codec_name} streams are not recorded")
                     if epoch != epochs["video"]:
                         epochs["video"] = epoch
@@ -152,10 +153,16 @@ class _Recording:
                     for frame in assembler.add(packet):
                         data = b"".join(depayload(feed.codec, p) for p in frame.payloads)
                         if container is None:
-                            size = vp8_size(data) if frame.keyframe else None
-                            if size is None:
+                            if not frame.keyframe:
                                 continue
-                            container, video, audio = _open(self.path, size)
+                            if codec == "VP8":
+                                size = vp8_size(data)
+                                if size is None:
+                                    continue
+                                container, video, audio = _open_webm(self.path, size)
+                            else:  # fragmented MP4; the SPS and PPS travel in the stream
+                                self.path = self.path.with_suffix(".mp4")
+                                container, video, audio = _open_fmp4(self.path)
                         pts = clocks["video"].pts(epoch, frame.timestamp, arrived)
                         _mux(container, video, data, pts, _VIDEO_TB, frame.keyframe)
                         self.frames += 1
@@ -170,7 +177,30 @@ class _Recording:
                 container.close()
 
 
-def _open(path: Path, size: tuple[int, int]) -> tuple[Any, Any, Any]:
+def _open_fmp4(path: Path) -> tuple[Any, Any, Any]:
+    """H.264 (Annex B, as aiortc depacketizes it) and Opus in fragmented MP4: a fragment per
+    keyframe or second, each complete on disk (``empty_moov``: no index to write at the end)."""
+    import av
+
+    container = av.open(
+        str(path),
+        "w",
+        format="mp4",
+        options={
+            "movflags": "frag_keyframe+empty_moov+default_base_moof",
+            "frag_duration": "1000000",
+            "flush_packets": "1",
+        },
+    )
+    video = container.add_stream("h264", rate=30)
+    video.time_base = fractions.Fraction(1, 90000)
+    audio = container.add_stream("opus", rate=48000)
+    audio.time_base = fractions.Fraction(1, 48000)
+    audio.codec_context.extradata = opus_head()
+    return container, video, audio
+
+
+def _open_webm(path: Path, size: tuple[int, int]) -> tuple[Any, Any, Any]:
     import av
 
     container = av.open(

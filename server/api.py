@@ -273,4 +273,6 @@ async def replay_file(sv: Services, ident: Identity, request: Request, query: Qu
     if not ident.may_enter_room(str(row["room"])):
         raise SoukError(Code.FORBIDDEN, NOT_ADMITTED)
     assert sv.replays is not None
-    return file_response(sv.replays.path(row), request.headers.get("Range"), REPLAY_TYPE)
+    path = sv.replays.path(row)
+    kind = "video/mp4" if path.suffix == ".mp4" else REPLAY_TYPE
+    return file_response(path, request.headers.get("Range"), kind)

@@ -73,11 +73,13 @@ class Replays:
     async def start(self) -> None:
         """Recordings a killed process left open: their files hold what was flushed."""
         for row in await self.store.unfinished():
-            size = _size(self.directory / row["file"])
+            path = self.directory / row["file"]
+            if not path.exists() and path.with_suffix(".mp4").exists():  # an H.264 stream
+                path = path.with_suffix(".mp4")
             duration = await asyncio.get_running_loop().run_in_executor(
-                None, _probe_duration_ms, self.directory / row["file"])
-            await self.store.finish(row["id"], self.clock_ms(), duration, size, "cut",
-                                    "the server stopped while recording")
+                None, _probe_duration_ms, path)
+            await self.store.finish(row["id"], self.clock_ms(), duration, _size(path), "cut",
+                                    "the server stopped while recording", path.name)
 
     async def stop(self) -> None:
         for room in list(self._active):
@@ -128,7 +130,7 @@ class Replays:
             return
         status = "failed" if info.failed else "done"
         await self.store.finish(rid, self.clock_ms(), int(info.duration_s * 1000), info.size,
-                                status, info.failed)
+                                status, info.failed, info.path.name)
         self._chapters.pop(rid, None)
 
     async def mark(self, room: str, kind: str, product: dict[str, Any]) -> Chapter | None:

@@ -21,7 +21,7 @@ class ReplayStore(Protocol):
     async def records(self, room: str) -> bool | None: ...
     async def begin(self, rid: str, room: str, file: str, started_at: int) -> None: ...
     async def finish(self, rid: str, ended_at: int, duration_ms: int, size: int, status: str,
-                     reason: str | None) -> None: ...
+                     reason: str | None, file: str | None = None) -> None: ...
     async def add_chapter(self, rid: str, c: Chapter) -> None: ...
     async def replays(self, room: str) -> list[dict[str, Any]]: ...
     async def replay(self, rid: str) -> dict[str, Any] | None: ...
@@ -50,10 +50,13 @@ class SqlReplayStore:
             rid, room, file, started_at, "recording")))
 
     async def finish(self, rid: str, ended_at: int, duration_ms: int, size: int, status: str,
-                     reason: str | None) -> None:
+                     reason: str | None, file: str | None = None) -> None:
+        """The recording's end; ``file``: its name if not the one it began with (an H.264
+        stream is written to ``.mp4``)."""
         await self.db.write(steps(X(
-            "UPDATE replays SET ended_at = ?, duration_ms = ?, size = ?, status = ?, reason = ?"
-            " WHERE id = ?", ended_at, duration_ms, size, status, reason, rid)))
+            "UPDATE replays SET ended_at = ?, duration_ms = ?, size = ?, status = ?, reason = ?,"
+            " file = COALESCE(?, file) WHERE id = ?",
+            ended_at, duration_ms, size, status, reason, file, rid)))
 
     async def add_chapter(self, rid: str, c: Chapter) -> None:
         await self.db.write(steps(X(

@@ -105,3 +105,34 @@ def test_ids_and_retention() -> None:
     assert not valid_recording_id("../etc") and not valid_recording_id(3)
     assert expired([("a", 0), ("b", 86_400_000 * 9)], 86_400_000 * 10, 7) == ["a"]
     assert expired([("a", 0)], 86_400_000 * 10, 0) == []
+
+
+async def test_h264_goes_to_fragmented_mp4_playable_while_written(
+        relay: MediaRelay, tmp_path: Path) -> None:
+    """An H.264 stream: fragmented MP4, whose bytes at any moment (what kill -9 leaves)
+    decode up to the last fragment, and the whole file after a clean stop."""
+    recorder = Recorder(tmp_path)
+    relay.ingest.listen(recorder)
+    peer = PublisherPeer(codec="H264")
+    await publish_to(relay, "r3", peer)
+    before = peer.video.frames_sent
+    recorder.start("r3", recording_id("r3", 3), 3)
+    mp4 = tmp_path / f"{recording_id('r3', 3)}.mp4"
+    await wait_until(lambda: mp4.exists() and mp4.stat().st_size > 20_000, 10, "fragments")
+    await asyncio.sleep(3)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(mp4.read_bytes())  # the file as a crash would leave it
+    await asyncio.sleep(1)
+    info = await recorder.stop("r3")
+    sent = peer.video.frames_sent - before
+    await peer.close()
+    assert info is not None and info.failed is None and info.path == mp4
+    with av.open(str(cut)) as c:
+        cut_frames = sum(1 for _ in c.decode(video=0))
+    with av.open(str(mp4)) as c:
+        assert c.streams.audio
+        times = [float(f.time) for f in c.decode(video=0)]
+    assert cut_frames >= 60, cut_frames  # ~3 s of fragments
+    assert len(times) > cut_frames and times == sorted(times)
+    assert len(times) >= 0.95 * sent - 30, (len(times), sent)  # less the wait for a keyframe
+    assert abs(times[-1] - info.duration_s) < 0.5
