@@ -356,6 +356,9 @@ MIGRATIONS: Final = (
         # a notice as the group heard it (title, price, sale...), for a late member's snapshot
         "ALTER TABLE group_notices ADD COLUMN fields TEXT",
     )),
+    Migration(5, "a sanction keeps the name of whom it names (staff list them by name)", (
+        "ALTER TABLE sanctions ADD COLUMN name TEXT NOT NULL DEFAULT ''",
+    )),
 )
 
 
