@@ -1,0 +1,22 @@
+// The moderation sheet's strings (modsheet.js, staff pages), in English.
+export default {
+  "mod.title": "Moderate",
+  "mod.close": "Close",
+  "mod.warn": "Warn",
+  "mod.mute.5m": "Mute 5 min",
+  "mod.mute.1h": "Mute 1 hour",
+  "mod.mute.1d": "Mute 1 day",
+  "mod.ban.long": "Ban from the room",
+  "mod.list": "Muted and banned here",
+  "mod.none": "Nobody is muted or banned.",
+  "mod.banned": "banned",
+  "mod.mutedLeft": "muted · {left} left",
+  "mod.unmute": "Unmute",
+  "mod.unban": "Unban",
+  "mod.done.warn": "{name} was warned",
+  "mod.done.mute": "{name} is muted",
+  "mod.done.ban": "{name} is banned",
+  "mod.done.unmute": "{name} may speak again",
+  "mod.done.unban": "{name} may come back",
+  "mod.err.rank": "You cannot do that to someone of your rank or above (the streamer, an admin, or another moderator).",
+};

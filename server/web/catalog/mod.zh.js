@@ -1,0 +1,22 @@
+// The moderation sheet's strings (modsheet.js, staff pages), in Chinese.
+export default {
+  "mod.title": "管理",
+  "mod.close": "关闭",
+  "mod.warn": "警告",
+  "mod.mute.5m": "禁言 5 分钟",
+  "mod.mute.1h": "禁言 1 小时",
+  "mod.mute.1d": "禁言 1 天",
+  "mod.ban.long": "踢出直播间",
+  "mod.list": "本场禁言与封禁",
+  "mod.none": "暂无禁言或封禁的人。",
+  "mod.banned": "已封禁",
+  "mod.mutedLeft": "禁言中 · 剩余 {left}",
+  "mod.unmute": "解除禁言",
+  "mod.unban": "解除封禁",
+  "mod.done.warn": "已警告 {name}",
+  "mod.done.mute": "已禁言 {name}",
+  "mod.done.ban": "已封禁 {name}",
+  "mod.done.unmute": "{name} 可以发言了",
+  "mod.done.unban": "{name} 可以回来了",
+  "mod.err.rank": "不能对同级或更高级别的人这样做（主播、管理员或其他场控）。",
+};
