@@ -90,7 +90,8 @@ class ModSheet {
 
   draw() {
     this.title.textContent = t("mod.title");
-    this.listTitle.textContent = t("mod.list");
+    const group = Boolean(this.chat.where.group);
+    this.listTitle.textContent = group ? t("mod.list.group") : t("mod.list");
     this.closeBtn.title = t("mod.close");
     this.closeBtn.setAttribute("aria-label", t("mod.close"));
     const p = this.person;
@@ -106,7 +107,7 @@ class ModSheet {
           ...MUTES.map(([s, key]) => h("button", {class: "small", type: "button", testid: `mod-mute-${s}`,
             onclick: () => this.act(souk.mute(where, p.user, s), t("mod.done.mute", {name}))}, t(key))),
           h("button", {class: "small danger", type: "button", testid: "mod-ban",
-            onclick: () => this.act(souk.ban(where, p.user), t("mod.done.ban", {name}))}, t("mod.ban.long"))));
+            onclick: () => this.act(souk.ban(where, p.user), t("mod.done.ban", {name}))}, group ? t("mod.ban.group") : t("mod.ban.long"))));
     }
     this.drawList();
   }

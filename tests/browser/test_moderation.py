@@ -90,3 +90,33 @@ async def test_a_moderator_mutes_bans_lifts_and_is_refused_on_the_streamer(pages
         await expect(item).to_have_count(0)
         await screenshot(studio, f"moderation-refused-{case}")
     pages.assert_clean()
+
+
+async def test_group_staff_moderate_from_the_group_page(pages: Pages) -> None:
+    """The group page gives its staff the same sheet: a member muted from their message is in
+    the group's list, and unmuted from it; members see no moderation at all."""
+    url = pages.server.url
+    async with Client(url, token("gboss", "streamer", rooms=["gmod"], groups=["*"])) as boss:
+        group = (await boss.request("group_create", tier="core", topic="tea", title="茶友群"))["group"]["id"]
+    async with Client(url, token("gfan", "member", groups=[group], name="阿珍")) as fan:
+        await fan.request("group_join", group=group)
+        await fan.join(group=group)
+        said = await fan.chat(group=group, text="我家店铺更便宜")
+        staff = await pages.open(f"/group/{group}", sub="gmod", role="moderator", groups=[group], name="Mo",
+                                 phone=True, locale="zh-CN")
+        member = await pages.open(f"/group/{group}", sub="gpeer", role="member", groups=[group], name="Peer")
+        await expect(member.locator(tid("mod-open"))).to_be_hidden()
+        await expect(member.locator(f'{tid("chat-msg")}[data-id="{said}"] button')).to_have_count(0)
+        row = staff.locator(f'{tid("chat-msg")}[data-id="{said}"]')
+        await row.locator(tid("chat-name")).click()
+        sheet = staff.locator(tid("mod-sheet"))
+        await sheet.locator(tid("mod-mute-3600")).click()
+        item = sheet.locator(tid("mod-item"))
+        await expect(item).to_have_count(1)
+        await expect(item).to_contain_text("阿*")
+        await expect(item).to_contain_text("禁言中")
+        await screenshot(staff, "moderation-group-phone-zh")
+        await sheet.locator(tid("mod-unmute")).click()
+        await expect(item).to_have_count(0)
+        await fan.chat(group=group, text="好的")  # heard again
+    pages.assert_clean()

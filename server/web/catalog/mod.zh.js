@@ -7,6 +7,8 @@ export default {
   "mod.mute.1h": "禁言 1 小时",
   "mod.mute.1d": "禁言 1 天",
   "mod.ban.long": "踢出直播间",
+  "mod.ban.group": "移出并禁止回群",
+  "mod.list.group": "本群禁言与封禁",
   "mod.list": "本场禁言与封禁",
   "mod.none": "暂无禁言或封禁的人。",
   "mod.banned": "已封禁",
