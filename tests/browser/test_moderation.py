@@ -53,6 +53,7 @@ async def test_a_moderator_mutes_bans_lifts_and_is_refused_on_the_streamer(pages
         await expect(item).to_have_count(1)
         await expect(item).to_contain_text(masked)
         await expect(item).to_contain_text(c["muted"])
+        await expect(item).to_contain_text("4:5", timeout=3000)  # the time left counts down
         await screenshot(studio, f"moderation-muted-{case}")
 
         # Ban: out of the room; listed as banned too (the mute still runs).
