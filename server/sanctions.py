@@ -29,10 +29,15 @@ class Sanctions:
         self.store = store
         self.clock_ms = clock_ms
 
-    async def record(self, ch: str, type_: str, event: dict[str, Any]) -> None:
-        """Write a `banned`, `muted`, `unbanned` or `unmuted` event (before it is announced)."""
+    async def record(self, ch: str, type_: str, event: dict[str, Any], name: str = "") -> None:
+        """Write a `banned`, `muted`, `unbanned` or `unmuted` event (before it is announced),
+        with the name of whom it names (staff list sanctions by name, never by id)."""
         await self.store.save(ch, str(event["user"]), _KINDS[type_], event.get("until"),
-                              str(event.get("by", "")), self.clock_ms())
+                              str(event.get("by", "")), self.clock_ms(), name)
+
+    async def current(self, ch: str) -> list[dict[str, Any]]:
+        """The channel's bans and running mutes: {user, name, kind, until, by, at}."""
+        return await self.store.current(ch, self.clock_ms())
 
     async def staff_seen(self, ch: str, user: str, role: str) -> None:
         await self.store.save_staff(ch, user, role, self.clock_ms())

@@ -493,6 +493,8 @@ export class Souk {
   ban(where, user) { return this.request("ban", {...where, user}); }
   unban(where, user) { return this.request("unban", {...where, user}); }
   unmute(where, user) { return this.request("unmute", {...where, user}); }
+  /** The bans and running mutes of `where`: [{user, name, kind, until, by, at}] (staff). */
+  async sanctions(where) { return (await this.request("sanctions", {...where})).sanctions || []; }
   deleteMessage(where, message) { return this.request("delete_message", {...where, message}); }
   warn(where, user) { return this.request("warn", {...where, user}); }
   remove(where, user) { return this.request("remove", {...where, user}); }

@@ -26,7 +26,7 @@ from server.ops.registry import (
     may,
     op,
 )
-from server.ops.room import moderated, sanction
+from server.ops.room import moderated, name_of, sanction
 
 if TYPE_CHECKING:
     from server.services import Services
@@ -111,13 +111,14 @@ async def warn(sv: Services, s: Session, frame: Frame) -> Result:
     user = fields.ident(frame, "user")
     room.check_rank(s.identity.actor, user)
     step = await sv.community.offence(ch, user)
+    name = name_of(sv, room, user)
     sv.bus.publish(ch, "warned", {"user": user, "by": s.identity.id, **step})
     if step["action"] == "mute":
         type_, ev = room.mute(s.identity.actor, user, step.get("seconds") or 600, sv.clock_ms())
-        await sanction(sv, ch, room, type_, ev)
+        await sanction(sv, ch, room, type_, ev, name)
     elif step["action"] == "remove":
         if room.kind == "room":
             type_, ev = room.ban(s.identity.actor, user)
-            await sanction(sv, ch, room, type_, ev)
+            await sanction(sv, ch, room, type_, ev, name)
         sv.channels.expel(user, ch)
     return dict(step)

@@ -166,11 +166,24 @@ async def moderated(sv: Services, s: Session, frame: Frame) -> tuple[str, Room]:
     return ch, room
 
 
-async def sanction(sv: Services, ch: str, room: Room, type_: str, ev: dict[str, Any]) -> None:
+def name_of(sv: Services, room: Room, user: Any) -> str:
+    """The name a user goes by here (their latest kept message, else a connection of theirs):
+    kept with a sanction, so that staff see whom they sanctioned by name, never by id."""
+    for msg in reversed(room.chat):
+        if msg.get("user") == user:
+            return str(msg.get("name") or "")
+    for session in sv.channels.sessions:
+        if session.identity is not None and session.identity.id == user:
+            return session.identity.name
+    return ""
+
+
+async def sanction(sv: Services, ch: str, room: Room, type_: str, ev: dict[str, Any],
+                   name: str = "") -> None:
     """Record, then announce (and apply what the announcement implies): every sanction goes
     through here, whatever op made it, so none is lost by a restart."""
     try:
-        await sv.sanctions.record(ch, type_, ev)
+        await sv.sanctions.record(ch, type_, ev, name)
     except Exception:
         log.exception("recording a sanction failed", extra={"ch": ch})
         raise SoukError(Code.UNAVAILABLE, "could not record the sanction; try again") from None
@@ -186,8 +199,9 @@ async def sanction(sv: Services, ch: str, room: Room, type_: str, ev: dict[str, 
 async def mute(sv: Services, s: Session, frame: Frame) -> Result:
     assert s.identity is not None
     ch, room = await moderated(sv, s, frame)
+    name = name_of(sv, room, frame.get("user"))
     type_, ev = room.mute(s.identity.actor, frame.get("user"), frame.get("seconds"), sv.clock_ms())
-    await sanction(sv, ch, room, type_, ev)
+    await sanction(sv, ch, room, type_, ev, name)
     return {"until": ev["until"]}
 
 
@@ -195,8 +209,9 @@ async def mute(sv: Services, s: Session, frame: Frame) -> Result:
 async def ban(sv: Services, s: Session, frame: Frame) -> Result:
     assert s.identity is not None
     ch, room = await moderated(sv, s, frame)
+    name = name_of(sv, room, frame.get("user"))  # before the ban takes their messages away
     type_, ev = room.ban(s.identity.actor, frame.get("user"))
-    await sanction(sv, ch, room, type_, ev)
+    await sanction(sv, ch, room, type_, ev, name)
     return None
 
 
@@ -216,6 +231,13 @@ async def unmute(sv: Services, s: Session, frame: Frame) -> Result:
     type_, ev = room.unmute(s.identity.actor, frame.get("user"))
     await sanction(sv, ch, room, type_, ev)
     return None
+
+
+@op("sanctions", roles=MODERATORS, scope=ROOM_OR_GROUP)
+async def sanctions(sv: Services, s: Session, frame: Frame) -> Result:
+    """The room's or group's bans and running mutes, by name, for its staff to lift."""
+    ch, _room = staff_room(sv, s, frame)
+    return {"sanctions": await sv.sanctions.current(ch)}
 
 
 @op("delete_message", roles=MODERATORS, scope=ROOM_OR_GROUP)

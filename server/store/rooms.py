@@ -44,11 +44,14 @@ class RoomStore(Protocol):
 
 class SanctionStore(Protocol):
     async def save(self, ch: str, user: str, kind: str, until: int | None, by: str,
-                   at: int) -> None:
+                   at: int, name: str = "") -> None:
         """Append a sanction (`ban`, `mute`) or its lifting (`unban`, `unmute`) to the record."""
 
     async def load(self, ch: str, now_ms: int) -> list[Sanction]:
         """The channel's bans and the mutes still running (neither lifted since)."""
+
+    async def current(self, ch: str, now_ms: int) -> list[dict[str, Any]]:
+        """`load`, with whom each names, who made it and when: what staff list."""
 
     async def save_staff(self, ch: str, user: str, role: str, at: int) -> None:
         """`user` joined or acted in `ch` as staff with `role` (their rank, known offline)."""
@@ -83,25 +86,30 @@ class SqlSanctionStore:
         self.db = db
 
     async def save(self, ch: str, user: str, kind: str, until: int | None, by: str,
-                   at: int) -> None:
+                   at: int, name: str = "") -> None:
         await self.db.write(steps(
-            X("INSERT INTO sanctions (ch, user_id, kind, until, by_user, at)"
-              " VALUES (?, ?, ?, ?, ?, ?)", ch, user, kind, until, by, at)))
+            X("INSERT INTO sanctions (ch, user_id, kind, until, by_user, at, name)"
+              " VALUES (?, ?, ?, ?, ?, ?, ?)", ch, user, kind, until, by, at, name)))
 
     async def load(self, ch: str, now_ms: int) -> list[Sanction]:
+        return [(s["user"], s["kind"], s["until"]) for s in await self.current(ch, now_ms)]
+
+    async def current(self, ch: str, now_ms: int) -> list[dict[str, Any]]:
         """The record is a log: the last entry of each (user, ban/unban) and (user,
-        mute/unmute) decides."""
-        rows = await self.db.rows("SELECT user_id, kind, until FROM sanctions WHERE ch = ?"
-                                  " ORDER BY id", ch)
-        state: dict[tuple[str, str], int | None] = {}
+        mute/unmute) decides; a lifting keeps no name, so the sanction's is kept."""
+        rows = await self.db.rows("SELECT user_id, kind, until, by_user, at, name FROM sanctions"
+                                  " WHERE ch = ? ORDER BY id", ch)
+        state: dict[tuple[str, str], dict[str, Any]] = {}
         for r in rows:
             kind = r["kind"]
             if kind in LIFTS:
                 state.pop((r["user_id"], LIFTS[kind]), None)
             else:
-                state[(r["user_id"], kind)] = r["until"]
-        return [(user, kind, until) for (user, kind), until in state.items()
-                if kind == "ban" or (until is not None and until > now_ms)]
+                state[(r["user_id"], kind)] = {"user": r["user_id"], "name": r["name"] or "",
+                                               "kind": kind, "until": r["until"],
+                                               "by": r["by_user"], "at": r["at"]}
+        return [s for s in state.values()
+                if s["kind"] == "ban" or (s["until"] is not None and s["until"] > now_ms)]
 
     async def save_staff(self, ch: str, user: str, role: str, at: int) -> None:
         await self.db.write(steps(

@@ -367,6 +367,9 @@ MIGRATIONS: Final = (
         "CREATE INDEX replay_chapters_replay ON replay_chapters (replay, at_ms)",
         "CREATE TABLE replay_rooms (room TEXT PRIMARY KEY, record INTEGER NOT NULL)",
     )),
+    Migration(6, "a sanction keeps the name of whom it names (staff list them by name)", (
+        "ALTER TABLE sanctions ADD COLUMN name TEXT NOT NULL DEFAULT ''",
+    )),
 )
 
 

@@ -79,7 +79,7 @@ export class ChatPanel {
     h("span", {class: "who", testid: "chat-name"}, m.name || t("chat.someone")),
     m.reply_to ? h("span", {class: "reply-to", testid: "chat-reply-to"}, `↩ ${this.describeReply(m.reply_to)} `) : null,
     h("span", {class: "text", testid: "chat-text"}, m.text));
-    if (this.decorate && !mine && !role && m.id) this.decorate(this, li, m);
+    if (this.decorate && !mine && m.id) this.decorate(this, li, m); // staff too: the server ranks
     return li;
   }
 

@@ -6,7 +6,7 @@ import {ChatPanel} from "/static/chat.js";
 import {avatar, byTestId, fill, h, money} from "/static/dom.js";
 import {has, locale, onLang, t} from "/static/i18n.js";
 import {QuestionList} from "/static/questions.js";
-import {moderation} from "/static/staff.js";
+import {moderate, moderation} from "/static/staff.js";
 
 function timeOfDay(ms) {
   return new Date(ms).toLocaleTimeString(locale(), {hour: "2-digit", minute: "2-digit"});
@@ -32,6 +32,11 @@ async function main() {
       }
     },
   });
+  if (STAFF.includes(user.role)) {
+    const open = byTestId("mod-open");
+    open.classList.remove("hidden");
+    open.addEventListener("click", () => moderate(chat, null));
+  }
   // Replying to a mirrored question answers it: the reply carries `reply_to`, shown as a badge.
   const badge = byTestId("chat-replying");
   const setReply = (q) => {

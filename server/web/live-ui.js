@@ -5,7 +5,6 @@
 import {byTestId, explain, fill, h} from "/static/dom.js";
 import {langToggle, loadCatalog, onLang, t} from "/static/i18n.js";
 import {ChatPanel} from "/static/chat.js";
-import {QuestionList} from "/static/questions.js";
 import {Shop, ShopView} from "/static/shop.js";
 
 const STALL_MS = 2500; // no new frame for this long while "connected": say we are catching up
@@ -40,8 +39,22 @@ export async function main({room, video, started}) {
   showConn(souk.state);
 
   const chat = new ChatPanel(byTestId("stage"), souk, {room}, {max: 60, onError: (err) => ui.toast(explain(err))});
-  const questions = new QuestionList(byTestId("qa"), souk, ch, {room,
-    onCount: (n) => { byTestId("qa-count").textContent = n ? String(n) : ""; }});
+  // Q&A kept here (the button's count); the list (questions.js) loads when the panel shows.
+  const qa = {items: new Map(), list: null, loading: null};
+  const qaCount = () => {
+    const n = [...qa.items.values()].filter((q) => q.status === "open").length;
+    byTestId("qa-count").textContent = n ? String(n) : "";
+  };
+  const qaTake = (q) => { qa.items.set(q.id, {...(qa.items.get(q.id) || {}), ...q}); qaCount(); };
+  souk.on("question", (ev) => { if (ev.ch === ch) qaTake(ev); });
+  const showQa = () => (qa.loading ||= import("/static/questions.js").then(({QuestionList}) => {
+    qa.list = new QuestionList(byTestId("qa"), souk, ch, {room});
+    qa.list.render([...qa.items.values()]);
+  }));
+  ui.onOpen = (name) => { if (name === "side") showQa(); };
+  const wide = matchMedia("(min-width: 900px)");
+  if (wide.matches) showQa();
+  else wide.addEventListener("change", () => { if (wide.matches) showQa(); });
   const shop = new Shop(souk, room);
   const view = new ShopView(shop, souk, {
     sales: byTestId("sales"), teambuys: byTestId("teambuys"), products: byTestId("products"),
@@ -103,7 +116,9 @@ export async function main({room, video, started}) {
     shop.fromSnapshot(snap);
     setState(snap.state);
     chat.render(snap.chat);
-    questions.render(snap.questions);
+    qa.items = new Map((snap.questions || []).map((q) => [q.id, q]));
+    qaCount();
+    if (qa.list) qa.list.render(snap.questions);
     if (snap.draws && snap.draws.length) luckyBag(snap.draws);
   };
   // Lucky draws (福袋): the badge's module is loaded once the room has a draw.
@@ -129,7 +144,7 @@ export async function main({room, video, started}) {
     if (!text) return;
     try {
       const q = await souk.ask(room, text);
-      if (q) questions.upsert(q);
+      if (q) { qaTake(q); if (qa.list) qa.list.upsert(q); }
       input.value = "";
       byTestId("q-error").textContent = "";
     } catch (err) {
@@ -274,6 +289,7 @@ class Sheets {
     this.back = name === "modal" && now !== "modal" ? now : ""; // closing the modal goes back there
     document.body.dataset.sheet = name;
     this.scrim.classList.remove("hidden");
+    if (this.onOpen) this.onOpen(name);
     if (target) {
       requestAnimationFrame(() => {
         target.scrollIntoView({block: "nearest", behavior: reducedMotion.matches ? "auto" : "smooth"});

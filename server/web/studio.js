@@ -8,7 +8,7 @@ import {StreamHealth} from "/static/health.js";
 import {avatar, byTestId, explain, fill, h, money, productImage} from "/static/dom.js";
 import {onLang, t} from "/static/i18n.js";
 import {QuestionList} from "/static/questions.js";
-import {answering, moderation} from "/static/staff.js";
+import {answering, moderate, moderation} from "/static/staff.js";
 import {LiveSales} from "/static/sales.js";
 import {StudioDraws} from "/static/draws.js";
 
@@ -29,6 +29,7 @@ async function main() {
   const studioError = (err) => { byTestId("studio-error").textContent = err ? explain(err) : ""; };
   const sellError = (err) => { byTestId("sell-error").textContent = err ? (err.code ? explain(err) : err.message) : ""; };
   const chat = new ChatPanel(byTestId("chat"), souk, {room}, {decorate: moderation});
+  byTestId("mod-open").addEventListener("click", () => moderate(chat, null));
   const questions = new QuestionList(byTestId("qa"), souk, ch, {actions: answering, room,
     onCount: (n) => { byTestId("qa-open-count").textContent = String(n); }});
   const sales = new LiveSales(souk, room, {sales: byTestId("sales"), teambuys: byTestId("teambuys"),

@@ -4,7 +4,10 @@
 // viewer page only when someone shares or follows a link.
 import {explain, h, maskName, money, productImage} from "/static/dom.js";
 import {t} from "/static/i18n.js";
-import {memberFaces, priceTag, teamCount} from "/static/shop.js";
+import {priceTag, teamCount} from "/static/shop.js";
+import {memberFaces, ready} from "/static/teambuy.js";
+
+await ready; // the faces' stylesheet and the team strings
 
 /** The link a shopper sends friends: the room and the team, nothing else. */
 export function shareLink(view, team) {

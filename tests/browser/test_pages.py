@@ -1,5 +1,5 @@
 """The pages over a real server: the viewer page chats and sends hearts that a Python SDK
-client sees; the studio shows a viewer's chat and mutes, deletes and bans; demo tokens; both
+client sees; the studio shows a viewer's chat and deletes, mutes and bans (the author's sheet); demo tokens; both
 languages with a remembered toggle; the Content-Security-Policy kept (no inline script or
 style), no missing file (demo product pictures, favicon) and the page weight."""
 
@@ -74,7 +74,9 @@ async def test_studio_shows_viewer_chat_and_moderates(pages: Pages) -> None:
 
         second = await rude.chat("shop2", "second message")
         row2 = studio.locator(f'{tid("chat-msg")}[data-id="{second}"]')
-        await row2.locator(tid("mute")).click()
+        await row2.locator(tid("chat-name")).click()  # the author opens the moderation sheet
+        sheet = studio.locator(tid("mod-sheet"))
+        await sheet.locator(tid("mod-mute-300")).click()
         muted = await events.wait_for(lambda e: e.get("type") == "muted", timeout=5)
         assert muted["user"] == "rude"
         with pytest.raises(SoukError) as err:
@@ -84,7 +86,7 @@ async def test_studio_shows_viewer_chat_and_moderates(pages: Pages) -> None:
         await expect(studio.locator(tid("chat-system"), has_text="Rude is muted for 5 min")).to_be_visible()
         await screenshot(studio, "studio-moderation", full_page=True)
 
-        await row2.locator(tid("ban")).click()
+        await sheet.locator(tid("mod-ban")).click()
         banned = await events.wait_for(lambda e: e.get("type") in ("banned", "expelled"), timeout=5)
         assert banned["type"] in ("banned", "expelled")
         await expect(studio.locator(f'{tid("chat-msg")}[data-user="rude"]')).to_have_count(0)
@@ -159,7 +161,8 @@ async def test_pages_speak_chinese_and_english_with_a_remembered_toggle(pages: P
 @pytest.mark.parametrize("path", ["/", "/live/weight", "/studio/weight", "/group/demo-core", "/dashboard"])
 async def test_every_page_loads_clean_and_light(pages: Pages, path: str) -> None:
     """Each page at a phone's size and a desktop's, in demo mode: nothing missing, no console
-    error (a CSP violation is one), and its JS + CSS under 120 KB uncompressed."""
+    error (a CSP violation is one), and its JS + CSS under 120 KB uncompressed (the viewer page
+    on a phone at most 110 KB)."""
     for phone in (True, False):
         page = await pages.open(path, phone=phone, wait_conn=False, locale="zh-CN" if phone else "en-US")
         await page.wait_for_function(
@@ -169,6 +172,8 @@ async def test_every_page_loads_clean_and_light(pages: Pages, path: str) -> None
             .map((e) => [new URL(e.name).pathname, e.decodedBodySize])""")
         total = sum(size for _, size in sizes)
         assert sizes and total < 120 * 1024, (path, total, sizes)
+        if path.startswith("/live/") and phone:  # team buys, Q&A and lucky bags load when used
+            assert total <= 110 * 1024, (path, total, sizes)
         assert not RAW_ID.search(await visible_text(page)), path
         name = path.strip("/").replace("/", "-") or "index"
         await screenshot(page, f"page-{name}-{'phone-zh' if phone else 'desktop-en'}")

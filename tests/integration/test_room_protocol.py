@@ -151,6 +151,39 @@ async def test_moderation_mute_ban_delete(server: Running) -> None:
             await v2.request("ban", room="r8", user="m")
 
 
+async def test_sanctions_list_the_current_ones_by_name_to_staff_only(server: Running) -> None:
+    """`sanctions`: a room's bans and running mutes, each with the name the person goes by
+    (from their messages, else their connection), for staff to lift; a lifted one leaves the
+    list; a viewer is refused, and so is a moderator of a group they do not moderate."""
+    async with server.client("m", "moderator") as mod, server.client("v1", name="小明") as v1, \
+            server.client("v2", name="Troll") as v2, server.client("v3") as v3:
+        for c in (mod, v1, v2, v3):
+            await c.join("r10")
+        await v1.chat("r10", "buy buy buy")
+        await mod.request("mute", room="r10", user="v1", seconds=120)
+        await mod.request("ban", room="r10", user="v2")
+        listed = (await mod.request("sanctions", room="r10"))["sanctions"]
+        by_user = {s["user"]: s for s in listed}
+        assert set(by_user) == {"v1", "v2"}
+        assert by_user["v1"]["name"] == "小明" and by_user["v1"]["kind"] == "mute"
+        assert by_user["v1"]["until"] > by_user["v1"]["at"] and by_user["v1"]["by"] == "m"
+        assert by_user["v2"]["name"] == "Troll" and by_user["v2"]["kind"] == "ban"
+        assert by_user["v2"]["until"] is None
+        await mod.request("unmute", room="r10", user="v1")
+        listed = (await mod.request("sanctions", room="r10"))["sanctions"]
+        assert [(s["user"], s["kind"]) for s in listed] == [("v2", "ban")]
+        with pytest.raises(Forbidden):
+            await v3.request("sanctions", room="r10")
+        with pytest.raises(Invalid):
+            await mod.request("sanctions")
+    async with server.client("st", "streamer", groups=["*"]) as st, \
+            server.client("gm", "moderator", groups=["g-own"]) as gm:
+        group = (await st.request("group_create", tier="normal", topic="tea"))["group"]["id"]
+        assert (await st.request("sanctions", group=group))["sanctions"] == []
+        with pytest.raises(Forbidden):
+            await gm.request("sanctions", group=group)
+
+
 async def test_bans_and_mutes_survive_a_restart(tmp_path: Path) -> None:
     """A sanction is recorded before it is announced: after a restart (same data directory)
     the banned viewer still cannot join and the muted one still cannot speak."""
@@ -184,6 +217,9 @@ async def test_bans_and_mutes_survive_a_restart(tmp_path: Path) -> None:
             assert err.value.code == "muted"
             await brief.join("rs")
             await brief.chat("rs", "back")  # an expired mute is not loaded again
+        async with Client(url, token("m", "moderator")) as mod:
+            listed = (await mod.request("sanctions", room="rs"))["sanctions"]
+            assert sorted((s["user"], s["kind"]) for s in listed) == [("loud", "mute"), ("troll", "ban")]
     finally:
         await app.stop()
 

@@ -158,6 +158,12 @@ async def test_rooms_and_sanctions_round_trip(db: Db) -> None:
     assert await sanctions.load("room:r1", 3000) == []
     await sanctions.save("room:r1", "troll", "ban", None, "m2", 2600)
     assert await sanctions.load("room:r1", 3000) == [("troll", "ban", None)]
+    # what staff list: whom (by the name kept with the sanction), who, when
+    await sanctions.save("room:r1", "loud", "mute", 9000, "m1", 2700, name="小明")
+    assert sorted((await sanctions.current("room:r1", 3000)), key=lambda x: x["user"]) == [
+        {"user": "loud", "name": "小明", "kind": "mute", "until": 9000, "by": "m1", "at": 2700},
+        {"user": "troll", "name": "", "kind": "ban", "until": None, "by": "m2", "at": 2600}]
+    await sanctions.save("room:r1", "loud", "unmute", None, "s1", 2800)
     lifted = await db.rows("SELECT user_id, by_user, at FROM sanctions WHERE kind = 'unban'")
     assert [(r["user_id"], r["by_user"], r["at"]) for r in lifted] == [("troll", "s1", 2500)]
     # the room's staff, by their latest role

@@ -3,9 +3,8 @@ import common from "/static/catalog/common.en.js";
 
 export default {
   ...common,
-  "mod.mute": "mute",
-  "mod.mute.title": "mute for 5 minutes",
-  "mod.ban": "ban",
+  "mod.open.title": "Moderate this person",
+  "mod.list.open": "Muted & banned",
   "mod.delete": "delete",
   "q.answer": "Answer",
   "q.answer.ph": "Your answer…",

@@ -3,9 +3,8 @@ import common from "/static/catalog/common.zh.js";
 
 export default {
   ...common,
-  "mod.mute": "禁言",
-  "mod.mute.title": "禁言 5 分钟",
-  "mod.ban": "拉黑",
+  "mod.open.title": "管理此人",
+  "mod.list.open": "禁言与封禁",
   "mod.delete": "删除",
   "q.answer": "回答",
   "q.answer.ph": "输入回答…",
