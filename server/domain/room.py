@@ -187,6 +187,11 @@ class Room:
             raise SoukError(Code.INVALID, "message must be a message id")
         for msg in self.chat:
             if msg["id"] == message_id:
+                author = msg["user"]
+                # rank, as for sanctions: the message says what its author was when they wrote
+                if author != actor.id and max(rank(self.staff.get(author)),
+                                              rank(msg.get("role"))) >= rank(actor.role):
+                    raise SoukError(Code.FORBIDDEN, "you may not delete a message of someone of your rank or above")
                 self.chat.remove(msg)
                 break
         return ("message_deleted", {"id": message_id, "by": actor.id})

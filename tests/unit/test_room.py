@@ -102,3 +102,21 @@ def test_user_buckets_are_shared_per_user_and_bounded() -> None:
     assert len(users) == 2
     assert users.of("u1") is first  # kept
     assert users.of("u2").take(0) and len(users) == 2  # forgotten: starts from a full burst
+
+
+def test_deleting_a_message_respects_rank() -> None:
+    r = Room("r")
+    boss = Actor("boss", "Boss", "streamer")
+    other_mod = Actor("m2", "Mod 2", "moderator")
+    by_boss = r.chat_message(boss, "welcome", None, 0)[1]["id"]
+    by_mod = r.chat_message(other_mod, "rules", None, 0)[1]["id"]
+    by_viewer = r.chat_message(V, "hi", None, 0)[1]["id"]
+    own = r.chat_message(M, "mine", None, 0)[1]["id"]
+    for msg in (by_boss, by_mod):  # the streamer's, another moderator's: not a moderator's call
+        with pytest.raises(SoukError) as err:
+            r.delete_message(M, msg)
+        assert err.value.code == "forbidden"
+    assert r.delete_message(M, by_viewer)[0] == "message_deleted"
+    assert r.delete_message(M, own)[0] == "message_deleted"
+    assert r.delete_message(boss, by_mod)[0] == "message_deleted"
+    assert [m["text"] for m in r.snapshot()["chat"]] == ["welcome"]
