@@ -8,9 +8,8 @@ from typing import TYPE_CHECKING
 from client_sdk.protocol import Code, Frame
 from server.errors import SoukError
 from server.ops import fields
-from server.ops.access import staff_in_room
+from server.ops.access import group_shop, staff_in_room
 from server.ops.registry import (
-    ANY_SHOP,
     NEED_NOT_JOIN,
     NOT_CUSTOMERS,
     ROOM_OR_GROUP,
@@ -35,23 +34,12 @@ def _ident(s: Session) -> Identity:
     return s.identity
 
 
-async def _group_shop(sv: Services, ident: Identity, group: str) -> str:
-    """The group's shop; staff of another shop (admins excepted) may not act in it."""
-    await sv.community.group_known(group)
-    g = sv.community.directory.groups.get(group)
-    if g is None:
-        raise SoukError(Code.NOT_FOUND, f"no group {group}")
-    if not may(ident.role, ANY_SHOP) and g.shop != ident.shop:
-        raise SoukError(Code.FORBIDDEN, "this group belongs to another shop")
-    return str(g.shop)
-
-
 async def _staff_target(sv: Services, ident: Identity, scope: str, target: str) -> str:
     """The shop a staff member acts for in this room or group (refused if it is not theirs)."""
     if scope == "room":
         await staff_in_room(sv, ident, target)
         return ident.shop
-    return await _group_shop(sv, ident, target)
+    return await group_shop(sv, ident, target)
 
 
 @op("draw_create", roles=STREAMERS, scope=ROOM_OR_GROUP)
@@ -95,7 +83,7 @@ async def draws(sv: Services, s: Session, frame: Frame) -> Result:
             raise SoukError(Code.FORBIDDEN, "your token does not admit you to this room")
     elif f"group:{target}" not in s.channels:
         if may(ident.role, NEED_NOT_JOIN):
-            await _group_shop(sv, ident, target)
+            await group_shop(sv, ident, target)
         elif not await sv.community.is_member_fresh(ident.id, target):
             raise SoukError(Code.FORBIDDEN, f"join group {target} first")
     return {"draws": await sv.draws.listing(scope, target, ident.id)}

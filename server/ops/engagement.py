@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from client_sdk.protocol import Code, Frame, group_channel, room_channel
 from server.errors import SoukError
 from server.ops import fields
-from server.ops.access import staff_in_room
+from server.ops.access import group_shop, staff_in_room
 from server.ops.posting import check_text
 from server.ops.registry import (
     ANY_SHOP,
@@ -44,20 +44,8 @@ def _ident(s: Session) -> Identity:
     return s.identity
 
 
-async def _shop_of_group(sv: Services, ident: Identity, group: str) -> str:
-    """The group's shop; staff of another shop (admins excepted) may not act in it. (In a
-    cluster a group created on another node is loaded first.)"""
-    await sv.community.group_known(group)
-    g = sv.community.directory.groups.get(group)
-    if g is None:
-        raise SoukError(Code.NOT_FOUND, f"no group {group}")
-    if not may(ident.role, ANY_SHOP) and g.shop != ident.shop:
-        raise SoukError(Code.FORBIDDEN, "this group belongs to another shop")
-    return str(g.shop)
-
-
 async def _member_of(sv: Services, ident: Identity, group: str) -> str:
-    shop = await _shop_of_group(sv, ident, group)
+    shop = await group_shop(sv, ident, group)
     if not may(ident.role, NEED_NOT_JOIN) and not await sv.community.is_member_fresh(ident.id, group):
         raise SoukError(Code.FORBIDDEN, f"join group {group} first")
     return shop
@@ -73,7 +61,7 @@ async def poll_create(sv: Services, s: Session, frame: Frame) -> Result:
             raise SoukError(Code.FORBIDDEN, "your token does not admit you to this room")
         shop = ident.shop
     else:
-        shop = await _shop_of_group(sv, ident, target)
+        shop = await group_shop(sv, ident, target)
     return {"poll": await sv.engagement.poll_create(shop, scope, target, ident.id, frame)}
 
 
@@ -97,7 +85,7 @@ async def poll_close(sv: Services, s: Session, frame: Frame) -> Result:
     if poll.scope == "room":
         await staff_in_room(sv, ident, poll.target)
     if poll.scope == "group":
-        await _shop_of_group(sv, ident, poll.target)
+        await group_shop(sv, ident, poll.target)
     return {"poll": await sv.engagement.poll_close(poll)}
 
 
@@ -108,7 +96,7 @@ async def checkin(sv: Services, s: Session, frame: Frame) -> Result:
     group = fields.ident(frame, "group")
     if not await sv.community.is_member_fresh(ident.id, group):  # in a cluster: joined on any node
         raise SoukError(Code.FORBIDDEN, f"join group {group} first")
-    shop = (await _shop_of_group(sv, ident, group) if may(ident.role, ANY_SHOP)
+    shop = (await group_shop(sv, ident, group) if may(ident.role, ANY_SHOP)
             else sv.community.directory.groups[group].shop)
     return {"checkin": await sv.engagement.checkin(shop, group, ident.id)}
 
@@ -178,7 +166,7 @@ async def coupon_issue(sv: Services, s: Session, frame: Frame) -> Result:
         target = ("layer", str(frame.get("layer")))
     else:
         group = fields.ident(frame, "group")
-        shop = await _shop_of_group(sv, ident, group)
+        shop = await group_shop(sv, ident, group)
         users = [m["user"] for m in sv.community.group_members(group) if not may(m["role"], NOT_CUSTOMERS)]
         target = ("group", group)
     return dict(await sv.engagement.coupon_issue(shop, frame, users, target))
@@ -213,7 +201,7 @@ async def layer_invite(sv: Services, s: Session, frame: Frame) -> Result:
     core group takes only high-value and high-activity members."""
     ident = _ident(s)
     group = fields.ident(frame, "group")
-    shop = await _shop_of_group(sv, ident, group)
+    shop = await group_shop(sv, ident, group)
     layer = frame.get("layer")
     g = sv.community.directory.groups[group]
     if g.tier == "core" and layer not in ("high_value", "high_activity"):
