@@ -11,8 +11,7 @@ import itertools
 import os
 import signal
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,23 +25,6 @@ from tests.conftest import PrivateRedis, Running, ServerProcess, free_port, toke
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
 pytestmark = [pytest.mark.scaleout, pytest.mark.timeout(60)]
-
-
-async def _delete_prefix(prefix: str) -> None:
-    r = Redis.from_url(REDIS_URL)
-    try:
-        keys = [k async for k in r.scan_iter(match=prefix + "*")]
-        if keys:
-            await r.delete(*keys)
-    finally:
-        await r.aclose()
-
-
-@pytest.fixture
-async def prefix() -> AsyncIterator[str]:
-    p = f"souk-test-{uuid.uuid4().hex[:12]}:"
-    yield p
-    await _delete_prefix(p)
 
 
 def client(url: str, sub: str, role: str = "viewer", **kw: Any) -> Client:

@@ -20,7 +20,6 @@ from typing import Any
 
 import asyncpg
 import pytest
-from redis.asyncio import Redis
 
 from client_sdk import Client
 from client_sdk.errors import SoukError
@@ -42,17 +41,6 @@ async def database() -> AsyncIterator[str]:
     conn = await asyncpg.connect(PG + "/postgres")
     await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     await conn.close()
-
-
-@pytest.fixture
-async def prefix() -> AsyncIterator[str]:
-    p = f"souk-test-{uuid.uuid4().hex[:12]}:"
-    yield p
-    r = Redis.from_url(REDIS_URL)
-    keys = [k async for k in r.scan_iter(match=p + "*")]
-    if keys:
-        await r.delete(*keys)
-    await r.aclose()
 
 
 async def until(check: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:

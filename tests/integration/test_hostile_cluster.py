@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from redis.asyncio import Redis
 
 from client_sdk import Client, SoukError
 from tests.conftest import ServerProcess, token
@@ -20,19 +18,6 @@ from tests.conftest import ServerProcess, token
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
 pytestmark = [pytest.mark.scaleout, pytest.mark.timeout(90)]
-
-
-@pytest.fixture
-async def prefix() -> AsyncIterator[str]:
-    p = f"souk-test-{uuid.uuid4().hex[:12]}:"
-    yield p
-    r = Redis.from_url(REDIS_URL)
-    try:
-        keys = [k async for k in r.scan_iter(match=p + "*")]
-        if keys:
-            await r.delete(*keys)
-    finally:
-        await r.aclose()
 
 
 def client(url: str, sub: str, role: str = "viewer", **kw: Any) -> Client:

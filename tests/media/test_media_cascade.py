@@ -12,8 +12,7 @@ import asyncio
 import re
 import time
 import urllib.request
-import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -28,19 +27,6 @@ from tests.conftest import ServerProcess, token
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
 pytestmark = [pytest.mark.media, pytest.mark.scaleout, pytest.mark.timeout(120)]
-
-
-@pytest.fixture
-async def prefix() -> AsyncIterator[str]:
-    p = f"souk-test-{uuid.uuid4().hex[:12]}:"
-    yield p
-    r = Redis.from_url(REDIS_URL)
-    try:
-        keys = [k async for k in r.scan_iter(match=p + "*")]
-        if keys:
-            await r.delete(*keys)
-    finally:
-        await r.aclose()
 
 
 @pytest.fixture
