@@ -101,7 +101,7 @@ class _Yield:
 
 def instrument() -> None:
     from server import auth, gateway, handshake, http, listener, session
-    from server.ops import channels, connect, registry
+    from server.ops import channels, registry
 
     L = listener.HttpConnection
     L.connection_made = timed("accept", L.connection_made)  # type: ignore[method-assign]
@@ -119,7 +119,7 @@ def instrument() -> None:
     G.closed = timed("close", G.closed)  # type: ignore[method-assign]
     G.opened = timed("handshake", G.opened)  # type: ignore[method-assign]
     auth.verify_token = timed("token", auth.verify_token)
-    connect.verify_token = auth.verify_token  # type: ignore[attr-defined]
+    auth.VerifiedTokens.verify = timed("token", auth.VerifiedTokens.verify)  # type: ignore[method-assign]
     channels.authorize_channel = timed_async("channel", channels.authorize_channel)
     channels._enter = timed("channel", channels._enter)
     for name, phase in (("auth", "auth (other)"), ("join", "join (other)")):
