@@ -117,9 +117,11 @@ class Session(asyncio.Protocol):
         "_aligned",
         "_assembling",
         "_inbox",
+        "_max_size",
         "_reading_paused",
         "_release",
         "_task",
+        "_ws",
         "binary",
         "bucket",
         "channels",
@@ -140,7 +142,6 @@ class Session(asyncio.Protocol):
         "timer",
         "transport",
         "write",
-        "ws",
     )
 
     def __init__(self, gateway: Gateway, transport: asyncio.Transport, subprotocol: str,
@@ -152,7 +153,8 @@ class Session(asyncio.Protocol):
         self.write: Callable[[bytes], None] = transport.write  # the hub's fast path
         self.subprotocol = subprotocol
         self.binary = subprotocol == SUBPROTOCOL_MSGPACK
-        self.ws = ServerProtocol(state=State.OPEN, max_size=cfg.max_ws_bytes, logger=_ws_log)
+        self._ws: ServerProtocol | None = None  # made when first needed (`ws`)
+        self._max_size = cfg.max_ws_bytes
         self.identity: Identity | None = None
         self.channels: set[str] = set()
         self.bucket = TokenBucket(cfg.ops_per_s, cfg.ops_burst)
@@ -177,14 +179,26 @@ class Session(asyncio.Protocol):
         self._aligned = True
         transport.set_write_buffer_limits(high=cfg.soft_limit, low=cfg.soft_limit // 4)
 
+    @property
+    def ws(self) -> ServerProtocol:
+        """websockets' sans-I/O protocol (frames, control frames, the closing handshake).
+
+        Made at its first use: a viewer whose frames all take the fast path in
+        `data_received` and who leaves by closing TCP never needs one (~8 us and a getrandom
+        call for its id). It starts at a frame boundary: `_aligned` holds until it exists."""
+        ws = self._ws
+        if ws is None:
+            ws = self._ws = ServerProtocol(state=State.OPEN, max_size=self._max_size, logger=_ws_log)
+        return ws
+
     # ---- asyncio.Protocol -----------------------------------------------------------
     def data_received(self, data: bytes) -> None:
         self.heard = True
-        ws = self.ws
         if self._aligned:
-            if (self._assembling is None and not self.closing and ws.state is State.OPEN
-                    and ws.current_size is None):
-                frames = _simple_frames(data, ws.max_message_size)
+            ws = self._ws
+            if (self._assembling is None and not self.closing
+                    and (ws is None or (ws.state is State.OPEN and ws.current_size is None))):
+                frames = _simple_frames(data, self._max_size)
                 if frames is not None:  # the common case: whole data frames, read in one go
                     for payload, text in frames:
                         self._message(payload, text)
@@ -192,6 +206,7 @@ class Session(asyncio.Protocol):
             # anything else goes through the protocol, which starts at a frame boundary here;
             # it stays there only if this read ended with a frame
             self._aligned = _whole_frames(data)
+        ws = self.ws
         ws.receive_data(data)
         events = ws.events_received()
         if ws.state is not State.OPEN and not self.closing:
@@ -201,17 +216,21 @@ class Session(asyncio.Protocol):
             self._frame(cast(WsFrame, frame))  # once open, the protocol yields frames only
 
     def eof_received(self) -> bool | None:
-        self.ws.receive_eof()
+        ws = self._ws
+        if ws is not None:
+            ws.receive_eof()
         if not self.closing:
             self._begin_closing()
-        self.ws.data_to_send()  # only our end of stream: the transport closes itself instead
+        if ws is not None:
+            ws.data_to_send()  # only our end of stream: the transport closes itself instead
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
         if not self.closing:
             self._begin_closing()
-        self.ws.receive_eof()  # the protocol's state is CLOSED from now on
+        if self._ws is not None:
+            self._ws.receive_eof()  # the protocol's state is CLOSED from now on
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -367,7 +386,9 @@ class Session(asyncio.Protocol):
     def _send_protocol_data(self) -> None:
         """Write what the protocol produced (pongs, close frames, end of stream) and arm the
         close deadline once the protocol expects the TCP connection to end."""
-        ws = self.ws
+        ws = self._ws
+        if ws is None:  # nothing was ever asked of the protocol: nothing to send
+            return
         transport = self.transport
         for data in ws.data_to_send():
             if self.lost:
