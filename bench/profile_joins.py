@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import functools
+import gc
 import multiprocessing as mp
 import os
 import sys
@@ -99,7 +101,7 @@ class _Yield:
 
 def instrument() -> None:
     from server import auth, gateway, handshake, http, listener, session
-    from server.ops import channels, connect, registry
+    from server.ops import channels, registry
 
     L = listener.HttpConnection
     L.connection_made = timed("accept", L.connection_made)  # type: ignore[method-assign]
@@ -117,16 +119,15 @@ def instrument() -> None:
     G.closed = timed("close", G.closed)  # type: ignore[method-assign]
     G.opened = timed("handshake", G.opened)  # type: ignore[method-assign]
     auth.verify_token = timed("token", auth.verify_token)
-    connect.verify_token = auth.verify_token  # type: ignore[attr-defined]
+    auth.VerifiedTokens.verify = timed("token", auth.VerifiedTokens.verify)  # type: ignore[method-assign]
     channels.authorize_channel = timed_async("channel", channels.authorize_channel)
     channels._enter = timed("channel", channels._enter)
     for name, phase in (("auth", "auth (other)"), ("join", "join (other)")):
         spec = registry.OPS[name]
-        registry.OPS[name] = registry.OpSpec(spec.name, timed_async(phase, spec.handler),
-                                             spec.roles, spec.auth, spec.cost)
-    from server.app import App
+        registry.OPS[name] = dataclasses.replace(spec, handler=timed_async(phase, spec.handler))
+    from server.channels import Channels
 
-    App.snapshot_at = timed("snapshot", App.snapshot_at)  # type: ignore[method-assign]
+    Channels.snapshot_at = timed("snapshot", Channels.snapshot_at)  # type: ignore[method-assign]
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -137,6 +138,10 @@ async def run(args: argparse.Namespace) -> None:
     cfg = Config(host="127.0.0.1", port=0, data_dir=Path(tempfile.mkdtemp()), secret=SECRET)
     app = App(cfg)
     await app.start()
+    # as `souk serve` does (server/cli.py): long-lived objects frozen, young ones collected rarely
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
     ctx = mp.get_context("spawn")
     mine, theirs = ctx.Pipe()
     SPENT.clear()

@@ -6,6 +6,7 @@ import binascii
 import hmac
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,12 +126,12 @@ def decode_hs256(token: str, secret: str, *, leeway_s: int = 5, now: float | Non
 
 
 def verify_token(token: Any, secret: str, *, leeway_s: int = 5,
-                 max_ttl_s: float = DEFAULT_MAX_TOKEN_TTL_S) -> Identity:
+                 max_ttl_s: float = DEFAULT_MAX_TOKEN_TTL_S, now: float | None = None) -> Identity:
     """Check signature, expiry (not past, not more than `max_ttl_s` ahead) and claims; raise
     SoukError(unauthorized) with the reason."""
     if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_CHARS:
         raise SoukError(Code.UNAUTHORIZED, "token must be a non-empty string")
-    claims = decode_hs256(token, secret, leeway_s=leeway_s, max_ttl_s=max_ttl_s)
+    claims = decode_hs256(token, secret, leeway_s=leeway_s, max_ttl_s=max_ttl_s, now=now)
     sub = claims.get("sub")
     role = claims.get("role", Role.VIEWER)
     name = claims.get("name", sub)
@@ -152,3 +153,46 @@ def verify_token(token: Any, secret: str, *, leeway_s: int = 5,
         shop=shop,
         exp=int(claims["exp"]),
     )
+
+
+class VerifiedTokens:
+    """`verify_token` with a bounded memory of the tokens it verified recently.
+
+    Why: a flash crowd reconnecting (a node restarted, a network blip) presents the tokens it
+    presented minutes ago; each costs an HMAC, two base64 decodes and a JSON parse (~10-25 us).
+    A token is remembered only after it passed every check, under its exact string, signature
+    included: a forged or altered token is a different key and is verified in full. A hit is
+    answered only while the token is still inside its `exp` (with the same leeway); past it,
+    the entry is dropped and the token verified again, which refuses it. Neither `nbf` nor the
+    lifetime bound can turn a token that passed into one that fails as time goes on, so a hit
+    answers what a full check would. At most `size` entries; the oldest goes first.
+    """
+
+    __slots__ = ("_seen", "clock", "leeway_s", "max_ttl_s", "secret", "size")
+
+    def __init__(self, secret: str, *, max_ttl_s: float = DEFAULT_MAX_TOKEN_TTL_S, leeway_s: int = 5,
+                 size: int = 4096, clock: Callable[[], float] = time.time) -> None:
+        self.secret = secret
+        self.max_ttl_s = max_ttl_s
+        self.leeway_s = leeway_s
+        self.size = size
+        self.clock = clock
+        self._seen: dict[str, Identity] = {}
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def verify(self, token: Any) -> Identity:
+        seen = self._seen
+        if type(token) is str:
+            ident = seen.get(token)
+            if ident is not None:
+                if ident.exp + self.leeway_s >= self.clock():
+                    return ident
+                del seen[token]
+        ident = verify_token(token, self.secret, leeway_s=self.leeway_s, max_ttl_s=self.max_ttl_s,
+                             now=self.clock())
+        if len(seen) >= self.size:
+            del seen[next(iter(seen))]
+        seen[token] = ident
+        return ident

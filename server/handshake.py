@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-
-from websockets.utils import accept_key
+import hashlib
 
 from client_sdk.protocol import SUBPROTOCOL_JSON, SUBPROTOCOLS, Code
 from server.http import Head, HttpError
@@ -53,8 +52,19 @@ def accept(head: Head) -> tuple[bytes, str]:
         raise HttpError(426, Code.INVALID, "Sec-WebSocket-Version 13 only",
                         headers={"Sec-WebSocket-Version": "13"})
     chosen = select_subprotocol(f.get("sec-websocket-protocol"))
-    lines = ("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-             f"Sec-WebSocket-Accept: {accept_key(key)}\r\nServer: Souk\r\n")
-    if chosen is not None:
-        lines += f"Sec-WebSocket-Protocol: {chosen}\r\n"
-    return (lines + "\r\n").encode("ascii"), chosen or SUBPROTOCOL_JSON
+    return _SWITCHING + _accept(key) + _TAILS[chosen], chosen or SUBPROTOCOL_JSON
+
+
+_SWITCHING = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+              b"Sec-WebSocket-Accept: ")
+# what follows the accept key, per subprotocol chosen: built once
+_TAILS: dict[str | None, bytes] = {
+    sp: b"\r\nServer: Souk\r\n" + (f"Sec-WebSocket-Protocol: {sp}\r\n".encode() if sp else b"") + b"\r\n"
+    for sp in (None, *SUBPROTOCOLS)
+}
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def _accept(key: str) -> bytes:
+    """Sec-WebSocket-Accept (RFC 6455 §4.2.2): base64(SHA-1(key + GUID)), as bytes."""
+    return base64.b64encode(hashlib.sha1(key.encode() + _GUID).digest())

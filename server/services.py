@@ -13,8 +13,10 @@ when it starts them; nothing else changes it afterwards.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
+
+from server.auth import VerifiedTokens
 
 if TYPE_CHECKING:
     from server.channels import Channels
@@ -115,3 +117,7 @@ class Services:
     replays: Replays | None = None
     max_token_ttl: int = 7 * 24 * 3600  # auth: an exp further ahead is refused (server/auth.py)
     resume_limit: int = 256 * 1024  # resume: missed events past this get a resync instead
+    tokens: VerifiedTokens = field(init=False)  # auth: verified tokens remembered until exp
+
+    def __post_init__(self) -> None:
+        self.tokens = VerifiedTokens(self.secret, max_ttl_s=self.max_token_ttl)

@@ -27,6 +27,7 @@ from websockets.frames import Frame as WsFrame
 from websockets.frames import Opcode
 from websockets.protocol import State
 from websockets.server import ServerProtocol
+from websockets.speedups import apply_mask
 
 from client_sdk.protocol import SUBPROTOCOL_MSGPACK, Close, Frame
 from server.auth import Identity
@@ -46,15 +47,81 @@ CLOSE_TIMEOUT_S = 2.0  # after our close frame, the client's close (then TCP) wi
 _TEXT, _BINARY, _CONT = Opcode.TEXT, Opcode.BINARY, Opcode.CONT
 
 
+def _simple_frames(data: bytes, max_size: int | None) -> list[tuple[bytes, bool]] | None:
+    """The (payload, is text) of each frame when `data` is nothing but whole, unfragmented,
+    masked text or binary frames with no reserved bits, each within `max_size` and under
+    64 KiB; else None, and the protocol parses `data` (and answers what is wrong with it).
+
+    Why: a client's `auth` or `join` arrives as one small frame in one read; the protocol's
+    generator-based parser costs several times this scan for it. A frame accepted here is one
+    the protocol would accept and yield the same way (text frames are UTF-8-checked in
+    `_message`, as they are after the protocol)."""
+    out: list[tuple[bytes, bool]] = []
+    end = len(data)
+    i = 0
+    while i < end:
+        if end - i < 6:
+            return None
+        b0 = data[i]
+        if b0 != 0x81 and b0 != 0x82:  # FIN, no RSV bits, text or binary
+            return None
+        n = data[i + 1] ^ 0x80  # the mask bit must be set
+        if n > 127:
+            return None
+        i += 2
+        if n == 126:
+            if end - i < 6:
+                return None
+            n = (data[i] << 8) | data[i + 1]
+            i += 2
+        elif n == 127:
+            return None
+        if max_size is not None and n > max_size:
+            return None
+        stop = i + 4 + n
+        if stop > end:
+            return None
+        out.append((apply_mask(data[i + 4:stop], data[i:i + 4]), b0 == 0x81))
+        i = stop
+    return out
+
+
+def _whole_frames(data: bytes) -> bool:
+    """Does `data` end where a frame ends (it holds whole frames, of any kind)?"""
+    end = len(data)
+    i = 0
+    while i < end:
+        if end - i < 2:
+            return False
+        b1 = data[i + 1]
+        n = b1 & 0x7F
+        i += 2
+        if n == 126:
+            if end - i < 2:
+                return False
+            n = int.from_bytes(data[i:i + 2], "big")
+            i += 2
+        elif n == 127:
+            if end - i < 8:
+                return False
+            n = int.from_bytes(data[i:i + 8], "big")
+            i += 8
+        i += n + (4 if b1 & 0x80 else 0)
+    return i == end
+
+
 class Session(asyncio.Protocol):
     """A client's websocket after the handshake (server/listener.py hands the transport over)."""
 
     __slots__ = (
+        "_aligned",
         "_assembling",
         "_inbox",
+        "_max_size",
         "_reading_paused",
         "_release",
         "_task",
+        "_ws",
         "binary",
         "bucket",
         "channels",
@@ -75,7 +142,6 @@ class Session(asyncio.Protocol):
         "timer",
         "transport",
         "write",
-        "ws",
     )
 
     def __init__(self, gateway: Gateway, transport: asyncio.Transport, subprotocol: str,
@@ -87,7 +153,8 @@ class Session(asyncio.Protocol):
         self.write: Callable[[bytes], None] = transport.write  # the hub's fast path
         self.subprotocol = subprotocol
         self.binary = subprotocol == SUBPROTOCOL_MSGPACK
-        self.ws = ServerProtocol(state=State.OPEN, max_size=cfg.max_ws_bytes, logger=_ws_log)
+        self._ws: ServerProtocol | None = None  # made when first needed (`ws`)
+        self._max_size = cfg.max_ws_bytes
         self.identity: Identity | None = None
         self.channels: set[str] = set()
         self.bucket = TokenBucket(cfg.ops_per_s, cfg.ops_burst)
@@ -107,11 +174,38 @@ class Session(asyncio.Protocol):
         self._inbox: deque[bytes | str] | None = None
         self._reading_paused = False
         self._assembling: tuple[bool, bytearray] | None = None  # a fragmented message
+        # the protocol's parser waits at a frame boundary with nothing buffered: whole data
+        # frames may skip it (`_simple_frames`); False for good once a read ended mid-frame
+        self._aligned = True
         transport.set_write_buffer_limits(high=cfg.soft_limit, low=cfg.soft_limit // 4)
+
+    @property
+    def ws(self) -> ServerProtocol:
+        """websockets' sans-I/O protocol (frames, control frames, the closing handshake).
+
+        Made at its first use: a viewer whose frames all take the fast path in
+        `data_received` and who leaves by closing TCP never needs one (~8 us and a getrandom
+        call for its id). It starts at a frame boundary: `_aligned` holds until it exists."""
+        ws = self._ws
+        if ws is None:
+            ws = self._ws = ServerProtocol(state=State.OPEN, max_size=self._max_size, logger=_ws_log)
+        return ws
 
     # ---- asyncio.Protocol -----------------------------------------------------------
     def data_received(self, data: bytes) -> None:
         self.heard = True
+        if self._aligned:
+            ws = self._ws
+            if (self._assembling is None and not self.closing
+                    and (ws is None or (ws.state is State.OPEN and ws.current_size is None))):
+                frames = _simple_frames(data, self._max_size)
+                if frames is not None:  # the common case: whole data frames, read in one go
+                    for payload, text in frames:
+                        self._message(payload, text)
+                    return
+            # anything else goes through the protocol, which starts at a frame boundary here;
+            # it stays there only if this read ended with a frame
+            self._aligned = _whole_frames(data)
         ws = self.ws
         ws.receive_data(data)
         events = ws.events_received()
@@ -122,17 +216,21 @@ class Session(asyncio.Protocol):
             self._frame(cast(WsFrame, frame))  # once open, the protocol yields frames only
 
     def eof_received(self) -> bool | None:
-        self.ws.receive_eof()
+        ws = self._ws
+        if ws is not None:
+            ws.receive_eof()
         if not self.closing:
             self._begin_closing()
-        self.ws.data_to_send()  # only our end of stream: the transport closes itself instead
+        if ws is not None:
+            ws.data_to_send()  # only our end of stream: the transport closes itself instead
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
         if not self.closing:
             self._begin_closing()
-        self.ws.receive_eof()  # the protocol's state is CLOSED from now on
+        if self._ws is not None:
+            self._ws.receive_eof()  # the protocol's state is CLOSED from now on
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -288,7 +386,9 @@ class Session(asyncio.Protocol):
     def _send_protocol_data(self) -> None:
         """Write what the protocol produced (pongs, close frames, end of stream) and arm the
         close deadline once the protocol expects the TCP connection to end."""
-        ws = self.ws
+        ws = self._ws
+        if ws is None:  # nothing was ever asked of the protocol: nothing to send
+            return
         transport = self.transport
         for data in ws.data_to_send():
             if self.lost:

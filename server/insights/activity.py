@@ -33,7 +33,10 @@ class ActivityLog:
     def viewer_joined(self, room: str, user: str, role: str) -> None:
         if role in STAFF_ROLES:
             return
-        self.present.setdefault(room, Counter())[user] += 1
+        present = self.present.get(room)
+        if present is None:  # not setdefault: that would build a Counter on every join
+            present = self.present[room] = Counter()
+        present[user] += 1
         self.activity.append((room, user, "view", 1, self.clock_ms()))
 
     def viewer_left(self, room: str, user: str) -> None:

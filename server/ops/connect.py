@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from client_sdk.protocol import Code, Frame, user_channel
-from server.auth import verify_token
 from server.errors import SoukError
 from server.ops.registry import SESSION, VIEWERS, Result, op
 
@@ -18,7 +17,7 @@ if TYPE_CHECKING:
 async def auth(sv: Services, s: Session, frame: Frame) -> Result:
     if s.identity is not None:
         raise SoukError(Code.CONFLICT, "already authenticated")
-    identity = verify_token(frame.get("token"), sv.secret, max_ttl_s=sv.max_token_ttl)
+    identity = sv.tokens.verify(frame.get("token"))
     s.identity = identity
     s.chat_bucket = sv.chat_buckets.of(identity.id)  # per user, not per connection
     sv.channels.subscribe(s, user_channel(identity.id))

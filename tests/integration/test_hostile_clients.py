@@ -239,3 +239,79 @@ async def test_fuzz_frames_always_get_an_answer(server: Running, data: st.DataOb
     async with websockets.connect(server.url) as probe:
         await probe.send('{"op":"ping","rid":1}')
         assert orjson.loads(await probe.recv())["op"] == "ok"
+
+
+async def test_frames_whole_split_or_malformed_over_a_bare_socket(server: Running) -> None:
+    """Whole data frames in one read skip the protocol's parser (server/session.py); frames
+    split across reads, unmasked frames, invalid UTF-8 and control frames still get exactly
+    what the protocol gives them, and a connection that was split once stays correct."""
+    import os
+    import struct
+    from urllib.parse import urlparse
+
+    from websockets.speedups import apply_mask
+
+    url = urlparse(server.url)
+
+    def frame(payload: bytes, opcode: int = 0x2, masked: bool = True) -> bytes:
+        n = len(payload)
+        head = bytes((0x80 | opcode,)) + (bytes((0x80 * masked | n,)) if n < 126
+                                          else bytes((0x80 * masked | 126,)) + struct.pack("!H", n))
+        if not masked:
+            return head + payload
+        mask = os.urandom(4)
+        return head + mask + apply_mask(payload, mask)
+
+    async def opened() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        r, w = await asyncio.open_connection(url.hostname, url.port)
+        w.write(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                b"Sec-WebSocket-Protocol: souk.v1.msgpack\r\n\r\n")
+        assert (await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 5)).startswith(b"HTTP/1.1 101")
+        return r, w
+
+    async def read_frame(r: asyncio.StreamReader) -> tuple[int, bytes]:
+        b0, b1 = await asyncio.wait_for(r.readexactly(2), 5)
+        n = b1 & 0x7F
+        if n == 126:
+            n = struct.unpack("!H", await r.readexactly(2))[0]
+        return b0 & 0x0F, await r.readexactly(n)
+
+    def op(frame_: dict) -> bytes:  # type: ignore[type-arg]
+        return frame(msgpack.packb(frame_))
+
+    auth = op({"op": "auth", "rid": 1, "token": token("bare")})
+    join = op({"op": "join", "rid": 2, "room": "bare"})
+    # auth and join in one read, then a ping frame: a pong (at once) and two answers in order
+    r, w = await opened()
+    w.write(auth + join + frame(b"hi", opcode=0x9))
+    replies = [await read_frame(r) for _ in range(3)]
+    assert sorted(c for c, _ in replies) == [0x2, 0x2, 0xA]
+    assert [p for c, p in replies if c == 0xA] == [b"hi"]
+    assert [msgpack.unpackb(p)["rid"] for c, p in replies if c == 0x2] == [1, 2]
+    w.close()
+    # one byte at a time, then a frame split in two, then whole frames again
+    r, w = await opened()
+    for b in auth:
+        w.write(bytes((b,)))
+        await w.drain()
+    assert msgpack.unpackb((await read_frame(r))[1])["rid"] == 1
+    w.write(join[:5])
+    await w.drain()
+    await asyncio.sleep(0.05)
+    w.write(join[5:] + op({"op": "ping", "rid": 3}))
+    rids = []
+    while len(rids) < 2:
+        rids.append(msgpack.unpackb((await read_frame(r))[1]).get("rid"))
+    assert rids == [2, 3]
+    w.close()
+    # an unmasked frame: 1002; a text frame of invalid UTF-8: 1007
+    for bad, code in ((frame(msgpack.packb({"op": "ping"}), masked=False), 1002),
+                      (frame(b"\xff\xfe", opcode=0x1), 1007)):
+        r, w = await opened()
+        w.write(auth)
+        await read_frame(r)
+        w.write(bad)
+        opcode, payload = await read_frame(r)
+        assert opcode == 0x8 and struct.unpack("!H", payload[:2])[0] == code, (opcode, payload)
+        w.close()

@@ -9,7 +9,7 @@ import jwt
 import orjson
 import pytest
 
-from server.auth import decode_hs256, verify_token
+from server.auth import VerifiedTokens, decode_hs256, verify_token
 from server.errors import SoukError
 
 SECRET = "unit-secret-0123456789-0123456789-xyz"
@@ -50,3 +50,36 @@ def test_refuses_forgeries(make, why: str) -> None:  # type: ignore[no-untyped-d
         verify_token(make(), SECRET)
     assert err.value.code == "unauthorized"
     assert why in err.value.message
+
+
+def test_verified_tokens_remember_until_exp_and_never_a_forgery() -> None:
+    """The cache answers only for the exact token it verified, and only until its exp."""
+    now = [1_000_000.0]
+    tokens = VerifiedTokens(SECRET, clock=lambda: now[0], size=2)
+    exp = int(now[0]) + 60
+    tok = jwt.encode({"sub": "u", "exp": exp}, SECRET, algorithm="HS256")
+    first = tokens.verify(tok)
+    assert tokens.verify(tok) is first and len(tokens) == 1  # remembered
+    # the same claims signed with another key, or the signature altered: verified in full
+    other = jwt.encode({"sub": "u", "exp": exp}, "another-secret-0123456789-0123456789", algorithm="HS256")
+    head, payload, sig = tok.split(".")
+    altered = f"{head}.{payload}.{sig[:-2]}{'AA' if not sig.endswith('AA') else 'BB'}"
+    for forged in (other, altered, f"{head}.{b64({'sub': 'admin', 'role': 'admin', 'exp': exp})}.{sig}"):
+        with pytest.raises(SoukError, match="signature"):
+            tokens.verify(forged)
+    assert len(tokens) == 1  # refusals are not remembered
+    # inside the leeway after exp still passes (as a full check would), past it: refused
+    now[0] = exp + 5
+    assert tokens.verify(tok) is first
+    now[0] = exp + 6
+    with pytest.raises(SoukError, match="expired"):
+        tokens.verify(tok)
+    assert len(tokens) == 0
+    # bounded: the oldest entry goes first
+    now[0] = 1_000_000.0
+    made = [jwt.encode({"sub": f"u{i}", "exp": exp}, SECRET, algorithm="HS256") for i in range(3)]
+    for t in made:
+        tokens.verify(t)
+    assert len(tokens) == 2 and tokens.verify(made[2]).id == "u2"
+    with pytest.raises(SoukError):
+        tokens.verify(None)
