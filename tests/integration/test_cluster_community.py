@@ -284,6 +284,7 @@ async def test_racing_joins_never_overfill_a_group(
     async with client(a, "s1", "streamer") as on_a, client(b, "s1", "streamer") as on_b:
 
         async def agree() -> bool:
+            await asyncio.sleep(0.7)  # up to a dozen ops a look: within 20 ops/s a connection
             for r in rows:
                 for node in (on_a, on_b):
                     got = await node.request("group_members", group=r["id"])
