@@ -32,7 +32,7 @@ from websockets.http11 import Request as WsRequest
 from websockets.http11 import Response
 
 from client_sdk.protocol import Code
-from server.auth import Identity, verify_token
+from server.auth import Identity
 from server.errors import SoukError
 
 if TYPE_CHECKING:
@@ -313,7 +313,7 @@ def bearer(app: App, request: WsRequest, query: dict[str, list[str]]) -> Identit
     token = auth[7:].strip() if auth.lower().startswith("bearer ") else (query.get("token") or [""])[0]
     if not token:
         raise SoukError(Code.UNAUTHORIZED, "send Authorization: Bearer <token>")
-    return verify_token(token, app.cfg.secret, max_ttl_s=app.cfg.max_token_ttl)
+    return app.services.tokens.verify(token)  # the websocket's `auth` remembers the same tokens
 
 
 def static_file(base: Path, rel: str) -> Response:
