@@ -328,11 +328,7 @@ class TeamBuys:
             return
         for team in failed:
             self.plumbing.spawn(self._fail_team(team))
-            for member in team.members:
-                self.plumbing.order(member)
-            self._publish_team(team, final=True)
-        if failed:
-            self._publish_offer(offer, droppable=True)
+        self._tell_failed(offer, failed)
         self.arm(offer)
 
     async def close_room(self, room: str) -> int:
@@ -349,14 +345,18 @@ class TeamBuys:
                 await asyncio.gather(*(self._fail_shared(offer, team) for team in failed))
             else:
                 await asyncio.gather(*(self._fail_team(team) for team in failed))
-                for team in failed:
-                    for member in team.members:
-                        self.plumbing.order(member)
-                    self._publish_team(team, final=True)
-                if failed:
-                    self._publish_offer(offer, droppable=True)
+                self._tell_failed(offer, failed)
             self.arm(offer)
         return count
+
+    def _tell_failed(self, offer: TeamBuyOffer, failed: list[Team]) -> None:
+        """Failed teams: each member's order, the team and the offer's stock to the room."""
+        for team in failed:
+            for member in team.members:
+                self.plumbing.order(member)
+            self._publish_team(team, final=True)
+        if failed:
+            self._publish_offer(offer, droppable=True)
 
     async def _fail_shared(self, offer: TeamBuyOffer, team: Team) -> None:
         """Cluster: every node's timer fires; the one whose transaction fails the team tells
