@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from client_sdk.protocol import Code, Frame, group_channel, room_channel
 from server.domain.events import ChatPosted, Liked, RoomEnded
 from server.domain.replay import valid_recording_id
-from server.domain.room import MAX_CHAT_CHARS, Room
+from server.domain.room import MAX_CHAT_CHARS, Actor, Room
 from server.errors import SoukError
 from server.ops import fields
 from server.ops.media import start_recording
@@ -215,22 +216,24 @@ async def ban(sv: Services, s: Session, frame: Frame) -> Result:
     return None
 
 
-@op("unban", roles=MODERATORS, scope=ROOM_OR_GROUP)
-async def unban(sv: Services, s: Session, frame: Frame) -> Result:
+async def _lift(sv: Services, s: Session, frame: Frame,
+                lift: Callable[[Room, Actor, Any], tuple[str, dict[str, Any]]]) -> Result:
+    """`unban` / `unmute`: lifted in the room, then recorded and announced like a sanction."""
     assert s.identity is not None
     ch, room = await moderated(sv, s, frame)
-    type_, ev = room.unban(s.identity.actor, frame.get("user"))
+    type_, ev = lift(room, s.identity.actor, frame.get("user"))
     await sanction(sv, ch, room, type_, ev)
     return None
+
+
+@op("unban", roles=MODERATORS, scope=ROOM_OR_GROUP)
+async def unban(sv: Services, s: Session, frame: Frame) -> Result:
+    return await _lift(sv, s, frame, Room.unban)
 
 
 @op("unmute", roles=MODERATORS, scope=ROOM_OR_GROUP)
 async def unmute(sv: Services, s: Session, frame: Frame) -> Result:
-    assert s.identity is not None
-    ch, room = await moderated(sv, s, frame)
-    type_, ev = room.unmute(s.identity.actor, frame.get("user"))
-    await sanction(sv, ch, room, type_, ev)
-    return None
+    return await _lift(sv, s, frame, Room.unmute)
 
 
 @op("sanctions", roles=MODERATORS, scope=ROOM_OR_GROUP)
