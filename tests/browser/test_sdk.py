@@ -109,9 +109,9 @@ async def test_sdk_gap_triggers_resume_and_stale_epoch_gets_resync(pages: Pages)
             await souk.join("r3");
             // Lose exactly one frame on the wire: the one carrying "lost-1".
             const ws = souk._ws, deliver = ws.onmessage;
-            let dropped = false;
+            window.dropped = false;
             ws.onmessage = (m) => {
-                if (!dropped && String(m.data).includes("lost-1")) { dropped = true; return; }
+                if (!window.dropped && String(m.data).includes("lost-1")) { window.dropped = true; return; }
                 deliver(m);
             };
             window.souk = souk;
@@ -123,6 +123,9 @@ async def test_sdk_gap_triggers_resume_and_stale_epoch_gets_resync(pages: Pages)
     async with Client(pages.server.url, token("eve", "viewer", rooms=["r3"])) as eve:
         await eve.join("r3")
         await eve.chat("r3", "lost-1")
+        # The fan-out coalesces a tick's events into one batch frame: send the second chat only
+        # once the first one's frame has been dropped, so that it arrives as a gap.
+        await page.wait_for_function("() => window.dropped", timeout=5000)
         await eve.chat("r3", "next-2")
         await page.wait_for_function("() => window.got.length >= 2", timeout=5000)
         assert await page.evaluate("window.got") == ["lost-1", "next-2"]
