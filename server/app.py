@@ -161,7 +161,7 @@ class App:
             coupons_issued=self.engagement.coupons_granted, beacon=beacon, sync=stores.draws_sync)
         self.replays = Replays(stores.replays, self.bus.publish, wall_ms, cfg.data_dir / "replays",
                                record_all=cfg.record, retention_days=cfg.replay_retention_days)
-        self._replay_sweep: asyncio.Task[None] | None = None
+        self._sweeps: list[asyncio.Task[None]] = []  # the retention sweeps
 
     def _banned(self, ch: str, user: str) -> bool:
         room = self.rooms.get(ch)
@@ -221,8 +221,12 @@ class App:
         self.replays.attach(self.media)
         await self.replays.start()
         if self.cfg.replay_retention_days > 0:
-            self._replay_sweep = asyncio.get_running_loop().create_task(
-                every(3600.0, self.replays.expire, "replay retention", log))
+            self._sweeps.append(asyncio.create_task(
+                every(3600.0, self.replays.expire, "replay retention", log)))
+        if self.cfg.chat_retention_days > 0 and (chat := self.rooms.chat_log) is not None:
+            keep_ms = int(self.cfg.chat_retention_days * 86_400_000)
+            self._sweeps.append(asyncio.create_task(every(
+                3600.0, lambda: chat.expire(wall_ms() - keep_ms), "chat retention", log, first=True)))
         self.rooms.start()
         self._collecting = asyncio.create_task(every(
             self.collector.interval_s(), self.collector.sweep, "room collection", log))
@@ -274,8 +278,8 @@ class App:
             await self.presence.stop()
         await self.events.drain()
         await _quietly(self.cascade.stop() if self.cascade is not None else None)
-        if self._replay_sweep is not None:
-            self._replay_sweep.cancel()
+        for sweep in self._sweeps:
+            sweep.cancel()
         await _quietly(self.replays.stop())  # files closed before the relay goes
         await _quietly(self.media.close() if self.media is not None else None)
         for feature in (self.draws, self.insights, self.engagement, self.community, self.commerce):

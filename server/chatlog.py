@@ -18,6 +18,7 @@ from server.store.chat import ChatStore, Message
 log = logging.getLogger("souk.chatlog")
 
 _MAX_BATCH = 512
+_PRUNE_CHUNK = 2_000  # messages deleted per transaction by the retention sweep
 
 
 class ChatLog:
@@ -60,6 +61,19 @@ class ChatLog:
                 fut.set_exception(result)
             else:
                 fut.set_result(result)
+
+    async def expire(self, before_ms: int) -> int:
+        """Delete what was said before `before_ms` (the retention sweep), a chunk per
+        transaction: a first sweep over months of chat must not hold the database's writer,
+        and the orders queued behind it, for long."""
+        done = 0
+        while True:
+            gone = await self.store.prune(before_ms, _PRUNE_CHUNK)
+            done += gone
+            if gone < _PRUNE_CHUNK:
+                if done:
+                    log.info("chat retention: %d stored messages deleted", done)
+                return done
 
     async def drain(self) -> None:
         """Write what is queued and wait for the writes in flight (at shutdown)."""

@@ -70,6 +70,7 @@ class Config:
     # replays: record every room's lives (a room's own choice, room_create {record}, wins)
     record: bool = False
     replay_retention_days: float = 0.0  # replays older than this are deleted (0: kept)
+    chat_retention_days: float = 0.0  # stored room chat older than this is deleted (0: kept)
 
     @property
     def db_path(self) -> Path:
@@ -116,6 +117,9 @@ _FLAGS: dict[str, dict[str, Any]] = {
                "help": "record every room's lives (unless room_create says record: false)"},
     "replay_retention_days": {"type": float,
                               "help": "delete replays older than this many days (0: keep all)"},
+    "chat_retention_days": {"type": float,
+                            "help": "delete stored room chat older than this many days, swept at"
+                                    " start and hourly (0: keep all)"},
     "tick_ms": {"type": float, "help": "fan-out coalescing tick in milliseconds"},
     "max_token_ttl": {"type": int, "help": "refuse tokens whose exp lies further ahead (seconds)"},
     "allow_private_webhooks": {"action": "store_true",

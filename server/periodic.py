@@ -15,11 +15,15 @@ from collections.abc import Callable
 
 
 async def every(interval_s: float, tick: Callable[[], object], what: str, log: logging.Logger,
-                expected: tuple[type[Exception], ...] = ()) -> None:
-    """Run `tick` (plain or async) every `interval_s` until cancelled. `expected` failures
-    (e.g. Redis away) get a one-line warning; anything else a traceback."""
+                expected: tuple[type[Exception], ...] = (), first: bool = False) -> None:
+    """Run `tick` (plain or async) every `interval_s` until cancelled (`first`: once at once
+    too). `expected` failures (e.g. Redis away) get a one-line warning; anything else a
+    traceback."""
     while True:
-        await asyncio.sleep(interval_s)
+        if first:
+            first = False
+        else:
+            await asyncio.sleep(interval_s)
         try:
             result = tick()
             if inspect.isawaitable(result):

@@ -37,6 +37,9 @@ class ChatStore(Protocol):
     async def delete(self, ch: str, message_id: str | None = None, user: str | None = None) -> None:
         """Forget one message (moderation), or every message of a banned user."""
 
+    async def prune(self, before_ms: int, limit: int) -> int:
+        """Delete at most `limit` messages written before `before_ms`, oldest first; how many."""
+
     async def add_likes(self, deltas: Sequence[tuple[str, int]]) -> None: ...
     async def likes(self, ch: str) -> int: ...
 
@@ -84,6 +87,14 @@ class SqlChatStore:
             await self.db.write(steps(X("DELETE FROM room_chat WHERE ch = ? AND id = ?", ch, message_id)))
         elif user is not None:
             await self.db.write(steps(X("DELETE FROM room_chat WHERE ch = ? AND user_id = ?", ch, user)))
+
+    async def prune(self, before_ms: int, limit: int) -> int:
+        # by `seq`, the primary key, which grows with `at`: the oldest rows are found first
+        # without an index on `at` alone
+        gone = await self.db.write(steps(Q(
+            "DELETE FROM room_chat WHERE seq IN (SELECT seq FROM room_chat WHERE at < ?"
+            " ORDER BY seq LIMIT ?) RETURNING seq", before_ms, limit)))
+        return len(gone)
 
     async def add_likes(self, deltas: Sequence[tuple[str, int]]) -> None:
         if deltas:

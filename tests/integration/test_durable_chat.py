@@ -101,3 +101,37 @@ async def test_chat_survives_kill9_and_a_cid_resend_posts_nothing(server_process
             assert snap["chat"][-1]["text"] == "after the restart"
             assert len({m["id"] for m in snap["chat"]}) == len(snap["chat"]) == 50
             assert snap["likes"] == 7  # 5 flushed before the kill, 2 saved by the clean stop
+
+
+def stored_chat(data: Path) -> list[str]:
+    with contextlib.closing(sqlite3.connect(data / "souk.sqlite3")) as conn:
+        return [row[0] for row in conn.execute("SELECT id FROM room_chat ORDER BY seq")]
+
+
+async def test_chat_retention_deletes_old_chat_at_start_and_keeps_the_rest(
+        server_process: Any, tmp_path: Path) -> None:
+    """`--chat-retention-days`: stored room chat older than the retention is deleted by a sweep
+    at start (and hourly), so it is not in the snapshot after the restart; newer chat is."""
+    data = tmp_path / "retention"
+    proc = server_process(data_dir=data)
+    async with Client(proc.url, token("a", rooms=["rt"]), reconnect=False) as a:
+        await a.join("rt")
+        await a.chat("rt", "old news")
+    assert len(stored_chat(data)) == 1
+    assert proc.terminate() == 0
+    await asyncio.sleep(1.2)  # "old news" is now more than a second old
+
+    proc = server_process("--chat-retention-days", str(1 / 86_400), data_dir=data, port=proc.port)
+    for _ in range(100):
+        if not stored_chat(data):
+            break
+        await asyncio.sleep(0.05)
+    assert stored_chat(data) == []
+    async with Client(proc.url, token("b", rooms=["rt"]), reconnect=False) as b:
+        assert (await b.join("rt"))["chat"] == []
+        await b.chat("rt", "fresh")
+    assert proc.terminate() == 0
+
+    proc = server_process("--chat-retention-days", "30", data_dir=data, port=proc.port)
+    async with Client(proc.url, token("c", rooms=["rt"]), reconnect=False) as c:
+        assert [m["text"] for m in (await c.join("rt"))["chat"]] == ["fresh"]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from server.chatlog import ChatLog
 from server.domain.room import Room
 from server.rooms import Rooms
 from server.sanctions import Sanctions
@@ -214,3 +215,22 @@ async def test_chat_and_likes_round_trip_with_cid_resends(db: Db) -> None:
     await store.add_likes([("room:r", 3)])
     await store.add_likes([("room:r", 4), ("room:s", 1)])
     assert (await store.likes("room:r"), await store.likes("room:s"), await store.likes("room:t")) == (7, 1, 0)
+
+
+async def test_chat_retention_deletes_older_messages_a_chunk_at_a_time(db: Db) -> None:
+    """The retention sweep on both databases: what was said before the horizon goes, in every
+    channel, a bounded chunk per transaction; newer messages and the likes totals stay."""
+    store = SqlChatStore(db)
+
+    def said(i: int, at: int) -> dict[str, object]:
+        return {"id": f"m{i}", "user": "u", "name": "A", "role": "viewer", "text": str(i), "at": at}
+
+    await store.add_messages([(f"room:r{i % 3}", said(i, 1_000 + i)) for i in range(5_000)])
+    await store.add_messages([("room:r0", said(9_000, 1_000))])  # old, written last
+    await store.add_likes([("room:r0", 3)])
+    assert await store.prune(1_010, 4) == 4  # at most `limit`
+    assert await ChatLog(store).expire(5_500) == 4_500 + 1 - 4  # several chunks of 2,000
+    kept = [m for ch in ("room:r0", "room:r1", "room:r2") for m in await store.recent(ch, 10_000)]
+    assert sorted(int(m["text"]) for m in kept) == list(range(4_500, 5_000))
+    assert await ChatLog(store).expire(5_500) == 0
+    assert await store.likes("room:r0") == 3
