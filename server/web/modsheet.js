@@ -109,10 +109,24 @@ class ModSheet {
             onclick: () => this.act(souk.warn(where, p.user), t("mod.done.warn", {name}))}, t("mod.warn")),
           ...MUTES.map(([s, key]) => h("button", {class: "small", type: "button", testid: `mod-mute-${s}`,
             onclick: () => this.act(souk.mute(where, p.user, s), t("mod.done.mute", {name}))}, t(key))),
-          h("button", {class: "small danger", type: "button", testid: "mod-ban",
-            onclick: () => this.act(souk.ban(where, p.user), t("mod.done.ban", {name}))}, group ? t("mod.ban.group") : t("mod.ban.long"))));
+          this.banButton(group ? t("mod.ban.group") : t("mod.ban.long"), name,
+            () => this.act(souk.ban(where, p.user), t("mod.done.ban", {name})))));
     }
     this.drawList();
+  }
+
+  /** Ban takes two taps: the first arms the button ("tap again to ban 小*") for 4 s, so a
+   * slip of the finger on a phone does not throw a shopper out of the room. */
+  banButton(label, name, ban) {
+    const btn = h("button", {class: "small danger", type: "button", testid: "mod-ban"}, label);
+    const disarm = () => { clearTimeout(btn.timer); delete btn.dataset.armed; btn.textContent = label; };
+    btn.onclick = () => {
+      if (btn.dataset.armed) { disarm(); ban(); return; }
+      btn.dataset.armed = "1";
+      btn.textContent = t("mod.ban.confirm", {name});
+      btn.timer = setTimeout(disarm, 4000);
+    };
+    return btn;
   }
 
   /** The mutes' time left, in place (no row is rebuilt under a finger). */

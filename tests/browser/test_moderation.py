@@ -16,9 +16,9 @@ pytestmark = BROWSER
 
 CASES = {
     "phone-zh": dict(phone=True, locale="zh-CN", viewer="小红", streamer="主播阿May",
-                     muted="禁言中", banned="已封禁", refusal="不能对同级或更高级别的人这样做"),
+                     muted="禁言中", banned="已封禁", confirm="再点一次，确认封禁", refusal="不能对同级或更高级别的人这样做"),
     "desktop-en": dict(phone=False, locale="en-US", viewer="Rosa", streamer="Host May",
-                       muted="muted ·", banned="banned", refusal="You cannot do that to someone of your rank"),
+                       muted="muted ·", banned="banned", confirm="Tap again to ban", refusal="You cannot do that to someone of your rank"),
 }
 
 
@@ -56,8 +56,19 @@ async def test_a_moderator_mutes_bans_lifts_and_is_refused_on_the_streamer(pages
         await expect(item).to_contain_text("4:5", timeout=3000)  # the time left counts down
         await screenshot(studio, f"moderation-muted-{case}")
 
-        # Ban: out of the room; listed as banned too (the mute still runs).
-        await sheet.locator(tid("mod-ban")).click()
+        # Ban takes two taps: the first only asks again, naming the person; nothing happens yet.
+        ban = sheet.locator(tid("mod-ban"))
+        bans = fan.events(ch=f"room:{room}", types=["banned", "expelled"])
+        await ban.click()
+        await expect(ban).to_contain_text(c["confirm"])
+        await expect(ban).to_contain_text(c["viewer"])
+        await screenshot(studio, f"moderation-ban-confirm-{case}")
+        with pytest.raises(TimeoutError):
+            await bans.next(0.5)
+        await expect(item).to_have_count(1)
+        # The second tap bans: out of the room; listed as banned too (the mute still runs).
+        await ban.click()
+        await bans.next(5)
         await fan_events.wait_for(lambda e: e.get("type") in ("banned", "expelled"), timeout=5)
         await expect(studio.locator(f'{tid("chat-msg")}[data-user="fan-{case}"]')).to_have_count(0)
         await expect(item).to_have_count(2)
@@ -86,6 +97,7 @@ async def test_a_moderator_mutes_bans_lifts_and_is_refused_on_the_streamer(pages
         host_row = studio.locator(tid("chat-msg"), has_text="welcome!")
         await host_row.locator(tid("chat-name")).click()
         await expect(sheet.locator(tid("mod-name"))).to_have_text(c["streamer"])
+        await sheet.locator(tid("mod-ban")).click()
         await sheet.locator(tid("mod-ban")).click()
         await expect(sheet.locator(tid("mod-error"))).to_contain_text(c["refusal"])
         await expect(item).to_have_count(0)

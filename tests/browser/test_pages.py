@@ -86,6 +86,7 @@ async def test_studio_shows_viewer_chat_and_moderates(pages: Pages) -> None:
         await expect(studio.locator(tid("chat-system"), has_text="Rude is muted for 5 min")).to_be_visible()
         await screenshot(studio, "studio-moderation", full_page=True)
 
+        await sheet.locator(tid("mod-ban")).click()  # asks again
         await sheet.locator(tid("mod-ban")).click()
         banned = await events.wait_for(lambda e: e.get("type") in ("banned", "expelled"), timeout=5)
         assert banned["type"] in ("banned", "expelled")

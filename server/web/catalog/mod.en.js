@@ -8,6 +8,7 @@ export default {
   "mod.mute.1d": "Mute 1 day",
   "mod.ban.long": "Ban from the room",
   "mod.ban.group": "Ban from the group",
+  "mod.ban.confirm": "Tap again to ban {name}",
   "mod.list.group": "Muted and banned in this group",
   "mod.list": "Muted and banned here",
   "mod.none": "Nobody is muted or banned.",

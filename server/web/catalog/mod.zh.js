@@ -8,6 +8,7 @@ export default {
   "mod.mute.1d": "禁言 1 天",
   "mod.ban.long": "踢出直播间",
   "mod.ban.group": "移出并禁止回群",
+  "mod.ban.confirm": "再点一次，确认封禁 {name}",
   "mod.list.group": "本群禁言与封禁",
   "mod.list": "本场禁言与封禁",
   "mod.none": "暂无禁言或封禁的人。",
