@@ -12,7 +12,6 @@ shop). Paths: `*` stands for one id segment.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -172,7 +171,7 @@ async def product_image(sv: Services, ident: Identity, request: Request, query: 
     if ext is None:
         return json_response({"error": Code.INVALID, "message":
                               "the file is not a PNG, JPEG or WebP picture"}, 415)
-    name = await asyncio.to_thread(sv.images.save, data, ext)
+    name = await sv.images.save(data, ext)
     url = f"/images/{name}"
     card = await sv.commerce.set_image(product["id"], url)
     for room in list(sv.rooms.by_channel.values()):  # the rooms that show it pinned

@@ -39,7 +39,7 @@ from server.events import EventDispatcher
 from server.fanout import Hub
 from server.gateway import Gateway
 from server.http import HttpRoutes, bearer
-from server.images import ImageStore
+from server.images import Images
 from server.insights import Insights
 from server.listener import Listener, listen, port_of
 from server.metrics import Metrics
@@ -122,7 +122,7 @@ class App:
         self._collecting: asyncio.Task[None] | None = None
         self.gateway = Gateway(self)
         self.http = HttpRoutes(self)
-        self.images = ImageStore(cfg.data_dir / "images")
+        self.images = Images(self.stores.images, cfg.data_dir / "images", wall_ms)
         self.draining = False
         self.server: Listener | None = None
         self.worker_server: Listener | None = None  # --workers: this worker's own port (media)

@@ -421,7 +421,7 @@ class HttpRoutes:
         if path.startswith("/static/"):
             return static_file(WEB_DIR, path[8:])
         if path.startswith("/images/"):
-            return self.image(path[8:])
+            return await self.image(path[8:])
         if path.startswith("/api/"):
             return await self.route_api(request, api_parts(path), query)
         page = app.page_for(path)
@@ -429,9 +429,9 @@ class HttpRoutes:
             return static_file(WEB_DIR, page)
         return json_response({"error": "not_found", "message": "no such page"}, 404)
 
-    def image(self, name: str) -> Response:
+    async def image(self, name: str) -> Response:
         """An uploaded picture: named by its content hash, so cached for a year."""
-        found = self.app.images.read(name)
+        found = await self.app.images.read(name)
         if found is None:
             return json_response({"error": "not_found", "message": "no such picture"}, 404)
         data, ctype = found

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from server.engagement.draws import Draws
     from server.events import EventDispatcher
     from server.fanout import Event, Hub
-    from server.images import ImageStore
+    from server.images import Images
     from server.insights import Insights
     from server.replays import Replays
     from server.rooms import Rooms
@@ -111,7 +111,7 @@ class Services:
     insights: Insights
     draws: Draws
     save_room: Callable[[Room], Awaitable[None]]
-    images: ImageStore | None = None  # uploaded product pictures (None: uploads refused)
+    images: Images | None = None  # uploaded product pictures (None: uploads refused)
     media: Relay | None = None
     cascade: Cascade | None = None
     replays: Replays | None = None

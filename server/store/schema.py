@@ -4,7 +4,7 @@ Why one module: the embedded SQLite file and the cluster's PostgreSQL database h
 tables, written by the same store classes; declaring them once keeps the two from drifting.
 `BIGINT`, `INTEGER` and `TEXT` mean the same in both; the few differences are rendered here
 (`{serial}`: an id the database numbers; `{rowid}`: the order rows were written in, SQLite's
-implicit `rowid` and a `rowid BIGSERIAL` column in PostgreSQL), and so are the indexes that
+implicit `rowid` and a `rowid BIGSERIAL` column in PostgreSQL; `{bytes}`: BLOB / BYTEA), and so are the indexes that
 only one database's planner or write load wants.
 
 A database records the migrations applied to it (`schema_version`); `migrate` applies the
@@ -178,8 +178,8 @@ INDEXES: Final[dict[str, tuple[str, Dialect | None]]] = {
 
 _UNIQUE: Final = frozenset({"orders_sale_key", "orders_offer_key"})  # one order per key
 _TYPES: Final[dict[Dialect, dict[str, str]]] = {
-    "sqlite": {"{serial}": "INTEGER PRIMARY KEY AUTOINCREMENT", "{rowid}": ""},
-    "postgres": {"{serial}": "BIGSERIAL PRIMARY KEY", "{rowid}": "rowid BIGSERIAL, "},
+    "sqlite": {"{serial}": "INTEGER PRIMARY KEY AUTOINCREMENT", "{rowid}": "", "{bytes}": "BLOB"},
+    "postgres": {"{serial}": "BIGSERIAL PRIMARY KEY", "{rowid}": "rowid BIGSERIAL, ", "{bytes}": "BYTEA"},
 }
 
 
@@ -369,6 +369,9 @@ MIGRATIONS: Final = (
     )),
     Migration(6, "a sanction keeps the name of whom it names (staff list them by name)", (
         "ALTER TABLE sanctions ADD COLUMN name TEXT NOT NULL DEFAULT ''",
+    )),
+    Migration(7, "uploaded product pictures in the database, which every node of a cluster reads", (
+        "CREATE TABLE images (name TEXT PRIMARY KEY, body {bytes} NOT NULL, at BIGINT NOT NULL)",
     )),
 )
 

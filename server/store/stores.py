@@ -33,6 +33,7 @@ from server.store.db import Db
 from server.store.draws import SqlDrawStore
 from server.store.engagement import SqlEngagementStore
 from server.store.gate import StockGate
+from server.store.images import SqlImageStore
 from server.store.insights import SqlInsightsStore
 from server.store.ledger import SqlLedger
 from server.store.postgres import PgDatabase
@@ -56,6 +57,7 @@ class Stores:
     draws: SqlDrawStore
     chat: SqlChatStore
     replays: SqlReplayStore
+    images: SqlImageStore
     community_sync: Sync = field(default_factory=NoSync)
     engagement_sync: Sync = field(default_factory=NoSync)
     insights_sync: Sync = field(default_factory=NoSync)
@@ -76,7 +78,7 @@ def stores_on(db: Db, gate: StockGate | None = None) -> Stores:
     """Every store over one database (not started)."""
     return Stores(db, SqlLedger(db, gate), SqlCommunityStore(db), SqlEngagementStore(db),
                   SqlInsightsStore(db), SqlRoomStore(db), SqlSanctionStore(db), SqlDrawStore(db),
-                  SqlChatStore(db), SqlReplayStore(db))
+                  SqlChatStore(db), SqlReplayStore(db), SqlImageStore(db))
 
 
 def open_stores(cfg: Config, redis: Redis | None = None) -> Stores:

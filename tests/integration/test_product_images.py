@@ -1,7 +1,8 @@
 """POST /api/products/<id>/image over real HTTP: the type comes from the bytes, never from
 the Content-Type; only PNG, JPEG and WebP; 2 MB at most (413 before the body is read); only
 the shop's streamers and admins; stored by content hash, served with its type, a long cache
-and the CSP; viewers of a room that pins the product are told."""
+and the CSP; viewers of a room that pins the product are told. The picture is recorded in the
+database: a node whose file cache lost it, or another node of a cluster, still serves it."""
 
 from __future__ import annotations
 
@@ -11,11 +12,15 @@ import http.client
 import socket
 import struct
 import zlib
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
-from tests.conftest import Running, token
+from client_sdk import Client
+from tests.conftest import Running, ServerProcess, token
 
 
 def png(width: int = 8, height: int = 8) -> bytes:
@@ -31,7 +36,7 @@ WEBP = b"RIFF\x1a\x00\x00\x00WEBPVP8L\x0d\x00\x00\x00\x2f\x00\x00\x00\x10\x07\x1
 SVG = b"<svg xmlns='http://www.w3.org/2000/svg'><script>alert(1)</script></svg>"
 
 
-def call(srv: Running, method: str, path: str, body: bytes | None = None,
+def call(srv: Running | ServerProcess, method: str, path: str, body: bytes | None = None,
          headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
     port = int(srv.http.rsplit(":", 1)[1])
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
@@ -58,7 +63,7 @@ def announce_only(srv: Running, path: str, length: int, tok: str) -> bytes:
         return reply
 
 
-def upload(srv: Running, product: str, data: bytes, tok: str, ctype: str = "image/png") -> tuple[int, Any]:
+def upload(srv: Running | ServerProcess, product: str, data: bytes, tok: str, ctype: str = "image/png") -> tuple[int, Any]:
     status, _, body = call(srv, "POST", f"/api/products/{product}/image", data,
                            {"Authorization": f"Bearer {tok}", "Content-Type": ctype})
     return status, orjson.loads(body) if body else None
@@ -116,3 +121,49 @@ async def test_upload_sniffs_bounds_authorizes_stores_and_serves(server: Running
     async with server.client("late", rooms=["pics"]) as late:
         snap = await late.join("pics")
         assert snap["pinned"]["image"].endswith(".webp")
+
+
+async def _product(url: str, sub: str, shop: str) -> str:
+    async with Client(url, token(sub, "streamer", shop=shop), reconnect=False) as st:
+        return str((await st.request("product_create", title="Oolong", price=900, stock=3))["product"]["id"])
+
+
+async def test_a_picture_outlives_the_nodes_file_cache(
+        server_process: Callable[..., ServerProcess], tmp_path: Path) -> None:
+    """The file under the data directory is a cache: deleted, the picture is read back from
+    the database (SQLite here), served, and cached again."""
+    data = tmp_path / "pics"
+    node = server_process(data_dir=data)
+    product = await _product(node.url, "boss", "teashop")
+    picture = png(16, 16)
+    status, doc = await asyncio.to_thread(upload, node, product, picture, token("boss", "streamer", shop="teashop"))
+    assert status == 200, doc
+    cached = data / "images" / doc["image"].rsplit("/", 1)[1]
+    assert cached.read_bytes() == picture
+    cached.unlink()
+    status, headers, body = await asyncio.to_thread(call, node, "GET", doc["image"])
+    assert (status, body, headers["content-type"]) == (200, picture, "image/png")
+    assert cached.read_bytes() == picture  # cached again
+    node.terminate()
+    node = server_process(data_dir=data, port=node.port)  # and after a restart
+    cached.unlink()
+    status, _, body = await asyncio.to_thread(call, node, "GET", doc["image"])
+    assert (status, body) == (200, picture)
+
+
+@pytest.mark.scaleout
+@pytest.mark.timeout(90)
+async def test_a_picture_uploaded_through_one_node_shows_on_the_other(
+        server_process: Callable[..., ServerProcess], prefix: str, database: str, tmp_path: Path) -> None:
+    flags = ("--redis", "redis://127.0.0.1:6379/0", "--redis-prefix", prefix, "--postgres", database)
+    a, b = (server_process(*flags, data_dir=tmp_path / f"n{i}") for i in range(2))
+    product = await _product(a.url, "boss", "teashop")
+    picture = png(24, 12)
+    status, doc = await asyncio.to_thread(upload, a, product, picture, token("boss", "streamer", shop="teashop"))
+    assert status == 200, doc
+    assert not (tmp_path / "n1" / "images").exists()  # B never saw the upload
+    status, headers, body = await asyncio.to_thread(call, b, "GET", doc["image"])
+    assert (status, body, headers["content-type"]) == (200, picture, "image/png")
+    assert "immutable" in headers["cache-control"]
+    status, _, _ = await asyncio.to_thread(call, b, "GET", "/images/" + "1" * 64 + ".png")
+    assert status == 404
