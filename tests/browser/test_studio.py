@@ -5,6 +5,7 @@ anything is created."""
 
 from __future__ import annotations
 
+import asyncio
 import struct
 import zlib
 
@@ -61,7 +62,12 @@ async def test_an_uploaded_picture_shows_in_the_studio_and_the_bag(pages: Pages)
     await studio.click(tid("product-create"))
     row = studio.locator(tid("product"), has_text="Uploaded picture tea")
     await expect(row.locator("img")).to_have_count(1)
-    assert await row.locator("img").evaluate("i => i.complete && i.naturalWidth === 8")
+    for _ in range(100):  # the picture shows once loaded (complete, its own width)
+        if await row.locator("img").evaluate("i => i.complete && i.naturalWidth === 8"):
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the uploaded picture never loaded in the studio")
     await studio.locator(tid("product"), has_text="Uploaded picture tea").locator(tid("pin")).click()
     await expect(viewer.locator(f'{tid("pinned")} img')).to_have_count(1)
     pages.assert_clean()
