@@ -59,6 +59,7 @@ class Replays:
         self.relay: MediaRelay | None = None
         self._active: dict[str, str] = {}  # room -> recording id, on this node
         self._chapters: dict[str, int] = {}  # recording id -> chapters written
+        self._sales: dict[str, set[str]] = {}  # recording id -> other nodes' sales chaptered
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -125,6 +126,7 @@ class Replays:
         rid = self._active.pop(room, None)
         if rid is None or self.recorder is None:
             return
+        self._sales.pop(rid, None)
         info = await self.recorder.stop(room)
         if info is None:
             return
@@ -156,6 +158,14 @@ class Replays:
         product = event.get("product")
         if event.get("type") == "pinned" and isinstance(product, dict) and room in self._active:
             self._spawn(self.mark(room, "pin", product))  # pinned from a studio on another node
+            return
+        if event.get("type") == "sale" and event.get("phase") == "live" and room in self._active:
+            # a sale started on another node: its card carries the product's title and image
+            sale, rid = event.get("id"), self._active[room]
+            if isinstance(sale, str) and isinstance(product, str) and sale not in self._sales.setdefault(rid, set()):
+                self._sales[rid].add(sale)  # once, though a sale is told again as it changes
+                card = {"id": product, "title": event.get("title"), "image": event.get("image")}
+                self._spawn(self.mark(room, "sale", card))
             return
         if event.get("type") != "state":
             return

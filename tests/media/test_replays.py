@@ -306,8 +306,9 @@ async def test_retention_deletes_old_replays(server: Running) -> None:
 
 async def test_in_a_cluster_the_origin_records(server_process: Any, prefix: str,
                                                tmp_path: Path) -> None:
-    """The streamer publishes to node A while the studio (live, a pin, ended) talks to node B:
-    A records, with B's pin as a chapter; B, which has no publisher, records nothing."""
+    """The streamer publishes to node A while the studio (live, a pin, a flash sale, ended)
+    talks to node B: A records, with B's pin and sale as chapters; B, which has no publisher,
+    records nothing."""
     from client_sdk.client import Client
 
     flags = ("--redis", "redis://127.0.0.1:6379/0", "--redis-prefix", prefix, "--record",
@@ -328,7 +329,10 @@ async def test_in_a_cluster_the_origin_records(server_process: Any, prefix: str,
                                       stock=5))["product"]
             await asyncio.sleep(2)
             await on_b.request("pin", room="two", product=tea["id"])
-            await asyncio.sleep(2)
+            await asyncio.sleep(1)
+            await on_b.request("sale_create", room="two", product=tea["id"], price=500, stock=3,
+                               duration_s=60, per_user_limit=1)
+            await asyncio.sleep(1)
             await on_b.request("room_state", room="two", state="ended")
             auth = {"Authorization": "Bearer " + token("v")}
             deadline = time.monotonic() + 10
@@ -339,7 +343,9 @@ async def test_in_a_cluster_the_origin_records(server_process: Any, prefix: str,
         await pub.close()
     [replay] = listed
     assert replay["status"] == "done" and 3.0 < replay["duration_s"] < 5.0, replay
-    assert [(c["kind"], c["product"]) for c in replay["chapters"]] == [("pin", tea["id"])]
+    assert [(c["kind"], c["product"], c["title"]) for c in replay["chapters"]] == [
+        ("pin", tea["id"], "Tea"), ("sale", tea["id"], "Tea")]
     assert 1.5 < replay["chapters"][0]["at_s"] < 2.8
+    assert 2.5 < replay["chapters"][1]["at_s"] < 3.8
     assert json.loads((await get(b.http + "/api/rooms/two/replays", auth))[2]) == []
     assert not list((tmp_path / "b" / "replays").glob("*.webm"))
