@@ -291,13 +291,11 @@ class Audience:
         state = self._rooms.get(room)
         return state is not None and viewer_id in state.viewers
 
-    def end_user_rooms(self) -> list[str]:
-        """Rooms with at least one viewer that is an end user (not another node's pull)."""
-        return [
-            name
-            for name, state in self._rooms.items()
-            if any(not v.edge for v in state.viewers.values())
-        ]
+    def end_users(self) -> dict[str, int]:
+        """End users watching (not other nodes' pulls), per room that has any."""
+        counts = {name: sum(not v.edge for v in state.viewers.values())
+                  for name, state in self._rooms.items()}
+        return {name: n for name, n in counts.items() if n}
 
     def room_codecs(self, room: str) -> dict[str, str]:
         state = self._rooms.get(room)

@@ -59,7 +59,7 @@ class ViewerSide(FeedListener, Protocol):
     async def add_ice(self, room: str, viewer_id: str, candidate: dict[str, Any]) -> bool: ...
     def viewer_count(self, room: str) -> int: ...
     def has_viewer(self, room: str, viewer_id: str) -> bool: ...
-    def end_user_rooms(self) -> list[str]: ...
+    def end_users(self) -> dict[str, int]: ...
     def first_keyframe_samples(self) -> list[float]: ...
     async def close_room(self, room: str) -> None: ...
     async def close(self) -> None: ...
@@ -210,14 +210,15 @@ class MediaRelay:
         return self.viewers.viewer_count(room)
 
     def video_viewers(self) -> dict[str, int]:
-        """Viewers per room with end users watching (what the studio shows as receiving video)."""
-        return {r: self.viewers.viewer_count(r) for r in self.viewers.end_user_rooms()}
+        """End users receiving each room's video on this node (what the studio shows; other
+        nodes' pulls are not people, and each node counts its own end users)."""
+        return self.viewers.end_users()
 
     def stranded_rooms(self) -> list[str]:
         """Rooms whose end-user viewers are connected but nothing feeds them (the publisher
         left, and may have republished on another node). Edge pulls of other nodes do not
         count: they follow the origin themselves."""
-        return [r for r in self.viewers.end_user_rooms() if self.ingest.source(r) is None]
+        return [r for r in self.viewers.end_users() if self.ingest.source(r) is None]
 
     def room_codecs(self, room: str) -> dict[str, str]:
         """The mime type forwarded per kind in a room (for the gateway and tests)."""
@@ -293,7 +294,7 @@ class MediaRelay:
         if self._closed:
             return
         self._closed = True
-        for room in set(self.ingest.rooms()) | set(self.viewers.end_user_rooms()):
+        for room in set(self.ingest.rooms()) | set(self.viewers.end_users()):
             await self.close_room(room)
         await self.viewers.close()
         for task in list(self._tasks):

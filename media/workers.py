@@ -399,8 +399,9 @@ class WorkerPool:
     def has_viewer(self, room: str, viewer_id: str) -> bool:
         return viewer_id in self._routes.get(room, {})
 
-    def end_user_rooms(self) -> list[str]:
-        return [r for r, routes in self._routes.items() if any(not v.edge for v in routes.values())]
+    def end_users(self) -> dict[str, int]:
+        counts = {r: sum(not v.edge for v in routes.values()) for r, routes in self._routes.items()}
+        return {r: n for r, n in counts.items() if n}
 
     def first_keyframe_samples(self) -> list[float]:
         samples, self._samples = self._samples, []

@@ -224,8 +224,6 @@ class Rooms:
 
     def _flush_viewers(self) -> None:
         dirty, self.dirty_viewers = self.dirty_viewers, set()
-        if not self.count_viewers:
-            return
         if self.video_counts is not None:  # only the rooms with video viewers, now or before
             counts = self.video_counts()
             for room_id in set(counts) | self._video_rooms:
@@ -236,6 +234,8 @@ class Rooms:
                     room.video_viewers = n
                     dirty.add(ch)
             self._video_rooms = {r for r, n in counts.items() if n}
+        if not self.count_viewers:  # a cluster: server/cluster/presence.py sums every node's
+            return
         for ch in dirty:
             room = self.by_channel.get(ch)
             if room is not None and (ev := room.viewers_changed()) is not None:

@@ -3,7 +3,8 @@
 A stamped aiortc publisher publishes to node A; aiortc viewers watch on node B; B pulls the
 stream from A once and fans it out. Decoded stamped frames at B's viewers prove real media
 crossed A → B → viewer; A's and B's relay counters (their /metrics, over HTTP) prove the pull
-is shared and ends after the grace.
+is shared and ends after the grace; the studio on A is told the viewers receiving video on
+every node (`video_viewers`), B's pull not counted as one.
 """
 
 from __future__ import annotations
@@ -101,10 +102,13 @@ async def test_edge_viewers_share_one_pull_that_ends_after_the_grace(
         async with client(a, "s1", "streamer") as st:
             peers.append(await publish(a, st, "live"))
             assert await origin_of(prefix, "live") == a.url  # A claims the room
+            await st.join("live")
+            counts = st.events("room:live", types=["viewers"])
             viewers = [client(b, f"v{i}") for i in range(2)]
             try:
                 for v in viewers:
                     await v.connect()
+                    await v.join("live")  # as the viewer page does: chat beside the video
                 watching = [await watch(v, "live") for v in viewers]
                 peers += watching
                 # real media crossed A -> B -> viewer: decoded frames with readable stamps
@@ -116,13 +120,18 @@ async def test_edge_viewers_share_one_pull_that_ends_after_the_grace(
                 assert (sa["publishers"], sa["viewers"], sa["edge_pulls"]) == (1, 1, 0), sa
                 assert (sb["publishers"], sb["viewers"], sb["edge_pulls"]) == (0, 2, 1), sb
                 assert sb["edge_pulls_started_total"] == 1
+                # the studio on A hears how many people receive the video on any node: B's two,
+                # not B's pull from A as a third
+                await counts.wait_for(lambda e: e.get("video_viewers") == 2, timeout=10)
                 # a late viewer on B: its keyframe request travels B -> A (PLI, throttled)
                 late = client(b, "late")
                 viewers.append(late)
                 await late.connect()
+                await late.join("live")
                 late_peer = await watch(late, "live")
                 peers.append(late_peer)
                 await wait_until(lambda: late_peer.sink.frames >= 5, 40, "the late viewer's frames")
+                await counts.wait_for(lambda e: e.get("video_viewers") == 3, timeout=10)
                 await wait_stat(a, "pli_requested_total", sa["pli_requested_total"], "A's PLIs",
                                 above=True)
                 assert (await stats(b))["pli_sent_total"] > sb["pli_sent_total"]
