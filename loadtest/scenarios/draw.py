@@ -146,15 +146,17 @@ class DrawScenario(Scenario):
         offsets = steady(n, n / window_s)
         crowd = await ctx.start_crowd({"room": cfg.room}, n, 0, offsets, first_index=first,
                                       label="entrants", then=then, join_metric="enter")
-        if with_draw:  # the keyword entries go with the rush: one chat each, over the window
-            async def say(i: int, scheduled_ns: int) -> None:
-                try:
-                    await talkers[i].request(Op.CHAT, room=cfg.room, text=f"我要{KEYWORD} {i}")
-                except (RequestError, TimeoutError):
-                    ctx.metrics.error("keyword_chat", "refused")
+        # the keyword entries go with the rush: one chat each, over the window; the baseline
+        # sends the same chats (with no draw to enter, they are chat like any other), so that
+        # both runs carry the same room traffic and differ only by the draw
+        async def say(i: int, scheduled_ns: int) -> None:
+            try:
+                await talkers[i].request(Op.CHAT, room=cfg.room, text=f"我要{KEYWORD} {i}")
+            except (RequestError, TimeoutError):
+                ctx.metrics.error("keyword_chat", "refused")
 
-            await OpenLoop(steady(len(talkers), max(1.0, len(talkers) / window_s)), say, ctx.metrics,
-                           failure_metric="keyword_chat").run()
+        await OpenLoop(steady(len(talkers), max(1.0, len(talkers) / window_s)), say, ctx.metrics,
+                       failure_metric="keyword_chat").run()
         await ctx.wait_joined(crowd, window_s)
         entered = crowd.totals()["joined"]
         expected = await storm
