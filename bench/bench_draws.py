@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -28,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +64,20 @@ def start_server(data: Path, port: int) -> subprocess.Popen[bytes]:
     raise RuntimeError("the server did not start")
 
 
+def loop_lag(port: int) -> dict[str, float]:
+    """The server's own lateness over the run, from its `souk_loop_lag_seconds` histogram
+    (a timer due every 100 ms): the p99 bucket's bound and the worst bucket, in ms. The
+    server's share of the room's event latency, whatever the generator's."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    buckets = [(float(m[1]), float(m[2])) for m in re.finditer(
+        r'^souk_loop_lag_seconds_bucket\{le="([^"]+)"\} (\S+)$', text, re.M)]
+    total = buckets[-1][1] if buckets else 0.0
+    p99 = next((le for le, n in buckets if total and n >= 0.99 * total), float("inf"))
+    worst = next((le for le, n in buckets if n >= total), float("inf"))
+    return {"samples": total, "p99_le_ms": p99 * 1000, "max_le_ms": worst * 1000}
+
+
 def one(profile: str, draw: bool, sets: list[str]) -> dict[str, Any]:
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
@@ -77,6 +93,7 @@ def one(profile: str, draw: bool, sets: list[str]) -> dict[str, Any]:
                 cmd += ["--set", s]
             subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
             data = json.loads((report / "report.json").read_text())
+            lag = loop_lag(port)
         finally:
             server.send_signal(signal.SIGTERM)
             try:
@@ -91,6 +108,7 @@ def one(profile: str, draw: bool, sets: list[str]) -> dict[str, Any]:
         "enter_p99_ms": summary.get("enter", {}).get("p99_with_failures_ms"),
         "enter_ok": summary.get("enter", {}).get("count"),
         "server_cpu_mean_pct": round(statistics.fmean(cpu), 1),
+        "server_loop_lag": lag,
         "verdict": data["verdict"]["status"],
         "failed_checks": [c["name"] for c in data["checks"] if not c["ok"]],
         "notes": [n for n in data.get("notes", []) if "acknowledged" in n or "pressure" in n],
@@ -107,7 +125,7 @@ def main() -> int:
     ap.add_argument("--set", action="append", default=[], help="a scenario knob, e.g. entrants=5000")
     ap.add_argument("--out", type=Path, default=ROOT / "reports" / "bench" / "draws.json")
     args = ap.parse_args()
-    runs = []
+    runs: list[dict[str, Any]] = []
     for i in range(args.runs):
         base = one(args.profile, False, args.set)
         head = one(args.profile, True, args.set)
@@ -120,10 +138,13 @@ def main() -> int:
               f"entries p99 {head['enter_p99_ms']} ms ({head['enter_ok']} acknowledged); "
               f"result {head.get('draw_result_max_ms')} ms after the close; "
               f"server CPU {base['server_cpu_mean_pct']}% / {head['server_cpu_mean_pct']}%; "
+              f"server loop lag p99 <= {base['server_loop_lag']['p99_le_ms']:g} / "
+              f"{head['server_loop_lag']['p99_le_ms']:g} ms, max <= {base['server_loop_lag']['max_le_ms']:g} / "
+              f"{head['server_loop_lag']['max_le_ms']:g} ms; "
               f"verdicts {base['verdict']} / {head['verdict']} {head['failed_checks'] or ''}")
         for note in head["notes"]:
             print("   ", note)
-    ratios = [r["event_p99_ratio"] for r in runs if r["event_p99_ratio"] is not None]
+    ratios = [float(r["event_p99_ratio"]) for r in runs if r["event_p99_ratio"] is not None]
     if ratios:
         print(f"median event p99 ratio (draw / no draw): {statistics.median(ratios):.2f}"
               f" over {len(ratios)} run(s); goal <= 1.5")

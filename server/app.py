@@ -44,7 +44,7 @@ from server.insights import Insights
 from server.listener import Listener, listen, port_of
 from server.metrics import Metrics
 from server.ops import media as media_ops
-from server.periodic import every
+from server.periodic import every, watch_lag
 from server.reactions import Reactions
 from server.replays import Replays
 from server.rooms import Rooms
@@ -161,7 +161,7 @@ class App:
             coupons_issued=self.engagement.coupons_granted, beacon=beacon, sync=stores.draws_sync)
         self.replays = Replays(stores.replays, self.bus.publish, wall_ms, cfg.data_dir / "replays",
                                record_all=cfg.record, retention_days=cfg.replay_retention_days)
-        self._sweeps: list[asyncio.Task[None]] = []  # the retention sweeps
+        self._background: list[asyncio.Task[None]] = []  # retention sweeps, the loop-lag probe
 
     def _banned(self, ch: str, user: str) -> bool:
         room = self.rooms.get(ch)
@@ -221,13 +221,14 @@ class App:
         self.replays.attach(self.media)
         await self.replays.start()
         if self.cfg.replay_retention_days > 0:
-            self._sweeps.append(asyncio.create_task(
+            self._background.append(asyncio.create_task(
                 every(3600.0, self.replays.expire, "replay retention", log)))
         if self.cfg.chat_retention_days > 0 and (chat := self.rooms.chat_log) is not None:
             keep_ms = int(self.cfg.chat_retention_days * 86_400_000)
-            self._sweeps.append(asyncio.create_task(every(
+            self._background.append(asyncio.create_task(every(
                 3600.0, lambda: chat.expire(wall_ms() - keep_ms), "chat retention", log, first=True)))
         self.rooms.start()
+        self._background.append(asyncio.create_task(watch_lag(self.metrics.loop_lag.observe)))
         self._collecting = asyncio.create_task(every(
             self.collector.interval_s(), self.collector.sweep, "room collection", log))
         if self.presence is not None:
@@ -278,8 +279,8 @@ class App:
             await self.presence.stop()
         await self.events.drain()
         await _quietly(self.cascade.stop() if self.cascade is not None else None)
-        for sweep in self._sweeps:
-            sweep.cancel()
+        for task in self._background:
+            task.cancel()
         await _quietly(self.replays.stop())  # files closed before the relay goes
         await _quietly(self.media.close() if self.media is not None else None)
         for feature in (self.draws, self.insights, self.engagement, self.community, self.commerce):

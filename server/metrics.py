@@ -41,6 +41,12 @@ class Metrics:
             registry=r,
         )
         self.closed = Counter("souk_closed_total", "Connections closed by the server", ["code"], registry=r)
+        self.loop_lag = Histogram(
+            "souk_loop_lag_seconds",
+            "How late the event loop ran a timer due every 100 ms (server/periodic.py: watch_lag)",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=r,
+        )
 
         self._per_op: dict[str, tuple[Any, Any]] = {}
         self._media: dict[str, Any] = {}
