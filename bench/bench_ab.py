@@ -26,17 +26,19 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.ports import free_port, wait_listening  # noqa: E402
+
 PY = ROOT / ".venv" / "bin" / "python"
 LOADTEST = ROOT / ".venv" / "bin" / "souk-loadtest"
 
@@ -47,12 +49,6 @@ def export(rev: str, into: Path) -> Path:
                              capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
     return into
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def fanout(tree: Path, viewers: int, rate: float, rounds: int, out: Path) -> dict[str, float]:
@@ -71,15 +67,7 @@ def join(tree: Path, viewers: int, rate: float, duration: float, report: Path) -
          "--port", str(port), "--secret", secret, "--data-dir", str(data),
          "--log-level", "warning"], cwd=tree, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError("the server did not start") from None
-                time.sleep(0.1)
+        wait_listening(port, server)
         cpu = psutil.Process(server.pid).cpu_times()
         subprocess.run(["taskset", "-c", "1", str(LOADTEST), "join", "--url",
                         f"ws://127.0.0.1:{port}/ws", "--secret", secret, "--viewers", str(viewers),

@@ -25,7 +25,6 @@ import asyncio
 import json
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,19 +35,16 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from client_sdk import Client, mint_token
-from media.testing import loopback
-from media.testing.peers import PublisherPeer, ViewerPeer, wait_until
-
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.ports import free_port, wait_listening  # noqa: E402
+from client_sdk import Client, mint_token  # noqa: E402
+from media.testing import loopback  # noqa: E402
+from media.testing.peers import PublisherPeer, ViewerPeer, wait_until  # noqa: E402
+
 SECRET = "bench-secret-0123456789-0123456789-abcdef"
 REDIS = "redis://127.0.0.1:6379/0"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Node:
@@ -62,14 +58,7 @@ class Node:
              str(self.port), "--data-dir", str(tmp / name), "--redis", REDIS,
              "--redis-prefix", prefix, "--log-level", "warning"],
             cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"{name} did not start")
+        wait_listening(self.port, self.proc, what=name)
 
     def media(self) -> dict[str, float]:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as r:

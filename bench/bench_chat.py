@@ -26,7 +26,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,16 +36,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.ports import free_port, wait_listening  # noqa: E402
 from client_sdk import Client  # noqa: E402
 from client_sdk.tokens import mint_token  # noqa: E402
 
 SECRET = "bench-chat-secret-0123456789abcdef0123456789"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start(tree: Path, data: Path, port: int) -> subprocess.Popen[bytes]:
@@ -55,15 +49,8 @@ def start(tree: Path, data: Path, port: int) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(["taskset", "-c", "1", sys.executable, "-m", "server", "serve", "--host", "127.0.0.1",
                              "--port", str(port), "--data-dir", str(data)],
                             cwd=tree, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return proc
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError(f"the server of {tree} did not start")
+    wait_listening(port, proc, timeout_s=20, what=f"the server of {tree}")
+    return proc
 
 
 async def measure(port: int, senders: int, viewers: int, seconds: float, rate: float = 0) -> dict[str, float]:

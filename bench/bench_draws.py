@@ -23,24 +23,20 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.ports import free_port, wait_listening  # noqa: E402
+
 SECRET = "bench-draws-" + secrets.token_hex(16)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def pin(cpus: str) -> list[str]:
@@ -53,15 +49,8 @@ def start_server(data: Path, port: int) -> subprocess.Popen[bytes]:
                              "--port", str(port), "--data-dir", str(data), "--media-workers", "0",
                              "--log-level", "warning"],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return proc
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("the server did not start")
+    wait_listening(port, proc)
+    return proc
 
 
 def loop_lag(port: int) -> dict[str, float]:

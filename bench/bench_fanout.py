@@ -47,6 +47,7 @@ import uvloop
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.ports import free_port, wait_listening  # noqa: E402
 from client_sdk.tokens import mint_token  # noqa: E402
 
 SECRET = "bench-secret-0123456789-0123456789-abcdef"
@@ -206,14 +207,6 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def start_server(kind: str, port: int, cpu: int | None, data_dir: Path) -> subprocess.Popen[bytes]:
     pin = ["taskset", "-c", str(cpu)] if cpu is not None else []
     if kind == "souk":
@@ -224,19 +217,8 @@ def start_server(kind: str, port: int, cpu: int | None, data_dir: Path) -> subpr
                "--port", str(port)]
     env = {**os.environ, "SOUK_SECRET": SECRET}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    import socket
-
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{kind} server exited: {proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return proc
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError(f"{kind} server did not start")
+    wait_listening(port, proc, what=f"the {kind} server")
+    return proc
 
 
 class Streamer(Viewer):

@@ -22,7 +22,6 @@ import asyncio
 import json
 import os
 import secrets
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,17 +32,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.ports import free_port, wait_listening  # noqa: E402
 from client_sdk import Client, mint_token  # noqa: E402
 from media.testing import loopback  # noqa: E402
 from media.testing.peers import PublisherPeer  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cpu_s(pid: int) -> float:
@@ -72,15 +66,7 @@ async def run(record: bool, server_cpu: str, warm_s: float, measure_s: float,
     with tempfile.TemporaryDirectory() as tmp:
         proc = spawn(server_cpu, port, tmp, secret)
         try:
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError("the server did not start") from None
-                    await asyncio.sleep(0.05)
+            await asyncio.to_thread(wait_listening, port, proc, timeout_s=20)
             tok = mint_token(secret, "host", name="host", role="streamer", rooms=["*"],
                              groups=[], ttl_s=3600)
             with loopback():

@@ -28,7 +28,6 @@ import argparse
 import asyncio
 import multiprocessing as mp
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -43,18 +42,13 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.ports import free_port
 from client_sdk.protocol import SUBPROTOCOL_MSGPACK, decode, encode
 from client_sdk.tokens import mint_token
 
 SECRET = "bench-secret-0123456789-0123456789-abcdef"
 ROOT = Path(__file__).resolve().parent.parent
 REDIS = "redis://127.0.0.1:6379/0"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _masked(payload: bytes) -> bytes:

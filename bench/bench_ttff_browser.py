@@ -25,7 +25,6 @@ import json
 import math
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,6 +35,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.ports import free_port, wait_listening  # noqa: E402
 from client_sdk.tokens import mint_token  # noqa: E402
 
 SECRET = "bench-secret-0123456789-0123456789-abcdef"
@@ -77,12 +77,6 @@ async def wait_until(page: Any, expression: str, *, timeout: float = 10_000) -> 
         if time.monotonic() > deadline:
             raise TimeoutError(f"still false after {timeout:.0f} ms: {expression}")
         await asyncio.sleep(0.02)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def pct(s: list[float], q: float) -> float:
@@ -156,15 +150,7 @@ def main() -> int:
         cmd = ["taskset", "-c", args.server_cpu, *cmd]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise SystemExit("server did not start") from None
-                time.sleep(0.05)
+        wait_listening(port, proc, timeout_s=20)
         report = asyncio.run(run(args.loads, args.room, f"http://127.0.0.1:{port}", args.trickle))
         report["server_cpu"] = args.server_cpu or "not pinned"
         report["goal_p50_ms"] = 300

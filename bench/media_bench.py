@@ -41,7 +41,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -54,6 +53,8 @@ import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.ports import free_port, wait_listening  # noqa: E402
 
 FPS = 30
 WIDTH, HEIGHT = 320, 240  # with noise: ~1.2-1.4 Mbit/s VP8
@@ -71,12 +72,6 @@ def pct(values: list[float], p: float) -> float | None:
         return None
     values = sorted(values)
     return round(values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))], 1)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # ================================================================== child processes
@@ -420,16 +415,7 @@ class Souk(Relay):
 
     async def start(self) -> None:
         self._popen()
-        deadline = time.time() + 30
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return
-            except OSError:
-                assert self.proc is not None
-                if time.time() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError("souk serve did not start") from None
-                await asyncio.sleep(0.2)
+        await asyncio.to_thread(wait_listening, self.port, self.proc, what="souk serve")
 
     def _popen(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
