@@ -18,6 +18,10 @@ doing anything:
 
 Objects named through another (`buy` names a `sale`, `poll_close` a `poll`) are resolved by
 the handler, which checks the shop of what it found.
+
+The HTTP API's routes declare their scope the same way (`path[1]`: the id in the URL), and
+`authorize_route` holds them to the same rules before their handler: the token must admit the
+room, and staff read only their own shop's rooms and groups.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from typing import TYPE_CHECKING
 from client_sdk.protocol import Code, Frame, group_channel, room_channel
 from server.errors import SoukError
 from server.ops.fields import ID_RE
-from server.ops.registry import ANY_SHOP, MODERATORS, OpSpec, Target, may
+from server.ops.registry import ANY_SHOP, MODERATORS, OpSpec, RouteSpec, Target, may
 
 if TYPE_CHECKING:
     from server.auth import Identity
@@ -135,3 +139,22 @@ async def authorize(sv: Services, s: Session, spec: OpSpec, frame: Frame) -> Non
             await _check_group(sv, s, spec.name, value, entering=entering)
         elif may(ident.role, MODERATORS):
             await check_room(sv, ident, value)
+
+
+async def authorize_route(sv: Services, ident: Identity, spec: RouteSpec, parts: list[str]) -> None:
+    """Refuse a route on a room or group named in its path outside the token's rooms
+    (`forbidden` with the route's refusal) or, for staff, outside their shop. A path id that
+    is not an id is left to the handler (no such room or group can exist)."""
+    for sc in spec.scope:
+        if sc.via is not None or sc.field is None or not sc.field.startswith("path["):
+            continue
+        at = int(sc.field[5:-1])
+        value = parts[at] if at < len(parts) else ""
+        if not ID_RE.fullmatch(value):
+            continue
+        if sc.target is Target.ROOM:
+            if not ident.may_enter_room(value):
+                raise SoukError(Code.FORBIDDEN, spec.refusal)
+            await check_room(sv, ident, value)
+        elif sc.target is Target.GROUP:
+            await group_shop(sv, ident, value)
