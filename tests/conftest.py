@@ -8,10 +8,12 @@ import random
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
 import uuid
+import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -370,3 +372,13 @@ def prefix() -> Iterator[str]:
     """A Redis prefix of the test's own."""
     with scratch_prefix() as p:
         yield p
+
+
+def png(width: int = 8, height: int = 8) -> bytes:
+    """A small valid PNG (solid colour), made here rather than shipped: for the upload tests."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    raw = b"".join(b"\x00" + b"\xfe\x2c\x55" * width for _ in range(height))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))

@@ -6,24 +6,13 @@ anything is created."""
 from __future__ import annotations
 
 import asyncio
-import struct
-import zlib
 
 from playwright.async_api import FilePayload, expect
 
 from tests.browser.conftest import BROWSER, Pages, tid
+from tests.conftest import png
 
 pytestmark = BROWSER
-
-
-def png(width: int = 8, height: int = 8) -> bytes:
-    """A small valid PNG (solid colour), made here rather than shipped."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    raw = b"".join(b"\x00" + b"\xfe\x2c\x55" * width for _ in range(height))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
 
 
 async def test_pictures_that_cannot_work_are_refused_before_anything_is_made(pages: Pages) -> None:
